@@ -1,0 +1,31 @@
+# Each target sets itself up: `make test` on a fresh machine creates .venv, installs the
+# package with its test extra (versions from constraints.txt) and runs the whole suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: test demo install clean help
+
+help:
+	@echo "make test   create $(VENV) if missing, install hf-vit-repro[test], run the test suite"
+	@echo "make demo   create $(VENV) if missing, install, run the offline end-to-end demo"
+	@echo "make clean  remove $(VENV) and build artefacts"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/vit-repro demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

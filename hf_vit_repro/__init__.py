@@ -1,0 +1,39 @@
+"""hf_vit_repro: the Vision Transformer (Dosovitskiy et al., ICLR 2021) for the Hugging Face ecosystem.
+
+Importing the package registers its config and models with transformers' Auto classes; that
+registration is this module's only side effect.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+from .configuration_vit_repro import ViTReproConfig
+from .modeling_vit_repro import (
+    ViTReproForImageClassification,
+    ViTReproModel,
+    ViTReproPreTrainedModel,
+    resample_position_embeddings,
+    resize_position_embeddings_in_state_dict,
+)
+from .variants import variant_kwargs, variant_names
+
+__version__ = "0.1.0"
+
+AutoConfig.register(ViTReproConfig.model_type, ViTReproConfig, exist_ok=True)
+AutoModel.register(ViTReproConfig, ViTReproModel, exist_ok=True)
+AutoModelForImageClassification.register(ViTReproConfig, ViTReproForImageClassification, exist_ok=True)
+# `save_pretrained` writes `auto_map` and copies the shipped files, so checkpoints load with
+# trust_remote_code=True where this package is not installed.
+ViTReproConfig.register_for_auto_class()
+ViTReproModel.register_for_auto_class("AutoModel")
+ViTReproForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = [
+    "ViTReproConfig",
+    "ViTReproModel",
+    "ViTReproForImageClassification",
+    "ViTReproPreTrainedModel",
+    "resample_position_embeddings",
+    "resize_position_embeddings_in_state_dict",
+    "variant_kwargs",
+    "variant_names",
+]

@@ -1,0 +1,196 @@
+"""Configuration of the Vision Transformer (Dosovitskiy et al., ICLR 2021).
+
+This file is shipped next to every checkpoint (``trust_remote_code``), so it imports
+only ``transformers`` and ``huggingface_hub``.
+
+Field names follow transformers' ``ViTConfig`` wherever the concept is the same;
+the fields it lacks (``pooling``, ``representation_size``, ``classifier_init``,
+``position_embedding_interpolation``) are the paper's knobs. Defaults are ViT-B/16
+at 224 with the original code's LayerNorm epsilon (1e-6).
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
+
+POOLING_MODES = ("token", "gap")
+CLASSIFIER_INITS = ("zeros", "normal")
+
+# How patch-grid position embeddings are resampled to another grid. Each entry is
+# (torch.nn.functional.interpolate mode, align_corners, antialias) and cites who uses it.
+POSITION_EMBEDDING_INTERPOLATIONS = {
+    # google-research/vision_transformer: scipy.ndimage.zoom(grid, zoom, order=1), i.e.
+    # linear interpolation between pixel centres with the corners aligned.
+    "bilinear": ("bilinear", True, False),
+    # big_vision: jax.image.resize(method="bilinear"): half-pixel centres, antialiased.
+    "bilinear_antialias": ("bilinear", False, True),
+    # transformers' ViTEmbeddings.interpolate_pos_encoding.
+    "bicubic": ("bicubic", False, False),
+    # timm's resample_abs_pos_embed (its default).
+    "bicubic_antialias": ("bicubic", False, True),
+}
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    """``224`` or ``(224, 320)`` -> ``(height, width)``; raises ValueError naming ``name``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = (value, value)
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        pair = tuple(value)
+    else:
+        raise ValueError(f"`{name}` must be an int or a (height, width) pair, got {value!r}.")
+    if not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(f"`{name}` must hold positive integers, got {value!r}.")
+    return pair
+
+
+@strict
+class ViTReproConfig(PreTrainedConfig):
+    r"""Configuration of a :class:`ViTReproModel` / :class:`ViTReproForImageClassification`.
+
+    Use :meth:`from_variant` for the paper's named models (``"ViT-B/16"``, ``"ViT-L/16"``...).
+
+    Args:
+        image_size (`int` or `(height, width)`, defaults to 224): training resolution; sets the
+            number of position embeddings (paper Sec. 3.1: N = HW / P^2).
+        patch_size (`int` or `(height, width)`, defaults to 16): patch side P.
+        num_channels (`int`, defaults to 3): input channels C (1 for greyscale inputs).
+        hidden_size (`int`, defaults to 768): width D of the token embeddings.
+        num_hidden_layers (`int`, defaults to 12): encoder depth L.
+        num_attention_heads (`int`, defaults to 12): heads per attention layer; divides D.
+        intermediate_size (`int`, defaults to 3072): MLP hidden width (4D in every paper variant).
+        hidden_act (`str`, defaults to `"gelu"`): MLP activation (exact GELU, as timm and transformers;
+            `"gelu_pytorch_tanh"` reproduces the JAX code's tanh approximation).
+        layer_norm_eps (`float`, defaults to 1e-6): LayerNorm epsilon of the original code.
+        hidden_dropout_prob (`float`, defaults to 0.0): dropout after every dense layer except qkv,
+            and after adding position embeddings (paper Appendix B.1).
+        attention_probs_dropout_prob (`float`, defaults to 0.0): dropout on attention weights.
+        qkv_bias (`bool`, defaults to True): bias on the query/key/value projections.
+        pooling (`str`, defaults to `"token"`): `"token"` prepends a learned class token and uses its
+            final state; `"gap"` has no class token and averages the final (normalised) patch tokens,
+            as the original code's `classifier="gap"`.
+        representation_size (`int`, *optional*): width of the pre-logits layer (dense + tanh) used in
+            pretraining; `None` (the fine-tuning setting) means none.
+        classifier_init (`str`, defaults to `"zeros"`): `"zeros"` is the paper's fine-tuning head;
+            `"normal"` draws from N(0, initializer_range^2).
+        initializer_range (`float`, defaults to 0.02): std of position embeddings and of a normal head.
+        position_embedding_interpolation (`str`, defaults to `"bilinear"`): how position embeddings are
+            resampled to a new patch grid; one of :data:`POSITION_EMBEDDING_INTERPOLATIONS`. The default
+            matches the original code (scipy zoom, order 1).
+    """
+
+    model_type = "vit_repro"
+
+    image_size: int | list[int] | tuple[int, int] = 224
+    patch_size: int | list[int] | tuple[int, int] = 16
+    num_channels: int = 3
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    hidden_dropout_prob: float | int = 0.0
+    attention_probs_dropout_prob: float | int = 0.0
+    qkv_bias: bool = True
+    pooling: str = "token"
+    representation_size: int | None = None
+    classifier_init: str = "zeros"
+    initializer_range: float = 0.02
+    position_embedding_interpolation: str = "bilinear"
+
+    # ----------------------------------------------------------------- derived values
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """`image_size` as `(height, width)`."""
+        return _pair(self.image_size, "image_size")
+
+    @property
+    def patch_hw(self) -> tuple[int, int]:
+        """`patch_size` as `(height, width)`."""
+        return _pair(self.patch_size, "patch_size")
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patch grid `(rows, cols)` at `image_size`."""
+        (h, w), (ph, pw) = self.image_hw, self.patch_hw
+        return h // ph, w // pw
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens: 1 (the class token) for token pooling, else 0."""
+        return 1 if self.pooling == "token" else 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def pooled_size(self) -> int:
+        """Width of the pooled output fed to the classifier (the pre-logits width if any)."""
+        return self.representation_size or self.hidden_size
+
+    # ----------------------------------------------------------------- validation
+    # Each `validate_*` runs at construction (huggingface_hub's @strict) and names the
+    # field, the value received and the rule it breaks.
+    def validate_positive_sizes(self):
+        for name in ("num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            value = getattr(self, name)
+            if value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
+        if self.representation_size is not None and self.representation_size <= 0:
+            raise ValueError(
+                f"`representation_size` must be a positive integer or None (no pre-logits layer), "
+                f"got {self.representation_size}."
+            )
+        if self.layer_norm_eps <= 0:
+            raise ValueError(f"`layer_norm_eps` must be > 0, got {self.layer_norm_eps}.")
+
+    def validate_heads_divide_width(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
+                f"({self.num_attention_heads}): each head gets hidden_size / num_attention_heads channels."
+            )
+
+    def validate_patches_tile_image(self):
+        (h, w), (ph, pw) = self.image_hw, self.patch_hw
+        if h % ph or w % pw:
+            raise ValueError(
+                f"`image_size` {self.image_size} must be divisible by `patch_size` {self.patch_size}: "
+                f"the image is cut into non-overlapping patches (got {h}x{w} with {ph}x{pw} patches)."
+            )
+
+    def validate_choices(self):
+        for name, allowed in (
+            ("pooling", POOLING_MODES),
+            ("classifier_init", CLASSIFIER_INITS),
+            ("position_embedding_interpolation", tuple(POSITION_EMBEDDING_INTERPOLATIONS)),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"`hidden_act` {self.hidden_act!r} is not a known activation; try 'gelu'.")
+
+    def validate_dropout_rates(self):
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"`{name}` must be a probability in [0, 1), got {value}.")
+
+    # ----------------------------------------------------------------- variants
+    @classmethod
+    def from_variant(cls, name: str, **overrides) -> "ViTReproConfig":
+        """Build the config of a named variant, e.g. ``from_variant("ViT-B/16", num_labels=10)``.
+
+        The table lives in ``hf_vit_repro.variants`` (not shipped with checkpoints).
+        """
+        try:
+            from hf_vit_repro.variants import variant_kwargs
+        except ImportError as err:  # remote-code copy without the package
+            raise ImportError("`from_variant` needs the `hf_vit_repro` package: pip install hf-vit-repro") from err
+        return cls(**{**variant_kwargs(name), **overrides})
+
+
+__all__ = ["ViTReproConfig", "POSITION_EMBEDDING_INTERPOLATIONS"]

@@ -1,0 +1,525 @@
+"""The Vision Transformer (Dosovitskiy et al., ICLR 2021) as a transformers model.
+
+This file is shipped next to every checkpoint (``trust_remote_code``): it imports only
+``torch``, ``transformers`` and its sibling ``configuration_vit_repro``.
+
+Shapes: B batch, C channels, H x W image, P patch, N = HW / P^2 patches, D width,
+S = N + (1 if token pooling) tokens, h heads of D / h channels each.
+
+    z_0  = [x_class ; x_p E] + E_pos                 (paper Eq. 1)
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1}                (Eq. 2)
+    z_l  = MLP(LN(z'_l)) + z'_l                      (Eq. 3)
+    y    = LN(z_L)^0   (or the mean of the patch tokens of LN(z_L) for "gap")   (Eq. 4)
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_vit_repro import POSITION_EMBEDDING_INTERPOLATIONS, ViTReproConfig
+
+# ----------------------------------------------------------------------------- position embeddings
+
+
+def resample_position_embeddings(
+    position_embeddings: torch.Tensor,
+    new_grid: tuple[int, int],
+    old_grid: tuple[int, int] | None = None,
+    num_prefix_tokens: int = 1,
+    interpolation: str = "bilinear",
+) -> torch.Tensor:
+    """Resample learned 1-D position embeddings to another patch grid by 2-D interpolation.
+
+    The paper's fine-tuning step (Sec. 3.2): the patch-grid part is viewed as an image of D
+    channels and resized; the prefix (class-token) embeddings are kept as they are.
+
+    Args:
+        position_embeddings: `(1, num_prefix_tokens + rows * cols, D)`.
+        new_grid: `(rows, cols)` to resample to.
+        old_grid: `(rows, cols)` of the input; inferred as a square when `None`.
+        num_prefix_tokens: embeddings before the grid (1 for the class token, 0 for "gap").
+        interpolation: a key of `POSITION_EMBEDDING_INTERPOLATIONS`.
+
+    Returns:
+        `(1, num_prefix_tokens + new_rows * new_cols, D)`, same dtype and device. Pure: the input is
+        not modified.
+    """
+    if interpolation not in POSITION_EMBEDDING_INTERPOLATIONS:
+        raise ValueError(
+            f"Unknown interpolation {interpolation!r}; choose one of {sorted(POSITION_EMBEDDING_INTERPOLATIONS)}."
+        )
+    prefix, grid = position_embeddings[:, :num_prefix_tokens], position_embeddings[:, num_prefix_tokens:]
+    num_positions, dim = grid.shape[1], grid.shape[2]
+    if old_grid is None:
+        side = math.isqrt(num_positions)
+        if side * side != num_positions:
+            raise ValueError(
+                f"Cannot infer the patch grid of {num_positions} position embeddings; pass `old_grid=(rows, cols)`."
+            )
+        old_grid = (side, side)
+    if old_grid[0] * old_grid[1] != num_positions:
+        raise ValueError(f"old_grid {tuple(old_grid)} does not hold the {num_positions} grid position embeddings.")
+    new_grid = (int(new_grid[0]), int(new_grid[1]))
+    if tuple(old_grid) == new_grid:
+        return position_embeddings
+    mode, align_corners, antialias = POSITION_EMBEDDING_INTERPOLATIONS[interpolation]
+    image = grid.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2).float()
+    image = F.interpolate(image, size=new_grid, mode=mode, align_corners=align_corners, antialias=antialias)
+    grid = image.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(position_embeddings.dtype)
+    return torch.cat([prefix, grid], dim=1)
+
+
+def resize_position_embeddings_in_state_dict(
+    state_dict: dict[str, torch.Tensor], config: ViTReproConfig, image_size
+) -> tuple[dict[str, torch.Tensor], ViTReproConfig]:
+    """Permanently resample a checkpoint's position embeddings to a new `image_size`.
+
+    Pure function over a state dict and its config, used when fine-tuning at 384 after
+    pretraining at 224 (paper Sec. 3.2). Returns a new state dict (other tensors shared) and a
+    new config whose `image_size` is the new one.
+    """
+    new_config = config.__class__.from_dict({**config.to_dict(), "image_size": image_size})
+    keys = [k for k in state_dict if k.endswith("embeddings.position_embeddings")]
+    if len(keys) != 1:
+        raise KeyError(f"Expected one '*embeddings.position_embeddings' entry in the state dict, found {keys}.")
+    new_state = dict(state_dict)
+    new_state[keys[0]] = resample_position_embeddings(
+        state_dict[keys[0]],
+        new_grid=new_config.grid_size,
+        old_grid=config.grid_size,
+        num_prefix_tokens=config.num_prefix_tokens,
+        interpolation=config.position_embedding_interpolation,
+    )
+    return new_state, new_config
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def _lecun_normal_(weight: torch.Tensor) -> torch.Tensor:
+    """flax's default kernel init: truncated normal (at +-2 std) with variance 1 / fan_in.
+
+    (transformers' `init.lecun_normal_` truncates at +-2 in absolute terms, which for small fans
+    leaves the 1/0.88 std correction uncorrected.)
+    """
+    fan_in = weight[0].numel()
+    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+    return init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+class ViTReproPatchEmbeddings(nn.Module):
+    """x_p E: a P x P convolution with stride P is the linear patch projection (Sec. 3.1)."""
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__()
+        self.patch_size = config.patch_hw
+        self.projection = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size
+        )
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(B, C, H, W)` -> `(B, N, D)`, patches in row-major order."""
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+class ViTReproEmbeddings(nn.Module):
+    """Class token + patch embeddings + learned 1-D position embeddings, then dropout (Eq. 1)."""
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embeddings = ViTReproPatchEmbeddings(config)
+        dim = config.hidden_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.num_prefix_tokens else None
+        rows, cols = config.grid_size
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_prefix_tokens + rows * cols, dim))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob) if config.hidden_dropout_prob else nn.Identity()
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        height, width = pixel_values.shape[-2:]
+        embeddings = self.patch_embeddings(pixel_values)
+        position_embeddings = self.position_embeddings
+        if interpolate_pos_encoding:
+            (ph, pw) = self.config.patch_hw
+            position_embeddings = resample_position_embeddings(
+                position_embeddings,
+                new_grid=(height // ph, width // pw),
+                old_grid=self.config.grid_size,
+                num_prefix_tokens=self.config.num_prefix_tokens,
+                interpolation=self.config.position_embedding_interpolation,
+            )
+        if self.cls_token is not None:
+            embeddings = torch.cat([self.cls_token.expand(embeddings.shape[0], -1, -1), embeddings], dim=1)
+        return self.dropout(embeddings + position_embeddings)
+
+
+# ----------------------------------------------------------------------------- encoder
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference attention: softmax(q k^T * scaling) v, softmax in float32.
+
+    q, k, v: `(B, h, S, D/h)`. Returns the output `(B, S, h, D/h)` and the weights `(B, h, S, S)`.
+    """
+    scores = torch.matmul(query, key.transpose(-2, -1)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class ViTReproAttention(nn.Module):
+    """Multi-head self-attention (MSA) with one fused qkv projection.
+
+    The kernel is chosen through transformers' attention registry (`config._attn_implementation`):
+    `"sdpa"` (default), `"eager"` (the reference above), flash attention when installed. When the
+    attention weights are asked for, eager runs, since fused kernels never materialise them.
+    """
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.is_causal = False
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, seq, dim = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv.unbind(0)
+
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        kwargs.pop("output_hidden_states", None)
+        output, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self.o_proj(output.reshape(batch, seq, dim)), weights
+
+
+class ViTReproMLP(nn.Module):
+    """Dense -> GELU -> dropout -> dense -> dropout (Appendix B.1: dropout after every dense layer)."""
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        p = config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p) if p else nn.Identity()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.dropout(self.activation(self.fc1(hidden_states)))))
+
+
+class ViTReproLayer(GradientCheckpointingLayer):
+    """One pre-norm encoder block (Eqs. 2-3)."""
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__()
+        self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = ViTReproAttention(config)
+        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = ViTReproMLP(config)
+        p = config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p) if p else nn.Identity()
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs) -> torch.Tensor:
+        attention_output, _ = self.attention(self.layernorm_before(hidden_states), output_attentions, **kwargs)
+        hidden_states = hidden_states + self.dropout(attention_output)
+        return hidden_states + self.mlp(self.layernorm_after(hidden_states))
+
+
+class ViTReproPooler(nn.Module):
+    """Eq. 4: the class token's final state (or the mean patch token for "gap"), then the optional
+    pre-logits "representation" layer (dense + tanh) of pretraining."""
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__()
+        self.pooling = config.pooling
+        self.num_prefix_tokens = config.num_prefix_tokens
+        if config.representation_size:
+            self.dense = nn.Linear(config.hidden_size, config.representation_size)
+            self.activation = nn.Tanh()
+        else:
+            self.dense = None
+
+    def forward(self, sequence_output: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "token":
+            pooled = sequence_output[:, 0]
+        else:
+            pooled = sequence_output[:, self.num_prefix_tokens :].mean(dim=1)
+        if self.dense is not None:
+            pooled = self.activation(self.dense(pooled))
+        return pooled
+
+
+# ----------------------------------------------------------------------------- models
+
+# What `save_pretrained` writes into config.json so that a checkpoint folder (or Hub repo) resolves
+# all three Auto classes with trust_remote_code=True, whichever class was saved.
+AUTO_MAP = {
+    "AutoConfig": "configuration_vit_repro.ViTReproConfig",
+    "AutoModel": "modeling_vit_repro.ViTReproModel",
+    "AutoModelForImageClassification": "modeling_vit_repro.ViTReproForImageClassification",
+}
+
+
+class ViTReproPreTrainedModel(PreTrainedModel):
+    config: ViTReproConfig
+    config_class = ViTReproConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ViTReproEmbeddings", "ViTReproLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {"hidden_states": ViTReproLayer, "attentions": ViTReproAttention}
+    # Trainer: our forward takes **kwargs but computes a per-batch mean loss itself, so gradient
+    # accumulation must not rescale it (see DESIGN.md, pitfalls).
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """The original code's initialisation (google-research/vision_transformer, models_vit.py).
+
+        Dense layers of the blocks: Xavier-uniform kernels (q, k and v each as its own D x D
+        matrix), MLP biases N(0, 1e-6), other biases 0; patch embedding and pre-logits:
+        LeCun-normal; position embeddings N(0, 0.02); class token 0; classifier per
+        `config.classifier_init` (zeros: the paper's fine-tuning head). Helpers from
+        `transformers.initialization` leave loaded weights alone.
+        """
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            # transformers initialises leaf modules one by one (parents with no parameters of their
+            # own are skipped for custom code), so a dense layer's role is read off its name.
+            role = next(name for name, sub in self.named_modules() if sub is module).rsplit(".", 1)[-1]
+            if role == "qkv":
+                bound = math.sqrt(6.0 / (2 * module.in_features))
+                init.uniform_(module.weight, -bound, bound)
+            elif role in ("o_proj", "fc1", "fc2"):
+                init.xavier_uniform_(module.weight)
+            elif role == "classifier" and self.config.classifier_init == "zeros":
+                init.zeros_(module.weight)
+            elif role == "classifier":
+                init.normal_(module.weight, std=std)
+            else:  # pre-logits (pooler.dense): flax's default Dense init
+                _lecun_normal_(module.weight)
+            if module.bias is not None:
+                init.normal_(module.bias, std=1e-6) if role in ("fc1", "fc2") else init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            _lecun_normal_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, ViTReproEmbeddings):
+            init.normal_(module.position_embeddings, std=std)
+            if module.cls_token is not None:
+                init.zeros_(module.cls_token)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers writes only the saved class into `auto_map`; pre-fill the other entries.
+        self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters that skip weight decay: position embeddings, class token,
+        norm weights and all biases (every parameter that is not a matrix or a conv kernel)."""
+        return {
+            name
+            for name, param in self.named_parameters()
+            if param.ndim <= 1 or name.endswith(("position_embeddings", "cls_token"))
+        }
+
+    def resize_position_embeddings(self, image_size) -> None:
+        """Resample the position embeddings to `image_size` for good (the fine-tuning step at a new
+        resolution) and update `config.image_size`."""
+        state = {k: v.detach() for k, v in self.state_dict().items() if k.endswith("embeddings.position_embeddings")}
+        new_state, new_config = resize_position_embeddings_in_state_dict(state, self.config, image_size)
+        embeddings = self.base_model.embeddings
+        embeddings.position_embeddings = nn.Parameter(next(iter(new_state.values())).clone())
+        self.config.image_size = new_config.image_size
+        embeddings.config = self.config
+
+
+class ViTReproModel(ViTReproPreTrainedModel):
+    """The ViT encoder: embeddings -> L pre-norm blocks -> final LayerNorm -> pooling.
+
+    Returns `BaseModelOutputWithPooling`: `last_hidden_state` `(B, S, D)` after the final norm,
+    `pooler_output` `(B, D)` (or `(B, representation_size)`), and on request `hidden_states`
+    (L + 1 tensors: the embeddings, then each block's output, before the final norm) and
+    `attentions` (L tensors `(B, h, S, S)`).
+    """
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__(config)
+        self.embeddings = ViTReproEmbeddings(config)
+        self.layers = nn.ModuleList([ViTReproLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pooler = ViTReproPooler(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    def _check_pixel_values(self, pixel_values, interpolate_pos_encoding: bool) -> torch.Tensor:
+        """Clear errors for inputs the model cannot take; casts floating inputs to the weights' dtype."""
+        if pixel_values is None:
+            raise ValueError("`pixel_values` is required: a float tensor of shape (batch, channels, height, width).")
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(f"`pixel_values` must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"`pixel_values` must have shape (batch, channels, height, width), got shape {tuple(pixel_values.shape)}."
+            )
+        if not pixel_values.is_floating_point():
+            raise TypeError(
+                f"`pixel_values` must be a floating-point tensor, got {pixel_values.dtype}: normalise images with the "
+                "image processor (AutoImageProcessor) instead of passing raw integer pixels."
+            )
+        config = self.config
+        channels, height, width = pixel_values.shape[1:]
+        if channels != config.num_channels:
+            raise ValueError(
+                f"`pixel_values` has {channels} channels but the model was configured with num_channels="
+                f"{config.num_channels}."
+            )
+        (ph, pw) = config.patch_hw
+        if interpolate_pos_encoding:
+            if height % ph or width % pw:
+                raise ValueError(
+                    f"Input size {height}x{width} is not a multiple of the patch size {ph}x{pw}; resize or crop it."
+                )
+        elif (height, width) != config.image_hw:
+            raise ValueError(
+                f"Input size {height}x{width} does not match the model's image_size {config.image_hw}. Pass "
+                "`interpolate_pos_encoding=True` to run at another resolution, or resize the inputs."
+            )
+        weight = self.embeddings.patch_embeddings.projection.weight
+        return pixel_values.to(dtype=weight.dtype)
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        interpolate_pos_encoding = bool(interpolate_pos_encoding)
+        pixel_values = self._check_pixel_values(pixel_values, interpolate_pos_encoding)
+        output_attentions = bool(kwargs.pop("output_attentions", None) or self.config.output_attentions)
+        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, output_attentions, **kwargs)
+        sequence_output = self.layernorm(hidden_states)
+        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=self.pooler(sequence_output))
+
+
+class ViTReproForImageClassification(ViTReproPreTrainedModel):
+    """ViT with a linear classifier on the pooled representation.
+
+    The loss is transformers' standard one for `config.problem_type` (single-label cross
+    entropy, multi-label BCE, or regression MSE); `labels` are optional.
+    """
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__(config)
+        self.vit = ViTReproModel(config)
+        self.classifier = self._new_classifier(config)
+        self.post_init()
+
+    @staticmethod
+    def _new_classifier(config: ViTReproConfig) -> nn.Module:
+        return nn.Linear(config.pooled_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+
+    def reset_classifier(
+        self, num_labels: int, id2label: dict[int, str] | None = None, keep_representation: bool = False
+    ) -> None:
+        """The paper's fine-tuning step (Sec. 3.2): drop the pre-logits layer (unless
+        `keep_representation`) and attach a zero-initialised `num_labels`-way head."""
+        if num_labels < 0:
+            raise ValueError(f"`num_labels` must be >= 0, got {num_labels}.")
+        if id2label is not None and len(id2label) != num_labels:
+            raise ValueError(f"`id2label` has {len(id2label)} entries but num_labels={num_labels}.")
+        config = self.config
+        if not keep_representation and config.representation_size:
+            config.representation_size = None
+            self.vit.pooler.dense = None
+        config.id2label = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}
+        config.label2id = {label: i for i, label in config.id2label.items()}
+        head = self._new_classifier(config).to(self.vit.layernorm.weight.device, self.vit.layernorm.weight.dtype)
+        if isinstance(head, nn.Linear):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        self.classifier = head
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        outputs: BaseModelOutputWithPooling = self.vit(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
+        logits = self.classifier(outputs.pooler_output)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels.to(logits.device), logits, self.config)
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = [
+    "ViTReproPreTrainedModel",
+    "ViTReproModel",
+    "ViTReproForImageClassification",
+    "resample_position_embeddings",
+    "resize_position_embeddings_in_state_dict",
+]

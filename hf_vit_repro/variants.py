@@ -1,0 +1,59 @@
+"""The paper's model variants as a lookup table.
+
+Sources: Table 1 of Dosovitskiy et al. (2021) for Base, Large and Huge; Steiner et al.,
+"How to train your ViT? Data, Augmentation, and Regularization in Vision Transformers"
+(AugReg, 2021) for Tiny and Small. All use 4D-wide MLPs and are named "ViT-<size>/<patch>"
+("ViT-L/16": Large with 16 x 16 patches). The paper trains B/32, B/16, L/32, L/16 and H/14;
+patch sizes 8 and 14 appear for every size in the follow-ups, so any size x patch pair is
+offered.
+"""
+
+import difflib
+import re
+
+#: size name -> (hidden_size, num_hidden_layers, num_attention_heads, intermediate_size)
+SIZES: dict[str, tuple[int, int, int, int]] = {
+    "Ti": (192, 12, 3, 768),  # AugReg
+    "S": (384, 12, 6, 1536),  # AugReg
+    "B": (768, 12, 12, 3072),  # paper, Table 1: 86M params
+    "L": (1024, 24, 16, 4096),  # paper, Table 1: 307M params
+    "H": (1280, 32, 16, 5120),  # paper, Table 1: 632M params
+}
+PATCH_SIZES = (8, 14, 16, 32)
+
+#: The paper's Table 1 parameter counts, in millions, for the variant it reports with each size.
+PAPER_PARAMETER_COUNTS = {"ViT-B/16": 86, "ViT-L/16": 307, "ViT-H/14": 632}
+
+_NAME = re.compile(r"^(?:vit[-_ ]?)?(ti|s|b|l|h)[/_\-](\d+)$", re.IGNORECASE)
+
+
+def variant_names() -> list[str]:
+    """Every name `variant_kwargs` accepts in its canonical spelling, e.g. "ViT-B/16"."""
+    return [f"ViT-{size}/{patch}" for size in SIZES for patch in PATCH_SIZES]
+
+
+def canonical_name(name: str) -> str:
+    """Normalise "vit_b_16", "B/16", "ViT-B_16" (the .npz spelling) ... to "ViT-B/16"."""
+    match = _NAME.match(name.strip())
+    sizes = {key.lower(): key for key in SIZES}
+    if match is None or int(match.group(2)) not in PATCH_SIZES:
+        close = difflib.get_close_matches(name, variant_names(), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"Unknown ViT variant {name!r}. Names look like 'ViT-B/16': size one of {', '.join(SIZES)}, "
+            f"patch one of {', '.join(map(str, PATCH_SIZES))}.{hint}"
+        )
+    return f"ViT-{sizes[match.group(1).lower()]}/{int(match.group(2))}"
+
+
+def variant_kwargs(name: str) -> dict:
+    """`ViTReproConfig` keyword arguments of a named variant, e.g. `variant_kwargs("ViT-L/16")`."""
+    size, patch = canonical_name(name)[len("ViT-") :].split("/")
+    hidden, layers, heads, mlp = SIZES[size]
+    return {
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": mlp,
+        "patch_size": int(patch),
+    }

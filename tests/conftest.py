@@ -1,0 +1,62 @@
+"""Shared fixtures. Tests run offline: the Hub is never contacted (HF_HUB_OFFLINE) and any
+socket connection to a non-loopback address fails the test."""
+
+import os
+import socket
+import tempfile
+
+# Must be set before anything from the HF stack is imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf_vit_repro_tests_hf_home_"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1", "")):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise RuntimeError(f"Test tried to reach the network ({address}); tests must stay offline.")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only_connect)
+
+
+def tiny_kwargs(**overrides) -> dict:
+    """The tiny test config of DESIGN.md: image 32, patch 8, width 32, 2 layers."""
+    kwargs = dict(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=3,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+@pytest.fixture
+def tiny_config():
+    from hf_vit_repro import ViTReproConfig
+
+    return ViTReproConfig(**tiny_kwargs())
+
+
+def randomize_(model: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.nn.Module:
+    """Overwrite every parameter with N(0, std^2) so zero-initialised heads and tokens are exercised."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * std)
+    return model

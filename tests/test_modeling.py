@@ -1,0 +1,329 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_vit_repro import (
+    ViTReproConfig,
+    ViTReproForImageClassification,
+    ViTReproModel,
+    resample_position_embeddings,
+    resize_position_embeddings_in_state_dict,
+)
+
+from .conftest import randomize_, tiny_kwargs
+
+
+def make(model_cls=ViTReproForImageClassification, seed=0, attn="sdpa", **overrides):
+    torch.manual_seed(seed)
+    config = ViTReproConfig(**tiny_kwargs(**overrides))
+    config._attn_implementation = attn
+    return randomize_(model_cls(config), seed=seed).eval()
+
+
+def pixels(batch=2, channels=3, height=32, width=32, seed=1):
+    return torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+@pytest.mark.parametrize("pooling, seq", [("token", 17), ("gap", 16)])
+def test_output_shapes_follow_transformers_conventions(pooling, seq):
+    model = make(ViTReproModel, pooling=pooling)
+    out = model(pixels(), output_hidden_states=True, output_attentions=True)
+    assert out.last_hidden_state.shape == (2, seq, 32)
+    assert out.pooler_output.shape == (2, 32)
+    assert len(out.hidden_states) == 2 + 1 and all(h.shape == (2, seq, 32) for h in out.hidden_states)
+    assert len(out.attentions) == 2 and all(a.shape == (2, 4, seq, seq) for a in out.attentions)
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, 4, seq))
+    # hidden_states[-1] is the last block's output before the final LayerNorm.
+    torch.testing.assert_close(model.layernorm(out.hidden_states[-1]), out.last_hidden_state)
+    plain = model(pixels())
+    assert plain.hidden_states is None and plain.attentions is None
+
+
+def test_pooling_definitions():
+    token = make(ViTReproModel)
+    out = token(pixels())
+    torch.testing.assert_close(out.pooler_output, out.last_hidden_state[:, 0])
+    gap = make(ViTReproModel, pooling="gap")
+    out = gap(pixels())
+    assert gap.embeddings.cls_token is None
+    torch.testing.assert_close(out.pooler_output, out.last_hidden_state.mean(1))
+
+
+def test_representation_layer_is_dense_tanh_on_pooled_token():
+    model = make(ViTReproForImageClassification, representation_size=20)
+    out = model(pixels(), output_hidden_states=True)
+    normed = model.vit.layernorm(out.hidden_states[-1])[:, 0]
+    pre_logits = torch.tanh(model.vit.pooler.dense(normed))
+    torch.testing.assert_close(out.logits, model.classifier(pre_logits))
+    assert model.classifier.in_features == 20
+
+
+def test_return_dict_false_gives_tuple():
+    model = make()
+    out = model(pixels(), labels=torch.tensor([0, 2]), return_dict=False)
+    assert isinstance(out, tuple) and out[0].ndim == 0 and out[1].shape == (2, 3)
+
+
+def test_one_channel_and_non_square_inputs():
+    model = make(num_channels=1, image_size=(32, 48))
+    assert model(pixels(channels=1, height=32, width=48)).logits.shape == (2, 3)
+
+
+# ----------------------------------------------------------------------------- attention modes
+
+
+def test_eager_and_sdpa_agree():
+    eager, sdpa = make(attn="eager"), make(attn="sdpa")
+    x = pixels()
+    a = eager(x, output_hidden_states=True)
+    b = sdpa(x, output_hidden_states=True)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=0)
+    for h_a, h_b in zip(a.hidden_states, b.hidden_states):
+        torch.testing.assert_close(h_a, h_b, atol=1e-5, rtol=0)
+
+
+def test_sdpa_is_default_and_switchable():
+    model = ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs()))
+    assert model.config._attn_implementation == "sdpa"
+    model.set_attn_implementation("eager")
+    assert model.config._attn_implementation == "eager"
+
+
+def test_attentions_requested_under_sdpa_come_from_eager():
+    """Fused kernels never materialise attention weights; asking for them runs eager."""
+    x = pixels()
+    sdpa_out = make(attn="sdpa")(x, output_attentions=True)
+    eager_out = make(attn="eager")(x, output_attentions=True)
+    assert len(sdpa_out.attentions) == 2
+    for a, b in zip(sdpa_out.attentions, eager_out.attentions):
+        torch.testing.assert_close(a, b)
+
+
+def test_sdpa_dispatch_calls_the_registered_function(monkeypatch):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    calls = []
+    original = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", spy)
+    make(attn="sdpa")(pixels())
+    assert len(calls) == 2  # one per layer
+
+
+# ----------------------------------------------------------------------------- training behaviour
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    x, labels = pixels(), torch.tensor([0, 2])
+    grads = []
+    for checkpointing in (False, True):
+        model = make(hidden_dropout_prob=0.0)
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.vit.layers[0].gradient_checkpointing
+        model.train()
+        model(x, labels=labels).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
+def test_dropout_active_only_in_training():
+    model = make(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
+    x = pixels()
+    torch.testing.assert_close(model(x).logits, model(x).logits)
+    model.train()
+    assert not torch.allclose(model(x).logits, model(x).logits)
+
+
+@pytest.mark.parametrize(
+    "problem_type, num_labels, labels, reference",
+    [
+        ("single_label_classification", 3, torch.tensor([0, 2]), lambda lg, lb: F.cross_entropy(lg, lb)),
+        (
+            "multi_label_classification",
+            3,
+            torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]),
+            lambda lg, lb: F.binary_cross_entropy_with_logits(lg, lb),
+        ),
+        ("regression", 1, torch.tensor([0.5, -1.0]), lambda lg, lb: F.mse_loss(lg.squeeze(-1), lb)),
+    ],
+)
+def test_loss_by_problem_type(problem_type, num_labels, labels, reference):
+    model = make(num_labels=num_labels, problem_type=problem_type)
+    out = model(pixels(), labels=labels)
+    torch.testing.assert_close(out.loss, reference(out.logits, labels))
+
+
+def test_training_step_reduces_loss():
+    model = make()
+    model.train()
+    x, labels = pixels(batch=4), torch.tensor([0, 1, 2, 0])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        loss = model(x, labels=labels).loss
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses[-1] < losses[0]
+
+
+def test_bfloat16_forward():
+    model = make().to(torch.bfloat16)
+    out = model(pixels())  # float32 inputs are cast to the weights' dtype
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits).all()
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def test_original_code_initialisation():
+    config = ViTReproConfig(**tiny_kwargs(hidden_size=64, representation_size=48))
+    model = ViTReproForImageClassification(config)
+    layer = model.vit.layers[0]
+    assert torch.count_nonzero(model.classifier.weight) == 0  # zero-initialised head
+    assert torch.count_nonzero(model.vit.embeddings.cls_token) == 0
+    bound = (6 / (64 + 64)) ** 0.5  # Xavier bound of each D x D block of the fused qkv
+    assert layer.attention.qkv.weight.abs().max() <= bound and layer.attention.qkv.weight.abs().max() > 0.9 * bound
+    assert layer.mlp.fc1.bias.abs().max() < 1e-4 and layer.mlp.fc1.bias.abs().max() > 0
+    assert torch.count_nonzero(layer.attention.qkv.bias) == 0
+    assert abs(model.vit.embeddings.position_embeddings.std().item() - 0.02) < 0.004
+    lecun_std = (1 / (3 * 8 * 8)) ** 0.5
+    assert abs(model.vit.embeddings.patch_embeddings.projection.weight.std().item() - lecun_std) < 0.1 * lecun_std
+    normal = ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs(hidden_size=64, classifier_init="normal")))
+    assert 0.01 < normal.classifier.weight.std().item() < 0.03
+
+
+def test_save_load_round_trip_is_exact_and_not_reinitialised(tmp_path):
+    model = make(representation_size=16)
+    model.save_pretrained(tmp_path)
+    loaded = ViTReproForImageClassification.from_pretrained(tmp_path).eval()
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert torch.count_nonzero(loaded.classifier.weight) > 0  # loaded, not zero-initialised
+    x = pixels()
+    assert torch.equal(model(x).logits, loaded(x).logits)
+    base = ViTReproModel.from_pretrained(tmp_path)
+    torch.testing.assert_close(base(x).pooler_output, model.vit(x).pooler_output)
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+    "make_input, error, message",
+    [
+        (lambda: pixels(channels=1), ValueError, "has 1 channels but the model was configured with num_channels=3"),
+        (lambda: pixels(height=48), ValueError, "interpolate_pos_encoding=True"),
+        (lambda: pixels().to(torch.uint8), TypeError, "floating-point"),
+        (lambda: pixels()[0], ValueError, r"\(batch, channels, height, width\)"),
+        (lambda: None, ValueError, "pixel_values` is required"),
+        (lambda: np.zeros((2, 3, 32, 32), dtype=np.float32), TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_inputs_give_clear_errors(make_input, error, message):
+    with pytest.raises(error, match=message):
+        make()(make_input())
+
+
+def test_interpolation_needs_multiples_of_patch_size():
+    with pytest.raises(ValueError, match="not a multiple of the patch size"):
+        make()(pixels(height=36), interpolate_pos_encoding=True)
+
+
+# ----------------------------------------------------------------------------- position embeddings
+
+
+def test_default_resampling_matches_original_code_scipy_zoom():
+    """The original code resizes with scipy.ndimage.zoom(grid, zoom, order=1)."""
+    from scipy import ndimage
+
+    generator = torch.Generator().manual_seed(0)
+    posemb = torch.randn(1, 1 + 4 * 4, 8, generator=generator)
+    new = resample_position_embeddings(posemb, new_grid=(7, 5), num_prefix_tokens=1, interpolation="bilinear")
+    grid = posemb[0, 1:].reshape(4, 4, 8).numpy()
+    expected = ndimage.zoom(grid, (7 / 4, 5 / 4, 1), order=1)
+    assert expected.shape == (7, 5, 8)
+    np.testing.assert_allclose(new[0, 1:].reshape(7, 5, 8).numpy(), expected, atol=1e-5)
+    assert torch.equal(new[:, :1], posemb[:, :1])  # class token kept as is
+
+
+def test_resampling_same_grid_is_identity_and_inputs_untouched():
+    posemb = torch.randn(1, 17, 8)
+    before = posemb.clone()
+    assert resample_position_embeddings(posemb, (4, 4)) is posemb
+    resample_position_embeddings(posemb, (6, 6))
+    assert torch.equal(posemb, before)
+    with pytest.raises(ValueError, match="old_grid"):
+        resample_position_embeddings(torch.randn(1, 1 + 12, 8), (4, 4))
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bilinear_antialias", "bicubic", "bicubic_antialias"])
+def test_interpolate_at_forward_equals_permanent_resize(interpolation):
+    model = make(position_embedding_interpolation=interpolation)
+    x = pixels(height=48, width=40)
+    on_the_fly = model(x, interpolate_pos_encoding=True).logits
+    state, config = resize_position_embeddings_in_state_dict(model.state_dict(), model.config, (48, 40))
+    assert config.image_hw == (48, 40) and model.config.image_hw == (32, 32)
+    assert state["vit.embeddings.position_embeddings"].shape == (1, 1 + 6 * 5, 32)
+    resized = ViTReproForImageClassification(config).eval()
+    resized.load_state_dict(state)
+    torch.testing.assert_close(resized(x).logits, on_the_fly)
+    model.resize_position_embeddings((48, 40))
+    assert model.config.image_hw == (48, 40)
+    torch.testing.assert_close(model(x).logits, on_the_fly)
+
+
+def test_interpolation_at_training_resolution_changes_nothing():
+    model = make()
+    x = pixels()
+    assert torch.equal(model(x).logits, model(x, interpolate_pos_encoding=True).logits)
+
+
+def test_gap_model_resamples_without_prefix():
+    model = make(pooling="gap")
+    assert model(pixels(height=64, width=64), interpolate_pos_encoding=True).logits.shape == (2, 3)
+
+
+# ----------------------------------------------------------------------------- fine-tuning helpers
+
+
+def test_no_weight_decay_names_exactly_embeddings_tokens_norms_biases():
+    model = make(representation_size=16)
+    skip = model.no_weight_decay()
+    for name, param in model.named_parameters():
+        expected = name.endswith(("bias", "position_embeddings", "cls_token")) or "layernorm" in name
+        assert (name in skip) == expected, name
+    assert "vit.embeddings.patch_embeddings.projection.weight" not in skip
+
+
+def test_reset_classifier_is_the_papers_fine_tuning_head():
+    model = make(representation_size=16)
+    model.reset_classifier(5, id2label={i: str(i) for i in range(5)})
+    assert model.config.num_labels == 5 and model.config.representation_size is None
+    assert model.vit.pooler.dense is None and model.classifier.in_features == 32
+    assert torch.count_nonzero(model.classifier.weight) == 0
+    assert torch.count_nonzero(model(pixels()).logits) == 0
+    with pytest.raises(ValueError, match="id2label"):
+        model.reset_classifier(2, id2label={0: "a"})
+
+
+def test_transformers_model_conventions():
+    model = make()
+    assert model.main_input_name == "pixel_values"
+    assert model.base_model is model.vit
+    assert model.get_input_embeddings() is model.vit.embeddings.patch_embeddings
+    assert model.num_parameters() == sum(p.numel() for p in model.parameters())
+    assert model.supports_gradient_checkpointing and model._supports_sdpa
+    assert set(model._no_split_modules) == {"ViTReproEmbeddings", "ViTReproLayer"}
