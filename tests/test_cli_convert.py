@@ -1,0 +1,89 @@
+"""`vit-repro convert` from a transformers ViT checkpoint folder (laid out as on the Hub), and --help."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+from hf_vit_repro import ViTReproForImageClassification
+from hf_vit_repro.cli import build_parser, main
+
+from .conftest import randomize_
+
+
+@pytest.fixture(scope="module")
+def hf_checkpoint(tmp_path_factory):
+    """A transformers ViT checkpoint folder as `save_pretrained` (and the Hub) lays it out."""
+    path = tmp_path_factory.mktemp("hf_vit")
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, num_labels=4, layer_norm_eps=1e-6,
+    )
+    model = randomize_(ViTForImageClassification(config)).eval()
+    model.save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(path)
+    return path, model
+
+
+def test_convert_writes_a_loadable_folder_with_equal_logits(hf_checkpoint, tmp_path):
+    source, reference = hf_checkpoint
+    assert main(["convert", str(source), str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_vit_repro.py"} <= {
+        p.name for p in out.iterdir()
+    }
+    model = AutoModelForImageClassification.from_pretrained(out).eval()
+    assert isinstance(model, ViTReproForImageClassification)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, reference(x).logits, atol=1e-5, rtol=0)
+    processor = json.loads((out / "preprocessor_config.json").read_text())
+    assert processor["image_mean"] == [0.5] * 3 and processor["size"] == {"height": 32, "width": 32}
+
+
+def test_convert_with_new_resolution_and_head(hf_checkpoint, tmp_path):
+    source, reference = hf_checkpoint
+    assert main(["convert", str(source), str(tmp_path), "--image-size", "48", "--num-labels", "7"]) == 0
+    model = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert model.config.image_size == 48 and model.config.num_labels == 7
+    assert json.loads((tmp_path / "preprocessor_config.json").read_text())["size"] == {"height": 48, "width": 48}
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        # resampled once at conversion == transformers' own on-the-fly interpolation (bicubic)
+        ours = model.vit(x).last_hidden_state
+        theirs = reference.vit(x, interpolate_pos_encoding=True).last_hidden_state
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+        assert torch.count_nonzero(model(x).logits) == 0  # zero-initialised 7-way head
+
+
+def test_convert_rejects_a_checkpoint_of_another_architecture(tmp_path, capsys):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64).save_pretrained(tmp_path)
+    assert main(["convert", str(tmp_path), str(tmp_path / "out")]) == 2
+    assert "not a transformers ViT" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+
+
+def test_every_subcommand_has_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"convert", "variants", "demo"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert "usage: vit-repro " + name in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("vit-repro")
+    executable = str(script) if script.exists() else shutil.which("vit-repro")
+    result = subprocess.run([executable, "variants", "--patch", "16"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "ViT-B/16" in result.stdout and "85.8M" in result.stdout
