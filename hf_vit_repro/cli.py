@@ -45,6 +45,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules that add their own subcommands: each defines `add_cli(subparsers)`, which adds a parser
+# whose `func(args) -> int` default runs the command. Such modules keep their heavy imports
+# (matplotlib, datasets, ...) inside functions so `vit-repro --help` stays fast.
+SUBCOMMAND_MODULES: list[str] = []
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vit-repro",
@@ -71,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the offline end-to-end demo (what `make demo` runs)")
     p.set_defaults(func=_cmd_demo)
+
+    import importlib
+
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(f"hf_vit_repro.{module_name}").add_cli(sub)
     return parser
 
 
