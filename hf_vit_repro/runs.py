@@ -1,0 +1,102 @@
+"""The run folder: where training, evaluation, analysis and publishing meet.
+
+One training run writes one folder; later steps add to it and the publisher reads it. Every
+module finds files through these names, so the layout is defined once:
+
+    RUN_DIR/
+      recipe.yaml                 the resolved recipe (every hyperparameter the run used)
+      train_summary.json          steps, images seen, wall time, hardware, command, final loss
+      checkpoints/step_0001000/   Accelerate state (model, optimizer, scheduler, RNG, data position)
+      final/                      save_pretrained folder: config.json (auto_map), model.safetensors,
+                                  shipped code files, preprocessor_config.json
+      logs/                       TensorBoard event files
+      metrics/<task>_<split>.json one evaluation each (see `metrics_record`)
+      fewshot.json                few-shot linear evaluation results
+      vtab.json                   VTAB-1k results
+      analysis/                   the paper's figures (PNG) and analysis.json
+
+All JSON is written atomically (`write_json`): a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RECIPE = "recipe.yaml"
+TRAIN_SUMMARY = "train_summary.json"
+CHECKPOINTS_DIR = "checkpoints"
+FINAL_DIR = "final"
+LOGS_DIR = "logs"
+METRICS_DIR = "metrics"
+FEWSHOT = "fewshot.json"
+VTAB = "vtab.json"
+ANALYSIS_DIR = "analysis"
+ANALYSIS_JSON = "analysis.json"
+
+
+def metrics_path(run_dir: str | Path, task: str, split: str) -> Path:
+    """`RUN_DIR/metrics/<task>_<split>.json` (task names with "/" are flattened)."""
+    return Path(run_dir) / METRICS_DIR / f"{task.replace('/', '__')}_{split}.json"
+
+
+def metrics_record(
+    *,
+    checkpoint: str,
+    task: str,
+    dataset: str,
+    split: str,
+    resolution: int | tuple[int, int],
+    num_images: int,
+    metrics: dict[str, float],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The one schema of an evaluation's metrics JSON, written by evaluation and read by the
+    model card (`metrics` maps metric name, e.g. "accuracy" or "top5_accuracy", to a value in
+    [0, 1])."""
+    return {
+        "checkpoint": str(checkpoint),
+        "task": task,
+        "dataset": dataset,
+        "split": split,
+        "resolution": resolution,
+        "num_images": int(num_images),
+        "metrics": {name: float(value) for name, value in metrics.items()},
+        "versions": software_versions(),
+        **extra,
+    }
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries a result depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("hf-vit-repro", "torch", "transformers", "accelerate", "datasets", "timm"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write `obj` as indented JSON atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(f.name, path)
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
