@@ -10,8 +10,9 @@ at 224 with the original code's LayerNorm epsilon (1e-6).
 """
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
+from transformers import BitConfig, PreTrainedConfig
 from transformers.activations import ACT2FN
+from transformers.configuration_utils import SubConfigSpec
 
 POOLING_MODES = ("token", "gap")
 CLASSIFIER_INITS = ("zeros", "normal")
@@ -28,6 +29,19 @@ POSITION_EMBEDDING_INTERPOLATIONS = {
     "bicubic": ("bicubic", False, False),
     # timm's resample_abs_pos_embed (its default).
     "bicubic_antialias": ("bicubic", False, True),
+}
+
+
+# The hybrids' CNN (paper Sec. 3.1, "Hybrid Architecture"): BiT's ResNet with Group Normalization
+# and weight-standardised convolutions, in its non-pre-activation ("bottleneck", ResNet-v1.5 like)
+# form as in the original code's models_resnet.py, with TF "SAME" padding. `depths` and
+# `hidden_sizes` come from the variant (e.g. R50+ViT-B/16: 3, 4, 9 blocks).
+HYBRID_BACKBONE_DEFAULTS = {
+    "layer_type": "bottleneck",
+    "global_padding": "SAME",
+    "embedding_dynamic_padding": True,
+    "embedding_size": 64,
+    "num_groups": 32,
 }
 
 
@@ -77,6 +91,10 @@ class ViTReproConfig(PreTrainedConfig):
         position_embedding_interpolation (`str`, defaults to `"bilinear"`): how position embeddings are
             resampled to a new patch grid; one of :data:`POSITION_EMBEDDING_INTERPOLATIONS`. The default
             matches the original code (scipy zoom, order 1).
+        backbone_config (`BitConfig` or `dict`, *optional*): makes the model a hybrid: the patch
+            embedding is applied to `patch_size` patches (1 x 1 in the paper) of the last feature map of
+            this BiT ResNet instead of image patches. Dict entries override
+            `HYBRID_BACKBONE_DEFAULTS`; `num_channels` and `out_features` are set from this config.
     """
 
     model_type = "vit_repro"
@@ -98,6 +116,21 @@ class ViTReproConfig(PreTrainedConfig):
     classifier_init: str = "zeros"
     initializer_range: float = 0.02
     position_embedding_interpolation: str = "bilinear"
+    backbone_config: dict | PreTrainedConfig | None = None
+
+    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=BitConfig, optional=True)}
+
+    def __post_init__(self, **kwargs):
+        backbone = self.backbone_config
+        if isinstance(backbone, dict):
+            backbone = {key: value for key, value in backbone.items() if key != "model_type"}
+            backbone = BitConfig(**{**HYBRID_BACKBONE_DEFAULTS, **backbone})
+        if isinstance(backbone, BitConfig):  # anything else is refused by `validate_backbone`
+            # The ViT reads the last stage's feature map, and the CNN reads this config's images.
+            backbone.num_channels = self.num_channels
+            backbone.set_output_features_output_indices(out_features=[backbone.stage_names[-1]], out_indices=None)
+        self.backbone_config = backbone
+        super().__post_init__(**kwargs)
 
     # ----------------------------------------------------------------- derived values
     @property
@@ -111,10 +144,33 @@ class ViTReproConfig(PreTrainedConfig):
         return _pair(self.patch_size, "patch_size")
 
     @property
+    def is_hybrid(self) -> bool:
+        return self.backbone_config is not None
+
+    @property
+    def backbone_stride(self) -> int:
+        """Downsampling of the hybrid's CNN (1 for a plain ViT): the stem's 4, then 2 per stage after
+        the first, capped at the backbone's `output_stride` (as BiT's encoder computes it)."""
+        if self.backbone_config is None:
+            return 1
+        stride = 4
+        for _ in self.backbone_config.depths[1:]:
+            if stride < self.backbone_config.output_stride:
+                stride *= 2
+        return stride
+
+    @property
+    def token_stride_hw(self) -> tuple[int, int]:
+        """Pixels between the centres of neighbouring tokens: the patch size, times the CNN's
+        stride for hybrids (R50+ViT-B/16: 16 x 1 = 16)."""
+        (ph, pw), stride = self.patch_hw, self.backbone_stride
+        return ph * stride, pw * stride
+
+    @property
     def grid_size(self) -> tuple[int, int]:
-        """Patch grid `(rows, cols)` at `image_size`."""
-        (h, w), (ph, pw) = self.image_hw, self.patch_hw
-        return h // ph, w // pw
+        """Token grid `(rows, cols)` at `image_size`."""
+        (h, w), (sh, sw) = self.image_hw, self.token_stride_hw
+        return h // sh, w // sw
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -154,11 +210,41 @@ class ViTReproConfig(PreTrainedConfig):
             )
 
     def validate_patches_tile_image(self):
-        (h, w), (ph, pw) = self.image_hw, self.patch_hw
-        if h % ph or w % pw:
+        (h, w), (sh, sw) = self.image_hw, self.token_stride_hw
+        if h % sh or w % sw:
+            rule = f"`patch_size` {self.patch_size}"
+            if self.is_hybrid:
+                rule += f" times the backbone's stride {self.backbone_stride}"
             raise ValueError(
-                f"`image_size` {self.image_size} must be divisible by `patch_size` {self.patch_size}: "
-                f"the image is cut into non-overlapping patches (got {h}x{w} with {ph}x{pw} patches)."
+                f"`image_size` {self.image_size} must be divisible by {rule}: each token covers a "
+                f"{sh}x{sw} pixel cell and the cells must tile the {h}x{w} image."
+            )
+
+    def validate_backbone(self):
+        backbone = self.backbone_config
+        if backbone is None:
+            return
+        if not isinstance(backbone, BitConfig):
+            raise ValueError(
+                f"`backbone_config` must be a BitConfig (or a dict of its fields), got {type(backbone).__name__}."
+            )
+        if backbone.width_factor != 1:
+            raise ValueError(
+                f"`backbone_config.width_factor` must be 1 (the paper's hybrids use plain-width ResNets), "
+                f"got {backbone.width_factor}."
+            )
+        if len(backbone.depths) != len(backbone.hidden_sizes):
+            raise ValueError(
+                f"`backbone_config.depths` {list(backbone.depths)} and `hidden_sizes` {list(backbone.hidden_sizes)} "
+                "must have one entry per stage."
+            )
+        # GroupNorm runs on the stem, each stage's output and each bottleneck (a quarter as wide).
+        widths = [backbone.embedding_size] + [w for out in backbone.hidden_sizes for w in (out, out // 4)]
+        if any(width % backbone.num_groups for width in widths):
+            raise ValueError(
+                f"`backbone_config.num_groups` ({backbone.num_groups}) must divide every GroupNorm's channels: "
+                f"stem {backbone.embedding_size}, stage outputs {list(backbone.hidden_sizes)} and their "
+                "bottleneck widths (a quarter of each)."
             )
 
     def validate_choices(self):

@@ -36,7 +36,12 @@ _TRANSFORMERS_RULES = [
     (r"encoder\.layer\.(\d+)\.", r"layers.\1."),
 ]
 
+_TIMM_BACKBONE = "vit.embeddings.patch_embeddings.backbone.bit."
 _TIMM_RULES = [
+    # hybrid: timm's ResNetV2 (preact=False) -> transformers' BitBackbone (layer_type="bottleneck")
+    (r"^patch_embed\.backbone\.stem\.conv\.", _TIMM_BACKBONE + "embedder.convolution."),
+    (r"^patch_embed\.backbone\.stem\.norm\.", _TIMM_BACKBONE + "embedder.norm."),
+    (r"^patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.", _TIMM_BACKBONE + r"encoder.stages.\1.layers.\2."),
     (r"^cls_token$", "vit.embeddings.cls_token"),
     (r"^pos_embed$", "vit.embeddings.position_embeddings"),
     (r"^patch_embed\.proj\.", "vit.embeddings.patch_embeddings.projection."),

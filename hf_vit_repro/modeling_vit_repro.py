@@ -122,18 +122,40 @@ def _lecun_normal_(weight: torch.Tensor) -> torch.Tensor:
 
 
 class ViTReproPatchEmbeddings(nn.Module):
-    """x_p E: a P x P convolution with stride P is the linear patch projection (Sec. 3.1)."""
+    """x_p E: a P x P convolution with stride P is the linear patch projection (Sec. 3.1).
+
+    Hybrid (`config.backbone_config` set): the same projection applied to patches of the last
+    feature map of a BiT ResNet (1 x 1 patches in the paper), so the hybrid is this ViT with a CNN
+    in front, not a second architecture.
+    """
 
     def __init__(self, config: ViTReproConfig):
         super().__init__()
         self.patch_size = config.patch_hw
-        self.projection = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size
-        )
+        in_channels = config.num_channels
+        self.backbone = None
+        if config.backbone_config is not None:
+            from transformers import BitBackbone
+
+            self.backbone = BitBackbone(config.backbone_config)
+            _zero_init_last_norms(self.backbone)
+            in_channels = config.backbone_config.hidden_sizes[-1]
+        self.projection = nn.Conv2d(in_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(B, C, H, W)` -> `(B, N, D)`, patches in row-major order."""
+        if self.backbone is not None:
+            pixel_values = self.backbone(pixel_values).feature_maps[-1]
         return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+def _zero_init_last_norms(backbone: nn.Module) -> None:
+    """The original code's ResNet units start as identities: the scale of each unit's last
+    GroupNorm ("gn3") is initialised to zero (models_resnet.py, `scale_init=zeros`). Loaded
+    weights replace these values later in `from_pretrained`."""
+    for name, module in backbone.named_modules():
+        if name.endswith(".norm3") and isinstance(module, nn.GroupNorm):
+            init.zeros_(module.weight)
 
 
 class ViTReproEmbeddings(nn.Module):
@@ -154,10 +176,10 @@ class ViTReproEmbeddings(nn.Module):
         embeddings = self.patch_embeddings(pixel_values)
         position_embeddings = self.position_embeddings
         if interpolate_pos_encoding:
-            (ph, pw) = self.config.patch_hw
+            (sh, sw) = self.config.token_stride_hw
             position_embeddings = resample_position_embeddings(
                 position_embeddings,
-                new_grid=(height // ph, width // pw),
+                new_grid=(height // sh, width // sw),
                 old_grid=self.config.grid_size,
                 num_prefix_tokens=self.config.num_prefix_tokens,
                 interpolation=self.config.position_embedding_interpolation,
@@ -426,12 +448,11 @@ class ViTReproModel(ViTReproPreTrainedModel):
                 f"`pixel_values` has {channels} channels but the model was configured with num_channels="
                 f"{config.num_channels}."
             )
-        (ph, pw) = config.patch_hw
+        (sh, sw) = config.token_stride_hw
         if interpolate_pos_encoding:
-            if height % ph or width % pw:
-                raise ValueError(
-                    f"Input size {height}x{width} is not a multiple of the patch size {ph}x{pw}; resize or crop it."
-                )
+            if height % sh or width % sw:
+                what = "patch size" if not config.is_hybrid else "patch size times the backbone's stride"
+                raise ValueError(f"Input size {height}x{width} is not a multiple of the {what} {sh}x{sw}; resize or crop it.")
         elif (height, width) != config.image_hw:
             raise ValueError(
                 f"Input size {height}x{width} does not match the model's image_size {config.image_hw}. Pass "

@@ -26,14 +26,38 @@ PAPER_PARAMETER_COUNTS = {"ViT-B/16": 86, "ViT-L/16": 307, "ViT-H/14": 632}
 
 _NAME = re.compile(r"^(?:vit[-_ ]?)?(ti|s|b|l|h)[/_\-](\d+)$", re.IGNORECASE)
 
+#: Hybrid CNNs: name -> BiT ResNet `depths` (blocks per stage) and `hidden_sizes` (stage outputs).
+#: "R50" is ResNet-50 with its 4th stage removed and its blocks moved into stage 3, so the feature
+#: map has stride 16 (paper Sec. 3.1 and the original code's configs: num_layers (3, 4, 9));
+#: "R26" (AugReg hybrids) keeps four stages of 2 blocks: stride 32.
+BACKBONES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "R50": ((3, 4, 9), (256, 512, 1024)),
+    "R26": ((2, 2, 2, 2), (256, 512, 1024, 2048)),
+}
+#: The named hybrids: "R50+ViT-B/16" reads "R50 backbone + ViT-B, 16 pixels per token" (the number
+#: is the total downsampling; the ViT's own patches are 1 x 1 on the feature map).
+HYBRIDS = {
+    "R50+ViT-B/16": ("R50", "B"),  # paper
+    "R50+ViT-L/16": ("R50", "L"),  # paper
+    "R26+ViT-S/32": ("R26", "S"),  # AugReg
+    "R26+ViT-B/32": ("R26", "B"),  # AugReg
+}
+
 
 def variant_names() -> list[str]:
     """Every name `variant_kwargs` accepts in its canonical spelling, e.g. "ViT-B/16"."""
-    return [f"ViT-{size}/{patch}" for size in SIZES for patch in PATCH_SIZES]
+    return [f"ViT-{size}/{patch}" for size in SIZES for patch in PATCH_SIZES] + list(HYBRIDS)
 
 
 def canonical_name(name: str) -> str:
-    """Normalise "vit_b_16", "B/16", "ViT-B_16" (the .npz spelling) ... to "ViT-B/16"."""
+    """Normalise "vit_b_16", "B/16", "ViT-B_16" (the .npz spelling) ... to "ViT-B/16"; hybrids
+    ("R50+ViT-B_16", "r50+vit-b/16") to "R50+ViT-B/16"."""
+    if "+" in name:
+        backbone, _, vit = name.strip().partition("+")
+        candidate = f"{backbone.upper()}+{canonical_name(vit)}"
+        if candidate not in HYBRIDS:
+            raise ValueError(f"Unknown hybrid variant {name!r}; the named hybrids are {', '.join(HYBRIDS)}.")
+        return candidate
     match = _NAME.match(name.strip())
     sizes = {key.lower(): key for key in SIZES}
     if match is None or int(match.group(2)) not in PATCH_SIZES:
@@ -48,7 +72,15 @@ def canonical_name(name: str) -> str:
 
 def variant_kwargs(name: str) -> dict:
     """`ViTReproConfig` keyword arguments of a named variant, e.g. `variant_kwargs("ViT-L/16")`."""
-    size, patch = canonical_name(name)[len("ViT-") :].split("/")
+    name = canonical_name(name)
+    if name in HYBRIDS:
+        backbone, size = HYBRIDS[name]
+        depths, hidden_sizes = BACKBONES[backbone]
+        kwargs = variant_kwargs(f"ViT-{size}/16")
+        kwargs["patch_size"] = 1
+        kwargs["backbone_config"] = {"depths": list(depths), "hidden_sizes": list(hidden_sizes)}
+        return kwargs
+    size, patch = name[len("ViT-") :].split("/")
     hidden, layers, heads, mlp = SIZES[size]
     return {
         "hidden_size": hidden,

@@ -88,7 +88,7 @@ def test_from_variant_with_overrides():
         4096,
     )
     assert config.patch_size == 16 and config.image_size == 384 and config.num_labels == 10
-    assert len(variant_names()) == 20
+    assert len(variant_names()) == 20 + 4  # 5 sizes x 4 patch sizes, and the 4 named hybrids
 
 
 def _count(model) -> int:
