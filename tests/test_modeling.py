@@ -327,3 +327,46 @@ def test_transformers_model_conventions():
     assert model.num_parameters() == sum(p.numel() for p in model.parameters())
     assert model.supports_gradient_checkpointing and model._supports_sdpa
     assert set(model._no_split_modules) == {"ViTReproEmbeddings", "ViTReproLayer"}
+
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_pytorch_tanh", "relu"])
+def test_memory_saving_mlp_matches_autograd(act):
+    """Training without dropout runs act + fc2 as one autograd function that recomputes the
+    activation in backward; values and gradients must equal the plain composition."""
+    from hf_vit_repro.modeling_vit_repro import ViTReproMLP
+
+    torch.manual_seed(0)
+    mlp = ViTReproMLP(ViTReproConfig(**tiny_kwargs(hidden_act=act))).double()
+    x = torch.randn(2, 5, 32, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda inp: mlp(inp), (x,))
+    out = mlp(x)
+    assert out.grad_fn.name().endswith("_ActivationLinearBackward")
+    reference = mlp.fc2(mlp.activation(mlp.fc1(x)))
+    torch.testing.assert_close(out, reference)
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, [x, *mlp.parameters()], grad)
+    theirs = torch.autograd.grad(reference, [x, *mlp.parameters()], grad)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+
+
+def test_memory_saving_mlp_saves_less_for_backward():
+    from hf_vit_repro.modeling_vit_repro import ViTReproMLP
+
+    mlp = ViTReproMLP(ViTReproConfig(**tiny_kwargs()))
+    x = torch.randn(4, 17, 32, requires_grad=True)
+
+    def saved_bytes(fn):
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn()
+        return sum(storages.values())
+
+    fused = saved_bytes(lambda: mlp(x))
+    plain = saved_bytes(lambda: mlp.fc2(mlp.activation(mlp.fc1(x))))
+    assert fused == plain - 4 * 17 * 64 * 4  # one (B, S, intermediate) float32 tensor fewer

@@ -1,0 +1,216 @@
+"""Speed and memory of this package's ViT against transformers' and timm's, side by side.
+
+Same configuration, random weights, same inputs; every implementation is measured in the same
+process, interleaved repeat by repeat (A B C A B C ...) so machine drift hits all alike; each
+figure is the median of the repeats after warm-up, and each ratio compares medians of one run.
+
+Columns:
+  infer img/s   forward passes under torch.inference_mode()
+  train img/s   forward + cross-entropy + backward + AdamW step (the same optimizer for all)
+  train MB      CPU: memory a training step holds at its peak = parameters + gradients + AdamW
+                state + the activations autograd saves for backward (counted exactly, each
+                storage once, with saved-tensor hooks). CUDA: torch.cuda.max_memory_allocated.
+
+    python benchmarks/bench_models.py                 # the CPU table (what `make bench` runs)
+    python benchmarks/bench_models.py --rows vit_s16 --batch-size 4 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+ROWS = {
+    # row -> (our variant name, timm model name)
+    "vit_s16": ("ViT-S/16", "vit_small_patch16_224"),
+    "vit_b16": ("ViT-B/16", "vit_base_patch16_224"),
+    "r50_b16": ("R50+ViT-B/16", "vit_base_r50_s16_224"),
+}
+
+
+@dataclass
+class Impl:
+    name: str
+    model: torch.nn.Module
+    logits: Callable[[torch.Tensor], torch.Tensor]
+
+
+def build(row: str, num_classes: int = 1000) -> list[Impl]:
+    """Our model, transformers' ViT (plain rows only) and timm's, with identical architectures."""
+    import timm
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification
+
+    variant, timm_name = ROWS[row]
+    config = ViTReproConfig.from_variant(variant, num_labels=num_classes)
+    ours = ViTReproForImageClassification(config)
+    impls = [Impl("hf_vit_repro", ours, lambda x, m=ours: m(x).logits)]
+    if config.backbone_config is None:
+        hf = ViTForImageClassification(
+            ViTConfig(
+                hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+                num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+                patch_size=config.patch_size, image_size=config.image_size, num_labels=num_classes,
+                layer_norm_eps=1e-6, attn_implementation="sdpa",
+            )
+        )
+        impls.append(Impl("transformers", hf, lambda x, m=hf: m(x).logits))
+    tm = timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
+    impls.append(Impl("timm", tm, tm))
+    counts = {impl.name: sum(p.numel() for p in impl.model.parameters()) for impl in impls}
+    if len(set(counts.values())) != 1:
+        raise RuntimeError(f"{row}: the implementations differ in size: {counts}")
+    return impls
+
+
+def saved_activation_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct storages autograd saves for backward while `fn` runs."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = fn()
+    loss.backward()
+    return sum(storages.values())
+
+
+def measure(impl: Impl, x: torch.Tensor, labels: torch.Tensor, mode: str, steps: int) -> float:
+    """Images per second of `steps` iterations of `mode` ("infer" or "train")."""
+    model = impl.model
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    if mode == "infer":
+        model.eval()
+        with torch.inference_mode():
+            sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                impl.logits(x)
+            sync()
+    else:
+        model.train()
+        optimizer = impl.optimizer
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = F.cross_entropy(impl.logits(x), labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        sync()
+    return steps * x.shape[0] / (time.perf_counter() - start)
+
+
+def train_memory_mb(impl: Impl, x: torch.Tensor, labels: torch.Tensor) -> float:
+    model = impl.model
+    model.train()
+    if x.is_cuda:
+        torch.cuda.reset_peak_memory_stats()
+        loss = F.cross_entropy(impl.logits(x), labels)
+        loss.backward()
+        impl.optimizer.step()
+        impl.optimizer.zero_grad(set_to_none=True)
+        return torch.cuda.max_memory_allocated() / 2**20
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    activations = saved_activation_bytes(lambda: F.cross_entropy(impl.logits(x), labels))
+    model.zero_grad(set_to_none=True)
+    # parameters + gradients + AdamW's two moments + saved activations
+    return (4 * params + activations) / 2**20
+
+
+def run_row(row: str, batch_size: int, repeats: int, steps: int, device: str) -> dict:
+    torch.manual_seed(0)
+    impls = build(row)
+    resolution = 224
+    x = torch.randn(batch_size, 3, resolution, resolution, device=device)
+    labels = torch.randint(0, 1000, (batch_size,), device=device)
+    for impl in impls:
+        impl.model.to(device)
+        impl.optimizer = torch.optim.AdamW(impl.model.parameters(), lr=1e-5)
+    result = {"row": row, "variant": ROWS[row][0], "batch_size": batch_size, "resolution": resolution,
+              "parameters": sum(p.numel() for p in impls[0].model.parameters()), "impls": {}}
+    for mode in ("infer", "train"):
+        for impl in impls:  # warm-up
+            measure(impl, x, labels, mode, 1)
+        samples = {impl.name: [] for impl in impls}
+        for _ in range(repeats):
+            for impl in impls:
+                samples[impl.name].append(measure(impl, x, labels, mode, steps))
+        for impl in impls:
+            entry = result["impls"].setdefault(impl.name, {})
+            entry[f"{mode}_img_s"] = statistics.median(samples[impl.name])
+            entry[f"{mode}_samples"] = samples[impl.name]
+    for impl in impls:
+        result["impls"][impl.name]["train_mb"] = train_memory_mb(impl, x, labels)
+    ours = result["impls"]["hf_vit_repro"]
+    for name, entry in result["impls"].items():
+        if name != "hf_vit_repro":
+            ours[f"infer_x_{name}"] = ours["infer_img_s"] / entry["infer_img_s"]
+            ours[f"train_x_{name}"] = ours["train_img_s"] / entry["train_img_s"]
+            ours[f"mem_x_{name}"] = ours["train_mb"] / entry["train_mb"]
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = [f"{'row':<9} {'impl':<13} {'infer img/s':>11} {'train img/s':>11} {'train MB':>9}   ours vs it (infer, train, memory)"]
+    for res in results:
+        ours = res["impls"]["hf_vit_repro"]
+        for name, entry in res["impls"].items():
+            ratio = ""
+            if name != "hf_vit_repro":
+                ratio = f"   {ours[f'infer_x_{name}']:.2f}x  {ours[f'train_x_{name}']:.2f}x  {ours[f'mem_x_{name}']:.2f}x"
+            lines.append(
+                f"{res['row']:<9} {name:<13} {entry['infer_img_s']:>11.1f} {entry['train_img_s']:>11.1f} "
+                f"{entry['train_mb']:>9.0f}{ratio}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows from {list(ROWS)}")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5, help="measurements per implementation (median taken)")
+    parser.add_argument("--steps", type=int, default=2, help="iterations per measurement")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<machine>.json)")
+    args = parser.parse_args(argv)
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    from tqdm import tqdm
+
+    results = [run_row(row, args.batch_size, args.repeats, args.steps, args.device) for row in tqdm(rows, desc="rows")]
+    print(table(results))
+    machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu-{platform.machine()}-{os.cpu_count()}cores"
+    out = Path(args.out or Path(__file__).parent / "results" / f"{machine.replace(' ', '_')}.json")
+    from hf_vit_repro.runs import software_versions, write_json
+
+    write_json(out, {
+        "machine": machine, "processor": platform.processor(), "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "versions": software_versions(), "rows": results,
+    })
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
