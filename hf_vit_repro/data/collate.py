@@ -1,0 +1,293 @@
+"""Batches for training and evaluation: decode + transform + collate in DataLoader workers.
+
+`make_dataloader(dataset, transform, batch_size, shuffle=...)` turns a `load_task` dataset (any
+`datasets.Dataset` with "image" and "label" columns) into a `torch.utils.data.DataLoader` that
+yields `{"pixel_values": (B, 3, H, W) float32, "labels": (B,) int64}`.
+
+How it stays deterministic: the sampler (`SeededSampler`) yields `(row index, augmentation
+seed)` pairs drawn from `(seed, epoch)` alone, and every image is transformed with its own
+`torch.Generator` seeded from that pair. So a given seed and epoch give the same batches, the
+same crops and the same flips whatever `num_workers` is, and resuming at an epoch reproduces it
+(call `loader.sampler.set_epoch(epoch)`, or let the sampler count epochs itself).
+
+How it survives bad data: the loader hands the collator the undecoded bytes (the "image" column
+is cast to `Image(decode=False)`), so decoding happens in the collator, inside the worker. An
+image that cannot be decoded is skipped and counted (`collator.num_skipped`, shared by all
+workers; `collator.pop_skipped()` reads and resets it at the end of an epoch) and logged with its
+row index and source; with `strict=True` the collator raises `CorruptImageError` naming them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+INDEX_KEY = "__index__"
+SEED_KEY = "__seed__"
+_MASK64 = (1 << 64) - 1
+
+
+class CorruptImageError(ValueError):
+    """An image could not be decoded (strict mode); the message names the row and its source."""
+
+
+def mix64(*values: int) -> int:
+    """A stable 64-bit hash of integers (SplitMix64 steps): the same on every machine, Python
+    and NumPy version, unlike `hash()` or NumPy's `Generator` methods."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = (state ^ (int(value) & _MASK64)) & _MASK64
+        state = (state + 0x9E3779B97F4A7C15) & _MASK64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        state = z ^ (z >> 31)
+    return state
+
+
+def stable_permutation(n: int, seed: int) -> np.ndarray:
+    """A permutation of range(n) that depends only on (n, seed): rows sorted by a SplitMix64 hash
+    of (seed, index), computed with 64-bit integer arithmetic (vectorised), so it is identical on
+    every machine and library version. Used for shuffling, VTAB-1k splits and few-shot draws."""
+    with np.errstate(over="ignore"):
+        z = np.arange(n, dtype=np.uint64) ^ np.uint64(mix64(seed))
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return np.argsort(z, kind="stable")
+
+
+def decode_image(value: Any) -> Image.Image:
+    """A fully decoded PIL image from what a dataset row may hold: a PIL image, a `datasets`
+    image dict ({"bytes": ..., "path": ...}), raw bytes, a file path, or an (H, W[, C]) array.
+
+    Raises OSError / ValueError (and Pillow's UnidentifiedImageError) when the data is not an
+    image or is truncated; `load()` forces the whole file to be read so truncation is caught
+    here, not later in a transform.
+    """
+    if isinstance(value, Image.Image):
+        image = value
+    elif isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if data is not None:
+            image = Image.open(io.BytesIO(data))
+        elif path:
+            image = Image.open(path)
+        else:
+            raise ValueError("image entry has neither bytes nor path")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        image = Image.open(io.BytesIO(bytes(value)))
+    elif isinstance(value, (str, os.PathLike)):
+        image = Image.open(value)
+    elif isinstance(value, np.ndarray):
+        image = Image.fromarray(value)
+    elif value is None:
+        raise ValueError("image is missing (None)")
+    else:
+        raise ValueError(f"cannot read an image from a {type(value).__name__}")
+    image.load()
+    return image
+
+
+def describe_source(row: dict[str, Any]) -> str:
+    """Where a row's image came from, for error messages: file path, webdataset key/shard."""
+    parts = []
+    value = row.get("image")
+    if isinstance(value, dict) and value.get("path"):
+        parts.append(f"path={value['path']}")
+    for key in ("__key__", "__url__"):
+        if row.get(key):
+            parts.append(f"{key.strip('_')}={row[key]}")
+    return ", ".join(parts) or "no file name recorded"
+
+
+_DECODE_ERRORS = (OSError, ValueError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, EOFError)
+
+
+class ImageClassificationCollator:
+    """callable(list of rows) -> {"pixel_values": (B, 3, H, W) float32, "labels": (B,) int64}.
+
+    Each row is a dict with "image" (anything `decode_image` reads) and "label" (int). Rows from
+    `make_dataloader` also carry their row index and augmentation seed; the transform then gets
+    a `torch.Generator` seeded from it. Undecodable images are skipped: `num_skipped` counts them
+    across all DataLoader workers (shared memory), `pop_skipped()` returns the count and resets
+    it. A batch whose images were all skipped has B = 0. With `strict=True` the first bad image
+    raises `CorruptImageError` with its index and source instead.
+    """
+
+    def __init__(self, transform, strict: bool = False):
+        self.transform = transform
+        self.strict = bool(strict)
+        self._skipped = multiprocessing.Value("q", 0)
+
+    @property
+    def num_skipped(self) -> int:
+        """Images skipped since creation or the last `pop_skipped()`, summed over workers."""
+        return int(self._skipped.value)
+
+    def pop_skipped(self) -> int:
+        """Return `num_skipped` and reset it to 0 (call at the end of an epoch to report it)."""
+        with self._skipped.get_lock():
+            count = int(self._skipped.value)
+            self._skipped.value = 0
+        return count
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        pixels, labels = [], []
+        for position, row in enumerate(rows):
+            index = row.get(INDEX_KEY, position)
+            try:
+                image = decode_image(row.get("image"))
+            except _DECODE_ERRORS as err:
+                message = f"cannot decode the image of row {index} ({describe_source(row)}): {type(err).__name__}: {err}"
+                if self.strict:
+                    raise CorruptImageError(message + " (strict mode; drop strict to skip and count such images)") from err
+                with self._skipped.get_lock():
+                    self._skipped.value += 1
+                logger.warning("skipping %s", message)
+                continue
+            seed = row.get(SEED_KEY)
+            generator = None if seed is None else torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
+            pixels.append(self.transform(image, generator=generator) if generator is not None else self.transform(image))
+            labels.append(int(row["label"]))
+        if pixels:
+            pixel_values = torch.stack(pixels)
+        else:
+            shape = getattr(self.transform, "output_shape", (3, 0, 0))
+            pixel_values = torch.empty((0, *shape), dtype=torch.float32)
+        return {"pixel_values": pixel_values, "labels": torch.tensor(labels, dtype=torch.long)}
+
+    def __repr__(self) -> str:
+        return f"ImageClassificationCollator(transform={self.transform!r}, strict={self.strict})"
+
+
+class SeededSampler(torch.utils.data.Sampler):
+    """Yields `(row index, augmentation seed)` for one epoch, depending only on (seed, epoch).
+
+    `shuffle=True` visits rows in `stable_permutation(n, mix64(seed, epoch))` order; otherwise in
+    order. Each iteration uses the current epoch and then advances it, so a loop over epochs gets
+    a new order each time even if nobody calls `set_epoch`; `set_epoch(e)` (what Accelerate and a
+    resumed run call) pins it.
+    """
+
+    def __init__(self, num_rows: int, *, shuffle: bool, seed: int = 0):
+        self.num_rows, self.shuffle, self.seed = int(num_rows), bool(shuffle), int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        epoch_seed = mix64(self.seed, epoch)
+        order = stable_permutation(self.num_rows, epoch_seed) if self.shuffle else np.arange(self.num_rows)
+        for index in order.tolist():
+            yield index, mix64(epoch_seed, index)
+
+
+class _RowsWithSeeds(torch.utils.data.Dataset):
+    """Map-style view of a `datasets.Dataset` indexed by `(row, seed)` pairs; rows keep their
+    undecoded image bytes and gain their index and seed."""
+
+    def __init__(self, dataset):
+        from datasets import Image as ImageFeature
+
+        features = dataset.features
+        if "image" in features and isinstance(features["image"], ImageFeature) and features["image"].decode:
+            dataset = dataset.cast_column("image", ImageFeature(decode=False))
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys):
+        keys = [k if isinstance(k, tuple) else (int(k), None) for k in keys]
+        batch = self.dataset[[index for index, _ in keys]]
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        for row, (index, seed) in zip(rows, keys):
+            row[INDEX_KEY], row[SEED_KEY] = index, seed
+        return rows
+
+
+def _worker_init(worker_id: int) -> None:
+    # Transforms draw from per-sample generators; seed the other RNGs too so user code that
+    # relies on them is reproducible per worker.
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        np.random.seed(info.seed % (1 << 32))
+        import random
+
+        random.seed(info.seed)
+
+
+def make_dataloader(
+    dataset,
+    transform,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+    strict: bool = False,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader over a dataset with "image" and "label" columns yielding
+    {"pixel_values": (B, 3, H, W) float32, "labels": (B,) int64}.
+
+    Deterministic for a given `seed` and epoch, independent of `num_workers` (see module
+    docstring). Decoding and `transform` run in the workers. The collator is
+    `loader.collate_fn` (read `loader.collate_fn.pop_skipped()` at the end of an epoch), the
+    sampler `loader.sampler` (`set_epoch`).
+
+    A streaming `datasets.IterableDataset` is accepted too: it is shuffled with a buffer when
+    `shuffle` (its own `set_epoch` reshuffles) and augmented from each worker's torch RNG, which
+    the DataLoader seeds from `seed`.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    collator = ImageClassificationCollator(transform, strict=strict)
+    generator = torch.Generator().manual_seed(int(seed))
+    common = dict(
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collator,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        generator=generator,
+        worker_init_fn=_worker_init,
+        persistent_workers=persistent_workers and num_workers > 0,
+    )
+    from datasets import IterableDataset
+
+    if isinstance(dataset, IterableDataset):
+        from datasets import Image as ImageFeature
+
+        if dataset.features is not None and isinstance(dataset.features.get("image"), ImageFeature):
+            dataset = dataset.cast_column("image", ImageFeature(decode=False))
+        if shuffle:
+            dataset = dataset.shuffle(seed=seed, buffer_size=10_000)
+        return torch.utils.data.DataLoader(dataset, **common)
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty; check the split and any filtering before building a DataLoader")
+    rows = _RowsWithSeeds(dataset)
+    sampler = SeededSampler(len(rows), shuffle=shuffle, seed=seed)
+    return torch.utils.data.DataLoader(rows, sampler=sampler, **common)
