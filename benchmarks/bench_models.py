@@ -32,6 +32,34 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+def vit_flops_per_image(config, resolution: int = 224) -> int:
+    """Forward FLOPs of one image, counting a multiply-add as 2 FLOPs (matmuls only).
+
+    Per encoder block with S tokens, width D, MLP width M:
+        qkv 2*S*D*3D + scores 2*S*S*D + weighted values 2*S*S*D + output 2*S*D*D + MLP 2*2*S*D*M
+      = 2*S*(4*D*D + 2*D*M) + 4*S*S*D
+    plus the patch embedding 2*N*(P*P*C_in)*D (C_in = channels, or the CNN's width for hybrids,
+    whose convolutions are not counted) and the head 2*D*K. A training step is 3x forward
+    (backward = 2x). Attention softmax, norms and activations are left out, as usual for MFU.
+    """
+    d, m, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    (sh, sw) = config.token_stride_hw
+    n = (resolution // sh) * (resolution // sw)
+    s = n + config.num_prefix_tokens
+    ph, pw = config.patch_hw
+    c_in = config.backbone_config.hidden_sizes[-1] if config.is_hybrid else config.num_channels
+    per_layer = 2 * s * (4 * d * d + 2 * d * m) + 4 * s * s * d
+    return layers * per_layer + 2 * n * ph * pw * c_in * d + 2 * config.pooled_size * max(config.num_labels, 0)
+
+
+# Dense bf16 tensor-core peak, FLOP/s, from the vendors' data sheets (SXM parts).
+GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
+
+
+def gpu_peak_flops(device_name: str) -> float | None:
+    return next((peak for key, peak in GPU_PEAK_BF16.items() if key in device_name), None)
+
+
 ROWS = {
     # row -> (our variant name, timm model name)
     "vit_s16": ("ViT-S/16", "vit_small_patch16_224"),
@@ -134,16 +162,34 @@ def train_memory_mb(impl: Impl, x: torch.Tensor, labels: torch.Tensor) -> float:
     return (4 * params + activations) / 2**20
 
 
-def run_row(row: str, batch_size: int, repeats: int, steps: int, device: str) -> dict:
+def run_row(
+    row: str, batch_size: int, repeats: int, steps: int, device: str, amp: str | None = None, compile: bool = False
+) -> dict:
+    """Measure one row. On a GPU, `amp="bf16"` runs under bf16 autocast and `compile=True` wraps
+    every implementation in torch.compile (the same settings for all)."""
     torch.manual_seed(0)
     impls = build(row)
+    for impl in impls:
+        call = torch.compile(impl.logits) if compile else impl.logits
+        if amp:
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+            def call(x, _inner=call, _dtype=dtype):
+                with torch.autocast(device_type=device.split(":")[0], dtype=_dtype):
+                    return _inner(x).float()
+
+        impl.logits = call
     resolution = 224
     x = torch.randn(batch_size, 3, resolution, resolution, device=device)
     labels = torch.randint(0, 1000, (batch_size,), device=device)
     for impl in impls:
         impl.model.to(device)
         impl.optimizer = torch.optim.AdamW(impl.model.parameters(), lr=1e-5)
+    from hf_vit_repro import ViTReproConfig
+
+    flops = vit_flops_per_image(ViTReproConfig.from_variant(ROWS[row][0], num_labels=1000), resolution)
     result = {"row": row, "variant": ROWS[row][0], "batch_size": batch_size, "resolution": resolution,
+              "amp": amp, "compile": compile, "forward_gflops_per_image": flops / 1e9,
               "parameters": sum(p.numel() for p in impls[0].model.parameters()), "impls": {}}
     for mode in ("infer", "train"):
         for impl in impls:  # warm-up
@@ -158,6 +204,11 @@ def run_row(row: str, batch_size: int, repeats: int, steps: int, device: str) ->
             entry[f"{mode}_samples"] = samples[impl.name]
     for impl in impls:
         result["impls"][impl.name]["train_mb"] = train_memory_mb(impl, x, labels)
+    peak = gpu_peak_flops(torch.cuda.get_device_name()) if device.startswith("cuda") else None
+    if peak:
+        for entry in result["impls"].values():
+            entry["infer_mfu"] = entry["infer_img_s"] * flops / peak
+            entry["train_mfu"] = entry["train_img_s"] * 3 * flops / peak
     ours = result["impls"]["hf_vit_repro"]
     for name, entry in result["impls"].items():
         if name != "hf_vit_repro":
@@ -168,17 +219,23 @@ def run_row(row: str, batch_size: int, repeats: int, steps: int, device: str) ->
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'row':<9} {'impl':<13} {'infer img/s':>11} {'train img/s':>11} {'train MB':>9}   ours vs it (infer, train, memory)"]
+    mfu = any("infer_mfu" in e for r in results for e in r["impls"].values())
+    head = f"{'row':<9} {'impl':<13} {'infer img/s':>11} {'train img/s':>11} {'train MB':>9}"
+    head += f" {'infer MFU':>9} {'train MFU':>9}" if mfu else ""
+    lines = [head + "   ours vs it (infer, train, memory)"]
     for res in results:
         ours = res["impls"]["hf_vit_repro"]
         for name, entry in res["impls"].items():
             ratio = ""
             if name != "hf_vit_repro":
                 ratio = f"   {ours[f'infer_x_{name}']:.2f}x  {ours[f'train_x_{name}']:.2f}x  {ours[f'mem_x_{name}']:.2f}x"
-            lines.append(
+            line = (
                 f"{res['row']:<9} {name:<13} {entry['infer_img_s']:>11.1f} {entry['train_img_s']:>11.1f} "
-                f"{entry['train_mb']:>9.0f}{ratio}"
+                f"{entry['train_mb']:>9.0f}"
             )
+            if mfu:
+                line += f" {entry['infer_mfu']:>9.1%} {entry['train_mfu']:>9.1%}"
+            lines.append(line + ratio)
     return "\n".join(lines)
 
 
@@ -189,6 +246,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="measurements per implementation (median taken)")
     parser.add_argument("--steps", type=int, default=2, help="iterations per measurement")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype (GPU rows)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every implementation")
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<machine>.json)")
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
@@ -197,7 +256,10 @@ def main(argv=None) -> int:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
     from tqdm import tqdm
 
-    results = [run_row(row, args.batch_size, args.repeats, args.steps, args.device) for row in tqdm(rows, desc="rows")]
+    results = [
+        run_row(row, args.batch_size, args.repeats, args.steps, args.device, args.amp, args.compile)
+        for row in tqdm(rows, desc="rows")
+    ]
     print(table(results))
     machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu-{platform.machine()}-{os.cpu_count()}cores"
     out = Path(args.out or Path(__file__).parent / "results" / f"{machine.replace(' ', '_')}.json")

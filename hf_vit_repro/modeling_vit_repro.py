@@ -257,39 +257,45 @@ class ViTReproAttention(nn.Module):
         return self.o_proj(output.reshape(batch, seq, dim)), weights
 
 
-class _ActivationLinear(torch.autograd.Function):
-    """`linear(act(h), weight, bias)` that saves `h` but not `act(h)` for backward.
+# hidden_act -> F.gelu's `approximate`, for the activations `_GeluLinear` can fuse.
+_FUSABLE_GELU = {"gelu": "none", "gelu_pytorch_tanh": "tanh"}
+
+
+class _GeluLinear(torch.autograd.Function):
+    """`linear(gelu(h), weight, bias)` that saves `h` but not `gelu(h)` for backward.
 
     Autograd would keep both the MLP's pre-activation and its activation (each `(B, S, 4D)`, the
-    two largest tensors a block saves); recomputing the elementwise activation in backward drops
-    one of them, about a fifth of a block's activation memory, for one extra elementwise pass.
-    Gradients equal autograd's (tested against the plain composition).
+    two largest tensors a block saves); recomputing the elementwise GELU in backward drops one of
+    them, about a fifth of a block's activation memory, for one extra elementwise pass. Gradients
+    equal autograd's (tested against the plain composition); no `torch.autograd.grad` inside, so
+    torch.compile traces it without graph breaks.
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, activation):
-        ctx.activation = activation
+    def forward(ctx, h, weight, bias, approximate: str):
+        ctx.approximate = approximate
         ctx.save_for_backward(h, weight)
-        return F.linear(activation(h), weight, bias)
+        return F.linear(F.gelu(h, approximate=approximate), weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
         h, weight = ctx.saved_tensors
-        with torch.enable_grad():
-            h_ = h.detach().requires_grad_(True)
-            a = ctx.activation(h_)
-        grad_a = grad_out.matmul(weight)
-        (grad_h,) = torch.autograd.grad(a, h_, grad_a)
-        grad_weight = grad_out.reshape(-1, grad_out.shape[-1]).t().matmul(a.detach().reshape(-1, a.shape[-1]))
-        grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(0)
+        # Under autocast the forward ran in low precision: compute in grad_out's dtype, return
+        # the weight gradients in the parameters' dtype.
+        grad_a = grad_out.matmul(weight.to(grad_out.dtype)).to(h.dtype)
+        grad_h = torch.ops.aten.gelu_backward(grad_a, h, approximate=ctx.approximate)
+        a = F.gelu(h, approximate=ctx.approximate)
+        flat = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_weight = flat.t().matmul(a.reshape(-1, a.shape[-1]).to(flat.dtype)).to(weight.dtype)
+        grad_bias = flat.sum(0).to(weight.dtype)
         return grad_h, grad_weight, grad_bias, None
 
 
 class ViTReproMLP(nn.Module):
     """Dense -> GELU -> dropout -> dense -> dropout (Appendix B.1: dropout after every dense layer).
 
-    While training without dropout, the activation and the second dense layer run as one
-    autograd function that recomputes the activation in backward (see `_ActivationLinear`).
+    While training with GELU and without dropout, the activation and the second dense layer run
+    as one autograd function that recomputes the activation in backward (see `_GeluLinear`).
     """
 
     def __init__(self, config: ViTReproConfig):
@@ -299,11 +305,12 @@ class ViTReproMLP(nn.Module):
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
         p = config.hidden_dropout_prob
         self.dropout = nn.Dropout(p) if p else nn.Identity()
+        self.fused_gelu = _FUSABLE_GELU.get(config.hidden_act) if not p else None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.fc1(hidden_states)
-        if isinstance(self.dropout, nn.Identity) and hidden_states.requires_grad:
-            return _ActivationLinear.apply(hidden_states, self.fc2.weight, self.fc2.bias, self.activation)
+        if self.fused_gelu is not None and hidden_states.requires_grad:
+            return _GeluLinear.apply(hidden_states, self.fc2.weight, self.fc2.bias, self.fused_gelu)
         return self.dropout(self.fc2(self.dropout(self.activation(hidden_states))))
 
 
