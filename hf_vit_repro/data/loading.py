@@ -195,6 +195,8 @@ def _load_source_split(spec, source_split: str, data_dir, *, streaming: bool, nu
     try:
         return datasets.load_dataset(path, **kwargs)
     except ValueError as err:
+        if "corresponds to no data" in str(err):
+            raise DataError(f"{spec.name}: split {source_split!r} is empty in {path!r}; check the split name and the data files") from err
         if "Unknown split" in str(err) or "split" in str(err).lower():
             raise DataError(f"{spec.name}: the source {path!r} has no split {source_split!r} ({err})") from err
         raise
@@ -269,8 +271,7 @@ def _standardise(dataset, spec, *, image_column: str | None, label_column: str |
         )
     dataset = dataset.select_columns([image_col, label_col])
     if image_col != "image" or label_col != "label":
-        rename = {image_col: "__image__", label_col: "__label__"}
-        dataset = dataset.rename_columns(rename).rename_columns({"__image__": "image", "__label__": "label"})
+        dataset = _rename(dataset, image_col, label_col, streaming)
     if not isinstance(dataset.features["image"], Image):
         dataset = dataset.cast_column("image", Image())
     if spec.label_transform:
@@ -302,6 +303,28 @@ def _standardise(dataset, spec, *, image_column: str | None, label_column: str |
         names = [str(i) for i in range(num_classes)]
     target = ClassLabel(names=names)
     return dataset if dataset.features["label"] == target else dataset.cast_column("label", target)
+
+
+def _rename(dataset, image_col: str, label_col: str, streaming: bool):
+    """Columns (image_col, label_col) -> ("image", "label").
+
+    Surprise: on a streamed webdataset, `IterableDataset.rename_columns` (datasets 5.2) hands
+    out the previous row's image for some rows (row 2 of a 3-row shard came back as row 1's in
+    our fixture test); an explicit `map` that copies the two columns does not, so streaming uses
+    that.
+    """
+    if not streaming:
+        renamed = dataset.rename_columns({image_col: "__image__", label_col: "__label__"})
+        return renamed.rename_columns({"__image__": "image", "__label__": "label"})
+    from datasets import Features
+
+    features = Features({"image": dataset.features[image_col], "label": dataset.features[label_col]})
+    drop = [c for c in (image_col, label_col) if c not in ("image", "label")]
+
+    def _copy(example):
+        return {"image": example[image_col], "label": example[label_col]}
+
+    return dataset.map(_copy, remove_columns=drop, features=features)
 
 
 def _plain_int():
