@@ -335,3 +335,24 @@ def test_labels_out_of_range_and_offline_hub_are_clear(tmp_path):
         load_task("vtab/patch_camelyon", "test")
     with pytest.raises(DataError, match="not a folder"):
         load_task("vtab/patch_camelyon", "test", data_dir=tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------------------------------------
+# The `vit-repro data` command.
+# ------------------------------------------------------------------------------------------
+
+
+def test_cli_tasks_show_and_export(tmp_path, capsys):
+    from hf_vit_repro.cli import main
+
+    assert main(["data", "tasks"]) == 0
+    assert "vtab/smallnorb_azimuth" in capsys.readouterr().out
+    assert main(["data", "show", "digits", "--split", "val200", "--rows", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "200 images, 10 classes" in out and "row 0: label" in out
+    assert main(["data", "export-vtab", "digits", str(tmp_path / "digits.json")]) == 0
+    record = json.loads((tmp_path / "digits.json").read_text())
+    assert record["indices"] == vtab1k_indices(1497, 0) and record["source_rows"] == {"train": 1497}
+    assert main(["data", "show", "vtab/cifar10"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'vtab/cifar10'. Did you mean 'vtab/cifar100'" in err

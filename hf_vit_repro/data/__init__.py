@@ -13,6 +13,7 @@ mode conversion), `collate` (`ImageClassificationCollator`, `make_dataloader`). 
 and `collate` import `datasets`, and only inside functions.
 """
 
+from .cli import add_cli
 from .collate import CorruptImageError, ImageClassificationCollator, SeededSampler, decode_image, make_dataloader, stable_permutation
 from .loading import (
     DIGITS_TEST_SIZE,
@@ -40,6 +41,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "add_cli",
     "TASKS",
     "TaskSpec",
     "VTAB_TASKS",

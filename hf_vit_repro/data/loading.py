@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .collate import mix64, stable_permutation
-from .registry import LABEL_TRANSFORMS, TASKS, VTAB_SPLITS, TaskSpec, get_task, unknown_task_message
+from .registry import LABEL_TRANSFORMS, TASKS, VTAB_SPLITS, TaskSpec, UnknownTaskError, get_task, unknown_task_message
 
 VTAB1K_SEED = 0
 VTAB1K_TRAIN, VTAB1K_VAL = 800, 200
@@ -125,7 +125,7 @@ def resolve_task(name: str, image_column: str | None = None, label_column: str |
     elif _looks_like_source(name):
         return _AdhocSpec(name=name, hub_id=name, image_column=image_column, label_column=label_column)
     else:
-        raise KeyError(unknown_task_message(name))
+        raise UnknownTaskError(unknown_task_message(name))
     if image_column or label_column:
         from dataclasses import replace
 

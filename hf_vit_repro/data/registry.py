@@ -320,12 +320,19 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _TASK_LIST}
 VTAB_TASKS: tuple[str, ...] = tuple(name for name, spec in TASKS.items() if spec.is_vtab)
 
 
+class UnknownTaskError(KeyError):
+    """A task name that is not in the registry (a KeyError whose message reads as a sentence)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def get_task(name: str) -> TaskSpec:
-    """The registry line for `name`; an unknown name raises KeyError suggesting close ones."""
+    """The registry line for `name`; an unknown name raises UnknownTaskError suggesting close ones."""
     try:
         return TASKS[name]
     except KeyError:
-        raise KeyError(unknown_task_message(name)) from None
+        raise UnknownTaskError(unknown_task_message(name)) from None
 
 
 def unknown_task_message(name: str) -> str:
