@@ -390,3 +390,26 @@ def test_torch_compile_sees_no_graph_breaks(training):
     explanation = torch._dynamo.explain(lambda inp: model(inp, labels=labels).loss)(x)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     torch._dynamo.reset()
+
+
+def test_cpu_inference_fast_path_matches_eager(monkeypatch):
+    calls = []
+    native = torch._transformer_encoder_layer_fwd
+
+    def spy(*args):
+        calls.append(1)
+        return native(*args)
+
+    monkeypatch.setattr(torch, "_transformer_encoder_layer_fwd", spy)
+    model, reference = make(ViTReproModel, attn="sdpa"), make(ViTReproModel, attn="eager")
+    x = pixels()
+    with torch.inference_mode():
+        fast = model(x).last_hidden_state
+    assert len(calls) == 2  # one per layer
+    torch.testing.assert_close(fast, reference(x).last_hidden_state, atol=1e-5, rtol=0)
+    calls.clear()
+    model(x)  # autograd on: the composed path
+    model(x, output_attentions=True)
+    with torch.no_grad():
+        make(ViTReproModel, attn="sdpa", hidden_act="gelu_pytorch_tanh")(x)
+    assert calls == []
