@@ -114,6 +114,19 @@ def test_dataloader_is_deterministic_and_independent_of_num_workers(digits):
     assert sorted(labels.tolist()) == sorted(digits["label"])  # every row once
 
 
+def test_accelerate_prepare_keeps_batches_and_the_skip_count(digits):
+    """What the training loop does with the loader: Accelerate re-wraps it (one CPU process)."""
+    from accelerate.data_loader import prepare_data_loader
+
+    images = [GOOD] * 6
+    images[4] = NOT_AN_IMAGE
+    loader = make_dataloader(_dataset(images, [0, 1, 2, 0, 1, 2]), finetune_transform(8), 2, shuffle=True, seed=3)
+    expected = _epoch(make_dataloader(_dataset(images, [0, 1, 2, 0, 1, 2]), finetune_transform(8), 2, shuffle=True, seed=3))
+    prepared = prepare_data_loader(loader, device=torch.device("cpu"), num_processes=1, process_index=0, put_on_device=False)
+    assert _same(_epoch(prepared), expected)
+    assert prepared.collate_fn.pop_skipped() == 1
+
+
 def test_unshuffled_loader_keeps_order_and_drop_last(digits):
     loader = make_dataloader(digits, eval_transform(8), 16, shuffle=False, drop_last=True)
     batches = list(loader)

@@ -162,6 +162,11 @@ def test_streaming_reads_the_same_rows(tmp_path):
     eager = load_task("vtab/svhn", "train", data_dir=repo)
     assert [r["label"] for r in streamed] == list(eager["label"])
     assert [decode_row(r["image"]) for r in streamed] == [decode_row(im) for im in eager["image"]]
+    # The dSprites binning applies to streamed rows too.
+    repo = write_layout(HUB_LAYOUTS["clip-benchmark/wds_vtab-dsprites_label_orientation"], tmp_path / "dsp", {"train": 6, "test": 2})
+    streamed = load_task("vtab/dsprites_orientation", "train", data_dir=repo, streaming=True)
+    assert streamed.features["label"].num_classes == 16
+    assert [r["label"] for r in streamed] == [v * 16 // 40 for v in _raw_labels(HUB_LAYOUTS["clip-benchmark/wds_vtab-dsprites_label_orientation"], repo, "train")]
 
 
 # ------------------------------------------------------------------------------------------

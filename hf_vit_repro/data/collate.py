@@ -146,11 +146,11 @@ class ImageClassificationCollator:
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pixels, labels = [], []
         for position, row in enumerate(rows):
-            index = row.get(INDEX_KEY, position)
+            where = f"row {row[INDEX_KEY]}" if INDEX_KEY in row else f"item {position} of its batch"
             try:
                 image = decode_image(row.get("image"))
             except _DECODE_ERRORS as err:
-                message = f"cannot decode the image of row {index} ({describe_source(row)}): {type(err).__name__}: {err}"
+                message = f"cannot decode the image of {where} ({describe_source(row)}): {type(err).__name__}: {err}"
                 if self.strict:
                     raise CorruptImageError(message + " (strict mode; drop strict to skip and count such images)") from err
                 with self._skipped.get_lock():

@@ -280,8 +280,10 @@ def _standardise(dataset, spec, *, image_column: str | None, label_column: str |
         def _apply(batch):
             return {"label": [transform(int(v)) for v in batch["label"]]}
 
-        dataset = dataset.cast_column("label", _plain_int()) if isinstance(label_feature, ClassLabel) else dataset
-        dataset = dataset.map(_apply, batched=True, input_columns=None, desc=f"VTAB labels ({spec.label_transform})")
+        features = dataset.features.copy()
+        features["label"] = _plain_int()
+        progress = {} if streaming else {"desc": f"VTAB labels ({spec.label_transform})"}
+        dataset = dataset.map(_apply, batched=True, features=features, **progress)
         label_feature = dataset.features["label"]
     num_classes = spec.num_classes
     names = label_feature.names if isinstance(label_feature, ClassLabel) and not spec.label_transform else None
