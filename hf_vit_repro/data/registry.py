@@ -165,6 +165,9 @@ class TaskSpec:
         return tuple(names)
 
 
+_WDS_WHY = "task_adaptation's train/test splits and labels, exported by CLIP_benchmark (LAION)"
+
+
 def _wds(name, repo, num_classes, group, *, rule="", transform=None, flip=True, why="", image="webp"):
     """A clip-benchmark webdataset line (train/test, `.webp` + `.cls`)."""
     return TaskSpec(
@@ -180,12 +183,11 @@ def _wds(name, repo, num_classes, group, *, rule="", transform=None, flip=True, 
         label_transform=transform,
         flip=flip,
         source_format="webdataset",
-        why=why or "task_adaptation's own train/test splits and labels, exported by CLIP_benchmark",
+        why=why or _WDS_WHY,
         paper_role="VTAB-1k",
     )
 
 
-_WDS_WHY = "task_adaptation's train/test splits and labels, exported by CLIP_benchmark (LAION)"
 
 _TASK_LIST: list[TaskSpec] = [
     # --- VTAB-1k, Natural ------------------------------------------------------------------
@@ -206,7 +208,8 @@ _TASK_LIST: list[TaskSpec] = [
         vtab_val_split="validation",
         why="clip-benchmark has no VTAB SUN397 (its wds_sun397 is torchvision's, test only); this "
         "parquet mirror of TFDS sun397/tfds has exactly task_adaptation's train/validation/test "
-        "(76128 / 10875 / 21750), so val200 comes from validation as in task_adaptation",
+        "(76128 / 10875 / 21750), so val200 comes from validation as in task_adaptation; column "
+        "names assumed from the TFDS schema it mirrors (not seen on the repo page)",
         paper_role="VTAB-1k",
     ),
     # --- VTAB-1k, Specialized --------------------------------------------------------------
@@ -238,7 +241,7 @@ _TASK_LIST: list[TaskSpec] = [
         hub_id="timm/imagenet-1k-wds",
         image_column="jpg",
         label_column="cls",
-        splits={"train": "train", "test": "validation"},
+        splits={"train": "train", "validation": "validation", "test": "validation"},
         data_files={"train": "imagenet1k-train-*.tar", "validation": "imagenet1k-validation-*.tar"},
         num_classes=1000,
         source_format="webdataset",
@@ -252,12 +255,13 @@ _TASK_LIST: list[TaskSpec] = [
         hub_id="timm/imagenet-22k-wds",
         image_column="jpg",
         label_column="cls",
-        splits={"train": "train", "test": "validation"},
+        splits={"train": "train", "validation": "validation", "test": "validation"},
         data_files={"train": "imagenet22k-train-*.tar", "validation": "imagenet22k-validation-*.tar"},
         num_classes=21841,
         source_format="webdataset",
         why="the Fall 2011 release (21,841 classes, ~14M images) the paper calls ImageNet-21k, "
-        "with a held-out validation subset; kept by timm's maintainers (Winter 21 has 19,167)",
+        "with a held-out validation subset; kept by timm's maintainers (Winter 21 has 19,167). "
+        "Shard names assumed to follow imagenet-1k-wds's pattern (not seen on the repo page)",
         paper_role="pretraining (ImageNet-21k)",
     ),
     TaskSpec(
@@ -298,7 +302,8 @@ _TASK_LIST: list[TaskSpec] = [
         splits={"train": "train", "validation": "validation", "test": "test"},
         num_classes=102,
         why="a parquet mirror of TFDS oxford_flowers102 with the official train / validation / "
-        "test (1020 / 1020 / 6149) split the paper and big_vision use",
+        "test (1020 / 1020 / 6149) split the paper and big_vision use; column names assumed from the "
+        "TFDS schema it mirrors (not seen on the repo page)",
         paper_role="transfer",
     ),
     # --- Local: the offline demo and tests -------------------------------------------------
