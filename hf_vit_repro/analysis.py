@@ -253,6 +253,15 @@ def mean_attention_distance(
     return torch.einsum("bhij,ij->bhi", weights, distance).mean(dim=-1)
 
 
+def uniform_attention_distance(config, height: int, width: int) -> float:
+    """The mean attention distance, in pixels, of a head that attends uniformly to all patch tokens
+    of a `height x width` input: the reference line between "local" and "global" heads (a trained
+    head below it prefers near patches, above it far ones)."""
+    centers = token_centers(config, height, width)
+    n = centers.shape[0]
+    return float(mean_attention_distance(torch.full((1, 1, n, n), 1.0 / n), centers, num_prefix_tokens=0))
+
+
 def rollout_step(rollout: torch.Tensor | None, attention: torch.Tensor) -> torch.Tensor:
     """One layer of attention rollout (Abnar & Zuidema 2020): average the `(B, heads, S, S)`
     weights over heads, add the identity (the residual path), renormalise the rows to sum to 1,
@@ -651,7 +660,7 @@ def _draw_position_similarity(similarity: torch.Tensor, path) -> Path:
     return _save_figure(figure, path)
 
 
-def _draw_attention_distance(distance: np.ndarray, path, num_images: int, input_size) -> Path:
+def _draw_attention_distance(distance: np.ndarray, path, num_images: int, input_size, uniform: float) -> Path:
     layers, heads = distance.shape
     depth = np.arange(1, layers + 1)
     figure = _new_figure(5.0, 3.8)
@@ -662,10 +671,11 @@ def _draw_attention_distance(distance: np.ndarray, path, num_images: int, input_
     for head in range(heads):
         ax.scatter(depth, distance[:, head], s=14, color=colours(head % 20), label=f"Head {head + 1}")
     ax.plot(depth, distance.mean(axis=1), color="black", linestyle="--", linewidth=1, label="mean")
+    ax.axhline(uniform, color="grey", linestyle=":", linewidth=1, label="uniform attention")
     ax.set_xlabel("Network depth (layer)")
     ax.set_ylabel("Mean attention distance (pixels)")
     ax.set_xticks(depth)
-    ax.set_ylim(0, max(1e-6, float(distance.max())) * 1.1)
+    ax.set_ylim(0, max(1e-6, float(distance.max()), uniform) * 1.1)
     ax.set_title(f"{num_images} images at {input_size[0]}x{input_size[1]}", fontsize=9)
     if heads <= 16:
         ax.legend(fontsize=6, ncols=2, loc="lower right")
@@ -694,6 +704,8 @@ def _draw_rollout(maps: torch.Tensor, inputs: torch.Tensor, path) -> Path:
         axes[row, 0].set_xticks([])
         axes[row, 0].set_yticks([])
         axes[row, 0].set_ylabel(label)
+        for spine in axes[row, 0].spines.values():
+            spine.set_visible(False)
     figure.suptitle("Attention rollout (Abnar & Zuidema 2020)", fontsize=9)
     return _save_figure(figure, path)
 
@@ -754,7 +766,8 @@ def plot_mean_attention_distance(
     stats = _stats_for(
         model, images, image_processor, num_images, batch_size, 0, renormalize, split, image_column, progress
     )
-    return _draw_attention_distance(stats.mean_distance, path, stats.num_images, stats.input_size)
+    uniform = uniform_attention_distance(_encoder(model).config, *stats.input_size)
+    return _draw_attention_distance(stats.mean_distance, path, stats.num_images, stats.input_size, uniform)
 
 
 def plot_attention_rollout(
@@ -855,10 +868,14 @@ def analyze_model(
         **_similarity_summary(similarity),
     }
 
-    _draw_attention_distance(stats.mean_distance, out_dir / ATTENTION_DISTANCE_PNG, stats.num_images, stats.input_size)
+    uniform = uniform_attention_distance(config, *stats.input_size)
+    _draw_attention_distance(
+        stats.mean_distance, out_dir / ATTENTION_DISTANCE_PNG, stats.num_images, stats.input_size, uniform
+    )
     result["mean_attention_distance"] = {
         "figure": ATTENTION_DISTANCE_PNG,
         "unit": "pixels of the model input",
+        "uniform_attention_pixels": uniform,
         "class_token_column": "dropped, rows renormalised" if renormalize else "dropped, not renormalised",
         "pixels": stats.mean_distance.tolist(),
         "trend": attention_distance_trend(stats.mean_distance),
@@ -1010,4 +1027,5 @@ __all__ = [
     "token_centers",
     "token_grid",
     "token_stride",
+    "uniform_attention_distance",
 ]

@@ -111,6 +111,7 @@ def test_uniform_attention_matches_the_hand_computed_value():
     centers = analysis.token_centers(config, 24, 48)
     got = analysis.mean_attention_distance(uniform_attention(1, 1, 9), centers, num_prefix_tokens=0)
     torch.testing.assert_close(got, torch.full((1, 1), hand_mean_distance(3, 3, 8, 16)))
+    assert analysis.uniform_attention_distance(config, 24, 48) == pytest.approx(hand_mean_distance(3, 3, 8, 16))
 
 
 def test_class_token_column_is_dropped_and_renormalisation_is_a_choice():
@@ -187,9 +188,11 @@ def test_hooked_statistics_match_the_models_returned_attentions(pooling):
     )
     expected_maps = analysis.rollout_maps(analysis.attention_rollout(attentions), (4, 4), config.num_prefix_tokens)
 
-    model.train()  # restored afterwards, as is the attention implementation
+    model.train()  # restored afterwards, as are the attention implementation and the hooks
+    hooks = [list(layer.attention._forward_hooks) for layer in model.vit.layers]  # transformers' own
     stats = analysis.attention_statistics(model, pixels.split(2), rollout_images=3)
     assert model.training and model.config._attn_implementation == "sdpa"
+    assert [list(layer.attention._forward_hooks) for layer in model.vit.layers] == hooks
     assert stats.num_images == 5 and stats.input_size == (32, 32)
     np.testing.assert_allclose(stats.mean_distance, expected.numpy(), rtol=1e-5)
     torch.testing.assert_close(stats.rollout_maps, expected_maps[:3])
@@ -354,6 +357,20 @@ def test_analyze_model_on_a_hybrid(tmp_path):
     assert_png(tmp_path / "attention_rollout.png")
 
 
+def test_one_call_per_figure(tmp_path):
+    model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs())))
+    folder = write_png_folder(tmp_path / "pngs", [i.convert("RGB") for i in digit_images(4)])
+    paths = [
+        analysis.plot_embedding_filters(model, tmp_path / "a.png", num_components=6),
+        analysis.plot_position_embedding_similarity(model, tmp_path / "b.png"),
+        analysis.plot_mean_attention_distance(model, folder, tmp_path / "c.png", num_images=3, progress=False),
+        analysis.plot_attention_rollout(model, digit_images(5), tmp_path / "d.png", num_images=2, progress=False),
+    ]
+    for path in paths:
+        assert_png(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.png", "d.png", "pngs"]
+
+
 # ----------------------------------------------------------------------------- the command
 
 
@@ -383,6 +400,8 @@ def test_analyze_command_writes_valid_pngs_and_json(tmp_path, tiny_checkpoint, c
     assert result["images"]["num_images"] == 5 and result["attention_rollout"]["num_images"] == 3
     assert np.array(result["mean_attention_distance"]["pixels"]).shape == (2, 4)
     assert isinstance(result["mean_attention_distance"]["trend"]["grows_with_depth"], bool)
+    uniform = result["mean_attention_distance"]["uniform_attention_pixels"]
+    assert uniform == pytest.approx(hand_mean_distance(4, 4, 8, 8))
 
     # A run folder: the model is RUN/final and the figures go to RUN/analysis by default.
     run = tiny_checkpoint.parent
