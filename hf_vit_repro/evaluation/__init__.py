@@ -1,0 +1,55 @@
+"""Evaluation: classification metrics, few-shot linear evaluation and the VTAB-1k benchmark.
+
+    vit-repro evaluate RUN cifar10 --split test           # metrics/<task>_<split>.json
+    vit-repro fewshot RUN digits vtab/dtd --shots 1 5 10 25   # fewshot.json
+    vit-repro vtab RUN --tasks natural                     # vtab.json, vtab.md, vtab.png
+
+Modules: `classification` (`evaluate_model`, `evaluate_checkpoint`: top-1/top-5, per-class, ReaL
+through the `evaluate` modules of `hf_vit_repro.metrics`, data-parallel under Accelerate),
+`fewshot` (the paper's closed-form regularised least squares on frozen pre-logits features, with
+a feature cache), `vtab` (the VTAB-1k protocol, task by task, resumable), `common` (checkpoint
+loading and fingerprints). Heavy imports happen inside functions.
+"""
+
+from __future__ import annotations
+
+from .classification import evaluate_checkpoint, evaluate_model, real_label_sets
+from .common import LoadedCheckpoint, load_checkpoint, model_fingerprint
+from .fewshot import (
+    L2_GRID,
+    FeatureCache,
+    LeastSquares,
+    accuracy_by_l2,
+    extract_features,
+    fewshot_checkpoint,
+    fewshot_evaluate,
+    fit_least_squares,
+)
+
+
+def add_cli(subparsers) -> None:
+    """`vit-repro evaluate`, `vit-repro fewshot`, `vit-repro vtab`."""
+    from .classification import add_evaluate_cli
+    from .fewshot import add_fewshot_cli
+
+    add_evaluate_cli(subparsers)
+    add_fewshot_cli(subparsers)
+
+
+__all__ = [
+    "evaluate_model",
+    "evaluate_checkpoint",
+    "real_label_sets",
+    "LoadedCheckpoint",
+    "load_checkpoint",
+    "model_fingerprint",
+    "fewshot_evaluate",
+    "fewshot_checkpoint",
+    "fit_least_squares",
+    "accuracy_by_l2",
+    "extract_features",
+    "FeatureCache",
+    "LeastSquares",
+    "L2_GRID",
+    "add_cli",
+]

@@ -1,0 +1,292 @@
+"""Classification metrics of a checkpoint on a task split: top-1 / top-5, per-class and ReaL
+accuracy through the package's `evaluate` modules, batched and data-parallel.
+
+    vit-repro evaluate RUN_OR_CHECKPOINT cifar10 --split test [--resolution 384]
+    accelerate launch -m hf_vit_repro evaluate RUN_OR_CHECKPOINT imagenet1k --real-labels real.json
+
+Under `accelerate launch` (or torchrun) each process scores a shard of the split; the scores are
+gathered with `Accelerator.gather_for_metrics`, which drops the samples Accelerate repeats to fill
+the last, uneven batch, so every image counts exactly once (checked: each image travels with its
+row index, and a row seen twice or never is an error, not a silently wrong number).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import runs
+from .common import dataset_label, default_output_dir, format_table, image_size_of, load_checkpoint
+
+_REAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
+
+
+def _labels(dataset) -> np.ndarray:
+    return np.asarray(dataset.with_format("numpy", columns=["label"])["label"], dtype=np.int64)
+
+
+def evaluate_model(
+    model,
+    dataset,
+    *,
+    batch_size: int = 64,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    crop: bool = False,
+    top_k: Sequence[int] | None = None,
+    real_labels: Sequence[Sequence[int]] | None = None,
+    num_workers: int = 0,
+    accelerator=None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score `model` (a classifier, at its own `config.image_size`) on `dataset` ("image" and
+    "label" columns, e.g. from `load_task`).
+
+    Returns, on every process: `metrics` ({"accuracy", "top5_accuracy" (when K > 5),
+    "mean_per_class_accuracy", and "real_accuracy" when `real_labels` is given}, values in [0, 1]),
+    `num_images`, `per_class_accuracy` ({class name: accuracy or None}), and with ReaL
+    `real_num_images`. `real_labels[i]` is the ReaL label set of row i (may be empty).
+    `top_k`: the k of the top-k metric (default 1 and 5). Images are resized to the model's
+    resolution (`crop=True`: shorter side, then central crop) and normalised with mean/std.
+    Corrupt images raise `CorruptImageError` (an evaluation must score every image).
+    """
+    from accelerate.utils import broadcast_object_list
+    from tqdm.auto import tqdm
+
+    from ..data import eval_transform, make_dataloader
+    from ..metrics import load_metric
+
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("the dataset is empty; nothing to evaluate")
+    labels = _labels(dataset)
+    num_classes = int(model.config.num_labels)
+    if labels.max() >= num_classes:
+        raise ValueError(
+            f"the data has class ids up to {int(labels.max())} but the model's head has {num_classes} classes; "
+            "evaluate a checkpoint fine-tuned on this task (or fine-tune it first)"
+        )
+    if real_labels is not None and len(real_labels) != n:
+        raise ValueError(f"{len(real_labels)} ReaL label sets for {n} images")
+    names = list(getattr(dataset.features["label"], "names", None) or [str(i) for i in range(num_classes)])
+
+    accelerator = accelerator or make_accelerator()
+    main = accelerator.is_main_process
+    # The "label" the loader carries is the row index; true labels are looked up from it after
+    # the gather, which makes duplicates and gaps detectable.
+    indexed = dataset.select_columns(["image"]).add_column("label", np.arange(n, dtype=np.int64))
+    transform = eval_transform(image_size_of(model), mean, std, crop=crop)
+    loader = make_dataloader(indexed, transform, batch_size, shuffle=False, num_workers=num_workers, strict=True)
+    loader = accelerator.prepare_data_loader(loader)
+    model = model.to(accelerator.device).eval()
+
+    if main:
+        import evaluate
+
+        scores = evaluate.combine([load_metric("top_k_accuracy"), load_metric("per_class_accuracy")])
+        real = load_metric("real_accuracy") if real_labels is not None else None
+        seen = np.zeros(n, dtype=bool)
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not (main and progress), dynamic_ncols=True):
+            logits = model(pixel_values=batch["pixel_values"]).logits.float()
+            logits, rows = accelerator.gather_for_metrics((logits, batch["labels"]))
+            if not main:
+                continue
+            rows = rows.cpu().numpy()
+            if seen[rows].any() or len(np.unique(rows)) != len(rows):
+                raise RuntimeError(f"image row {int(rows[seen[rows]][0])} was scored twice; the distributed gather is broken")
+            seen[rows] = True
+            logits = logits.cpu().numpy()
+            scores.add_batch(predictions=logits, references=labels[rows])
+            if real is not None:
+                real.add_batch(predictions=logits.argmax(1), references=[list(real_labels[r]) for r in rows])
+
+    result: dict[str, Any] | None = None
+    if main:
+        if not seen.all():
+            raise RuntimeError(f"{int((~seen).sum())} of {n} images were never scored")
+        # Modules of a combination share compute() kwargs; `k` is the top-k module's alone.
+        top, per_class_module = scores.evaluation_modules
+        values = {**top.compute(**({} if top_k is None else {"k": list(top_k)})), **per_class_module.compute()}
+        per_class = values.pop("per_class_accuracy")
+        values.pop("per_class_count")
+        result = {"metrics": {k: float(v) for k, v in values.items()}, "num_images": int(seen.sum())}
+        result["per_class_accuracy"] = {names[i]: per_class[i] for i in range(len(per_class))}
+        if real is not None:
+            real_values = real.compute()
+            result["metrics"]["real_accuracy"] = real_values["real_accuracy"]
+            result["real_num_images"] = real_values["real_num_images"]
+    holder = [result]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(holder, from_process=0)
+    return holder[0]
+
+
+def make_accelerator(cpu: bool = False):
+    """An Accelerator for evaluation. Without a GPU it is asked for the CPU explicitly: only then
+    does Accelerate join the processes of torchrun / `accelerate launch` (gloo) instead of letting
+    each one evaluate everything alone."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=cpu or not torch.cuda.is_available())
+
+
+def real_label_sets(dataset, real_json: str | os.PathLike) -> tuple[list[list[int]], str]:
+    """The ReaL label set of every row of an ImageNet validation split, and how rows were matched.
+
+    `real_json` is google-research/reassessed-imagenet's real.json: 50,000 lists, the i-th for
+    ILSVRC2012_val_{i+1:08d}. Rows are matched by that number in the image's file name (the
+    webdataset key, e.g. "ILSVRC2012_val_00000001.jpg") -> "file_name"; a split without file
+    names is matched by position only when it has exactly 50,000 rows -> "row_order".
+    """
+    import json
+
+    from datasets import Image
+
+    with open(real_json, encoding="utf-8") as f:
+        real = json.load(f)
+    if not isinstance(real, list) or not all(isinstance(v, list) for v in real[:10]):
+        raise ValueError(f"{real_json} is not a ReaL label file (a JSON list of label lists, one per validation image)")
+    paths = dataset.cast_column("image", Image(decode=False))["image"]
+    numbers = [_REAL_NAME.search(str((p or {}).get("path") or "")) for p in paths]
+    if all(numbers):
+        indices = [int(m.group(1)) - 1 for m in numbers]
+        if max(indices) >= len(real):
+            raise ValueError(f"image ILSVRC2012_val_{max(indices) + 1:08d} has no entry in {real_json} ({len(real)} entries)")
+        return [[int(v) for v in real[i]] for i in indices], "file_name"
+    if len(dataset) == len(real):
+        return [[int(v) for v in labels] for labels in real], "row_order"
+    raise ValueError(
+        f"cannot match the {len(dataset)} images to the {len(real)} ReaL label sets: the images carry no "
+        "ILSVRC2012_val_XXXXXXXX file names and the counts differ; evaluate the full ImageNet validation split"
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    task: str,
+    split: str = "test",
+    *,
+    resolution: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    batch_size: int = 64,
+    crop: bool = False,
+    top_k: Sequence[int] | None = None,
+    real_labels: str | os.PathLike | None = None,
+    max_images: int | None = None,
+    output: str | os.PathLike | None = None,
+    num_workers: int = 0,
+    cpu: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate a checkpoint (folder, run folder or Hub id) on `split` of `task` and write the
+    metrics JSON (`runs.metrics_record`: checkpoint, task, dataset, split, resolution, number of
+    images, metrics, software versions; plus per-class accuracy and the evaluation settings).
+
+    `resolution`: evaluate at this size, the position embeddings resampled once (paper Sec. 3.2);
+    default the checkpoint's. `output`: a .json file, or a folder that gets
+    `metrics/<task>_<split>.json`; default the run folder's metrics/ (a run folder), else
+    `outputs/evaluate/<checkpoint>/metrics/`. `max_images`: only the first N rows (smoke tests).
+    Returns (record, path); only the main process writes.
+    """
+    from ..data import load_task
+
+    accelerator = make_accelerator(cpu)
+    loaded = load_checkpoint(checkpoint, device=accelerator.device)
+    model = loaded.model
+    if resolution is not None and int(resolution) != image_size_of(model):
+        model.resize_position_embeddings(int(resolution))
+    dataset = load_task(task, split, data_dir, image_column=image_column, label_column=label_column)
+    real, real_match = (None, None)
+    if real_labels is not None:
+        real, real_match = real_label_sets(dataset, real_labels)
+    if max_images is not None and max_images < len(dataset):
+        if max_images < 1:
+            raise ValueError(f"max_images must be >= 1, got {max_images}")
+        dataset = dataset.select(range(max_images))
+        real = real[:max_images] if real is not None else None
+    result = evaluate_model(
+        model, dataset, batch_size=batch_size, mean=loaded.mean, std=loaded.std, crop=crop, top_k=top_k,
+        real_labels=real, num_workers=num_workers, accelerator=accelerator, progress=progress,
+    )
+    extra: dict[str, Any] = {
+        "per_class_accuracy": result["per_class_accuracy"],
+        "evaluation": {
+            "preprocessing": "resize shorter side + central crop" if crop else "resize to the resolution",
+            "mean": list(loaded.mean), "std": list(loaded.std), "batch_size": batch_size,
+            "num_processes": accelerator.num_processes, "max_images": max_images,
+        },
+    }
+    if real is not None:
+        extra["real_labels"] = {"file": str(real_labels), "matched_by": real_match, "num_images": result["real_num_images"]}
+    if data_dir is not None:
+        extra["data_dir"] = str(data_dir)
+    record = runs.metrics_record(
+        checkpoint=str(checkpoint), task=task, dataset=dataset_label(task), split=split,
+        resolution=image_size_of(model), num_images=result["num_images"], metrics=result["metrics"], **extra,
+    )
+    if output is not None and str(output).endswith(".json"):
+        path = Path(output)
+    else:
+        folder = Path(output) if output is not None else default_output_dir(checkpoint, loaded.run_dir, "evaluate")
+        path = runs.metrics_path(folder, task, split)
+    if accelerator.is_main_process:
+        runs.write_json(path, record)
+    accelerator.wait_for_everyone()
+    return record, path
+
+
+def metrics_table(record: dict[str, Any]) -> str:
+    rows = [[name, f"{100 * value:.2f}"] for name, value in record["metrics"].items()]
+    return format_table(["metric", "%"], rows)
+
+
+def _cmd_evaluate(args) -> int:
+    record, path = evaluate_checkpoint(
+        args.checkpoint, args.task, args.split, resolution=args.resolution, data_dir=args.data_dir,
+        image_column=args.image_column, label_column=args.label_column, batch_size=args.batch_size, crop=args.crop,
+        top_k=args.top_k, real_labels=args.real_labels, max_images=args.max_images, output=args.output,
+        num_workers=args.num_workers, cpu=args.cpu, progress=not args.no_progress,
+    )
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"{record['task']} / {record['split']}: {record['num_images']} images at {record['resolution']} px")
+        print(metrics_table(record))
+        print(f"Wrote {path}")
+    return 0
+
+
+def add_evaluate_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="top-1/top-5, per-class and ReaL accuracy of a checkpoint on a task split",
+        description="Evaluate a classifier checkpoint (folder, run folder or Hub id) on a task split and write a "
+        "metrics JSON (hf_vit_repro.runs.metrics_record). Data-parallel under `accelerate launch -m hf_vit_repro "
+        "evaluate ...` or torchrun; every image is counted once.",
+    )
+    p.add_argument("checkpoint", help="checkpoint folder, run folder (uses RUN/final) or Hub model id")
+    p.add_argument("task", help="registry task (see `vit-repro data tasks`), Hub dataset id or local dataset folder")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--resolution", type=int, default=None, help="evaluate at this resolution (default: the checkpoint's)")
+    p.add_argument("--data-dir", default=None, help="local copy of the dataset laid out like the Hub repo")
+    p.add_argument("--image-column", default=None, help="the dataset's image column, if not the registry's")
+    p.add_argument("--label-column", default=None, help="the dataset's label column, if not the registry's")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch and process (default 64)")
+    p.add_argument("--crop", action="store_true", help="resize the shorter side and take the central crop")
+    p.add_argument("--top-k", type=int, nargs="+", default=None, help="k of top-k accuracy (default: 1 5)")
+    p.add_argument("--real-labels", default=None, help="ImageNet ReaL real.json, for ReaL accuracy on ImageNet val")
+    p.add_argument("--max-images", type=int, default=None, help="only the first N images (quick checks)")
+    p.add_argument("--output", default=None, help="JSON file or folder (default: RUN/metrics/<task>_<split>.json)")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate)

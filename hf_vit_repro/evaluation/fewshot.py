@@ -1,0 +1,460 @@
+"""Few-shot linear evaluation (paper Sec. 4.1 "Metrics", and shared/PAPER.md "Few-shot").
+
+The representation y (pre-logits: `model.vit(x).pooler_output`, the final class-token state after
+the last LayerNorm, or after the pre-logits layer where the checkpoint has one) of k labelled
+images per class is frozen; a regularised least-squares regression maps it to {-1, 1}^K targets
+in closed form; accuracy is the argmax of that map on the full test split.
+
+What is done, step by step (as big_vision's `evaluators/fewshot_lsr.py`, in float64):
+
+1. Standardise each feature with the mean and standard deviation (+ 1e-5) of the k-shot set, and
+   append a constant feature 100 (the bias; large, so the ridge penalty barely touches it).
+2. Solve W = argmin ||X W - T||^2 + l2 ||W||^2 for all l2 at once from one eigendecomposition:
+   with X^T X = Q diag(e) Q^T (N >= D) W = Q diag(1 / (e + l2)) Q^T X^T T; with X X^T (N < D, the
+   usual few-shot case) W = X^T Q diag(1 / (e + l2)) Q^T T.
+3. The regularisation: `l2_reg="select"` (default) picks l2 from `L2_GRID` (2^-10 ... 2^20) by
+   accuracy on a held-out set drawn from the *training* split, disjoint from the k shots: the
+   next `val_shots` images of every class in the same seeded ranking (`data.fewshot_subset`); the
+   largest l2 among equally good ones. This is a choice of ours: big_vision fixes l2 per config
+   (2^10 in its ImageNet few-shot configs), which `l2_reg=1024.0` reproduces and which uses
+   exactly k labels per class. The held-out images add `val_shots` labels per class for model
+   selection only; the JSON records which rule was used.
+4. Seeds: each seed draws its own k-shot set (and held-out set); results are the mean and the
+   standard deviation over seeds. For one seed the 1-shot images are among the 5-shot ones, etc.
+
+Features are extracted once per image and cached on disk (`FeatureCache`): the key holds the
+model's fingerprint (every weight and the architecture, `common.model_fingerprint`), the
+resolution and preprocessing, the task and split, and the split's size; cached labels are checked
+against the data on every use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import runs
+from .common import default_device, default_output_dir, encoder, format_table, image_size_of, model_fingerprint
+
+BIAS_CONSTANT = 100.0
+STD_EPS = 1e-5
+L2_GRID: tuple[float, ...] = tuple(2.0**i for i in range(-10, 21))
+DEFAULT_SHOTS: tuple[int, ...] = (1, 5, 10, 25)
+DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
+DEFAULT_VAL_SHOTS = 10
+
+
+# ============================================================================ closed form
+
+
+@dataclass
+class LeastSquares:
+    """Everything the ridge solution needs for any l2: standardisation, eigendecomposition and its
+    left/right factors (W(l2) = lhs diag(1 / (eigs + l2)) rhs). Tensors are float64."""
+
+    mean: torch.Tensor  # (1, D)
+    std: torch.Tensor  # (1, D)
+    eigs: torch.Tensor  # (M,), M = min(N, D + 1)
+    lhs: torch.Tensor  # (D + 1, M)
+    rhs: torch.Tensor  # (M, K)
+
+    def design(self, features: torch.Tensor) -> torch.Tensor:
+        """Standardised features with the bias column: (n, D) -> (n, D + 1)."""
+        x = (features.to(torch.float64) - self.mean) / self.std
+        return torch.cat([x, torch.full((x.shape[0], 1), BIAS_CONSTANT, dtype=x.dtype)], dim=1)
+
+    def weights(self, l2: float) -> torch.Tensor:
+        """W for ridge penalty `l2`: (D + 1, K)."""
+        return (self.lhs / (self.eigs + l2)) @ self.rhs
+
+    def scores(self, features: torch.Tensor, l2: float) -> torch.Tensor:
+        """Regression outputs (n, K) of the map fitted with `l2`; the class is their argmax."""
+        return self.design(features) @ self.weights(l2)
+
+
+def targets(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """{-1, 1}^K regression targets: +1 at the true class, -1 elsewhere. (N,) -> (N, K) float64."""
+    return 2.0 * torch.nn.functional.one_hot(labels.long(), num_classes).to(torch.float64) - 1.0
+
+
+def fit_least_squares(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> LeastSquares:
+    """Precompute the closed form for (N, D) features and (N,) labels (see the module docstring)."""
+    x = features.detach().to("cpu", torch.float64)
+    if x.ndim != 2 or x.shape[0] != labels.shape[0]:
+        raise ValueError(f"features must be (N, D) with N = len(labels); got {tuple(x.shape)} and {tuple(labels.shape)}")
+    mean = x.mean(dim=0, keepdim=True)
+    std = x.std(dim=0, unbiased=False, keepdim=True) + STD_EPS
+    fit = LeastSquares(mean, std, torch.empty(0), torch.empty(0), torch.empty(0))
+    design = fit.design(x)
+    t = targets(labels.cpu(), num_classes)
+    if design.shape[0] >= design.shape[1]:
+        eigs, q = torch.linalg.eigh(design.T @ design)
+        fit.lhs, fit.rhs = q, q.T @ (design.T @ t)
+    else:
+        eigs, q = torch.linalg.eigh(design @ design.T)
+        fit.lhs, fit.rhs = design.T @ q, q.T @ t
+    fit.eigs = eigs
+    return fit
+
+
+def accuracy_by_l2(fit: LeastSquares, features: torch.Tensor, labels: torch.Tensor, grid: Sequence[float]) -> list[float]:
+    """Accuracy of the argmax of the fitted map on (features, labels) for every l2 in `grid`."""
+    design = fit.design(features)
+    labels = labels.cpu()
+    out = []
+    for l2 in grid:
+        predictions = (design @ fit.weights(l2)).argmax(dim=1)
+        out.append(float((predictions == labels).double().mean()))
+    return out
+
+
+# ============================================================================ feature cache
+
+
+def default_cache_dir() -> Path:
+    """`$HF_VIT_REPRO_CACHE/features`, else `~/.cache/hf_vit_repro/features`."""
+    root = os.environ.get("HF_VIT_REPRO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_vit_repro")
+    return Path(root) / "features"
+
+
+class FeatureCache:
+    """Pre-logits features of dataset rows, one safetensors file per key (rows, features, labels),
+    grown as more rows are needed and rewritten atomically. `cache_dir=None` keeps nothing."""
+
+    def __init__(self, cache_dir: str | os.PathLike | None):
+        self.dir = Path(cache_dir) if cache_dir is not None else None
+
+    @staticmethod
+    def key(**parts: Any) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def _path(self, key: str) -> Path:
+        return self.dir / f"{key}.safetensors"
+
+    def load(self, key: str) -> dict[int, tuple[np.ndarray, int]]:
+        """{row: (feature, label)} for the rows cached under `key` (empty when none, or when the
+        file cannot be read: a cache is never trusted over recomputing)."""
+        if self.dir is None or not self._path(key).is_file():
+            return {}
+        from safetensors.numpy import load_file
+
+        try:
+            data = load_file(str(self._path(key)))
+        except Exception:  # a truncated or foreign file: recompute
+            return {}
+        return {int(r): (f, int(y)) for r, f, y in zip(data["rows"], data["features"], data["labels"])}
+
+    def save(self, key: str, entries: dict[int, tuple[np.ndarray, int]], meta: dict[str, Any]) -> None:
+        if self.dir is None or not entries:
+            return
+        from safetensors.numpy import save_file
+
+        rows = np.array(sorted(entries), dtype=np.int64)
+        tensors = {
+            "rows": rows,
+            "features": np.stack([entries[int(r)][0] for r in rows]).astype(np.float32),
+            "labels": np.array([entries[int(r)][1] for r in rows], dtype=np.int64),
+        }
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(key).with_name(f".{key}.{os.getpid()}.tmp")
+        save_file(tensors, str(tmp), metadata={"key": json.dumps(meta, default=str)})
+        os.replace(tmp, self._path(key))
+
+
+def extract_features(
+    model,
+    dataset,
+    rows: Sequence[int],
+    *,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    image_size: int | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    cache: FeatureCache | None = None,
+    cache_key: dict[str, Any] | None = None,
+    progress: bool = True,
+    desc: str = "features",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pre-logits features (len(rows), D) float32 and labels (len(rows),) of `dataset` rows.
+
+    Images are resized to `image_size` (default the model's; another size runs the model with
+    interpolated position embeddings) and normalised with mean/std. With a `cache` and
+    `cache_key` (anything that names the data: task, split, source), rows already cached for
+    this model, resolution and preprocessing are read back, the others computed and added.
+    """
+    from tqdm.auto import tqdm
+
+    from ..data import eval_transform, make_dataloader
+
+    size = int(image_size or image_size_of(model))
+    interpolate = size != image_size_of(model)
+    transform = eval_transform(size, mean, std)
+    labels_all = np.asarray(dataset.with_format("numpy", columns=["label"])["label"], dtype=np.int64)
+    rows = [int(r) for r in rows]
+    key = meta = None
+    entries: dict[int, tuple[np.ndarray, int]] = {}
+    if cache is not None and cache.dir is not None:
+        meta = {
+            "model": model_fingerprint(model), "resolution": size, "transform": repr(transform),
+            "data": cache_key or {}, "num_rows": len(dataset), "dtype": str(next(model.parameters()).dtype),
+        }
+        key = cache.key(**meta)
+        entries = cache.load(key)
+        if any(r in entries and entries[r][1] != labels_all[r] for r in entries if r < len(labels_all)):
+            entries = {}  # the data under this key changed: recompute everything
+    missing = sorted({r for r in rows if r not in entries})
+    if missing:
+        subset = dataset.select(missing)
+        loader = make_dataloader(subset, transform, batch_size, shuffle=False, num_workers=num_workers, strict=True)
+        device = next(model.parameters()).device
+        computed = []
+        vit = encoder(model).eval()
+        with torch.no_grad():
+            for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
+                out = vit(batch["pixel_values"].to(device), interpolate_pos_encoding=interpolate).pooler_output
+                if out is None:
+                    raise ValueError("the model returns no pooler_output (pre-logits features); few-shot needs a ViT encoder")
+                computed.append(out.float().cpu().numpy())
+        features = np.concatenate(computed)
+        for r, f in zip(missing, features):
+            entries[r] = (f, int(labels_all[r]))
+        if key is not None:
+            cache.save(key, entries, meta)
+    return np.stack([entries[r][0] for r in rows]).astype(np.float32), labels_all[rows]
+
+
+# ============================================================================ protocol
+
+
+def _shot_rows(label_rows, k: int, seed: int) -> list[int]:
+    """Rows of the k-shot subset (`data.fewshot_subset`) of a ("label", "__row__") dataset."""
+    from ..data import fewshot_subset
+
+    return [int(r) for r in fewshot_subset(label_rows, k, seed)["__row__"]]
+
+
+def fewshot_evaluate(
+    model,
+    train_dataset,
+    test_dataset,
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    *,
+    l2_reg: float | str = "select",
+    val_shots: int = DEFAULT_VAL_SHOTS,
+    l2_grid: Sequence[float] = L2_GRID,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    image_size: int | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    data_key: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Few-shot linear evaluation of `model` (a classifier or encoder; its head is not used).
+
+    `train_dataset` gives the k-shot images (every class needs max(shots) images, plus
+    `val_shots` with `l2_reg="select"`), `test_dataset` is scored in full (both "image" and
+    "label" columns, e.g. `load_task(task, "train")` / `load_task(task, "test")`). `l2_reg`: a
+    number fixes the penalty; "select" picks it per (shots, seed) on held-out training images
+    (module docstring). Features are cached under `cache_dir` (None: no cache) keyed by the
+    model's fingerprint, the resolution, the preprocessing and `data_key` (say which task and
+    split the datasets are; without it the datasets' sizes alone name them, so give one whenever
+    a cache is used).
+
+    Returns {str(k): {"mean", "std", "seeds", "accuracy" (one per seed), "l2_reg" (one per
+    seed), "num_test_images", "l2_selection"}}, accuracies in [0, 1] (the shape of
+    fewshot.json's `results[task]`).
+    """
+    shots = sorted({int(k) for k in shots})
+    seeds = [int(s) for s in seeds]
+    if not shots or shots[0] < 1 or not seeds:
+        raise ValueError(f"need shots >= 1 and at least one seed, got shots={shots} seeds={seeds}")
+    select = isinstance(l2_reg, str)
+    if select and l2_reg != "select":
+        raise ValueError(f"l2_reg must be a number or 'select', got {l2_reg!r}")
+    if not select and not float(l2_reg) > 0:
+        raise ValueError(f"l2_reg must be positive, got {l2_reg}")
+    num_classes = train_dataset.features["label"].num_classes
+    label_rows = train_dataset.select_columns(["label"]).add_column("__row__", np.arange(len(train_dataset)))
+    needed = max(shots) + (val_shots if select else 0)
+    plan = {}
+    for seed in seeds:
+        try:
+            ranked = _shot_rows(label_rows, needed, seed)
+        except ValueError as err:
+            hint = f" (or fix l2_reg to skip the {val_shots} held-out images per class)" if select else ""
+            raise ValueError(f"the training split is too small for {max(shots)}-shot evaluation{hint}: {err}") from None
+        per_k = {k: _shot_rows(label_rows, k, seed) for k in shots}
+        held_out = sorted(set(ranked) - set(per_k[max(shots)])) if select else []
+        plan[seed] = (per_k, held_out)
+
+    cache = FeatureCache(cache_dir)
+    common = dict(mean=mean, std=std, image_size=image_size, batch_size=batch_size, num_workers=num_workers,
+                  cache=cache, progress=progress)
+    train_rows = sorted({r for per_k, held in plan.values() for rows in (*per_k.values(), held) for r in rows})
+    train_x, train_y = extract_features(model, train_dataset, train_rows, cache_key={**(data_key or {}), "role": "train"},
+                                        desc="few-shot train features", **common)
+    test_x, test_y = extract_features(model, test_dataset, range(len(test_dataset)),
+                                      cache_key={**(data_key or {}), "role": "test"}, desc="few-shot test features", **common)
+    position = {r: i for i, r in enumerate(train_rows)}
+    train_x, train_y = torch.from_numpy(train_x), torch.from_numpy(train_y)
+    test_x, test_y = torch.from_numpy(test_x), torch.from_numpy(test_y)
+
+    results: dict[str, dict[str, Any]] = {}
+    for k in shots:
+        accuracies, l2s = [], []
+        for seed in seeds:
+            per_k, held_out = plan[seed]
+            index = torch.tensor([position[r] for r in per_k[k]])
+            fit = fit_least_squares(train_x[index], train_y[index], num_classes)
+            if select:
+                held = torch.tensor([position[r] for r in held_out])
+                val = accuracy_by_l2(fit, train_x[held], train_y[held], l2_grid)
+                best = max(range(len(l2_grid)), key=lambda i: (val[i], l2_grid[i]))
+                l2 = float(l2_grid[best])
+            else:
+                l2 = float(l2_reg)
+            accuracies.append(accuracy_by_l2(fit, test_x, test_y, [l2])[0])
+            l2s.append(l2)
+        results[str(k)] = {
+            "mean": float(np.mean(accuracies)),
+            "std": float(np.std(accuracies)),
+            "seeds": seeds,
+            "accuracy": accuracies,
+            "l2_reg": l2s,
+            "num_test_images": len(test_dataset),
+            "l2_selection": f"held-out {val_shots}/class of the training split" if select else "fixed",
+        }
+    return results
+
+
+def fewshot_checkpoint(
+    checkpoint: str | os.PathLike,
+    tasks: Sequence[str],
+    *,
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    train_split: str = "train",
+    test_split: str = "test",
+    data_dirs: dict[str, str | os.PathLike] | None = None,
+    resolution: int | None = None,
+    output: str | os.PathLike | None = None,
+    device: str | None = None,
+    cache_dir: str | os.PathLike | None | bool = True,
+    **kwargs: Any,
+) -> tuple[dict[str, Any], Path]:
+    """Run `fewshot_evaluate` for every task and write fewshot.json (default: the run folder's,
+    else outputs/fewshot/<checkpoint>/fewshot.json; `output` may be a .json file or a folder).
+    Tasks already in an existing file with the same protocol are kept, the others (re)computed.
+    `cache_dir=True` uses `default_cache_dir()`, None/False disables the cache."""
+    from ..data import load_task
+    from .common import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint, device=device or default_device())
+    size = int(resolution or image_size_of(loaded.model))
+    if output is not None and str(output).endswith(".json"):
+        path = Path(output)
+    else:
+        path = Path(output or default_output_dir(checkpoint, loaded.run_dir, "fewshot")) / runs.FEWSHOT
+    l2_reg = kwargs.get("l2_reg", "select")
+    protocol = {
+        "representation": "pre-logits (pooler_output), frozen",
+        "solver": "closed-form ridge regression to {-1, 1}^K targets, features standardised, bias feature 100",
+        "l2_reg": l2_reg,
+        "l2_grid": [min(L2_GRID), max(L2_GRID)] if l2_reg == "select" else None,
+        "val_shots": kwargs.get("val_shots", DEFAULT_VAL_SHOTS) if l2_reg == "select" else None,
+        "shots": sorted({int(k) for k in shots}),
+        "seeds": [int(s) for s in seeds],
+        "train_split": train_split,
+        "test_split": test_split,
+        "resolution": size,
+    }
+    record: dict[str, Any] = {"checkpoint": str(checkpoint), "protocol": protocol, "results": {}}
+    if path.is_file():
+        previous = runs.read_json(path)
+        if previous.get("protocol") == protocol:
+            record["results"].update(previous.get("results", {}))
+    cache = default_cache_dir() if cache_dir is True else (cache_dir or None)
+    for task in tasks:
+        data_dir = (data_dirs or {}).get(task)
+        train = load_task(task, train_split, data_dir)
+        test = load_task(task, test_split, data_dir)
+        key = {"task": task, "data_dir": str(data_dir) if data_dir else None, "train_split": train_split, "test_split": test_split}
+        record["results"][task] = fewshot_evaluate(
+            loaded.model, train, test, shots, seeds, mean=loaded.mean, std=loaded.std, image_size=size,
+            cache_dir=cache, data_key=key, **kwargs,
+        )
+        record["versions"] = runs.software_versions()
+        runs.write_json(path, record)  # after every task: an interrupted run keeps what it finished
+    return record, path
+
+
+def fewshot_table(record: dict[str, Any]) -> str:
+    results = record["results"]
+    shots = sorted({int(k) for per_task in results.values() for k in per_task})
+    rows = []
+    for task, per_task in results.items():
+        row = [task]
+        for k in shots:
+            entry = per_task.get(str(k))
+            row.append("" if entry is None else f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}")
+        rows.append(row)
+    return format_table(["task"] + [f"{k}-shot (%)" for k in shots], rows)
+
+
+def _cmd_fewshot(args) -> int:
+    data_dirs = {}
+    for item in args.data_dir or []:
+        task, sep, folder = item.partition("=")
+        if not sep:
+            raise ValueError(f"--data-dir takes TASK=FOLDER, got {item!r}")
+        data_dirs[task] = folder
+    l2 = args.l2_reg if args.l2_reg == "select" else float(args.l2_reg)
+    record, path = fewshot_checkpoint(
+        args.checkpoint, args.tasks, shots=args.shots, seeds=range(args.seeds), train_split=args.train_split,
+        test_split=args.test_split, data_dirs=data_dirs, resolution=args.resolution, output=args.output,
+        device=args.device, cache_dir=args.cache_dir or (None if args.no_cache else True), l2_reg=l2,
+        val_shots=args.val_shots, batch_size=args.batch_size, progress=not args.no_progress,
+    )
+    print(fewshot_table(record))
+    print(f"Wrote {path}")
+    return 0
+
+
+def add_fewshot_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fewshot",
+        help="few-shot linear evaluation (closed-form least squares on frozen pre-logits features)",
+        description="The paper's few-shot evaluation: for k images per class (seeded draws) fit a regularised "
+        "least-squares map from the frozen pre-logits representation to {-1, 1}^K in closed form and report its "
+        "accuracy on the full test split, mean ± std over seeds. Writes fewshot.json. Features are cached "
+        "(key: model fingerprint, resolution, preprocessing, task, split).",
+    )
+    p.add_argument("checkpoint", help="checkpoint folder, run folder (uses RUN/final) or Hub model id")
+    p.add_argument("tasks", nargs="+", help="registry tasks, Hub dataset ids or local dataset folders")
+    p.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS), help="k values (default 1 5 10 25)")
+    p.add_argument("--seeds", type=int, default=len(DEFAULT_SEEDS), help="number of seeds (default 3)")
+    p.add_argument("--l2-reg", default="select", help="'select' (held-out choice, default) or a fixed value, e.g. 1024")
+    p.add_argument("--val-shots", type=int, default=DEFAULT_VAL_SHOTS, help="held-out images per class for 'select'")
+    p.add_argument("--train-split", default="train", help="split the shots come from (default: train)")
+    p.add_argument("--test-split", default="test", help="split that is scored (default: test)")
+    p.add_argument("--data-dir", action="append", metavar="TASK=FOLDER", help="local copy of a task (repeatable)")
+    p.add_argument("--resolution", type=int, default=None, help="feature resolution (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--output", default=None, help="JSON file or folder (default: RUN/fewshot.json)")
+    p.add_argument("--cache-dir", default=None, help=f"feature cache (default {default_cache_dir()})")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_fewshot)

@@ -1,0 +1,179 @@
+"""Few-shot linear evaluation: the closed form against a reference solve, separable and random
+features, the whole protocol on digits against a hand-run of its steps, and the feature cache."""
+
+import numpy as np
+import pytest
+import torch
+
+from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification
+from hf_vit_repro.data import eval_transform, fewshot_subset, load_task
+from hf_vit_repro.evaluation import (
+    L2_GRID,
+    FeatureCache,
+    accuracy_by_l2,
+    extract_features,
+    fewshot_evaluate,
+    fit_least_squares,
+    model_fingerprint,
+)
+from hf_vit_repro.evaluation.fewshot import BIAS_CONSTANT
+
+from .conftest import randomize_, tiny_kwargs
+
+
+def reference_weights(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float) -> torch.Tensor:
+    """Ridge regression by `torch.linalg.lstsq` on the augmented system [X; sqrt(l2) I] W = [T; 0],
+    with the standardisation and bias feature written out here."""
+    x = torch.from_numpy(x).double()
+    mean, std = x.mean(0), x.std(0, unbiased=False) + 1e-5
+    design = torch.cat([(x - mean) / std, torch.full((len(x), 1), BIAS_CONSTANT, dtype=torch.float64)], 1)
+    t = -torch.ones(len(y), num_classes, dtype=torch.float64)
+    t[torch.arange(len(y)), torch.from_numpy(y)] = 1.0
+    d = design.shape[1]
+    a = torch.cat([design, (l2**0.5) * torch.eye(d, dtype=torch.float64)])
+    b = torch.cat([t, torch.zeros(d, num_classes, dtype=torch.float64)])
+    return torch.linalg.lstsq(a, b).solution
+
+
+@pytest.mark.parametrize("n", [12, 80])  # N < D + 1 (the usual few-shot case) and N >= D + 1
+def test_closed_form_equals_lstsq(n):
+    rng = np.random.default_rng(n)
+    d, k = 24, 4
+    x = rng.normal(size=(n, d)) * rng.uniform(0.1, 5.0, size=d) + rng.normal(size=d)
+    y = np.arange(n) % k
+    fit = fit_least_squares(torch.from_numpy(x), torch.from_numpy(y), k)
+    for l2 in (2.0**-6, 1.0, 2.0**10):
+        expected = reference_weights(x, y, k, l2)
+        torch.testing.assert_close(fit.weights(l2), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_separable_features_give_100_percent():
+    """Class c lives within 0.1 (noise std) of its own random centre (centres ~10 apart in 20-D):
+    linearly separable with a wide margin, in every feature (standardisation amplifies no pure-noise
+    dimension)."""
+    rng = np.random.default_rng(0)
+    k, d = 6, 20
+    centres = rng.normal(scale=2.0, size=(k, d))
+
+    def draw(per_class):
+        labels = np.repeat(np.arange(k), per_class)
+        return centres[labels] + rng.normal(scale=0.1, size=(len(labels), d)), labels
+
+    train_x, train_y = draw(2)
+    test_x, test_y = draw(50)
+    fit = fit_least_squares(torch.from_numpy(train_x), torch.from_numpy(train_y), k)
+    accuracy = accuracy_by_l2(fit, torch.from_numpy(test_x), torch.from_numpy(test_y), [2.0**-4, 1.0, 2.0**4])
+    assert accuracy == [1.0, 1.0, 1.0]
+
+
+def test_random_labels_are_near_chance():
+    rng = np.random.default_rng(1)
+    k, d = 10, 32
+    train_x, train_y = rng.normal(size=(250, d)), np.repeat(np.arange(k), 25)
+    test_x, test_y = rng.normal(size=(3000, d)), rng.integers(0, k, size=3000)
+    fit = fit_least_squares(torch.from_numpy(train_x), torch.from_numpy(train_y), k)
+    for accuracy in accuracy_by_l2(fit, torch.from_numpy(test_x), torch.from_numpy(test_y), [1.0, 1024.0]):
+        assert abs(accuracy - 0.1) < 4 * (0.1 * 0.9 / 3000) ** 0.5  # 4 standard errors of chance
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    config = ViTReproConfig(**tiny_kwargs(num_labels=10))
+    return randomize_(ViTReproForImageClassification(config), std=0.2, seed=3).eval()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_task("digits", "train"), load_task("digits", "test").select(range(120))
+
+
+def test_protocol_matches_hand_run(tiny_model, digits, tmp_path):
+    """fewshot_evaluate on digits equals: draw the k-shot rows with data.fewshot_subset, run the
+    encoder on the images myself, pick l2 on the next 10 images per class, solve by lstsq."""
+    train, test = digits
+    results = fewshot_evaluate(tiny_model, train, test, shots=[1, 5], seeds=[0, 1], cache_dir=tmp_path, progress=False)
+    assert set(results) == {"1", "5"}
+    assert results["5"]["seeds"] == [0, 1] and results["5"]["num_test_images"] == 120
+
+    def features(dataset):
+        transform = eval_transform(32)
+        pixels = torch.stack([transform(image.convert("RGB")) for image in dataset["image"]])
+        with torch.no_grad():
+            return tiny_model.vit(pixels).pooler_output.double().numpy(), np.asarray(dataset["label"])
+
+    test_x, test_y = features(test)
+    for seed in (0, 1):
+        shot_x, shot_y = features(fewshot_subset(train, 5, seed))
+        numbered = train.add_column("r", list(range(len(train))))
+        shot_rows = set(fewshot_subset(numbered, 5, seed)["r"])
+        held = fewshot_subset(numbered, 15, seed).filter(lambda row: row["r"] not in shot_rows)
+        assert len(held) == 100
+        held_x, held_y = features(held)
+
+        def accuracy(x, y, w):
+            xt = torch.from_numpy(x)
+            mean = torch.from_numpy(shot_x).mean(0)
+            std = torch.from_numpy(shot_x).std(0, unbiased=False) + 1e-5
+            design = torch.cat([(xt - mean) / std, torch.full((len(xt), 1), BIAS_CONSTANT, dtype=torch.float64)], 1)
+            return float(((design @ w).argmax(1).numpy() == y).mean())
+
+        val = [accuracy(held_x, held_y, reference_weights(shot_x, shot_y, 10, l2)) for l2 in L2_GRID]
+        best = max(range(len(L2_GRID)), key=lambda i: (val[i], L2_GRID[i]))
+        assert results["5"]["l2_reg"][seed] == L2_GRID[best]
+        expected = accuracy(test_x, test_y, reference_weights(shot_x, shot_y, 10, L2_GRID[best]))
+        assert results["5"]["accuracy"][seed] == pytest.approx(expected, abs=1e-9)
+    assert results["5"]["mean"] == pytest.approx(np.mean(results["5"]["accuracy"]))
+    assert results["5"]["mean"] > 0.3  # ten classes: chance is 0.1; random ViT features still separate digits
+
+
+def test_fixed_l2_and_errors(tiny_model, digits):
+    train, test = digits
+    fixed = fewshot_evaluate(tiny_model, train, test, shots=[2], seeds=[0], l2_reg=1024.0, progress=False)
+    assert fixed["2"]["l2_reg"] == [1024.0] and fixed["2"]["l2_selection"] == "fixed"
+    small = fewshot_subset(train, 3, seed=0)
+    with pytest.raises(ValueError, match="too small for 5-shot"):
+        fewshot_evaluate(tiny_model, small, test, shots=[5], seeds=[0], progress=False)
+    with pytest.raises(ValueError, match="l2_reg"):
+        fewshot_evaluate(tiny_model, train, test, shots=[1], seeds=[0], l2_reg="best", progress=False)
+
+
+def test_feature_cache_key(tiny_model, digits, tmp_path, monkeypatch):
+    """Features are computed once per image; a new resolution, new weights or a new split name
+    get new entries; labels that changed under the same key are not trusted."""
+    _, test = digits
+    rows = list(range(0, 40, 2))
+    calls = []
+    forward = type(tiny_model.vit).forward
+
+    def counting(self, pixel_values, *args, **kwargs):
+        calls.append(len(pixel_values))
+        return forward(self, pixel_values, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_model.vit), "forward", counting)
+    cache = FeatureCache(tmp_path)
+    key = {"task": "digits", "split": "test"}
+    first, labels = extract_features(tiny_model, test, rows, cache=cache, cache_key=key, progress=False)
+    assert sum(calls) == 20 and len(list(tmp_path.iterdir())) == 1
+    again, _ = extract_features(tiny_model, test, rows[:5] + [1, 3], cache=cache, cache_key=key, progress=False)
+    assert sum(calls) == 22  # only rows 1 and 3 were new
+    np.testing.assert_array_equal(again[:5], first[:5])
+    np.testing.assert_array_equal(labels, np.asarray(test["label"])[rows])
+
+    extract_features(tiny_model, test, rows, cache=cache, cache_key=key, image_size=48, progress=False)
+    assert sum(calls) == 42  # another resolution: recomputed, interpolated position embeddings
+    extract_features(tiny_model, test, rows, cache=cache, cache_key={"task": "digits", "split": "val"}, progress=False)
+    assert sum(calls) == 62
+    assert len(list(tmp_path.iterdir())) == 3
+
+    changed = ViTReproForImageClassification(tiny_model.config)
+    changed.load_state_dict(tiny_model.state_dict())
+    assert model_fingerprint(changed) == model_fingerprint(tiny_model)
+    with torch.no_grad():
+        changed.vit.layernorm.bias[0] += 1e-3
+    assert model_fingerprint(changed) != model_fingerprint(tiny_model)
+    extract_features(changed.eval(), test, rows, cache=cache, cache_key=key, progress=False)
+    assert sum(calls) == 82
+
+    relabelled = test.map(lambda row: {"label": (row["label"] + 1) % 10})
+    extract_features(tiny_model, relabelled, rows, cache=cache, cache_key=key, progress=False)
+    assert sum(calls) == 102  # same key, different labels: recomputed
