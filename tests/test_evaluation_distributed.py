@@ -1,0 +1,33 @@
+"""Two CPU processes (torchrun, gloo) give the same metrics as one on a split whose size is not a
+multiple of the global batch: Accelerate pads the last batch with repeated images and
+`gather_for_metrics` must drop them (45 images, 2 x 4 per step: the last step holds 5)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from hf_vit_repro.evaluation import evaluate_checkpoint
+
+from .evaluation_fixtures import save_classifier, tiny_digits_classifier
+
+
+def test_two_processes_equal_one(tmp_path):
+    checkpoint = save_classifier(tiny_digits_classifier(), tmp_path / "ckpt")
+    single, _ = evaluate_checkpoint(checkpoint, "digits", max_images=45, batch_size=4, output=tmp_path / "one.json",
+                                    progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "hf_vit_repro", "evaluate", str(checkpoint), "digits", "--max-images", "45", "--batch-size", "4",
+        "--output", str(tmp_path / "two.json"), "--no-progress",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    double = json.loads((tmp_path / "two.json").read_text())
+    assert double["evaluation"]["num_processes"] == 2
+    assert double["num_images"] == single["num_images"] == 45
+    assert double["metrics"] == single["metrics"]
+    assert double["per_class_accuracy"] == single["per_class_accuracy"]
+    assert 0.2 < single["metrics"]["accuracy"] < 1.0  # predictions vary, so a lost or doubled image would show
+    assert done.stdout.count("Wrote") == 1  # only the main process writes and prints
