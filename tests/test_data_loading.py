@@ -304,6 +304,8 @@ def test_unknown_task_suggests_close_names():
     assert "Did you mean" in str(err.value)
     with pytest.raises(KeyError, match="imagenet1k"):
         load_task("imagenet1", "train")
+    with pytest.raises(DataError, match="no folder './no/such/folder'"):
+        load_task("./no/such/folder", "train")
 
 
 def test_missing_columns_name_the_ones_found(tmp_path):

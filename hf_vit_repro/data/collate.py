@@ -55,17 +55,22 @@ def mix64(*values: int) -> int:
     return state
 
 
-def stable_permutation(n: int, seed: int) -> np.ndarray:
-    """A permutation of range(n) that depends only on (n, seed): rows sorted by a SplitMix64 hash
-    of (seed, index), computed with 64-bit integer arithmetic (vectorised), so it is identical on
-    every machine and library version. Used for shuffling, VTAB-1k splits and few-shot draws."""
+def hash_indices(indices: np.ndarray, seed: int) -> np.ndarray:
+    """`[mix64(seed, i) for i in indices]`, vectorised (uint64, wrapping integer arithmetic)."""
     with np.errstate(over="ignore"):
-        z = np.arange(n, dtype=np.uint64) ^ np.uint64(mix64(seed))
+        z = np.asarray(indices, dtype=np.uint64) ^ np.uint64(mix64(seed))
         z = z + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return np.argsort(z, kind="stable")
+        return z ^ (z >> np.uint64(31))
+
+
+def stable_permutation(n: int, seed: int) -> np.ndarray:
+    """A permutation of range(n) that depends only on (n, seed): rows sorted by the SplitMix64
+    hash `mix64(seed, row)`, computed with 64-bit integer arithmetic, so it is identical on every
+    machine and library version (unlike NumPy's `Generator` methods, whose algorithms may
+    change). Used for shuffling, VTAB-1k splits, few-shot draws and the digits partition."""
+    return np.argsort(hash_indices(np.arange(n), seed), kind="stable")
 
 
 def decode_image(value: Any) -> Image.Image:
@@ -195,8 +200,8 @@ class SeededSampler(torch.utils.data.Sampler):
         epoch, self.epoch = self.epoch, self.epoch + 1
         epoch_seed = mix64(self.seed, epoch)
         order = stable_permutation(self.num_rows, epoch_seed) if self.shuffle else np.arange(self.num_rows)
-        for index in order.tolist():
-            yield index, mix64(epoch_seed, index)
+        seeds = hash_indices(order, epoch_seed)  # == mix64(epoch_seed, index), one per row
+        yield from zip(order.tolist(), seeds.tolist())
 
 
 class _RowsWithSeeds(torch.utils.data.Dataset):

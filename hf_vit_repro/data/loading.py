@@ -22,7 +22,7 @@ import functools
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,8 @@ def resolve_task(name: str, image_column: str | None = None, label_column: str |
     """
     if name in TASKS:
         spec = TASKS[name]
+    elif name.startswith(("/", ".", "~")) and not os.path.exists(os.path.expanduser(name)):
+        raise DataError(f"no folder {name!r}; give a registry task, a Hub dataset id or an existing local folder")
     elif _looks_like_source(name):
         return _AdhocSpec(name=name, hub_id=name, image_column=image_column, label_column=label_column)
     else:
