@@ -48,7 +48,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # Modules that add their own subcommands: each defines `add_cli(subparsers)`, which adds a parser
 # whose `func(args) -> int` default runs the command. Such modules keep their heavy imports
 # (matplotlib, datasets, ...) inside functions so `vit-repro --help` stays fast.
-SUBCOMMAND_MODULES: list[str] = ["analysis", "data"]
+SUBCOMMAND_MODULES: list[str] = ["analysis", "data", "evaluation"]
 
 
 def build_parser() -> argparse.ArgumentParser:

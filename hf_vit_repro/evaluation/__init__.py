@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from .classification import evaluate_checkpoint, evaluate_model, real_label_sets
 from .common import LoadedCheckpoint, load_checkpoint, model_fingerprint
+from .vtab import DEFAULT_LR_SWEEP, aggregate, resolve_tasks, run_vtab, vtab_table
 from .fewshot import (
     L2_GRID,
     FeatureCache,
@@ -31,9 +32,11 @@ def add_cli(subparsers) -> None:
     """`vit-repro evaluate`, `vit-repro fewshot`, `vit-repro vtab`."""
     from .classification import add_evaluate_cli
     from .fewshot import add_fewshot_cli
+    from .vtab import add_vtab_cli
 
     add_evaluate_cli(subparsers)
     add_fewshot_cli(subparsers)
+    add_vtab_cli(subparsers)
 
 
 __all__ = [
@@ -51,5 +54,10 @@ __all__ = [
     "FeatureCache",
     "LeastSquares",
     "L2_GRID",
+    "run_vtab",
+    "resolve_tasks",
+    "aggregate",
+    "vtab_table",
+    "DEFAULT_LR_SWEEP",
     "add_cli",
 ]
