@@ -29,7 +29,14 @@ def _cmd_variants(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
-    out = convert(args.source, args.output_dir, image_size=args.image_size, num_labels=args.num_labels)
+    out = convert(
+        args.source,
+        args.output_dir,
+        image_size=args.image_size,
+        num_labels=args.num_labels,
+        allow_pickle=args.allow_pickle,
+        architecture=args.timm_architecture,
+    )
     print(f"Wrote {out} (load it with AutoModelForImageClassification.from_pretrained({str(out)!r}))")
     return 0
 
@@ -66,13 +73,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "convert",
         help="convert a published ViT checkpoint to this package's format",
-        description="Convert a transformers ViT checkpoint (local folder or Hub repo id) into a folder that "
-        "AutoModelForImageClassification.from_pretrained loads, with or without this package installed.",
+        description="Convert a published ViT checkpoint into a folder that AutoModelForImageClassification."
+        "from_pretrained loads, with or without this package installed, with a ViTImageProcessor config matching "
+        "the source's preprocessing. Sources: a transformers ViT (folder or Hub repo id), a timm hub repo (folder "
+        "or repo id with config.json + model.safetensors; plain ViTs and the BiT hybrids), an original JAX .npz "
+        "(google-research/vision_transformer, AugReg or big_vision layout; the architecture is read off the "
+        "arrays), or a bare timm weights file with --timm-architecture.",
     )
-    p.add_argument("source", help="local folder or Hub repo id, e.g. google/vit-base-patch16-224")
+    p.add_argument(
+        "source",
+        help="folder, Hub repo id (google/vit-base-patch16-224, timm/vit_base_patch16_224.augreg2_in21k_ft_in1k), "
+        ".npz file (ViT-B_16.npz, R50+ViT-B_16.npz) or weights file",
+    )
     p.add_argument("output_dir", help="folder to write (config, safetensors weights, code, image processor)")
-    p.add_argument("--image-size", type=int, default=None, help="resample position embeddings to this resolution")
+    p.add_argument(
+        "--image-size", type=int, default=None,
+        help="resample position embeddings to this resolution (e.g. 384 for a checkpoint trained at 224)",
+    )
     p.add_argument("--num-labels", type=int, default=None, help="replace the head by a zero-initialised K-way one")
+    p.add_argument(
+        "--allow-pickle", action="store_true",
+        help="allow reading pickle files (pytorch_model.bin, .pth); unpickling can run code: only for sources you trust",
+    )
+    p.add_argument(
+        "--timm-architecture", default=None, metavar="NAME",
+        help="timm model name of a bare weights file, e.g. vit_base_patch16_224",
+    )
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("demo", help="the offline end-to-end demo (what `make demo` runs)")

@@ -1,4 +1,6 @@
-"""`vit-repro convert` from a transformers ViT checkpoint folder (laid out as on the Hub), and --help."""
+"""`vit-repro convert` from a transformers ViT checkpoint folder (laid out as on the Hub) and from a
+folder this package wrote, pickle refusal, and --help. (timm and .npz sources: test_convert_timm.py,
+test_convert_npz.py.)"""
 
 import json
 import shutil
@@ -87,3 +89,34 @@ def test_console_script_is_installed():
     result = subprocess.run([executable, "variants", "--patch", "16"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ViT-B/16" in result.stdout and "85.8M" in result.stdout
+
+
+def test_pickled_transformers_checkpoint_needs_an_opt_in(hf_checkpoint, tmp_path, capsys):
+    source, reference = hf_checkpoint
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    for name in ("config.json", "preprocessor_config.json"):
+        (pickled / name).write_text((source / name).read_text())
+    torch.save(reference.state_dict(), pickled / "pytorch_model.bin")  # and no model.safetensors
+    assert main(["convert", str(pickled), str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "pytorch_model.bin is a pickle file" in err and "--allow-pickle" in err
+    assert not (tmp_path / "refused").exists()
+    assert main(["convert", str(pickled), str(tmp_path / "out"), "--allow-pickle"]) == 0
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "out").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, reference(x).logits, atol=1e-5, rtol=0)
+
+
+def test_a_converted_folder_converts_again_to_a_new_resolution(hf_checkpoint, tmp_path):
+    source, reference = hf_checkpoint
+    assert main(["convert", str(source), str(tmp_path / "first")]) == 0
+    assert main(["convert", str(tmp_path / "first"), str(tmp_path / "second"), "--image-size", "48"]) == 0
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "second").eval()
+    x = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        theirs = reference(x, interpolate_pos_encoding=True).logits
+        torch.testing.assert_close(model(x).logits, theirs, atol=1e-5, rtol=0)
+    processor = json.loads((tmp_path / "second" / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"height": 48, "width": 48} and processor["image_mean"] == [0.5] * 3

@@ -102,9 +102,10 @@ def test_transformers_v4_key_names_convert():
         assert torch.equal(value, convert_transformers_state_dict(v5)[key])
 
 
-def timm_vit(shape, **extra):
+def timm_vit(shape, name="vit_base_patch16_224", num_classes=5, **extra):
+    """A random timm ViT of architecture `name` resized to `shape` (our field names)."""
     model = timm.create_model(
-        "vit_base_patch16_224",
+        name,
         pretrained=False,
         img_size=shape["image_size"],
         patch_size=shape["patch_size"],
@@ -112,7 +113,7 @@ def timm_vit(shape, **extra):
         depth=shape["num_hidden_layers"],
         num_heads=shape["num_attention_heads"],
         mlp_ratio=shape["intermediate_size"] / shape["hidden_size"],
-        num_classes=5,
+        num_classes=num_classes,
         dynamic_img_size=True,
         **extra,
     )
