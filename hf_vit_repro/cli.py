@@ -41,21 +41,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    print(
-        "The demo will run the paper's pipeline in miniature, offline, on scikit-learn's digits:\n"
-        "  1. pretrain a small ViT and a small hybrid from scratch on a train split;\n"
-        "  2. fine-tune both at a higher resolution with interpolated position embeddings;\n"
-        "  3. evaluate on a held-out test split and write outputs/demo/summary.json.\n"
-        "It lands with the recipes issue; until then this command only prints this plan."
-    )
-    return 0
-
-
 # Modules that add their own subcommands: each defines `add_cli(subparsers)`, which adds a parser
 # whose `func(args) -> int` default runs the command. Such modules keep their heavy imports
 # (matplotlib, datasets, ...) inside functions so `vit-repro --help` stays fast.
-SUBCOMMAND_MODULES: list[str] = ["analysis", "data", "evaluation"]
+SUBCOMMAND_MODULES: list[str] = ["analysis", "data", "evaluation", "training", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,9 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="timm model name of a bare weights file, e.g. vit_base_patch16_224",
     )
     p.set_defaults(func=_cmd_convert)
-
-    p = sub.add_parser("demo", help="the offline end-to-end demo (what `make demo` runs)")
-    p.set_defaults(func=_cmd_demo)
 
     import importlib
 

@@ -1,0 +1,158 @@
+"""`vit-repro demo` (what `make demo` runs): the paper's pipeline in miniature, offline, on a CPU.
+
+On scikit-learn's 8x8 handwritten digits (1797 images, 10 classes, a fixed 1497 / 300
+train / test partition, see `hf_vit_repro.data`), for a tiny ViT and a tiny hybrid (a BiT
+ResNet stem and stage under the same ViT):
+
+1. pretrain from scratch on the train split at 16 px (recipes/demo/pretrain_*.yaml);
+2. fine-tune at 32 px: the pre-logits layer dropped, a zero-initialised head attached, the
+   position embeddings resampled once from the 4x4 to the 8x8 grid (recipes/demo/finetune_*.yaml);
+3. evaluate on the held-out test split, and write `OUTPUT_DIR/summary.json` (per model: parameter
+   count, test accuracy, training time, the commands that reproduce it) and print a table.
+
+Each stage is an ordinary `vit-repro train` run with its own run folder under OUTPUT_DIR
+(checkpoints, final/ model, TensorBoard logs, metrics JSON), so an interrupted demo continues
+where it stopped; `--fresh` starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from . import runs
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+DEFAULT_OUTPUT_DIR = "outputs/demo"
+SUMMARY = "summary.json"
+
+#: model key -> (display name, what it is). Recipes: recipes/demo/{pretrain,finetune}_<key>.yaml.
+MODELS: dict[str, tuple[str, str]] = {
+    "vit": ("ViT", "ViT, width 64, 4 layers, 4 heads, 4x4 patches"),
+    "hybrid": ("Hybrid", "BiT ResNet stem + one stage (stride 4), then the same ViT on 1x1 patches"),
+}
+
+
+def _heading(text: str) -> None:
+    print(f"\n=== {text} ===", flush=True)
+
+
+def _recipe_path(stage: str, key: str) -> Path:
+    path = RECIPES_DIR / "demo" / f"{stage}_{key}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"The demo recipe {path} is missing; the demo runs from a source checkout (pip install -e .)."
+        )
+    return path
+
+
+def _command(recipe_path: Path, overrides: list[str]) -> str:
+    try:
+        shown = recipe_path.relative_to(Path.cwd())
+    except ValueError:
+        shown = recipe_path
+    return " ".join(["vit-repro", "train", shlex.quote(str(shown)), *map(shlex.quote, overrides)])
+
+
+def run_demo(output_dir: str | Path = DEFAULT_OUTPUT_DIR, models: list[str] | None = None, fresh: bool = False,
+             progress_bar: bool = True) -> dict[str, Any]:
+    """Run the demo and return (and write) its summary; see the module docstring."""
+    from .training import load_recipe, run_recipe
+
+    output_dir = Path(output_dir)
+    models = list(models or MODELS)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"Unknown demo model(s) {unknown}; choose from {', '.join(MODELS)}.")
+    if fresh:
+        for key in MODELS:
+            for stage in ("pretrain", "finetune"):
+                shutil.rmtree(output_dir / f"{key}_{stage}", ignore_errors=True)
+        (output_dir / SUMMARY).unlink(missing_ok=True)
+    start = time.perf_counter()
+    summary: dict[str, Any] = {
+        "description": "The paper's pipeline in miniature on scikit-learn's digits: pretrain from scratch at "
+        "16 px, fine-tune at 32 px with resampled position embeddings, evaluate on the held-out test split.",
+        "data": {"task": "digits", "train": "train (1497 images)", "test": "test (300 images)"},
+        "models": {},
+    }
+    for number, key in enumerate(models, start=1):
+        name, what = MODELS[key]
+        results, commands = {}, []
+        for stage, title in (
+            ("pretrain", f"pretrain the {name} from scratch on digits/train at 16 px"),
+            ("finetune", f"fine-tune the {name} at 32 px (position embeddings resampled), evaluate on digits/test"),
+        ):
+            _heading(f"[{number}/{len(models)}] {name}: {title}")
+            recipe_path = _recipe_path(stage, key)
+            overrides = [f"run.output_dir={output_dir / f'{key}_{stage}'}"]
+            if stage == "finetune":
+                overrides.append(f"model.init_from={output_dir / f'{key}_pretrain'}")
+            command = _command(recipe_path, overrides)
+            recipe = load_recipe(recipe_path, overrides + ([] if progress_bar else ["run.progress_bar=false"]))
+            result = run_recipe(recipe, command=command)
+            results[stage], commands = result, commands + [command]
+            accuracy = "n/a" if result.eval_accuracy is None else f"{result.eval_accuracy:.4f}"
+            print(f"{name} {stage}: {result.steps} steps in {result.train_time_s:.1f} s, test accuracy {accuracy}")
+        pre, fin = results["pretrain"], results["finetune"]
+        summary["models"][key] = {
+            "name": name,
+            "architecture": what,
+            "parameters": fin.num_parameters,
+            "test_accuracy": fin.eval_accuracy,
+            "pretrain_test_accuracy": pre.eval_accuracy,
+            "train_time_s": round(pre.train_time_s + fin.train_time_s, 2),
+            "pretrain": {"run_dir": str(pre.run_dir), "steps": pre.steps, "train_time_s": round(pre.train_time_s, 2)},
+            "finetune": {"run_dir": str(fin.run_dir), "steps": fin.steps, "train_time_s": round(fin.train_time_s, 2),
+                         "checkpoint": str(fin.run_dir / runs.FINAL_DIR)},
+            "commands": commands,
+        }
+    summary["total_time_s"] = round(time.perf_counter() - start, 2)
+    summary["versions"] = runs.software_versions()
+    runs.write_json(output_dir / SUMMARY, summary)
+    _heading("summary")
+    print(format_table(summary))
+    print(f"\nWrote {output_dir / SUMMARY}; run folders, checkpoints and TensorBoard logs under {output_dir}/.")
+    return summary
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The summary as a small Markdown table (what the demo prints at the end)."""
+    rows = [
+        "| model | parameters | test accuracy (32 px, fine-tuned) | test accuracy (16 px, pretrained) | training time |",
+        "|---|---|---|---|---|",
+    ]
+    for entry in summary["models"].values():
+        def pct(value):
+            return "n/a" if value is None else f"{100 * value:.1f}%"
+
+        rows.append(
+            f"| {entry['name']} | {entry['parameters']:,} | {pct(entry['test_accuracy'])} | "
+            f"{pct(entry['pretrain_test_accuracy'])} | {entry['train_time_s']:.1f} s |"
+        )
+    return "\n".join(rows) + f"\n\nwhole demo: {summary['total_time_s']:.1f} s"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    run_demo(args.output_dir, args.models, fresh=args.fresh, progress_bar=not args.no_progress)
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="the offline end-to-end demo (what `make demo` runs)",
+        description="Pretrain a tiny ViT and a tiny hybrid from scratch on scikit-learn's digits, fine-tune them "
+        "at a higher resolution with resampled position embeddings, evaluate on the held-out test split, write "
+        "OUTPUT_DIR/summary.json and print a summary table. Offline; a few minutes on 2 CPU cores. An "
+        "interrupted demo continues where it stopped.",
+    )
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"where to write (default {DEFAULT_OUTPUT_DIR})")
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="which models (default: all)")
+    p.add_argument("--fresh", action="store_true", help="delete the demo's earlier run folders first and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    p.set_defaults(func=_cmd_demo)

@@ -1,0 +1,339 @@
+"""The training loop: optimizer groups, schedules, gradient accumulation, checkpoints and exact
+resume, the run folder, NaN handling, the learning-rate sweep and bad input. Tiny models on
+scikit-learn's digits (offline), a few steps each."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_vit_repro import runs, training
+from hf_vit_repro.training import Recipe, RecipeError, TrainingDivergedError, load_recipe, train
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, patch_size=8)
+
+
+def tiny_recipe(tmp_path, name="run", **changes) -> Recipe:
+    """A 4-step pretraining run of the DESIGN.md tiny model at 16 px on 32 digits."""
+    recipe = Recipe.from_dict({
+        "name": "tiny",
+        "mode": "pretrain",
+        "model": {"variant": None, "image_size": 16, "config": dict(TINY)},
+        "data": {"task": "digits", "augmentation": "none", "max_train_examples": 32, "max_eval_examples": 16},
+        "optim": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 1},
+        "train": {"steps": 4, "global_batch_size": 8, "micro_batch_size": 8},
+        "run": {"output_dir": str(tmp_path / name), "checkpoint_every": 2, "progress_bar": False, "trackers": []},
+    })
+    return recipe.replace(**changes) if changes else recipe
+
+
+def final_weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / runs.FINAL_DIR / "model.safetensors"))
+
+
+def logged_losses(run_dir) -> list[float]:
+    lines = (run_dir / runs.LOGS_DIR / training.TRAIN_LOG).read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines]
+
+
+# ------------------------------------------------------------------ optimizer and schedules
+
+
+def test_parameter_groups_skip_decay_exactly_for_no_weight_decay(tmp_path):
+    from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification
+
+    config = ViTReproConfig(image_size=16, num_labels=3, representation_size=8, **{**TINY, "patch_size": 2},
+                            backbone_config={"depths": [1], "hidden_sizes": [64], "embedding_size": 32, "num_groups": 8})
+    model = ViTReproForImageClassification(config)
+    decay, no_decay = training.parameter_groups(model, 0.3)
+    assert set(no_decay["names"]) == model.no_weight_decay() and no_decay["weight_decay"] == 0.0
+    assert set(decay["names"]) == {n for n, _ in model.named_parameters()} - model.no_weight_decay()
+    assert decay["weight_decay"] == 0.3 and "vit.embeddings.position_embeddings" in no_decay["names"]
+
+    # AdamW's decoupled decay, scaled by the learning rate: with zero gradients the Adam update is
+    # 0, so each decayed parameter shrinks by exactly (1 - lr * wd) and the others do not move.
+    recipe = tiny_recipe(tmp_path)
+    optimizer = training.build_optimizer(model, recipe.optim, lr=0.5)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, param in model.named_parameters():
+        factor = 1.0 if name in model.no_weight_decay() else 1 - 0.5 * 0.1
+        torch.testing.assert_close(param.detach(), before[name] * factor)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_schedule_matches_formula_at_warmup_end_and_last_step(schedule):
+    base, warmup, total = 0.2, 10, 50
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.SGD(params, lr=base)
+    scheduler = training.build_scheduler(optimizer, total, warmup, schedule)
+    used = []  # the learning rate each update t = 1..total is applied with
+    for _ in range(total):
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert used[0] == pytest.approx(base / warmup)  # linear warm-up from base / warmup
+    assert used[warmup - 1] == pytest.approx(base)  # exactly the base rate at the end of warm-up
+    t = 30  # a step in the decay: progress = (30 - 10) / 40 = 0.5
+    expected_mid = {"linear": base * 0.5, "cosine": base * 0.5 * (1 + math.cos(math.pi * 0.5)), "constant": base}
+    assert used[t - 1] == pytest.approx(expected_mid[schedule])
+    assert used[-1] == pytest.approx({"linear": 0.0, "cosine": 0.0, "constant": base}[schedule], abs=1e-12)
+
+
+def test_ema_is_polyak_average():
+    model = torch.nn.Linear(2, 1)
+    ema = training.EMA(model, 0.9)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.shadow["weight"], 0.9 * start + 0.1 * (start + 1.0))
+    ema.copy_to(model)
+    torch.testing.assert_close(model.weight.detach(), 0.9 * start + 0.1 * (start + 1.0))
+
+
+def test_losses_match_torch_references():
+    logits, labels = torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])
+    torch.testing.assert_close(training.classification_loss(logits, labels, "softmax_xent", 0.1),
+                               torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1))
+    targets = torch.nn.functional.one_hot(labels, 4).float()
+    expected = -(targets * torch.log(torch.sigmoid(logits)) + (1 - targets) * torch.log(1 - torch.sigmoid(logits)))
+    torch.testing.assert_close(training.classification_loss(logits, labels, "sigmoid_xent"), expected.sum(-1).mean())
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def test_gradient_accumulation_equals_one_larger_batch(tmp_path):
+    # Plain SGD without clipping: an update is lr x gradient, so a gradient k times off would show.
+    common = {"optim.optimizer": "sgd", "optim.momentum": 0.0, "optim.grad_clip_norm": None, "optim.lr": 0.5,
+              "optim.weight_decay": 0.0, "train.steps": 2, "train.global_batch_size": 16}
+    whole = train(tiny_recipe(tmp_path, "whole", **common, **{"train.micro_batch_size": 16}))
+    parts = train(tiny_recipe(tmp_path, "parts", **common, **{"train.micro_batch_size": 4}))
+    assert [loss for _, loss in parts.losses] == pytest.approx([loss for _, loss in whole.losses], rel=1e-5)
+    a, b = final_weights(whole.run_dir), final_weights(parts.run_dir)
+    moved = 0
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=2e-6, rtol=1e-5)
+        moved += int(name.endswith("classifier.weight") and a[name].abs().sum() > 0)
+    assert moved == 1  # the zero-initialised head did learn, so the comparison is not vacuous
+    summary = runs.read_json(parts.run_dir / runs.TRAIN_SUMMARY)
+    assert summary["gradient_accumulation_steps"] == 4 and summary["images_seen"] == 2 * 16
+
+
+def test_run_folder_contents(tmp_path):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    result = train(tiny_recipe(tmp_path, **{"run.trackers": ["tensorboard"], "train.ema_decay": 0.5}))
+    run_dir = result.run_dir
+    assert (run_dir / runs.RECIPE).is_file() and load_recipe(run_dir / runs.RECIPE).to_dict() == \
+        tiny_recipe(tmp_path, **{"run.trackers": ["tensorboard"], "train.ema_decay": 0.5}).to_dict()
+    summary = runs.read_json(run_dir / runs.TRAIN_SUMMARY)
+    for key in ("steps", "images_seen", "train_time_s", "hardware", "command", "final_train_loss"):
+        assert key in summary
+    assert summary["steps"] == 4 and summary["images_seen"] == 32
+    assert summary["hardware"] == {"device": "cpu", "num_processes": 1, "mixed_precision": "no"}
+    assert summary["final_train_loss"] == pytest.approx(logged_losses(run_dir)[-1])
+    assert [p.name for p in training.list_checkpoints(run_dir)] == ["step_0000002", "step_0000004"]
+    assert not list((run_dir / runs.CHECKPOINTS_DIR).glob(".*"))  # no temporary folders left
+    assert list((run_dir / runs.LOGS_DIR).rglob("events.out.tfevents.*"))
+    metrics = runs.read_json(runs.metrics_path(run_dir, "digits", "test"))
+    assert metrics["num_images"] == 16 and 0.0 <= metrics["metrics"]["accuracy"] <= 1.0
+    assert metrics["metrics"]["accuracy"] == pytest.approx(result.eval_accuracy)
+    model = AutoModelForImageClassification.from_pretrained(run_dir / runs.FINAL_DIR)
+    assert AutoImageProcessor.from_pretrained(run_dir / runs.FINAL_DIR).size == {"height": 16, "width": 16}
+    assert (run_dir / runs.FINAL_DIR / "modeling_vit_repro.py").is_file()
+    # With EMA the saved weights are the average, not the last iterate.
+    last = load_file(str(run_dir / runs.CHECKPOINTS_DIR / "step_0000004" / "model.safetensors"))
+    final = model.state_dict()
+    assert any(not torch.equal(last[k], final[k]) for k in last if last[k].dtype.is_floating_point)
+
+
+def test_kill_and_resume_ends_with_the_same_weights(tmp_path):
+    # Augmentation and dropout on: exact resume needs the data position, augmentation seeds and RNG.
+    changes = {"data.augmentation": "finetune", "model.dropout": 0.1, "train.steps": 5, "train.micro_batch_size": 4,
+               "data.max_train_examples": 20}  # 5 micro-batches per epoch, 2 per step: epochs straddle steps
+    reference = train(tiny_recipe(tmp_path, "uninterrupted", **changes))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_3(state):
+        if state.step == 3:  # after the step-2 checkpoint, before the step-4 one
+            raise Killed
+
+    interrupted = tiny_recipe(tmp_path, "interrupted", **changes)
+    with pytest.raises(Killed):
+        train(interrupted, callbacks=[kill_at_step_3])
+    assert [p.name for p in training.list_checkpoints(interrupted.output_dir)] == ["step_0000002"]
+    assert not (interrupted.output_dir / runs.FINAL_DIR).exists()
+    resumed = train(interrupted)  # run.resume defaults to "auto"
+    assert resumed.losses[0][0] == 3 and resumed.steps == 5
+    a, b = final_weights(reference.run_dir), final_weights(resumed.run_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert [loss for _, loss in resumed.losses] == [loss for _, loss in reference.losses[2:]]
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real = training.classification_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(training, "classification_loss", poisoned)
+    recipe = tiny_recipe(tmp_path)
+    with pytest.raises(TrainingDivergedError, match=r"step 3 .*step_0000002"):
+        train(recipe)
+    assert [p.name for p in training.list_checkpoints(recipe.output_dir)] == ["step_0000002"]
+    assert not (recipe.output_dir / runs.FINAL_DIR).exists()
+
+
+def test_finetune_resamples_position_embeddings_and_attaches_zero_head(tmp_path):
+    pretrained = train(tiny_recipe(tmp_path, "pre", **{"model.representation_size": 16, "train.steps": 2,
+                                                       "data.eval_split": None}))
+    recipe = tiny_recipe(tmp_path, "ft", **{"mode": "finetune", "model.init_from": str(pretrained.run_dir),
+                                            "model.image_size": 32, "train.steps": 1, "optim.warmup_steps": 0})
+    model = training.build_model(recipe, 10)
+    source = final_weights(pretrained.run_dir)["vit.embeddings.position_embeddings"]
+    assert model.config.image_size == 32 and model.config.representation_size is None
+    assert model.vit.embeddings.position_embeddings.shape == (1, 1 + 16, 32)
+    torch.testing.assert_close(model.vit.embeddings.position_embeddings[:, 0], source[:, 0])  # class token kept
+    expected = torch.nn.functional.interpolate(
+        source[:, 1:].reshape(1, 2, 2, 32).permute(0, 3, 1, 2), size=(4, 4), mode="bilinear", align_corners=True
+    ).permute(0, 2, 3, 1).reshape(1, 16, 32)
+    torch.testing.assert_close(model.vit.embeddings.position_embeddings[:, 1:], expected)
+    assert model.classifier.weight.abs().sum() == 0 and model.classifier.out_features == 10
+    assert train(recipe).steps == 1
+
+
+def test_learning_rate_sweep_picks_best_on_holdout(tmp_path, monkeypatch):
+    recipe = tiny_recipe(tmp_path, **{"mode": "finetune", "optim.lr_sweep": [0.001, 0.01], "data.val_fraction": 0.25,
+                                      "train.steps": 1, "optim.warmup_steps": 0, "run.checkpoint_every": 0})
+    scores = {0.001: 0.3, 0.01: 0.6}
+    seen = []
+    real_train = training.train
+
+    def fake_scores(member, **kwargs):
+        result = real_train(member, **kwargs)
+        seen.append((member.optim.lr, member.data.holdout, member.output_dir.name))
+        if member.data.holdout:
+            result.eval_accuracy = scores[member.optim.lr]
+        return result
+
+    monkeypatch.setattr(training, "train", fake_scores)
+    result = training.run_recipe(recipe)
+    assert seen[:2] == [(0.001, True, "lr_0.001"), (0.01, True, "lr_0.01")]
+    assert seen[2] == (0.01, False, "run")  # the final run: best rate, whole training split
+    sweep = runs.read_json(recipe.output_dir / training.SWEEP)
+    assert sweep["best_lr"] == 0.01 and sweep["accuracy_by_lr"] == {"0.001": 0.3, "0.01": 0.6}
+    assert load_recipe(result.run_dir / runs.RECIPE).optim.lr == 0.01
+    holdout = runs.read_json(runs.metrics_path(recipe.output_dir / "sweep" / "lr_0.01", "digits", "holdout"))
+    assert holdout["num_images"] == 8  # 25% of the 32 training images, held out
+
+
+def test_push_to_hub_option_calls_hub_push_run(tmp_path, monkeypatch):
+    import hf_vit_repro.hub as hub
+
+    calls = []
+    monkeypatch.setattr(hub, "push_run", lambda run_dir, repo_id, **kw: calls.append((run_dir, repo_id)))
+    recipe = tiny_recipe(tmp_path, **{"train.steps": 1, "optim.warmup_steps": 0, "run.push_to_hub": True,
+                                      "run.hub_repo_id": "me/tiny"})
+    train(recipe)
+    assert calls == [(recipe.output_dir, "me/tiny")]
+    with pytest.raises(RecipeError, match="hub_repo_id"):
+        tiny_recipe(tmp_path, **{"run.push_to_hub": True})
+
+
+# ------------------------------------------------------------------ bad input, before training
+
+
+def test_unknown_recipe_key_is_named_with_suggestion(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\nmodel: {variant: ViT-B/16}\ntrain: {steps: 10}\n")
+    with pytest.raises(RecipeError, match=r"unknown recipe key 'optim.lrr'.*Did you mean 'optim.lr'"):
+        load_recipe(path, ["optim.lrr=0.1"])
+    path.write_text("name: x\ntrain: {stepz: 10}\n")
+    with pytest.raises(RecipeError, match=r"'train.stepz'.*'train.steps'"):
+        load_recipe(path)
+    with pytest.raises(RecipeError, match=r"`optim.lr` must be a number, got 'fast'"):
+        load_recipe(_write(tmp_path, "name: x\ntrain: {steps: 3}\n"), ["lr=fast"])
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "ok.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_cli_reports_bad_key_without_traceback(tmp_path, capsys):
+    from hf_vit_repro.cli import main
+
+    path = _write(tmp_path, "name: x\ntrain: {steps: 3}\noptim: {warmup_steps: 1}\n")
+    assert main(["train", str(path), "optim.momentun=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe key 'optim.momentun'" in err and "Traceback" not in err
+    assert main(["train", str(path), "lr=0.1", "--print"]) == 0
+    assert "lr: 0.1" in capsys.readouterr().out
+
+
+def test_invalid_values_are_rejected(tmp_path):
+    with pytest.raises(RecipeError, match="multiple of `train.micro_batch_size`"):
+        tiny_recipe(tmp_path, **{"train.global_batch_size": 12})
+    with pytest.raises(RecipeError, match="warmup_steps"):
+        tiny_recipe(tmp_path, **{"optim.warmup_steps": 4})
+    with pytest.raises(RecipeError, match="exactly one of `train.steps` and `train.epochs`"):
+        tiny_recipe(tmp_path, **{"train.epochs": 2.0})
+    with pytest.raises(RecipeError, match="Unknown ViT variant"):
+        tiny_recipe(tmp_path, **{"model.variant": "ViT-X/16"})
+    with pytest.raises(RecipeError, match="val_split"):
+        tiny_recipe(tmp_path, **{"optim.lr_sweep": [0.1]})
+
+
+def test_missing_dataset_fails_before_training(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{"data.task": "cifar10", "data.data_dir": str(tmp_path / "no-such-copy")})
+    with pytest.raises(RecipeError, match=r"data.task='cifar10'.*no-such-copy"):
+        train(recipe)
+    with pytest.raises(RecipeError, match="Did you mean"):
+        train(tiny_recipe(tmp_path, **{"data.task": "digitz"}))
+    assert not recipe.output_dir.exists()  # nothing was written
+
+
+def test_checkpoint_from_another_architecture_fails_before_training(tmp_path):
+    pretrained = train(tiny_recipe(tmp_path, "pre", **{"train.steps": 2, "data.eval_split": None}))
+    # Fine-tuning: the recipe's variant does not match the checkpoint.
+    wrong = tiny_recipe(tmp_path, "ft", **{"mode": "finetune", "model.variant": "ViT-B/16", "model.config": {},
+                                           "model.init_from": str(pretrained.run_dir)})
+    with pytest.raises(RecipeError, match="different architecture.*width 32, 2 layers.*width 768, 12 layers"):
+        train(wrong)
+    assert not wrong.output_dir.exists()
+    # Resuming: the run folder holds checkpoints of a narrower model.
+    wider = tiny_recipe(tmp_path, "pre", **{"model.config": {**TINY, "hidden_size": 48}})
+    with pytest.raises(RecipeError, match="another architecture"):
+        train(wider)
+    assert training.latest_checkpoint(wider.output_dir).name == "step_0000002"  # left as it was
+    # A checkpoint of another model type (a transformers ViT) is pointed at `vit-repro convert`.
+    from transformers import ViTConfig, ViTForImageClassification
+
+    ViTForImageClassification(ViTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                        num_attention_heads=4, intermediate_size=64)).save_pretrained(tmp_path / "hf")
+    foreign = tiny_recipe(tmp_path, "ft2", **{"mode": "finetune", "model.init_from": str(tmp_path / "hf")})
+    with pytest.raises(RecipeError, match="vit-repro convert"):
+        train(foreign)
+
+
+def test_resume_never_refuses_an_existing_run(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{"train.steps": 2, "data.eval_split": None})
+    train(recipe)
+    with pytest.raises(RecipeError, match="already holds a run"):
+        train(recipe.replace(**{"run.resume": "never"}))
