@@ -177,3 +177,28 @@ def test_feature_cache_key(tiny_model, digits, tmp_path, monkeypatch):
     relabelled = test.map(lambda row: {"label": (row["label"] + 1) % 10})
     extract_features(tiny_model, relabelled, rows, cache=cache, cache_key=key, progress=False)
     assert sum(calls) == 102  # same key, different labels: recomputed
+
+
+def test_cli_writes_fewshot_json(tmp_path, capsys):
+    """`vit-repro fewshot` on a run folder writes RUN/fewshot.json in the shape the model card reads
+    (results[task][str(k)] with mean, std, seeds); a second run reads every feature from the cache."""
+    import json
+
+    from hf_vit_repro import cli, runs
+
+    from .evaluation_fixtures import save_classifier, tiny_digits_classifier
+
+    run = tmp_path / "run"
+    save_classifier(tiny_digits_classifier(), run / runs.FINAL_DIR)
+    args = ["fewshot", str(run), "digits", "--shots", "1", "3", "--seeds", "2", "--cache-dir", str(tmp_path / "cache"),
+            "--no-progress"]
+    assert cli.main(args) == 0
+    record = json.loads((run / runs.FEWSHOT).read_text())
+    entry = record["results"]["digits"]["3"]
+    assert entry["seeds"] == [0, 1] and len(entry["accuracy"]) == 2 and entry["mean"] == pytest.approx(np.mean(entry["accuracy"]))
+    assert record["protocol"]["l2_reg"] == "select" and record["protocol"]["resolution"] == 32
+    assert "3-shot (%)" in capsys.readouterr().out
+    cached = sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir())
+    assert cli.main(args) == 0
+    assert json.loads((run / runs.FEWSHOT).read_text())["results"] == record["results"]
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()) == cached  # nothing recomputed

@@ -356,7 +356,8 @@ def fewshot_checkpoint(
 ) -> tuple[dict[str, Any], Path]:
     """Run `fewshot_evaluate` for every task and write fewshot.json (default: the run folder's,
     else outputs/fewshot/<checkpoint>/fewshot.json; `output` may be a .json file or a folder).
-    Tasks already in an existing file with the same protocol are kept, the others (re)computed.
+    Results of other tasks in an existing file of the same protocol are kept; the tasks asked for
+    are (re)computed, which is cheap when their features are cached.
     `cache_dir=True` uses `default_cache_dir()`, None/False disables the cache."""
     from ..data import load_task
     from .common import load_checkpoint
@@ -420,7 +421,10 @@ def _cmd_fewshot(args) -> int:
         if not sep:
             raise ValueError(f"--data-dir takes TASK=FOLDER, got {item!r}")
         data_dirs[task] = folder
-    l2 = args.l2_reg if args.l2_reg == "select" else float(args.l2_reg)
+    try:
+        l2 = args.l2_reg if args.l2_reg == "select" else float(args.l2_reg)
+    except ValueError:
+        raise ValueError(f"--l2-reg takes 'select' or a positive number, got {args.l2_reg!r}") from None
     record, path = fewshot_checkpoint(
         args.checkpoint, args.tasks, shots=args.shots, seeds=range(args.seeds), train_split=args.train_split,
         test_split=args.test_split, data_dirs=data_dirs, resolution=args.resolution, output=args.output,
