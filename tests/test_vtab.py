@@ -141,3 +141,24 @@ def test_task_selection():
         resolve_tasks(["cifar10"])
     with pytest.raises(KeyError, match="unknown task"):
         resolve_tasks(["dtdd"])
+
+
+def test_recipes_per_task(checkpoint):
+    """The base recipe gains the default sweep and the VTAB-1k splits; one learning rate means no
+    selection run; runtime switches do not change the protocol."""
+    from hf_vit_repro.evaluation.vtab import DEFAULT_LR_SWEEP, base_recipe, protocol_of, task_recipe
+
+    base = base_recipe(checkpoint=str(checkpoint))
+    assert base.optim.lr_sweep == list(DEFAULT_LR_SWEEP)
+    assert (base.train.steps, base.train.global_batch_size, base.model.image_size) == (2500, 512, 384)
+    recipe = task_recipe(base, checkpoint, "vtab/dtd", checkpoint.parent / "vtab", None)
+    assert (recipe.data.sweep_train_split, recipe.data.val_split, recipe.data.train_split, recipe.data.eval_split) == (
+        "train800", "val200", "train800val200", "test")
+    assert recipe.model.init_from == str(checkpoint) and recipe.model.variant is None
+    fixed = task_recipe(base_recipe(overrides=["optim.lr_sweep=[0.01]"], checkpoint=str(checkpoint)), checkpoint,
+                        "vtab/dtd", checkpoint.parent / "vtab", None)
+    assert fixed.optim.lr_sweep == [] and fixed.optim.lr == 0.01
+    quiet = base_recipe(overrides=["run.progress_bar=false", "run.num_workers=2"], checkpoint=str(checkpoint))
+    assert protocol_of(quiet, checkpoint) == protocol_of(base, checkpoint)
+    assert protocol_of(base_recipe(overrides=["train.steps=1000"], checkpoint=str(checkpoint)), checkpoint) != protocol_of(
+        base, checkpoint)

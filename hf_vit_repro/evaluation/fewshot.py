@@ -285,7 +285,9 @@ def fewshot_evaluate(
         raise ValueError(f"l2_reg must be a number or 'select', got {l2_reg!r}")
     if not select and not float(l2_reg) > 0:
         raise ValueError(f"l2_reg must be positive, got {l2_reg}")
-    num_classes = train_dataset.features["label"].num_classes
+    num_classes = getattr(train_dataset.features["label"], "num_classes", None)
+    if num_classes is None:  # plain integer labels
+        num_classes = int(np.max(train_dataset.with_format("numpy", columns=["label"])["label"])) + 1
     label_rows = train_dataset.select_columns(["label"]).add_column("__row__", np.arange(len(train_dataset)))
     needed = max(shots) + (val_shots if select else 0)
     plan = {}
