@@ -13,8 +13,8 @@ from hf_vit_repro.evaluation import aggregate, resolve_tasks, run_vtab, vtab_tab
 from hf_vit_repro.training import run_recipe
 
 from .data_fixtures import HUB_LAYOUTS, write_layout
+from .conftest import randomize_, tiny_kwargs
 from .evaluation_fixtures import save_classifier
-from .run_fixtures import save_tiny_checkpoint
 
 TASKS = ["vtab/dtd", "vtab/eurosat", "vtab/clevr_count"]  # natural, specialized, structured
 SMOKE = ["smoke=true", "run.trackers=[]", "run.progress_bar=false"]
@@ -31,9 +31,10 @@ def vtab_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pretrained") / "final"
-    save_tiny_checkpoint(folder)
-    return folder
+    from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification
+
+    model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs())))
+    return save_classifier(model, tmp_path_factory.mktemp("pretrained") / "final")
 
 
 class Killed(Exception):
