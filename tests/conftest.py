@@ -1,9 +1,13 @@
 """Shared fixtures. Tests run offline: the Hub is never contacted (HF_HUB_OFFLINE) and any
 socket connection to a non-loopback address fails the test."""
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
+import textwrap
 
 # Must be set before anything from the HF stack is imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,3 +64,27 @@ def randomize_(model: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch
         for param in model.parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * std)
     return model
+
+
+# A subprocess in which `import hf_vit_repro` fails, as on a machine without the package.
+BLOCK_PACKAGE = textwrap.dedent(
+    """
+    import sys
+    class _Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "hf_vit_repro" or name.startswith("hf_vit_repro."):
+                raise ImportError("hf_vit_repro is blocked in this process")
+    sys.meta_path.insert(0, _Block())
+    """
+)
+
+
+def run_without_package(script: str, tmp_path) -> dict:
+    """Run `script` in a fresh Python that cannot import hf_vit_repro (the remote-code path);
+    returns the JSON object its last line of stdout prints."""
+    code = BLOCK_PACKAGE + textwrap.dedent(script)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,9 +1,7 @@
 """Auto classes, remote code without the package, image processor, pipeline and Trainer."""
 
 import json
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from transformers import (
 
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification, ViTReproModel
 
-from .conftest import randomize_, tiny_kwargs
+from .conftest import randomize_, run_without_package, tiny_kwargs
 
 SHIPPED = {"configuration_vit_repro.py", "modeling_vit_repro.py"}
 
@@ -61,28 +59,6 @@ def test_checkpoint_folder_carries_code_and_full_auto_map(tmp_path):
     for name in SHIPPED:
         third_party = {m for m in get_imports(tmp_path / name) if m not in sys.stdlib_module_names}
         assert third_party <= {"torch", "transformers", "huggingface_hub"}, (name, third_party)
-
-
-# A subprocess in which `import hf_vit_repro` fails, as on a machine without the package.
-BLOCK_PACKAGE = textwrap.dedent(
-    """
-    import sys
-    class _Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_vit_repro" or name.startswith("hf_vit_repro."):
-                raise ImportError("hf_vit_repro is blocked in this process")
-    sys.meta_path.insert(0, _Block())
-    """
-)
-
-
-def run_without_package(script: str, tmp_path) -> dict:
-    code = BLOCK_PACKAGE + textwrap.dedent(script)
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("overrides", [{}, {"pooling": "gap", "representation_size": 16}], ids=["token", "gap+pre-logits"])

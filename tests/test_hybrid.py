@@ -14,8 +14,7 @@ from timm.models.vision_transformer_hybrid import _create_vision_transformer_hyb
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification, ViTReproModel
 from hf_vit_repro.convert import convert_timm_state_dict, load_converted
 
-from .conftest import randomize_
-from .test_auto_remote import run_without_package
+from .conftest import randomize_, run_without_package
 
 # Tiny stand-ins with the paper's structure: an "R50-like" CNN keeps 3 stages (stride 16) and an
 # "R26-like" one 4 stages (stride 32); narrow channels keep the test fast.

@@ -1,0 +1,334 @@
+"""Model cards and the repo folder a push uploads: built from a run's files, offline.
+
+The uploads themselves (against a local Hub server) are in test_hub_push.py.
+"""
+
+import json
+import re
+import secrets
+import shutil
+
+import pytest
+import torch
+import yaml
+from huggingface_hub import ModelCard, metadata_load
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from hf_vit_repro import ViTReproConfig, hub, runs
+from hf_vit_repro.cli import main
+
+from .run_fixtures import FEWSHOT, FIGURES, METRICS, TRAIN_SUMMARY, VTAB, make_run, save_tiny_checkpoint
+
+
+def fake_token() -> str:
+    return "hf_" + secrets.token_hex(17)
+
+
+def card_metadata(folder):
+    """The README.md front matter as huggingface_hub parses it, and its model-index as tuples."""
+    metadata = metadata_load(folder / "README.md")
+    index = metadata.get("model-index")
+    results = model_index_to_eval_results(index)[1] if index else []
+    found = {(r.dataset_name, r.dataset_type, r.dataset_split, r.metric_type, r.metric_value) for r in results}
+    return metadata, found
+
+
+def metrics_in_files(folder):
+    """(task, dataset, split, metric, value) of every metrics/*.json, read with plain json."""
+    rows = set()
+    for path in (folder / "metrics").glob("*.json"):
+        record = json.loads(path.read_text())
+        rows |= {(record["task"], record["dataset"], record["split"], k, v) for k, v in record["metrics"].items()}
+    return rows
+
+
+def pct(value):
+    return f"{100 * value:.2f}"
+
+
+@pytest.fixture(autouse=True)
+def _no_login(monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+
+
+# --------------------------------------------------------------------------- cards
+
+
+def test_card_of_an_evaluated_run_comes_from_its_files(tmp_path):
+    model = make_run(tmp_path / "run", recipe_extra="init_from: google/vit-base-patch16-224-in21k\n")
+    folder = hub.build_repo_folder(tmp_path / "run", tmp_path / "repo", "someone/tiny-vit")
+    hub.validate_repo_folder(folder)
+
+    # exactly the files a push uploads
+    staged = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert staged == {
+        "README.md", "config.json", "model.safetensors", "preprocessor_config.json",
+        "configuration_vit_repro.py", "modeling_vit_repro.py", "recipe.yaml", "train_summary.json",
+        "fewshot.json", "vtab.json", "metrics/cifar10_test.json", "metrics/digits_test.json",
+        *(f"analysis/{name}.png" for name in FIGURES),
+    }
+    assert (folder / "model.safetensors").read_bytes() == (tmp_path / "run/final/model.safetensors").read_bytes()
+
+    # metadata parses with huggingface_hub; the model-index equals the metrics files
+    metadata, found = card_metadata(folder)
+    assert found == metrics_in_files(folder)
+    assert found == {(t, d, s, k, v) for t, d, s, metrics in METRICS for k, v in metrics.items()}
+    assert metadata["license"] == "apache-2.0" and metadata["library_name"] == "transformers"
+    assert metadata["pipeline_tag"] == "image-classification"
+    assert {"vision-transformer", "vit"} <= set(metadata["tags"]) and "hybrid" not in metadata["tags"]
+    assert metadata["datasets"] == ["uoft-cs/cifar10"]  # the recipe's data.task, by its registry Hub id
+    assert metadata["base_model"] == "google/vit-base-patch16-224-in21k"  # the recipe's init_from
+    assert ModelCard.load(folder / "README.md").data.model_name == "tiny-vit"
+
+    text = (folder / "README.md").read_text()
+    body = text.split("\n---\n", 1)[1]
+    # the model, from config.json and the weights
+    params = sum(p.numel() for p in model.parameters())
+    assert f"{params:,}" in body and "| Resolution | 32 x 32 |" in body and "| Patch size | 8 x 8 |" in body
+    assert "| Tokens | 16 patches + class token |" in body and "cat, dog, bird" in body
+    # the training, from recipe.yaml and train_summary.json
+    assert "| `optim.lr` | 0.00123 |" in body and "| `optim.schedule.decay` | cosine |" in body
+    assert "| `optim.betas` | 0.9, 0.999 |" in body and "| `model.variant` | null |" in body
+    assert "| Optimizer steps | 1,234 |" in body and "| Images seen | 78,976 |" in body
+    assert "1 h 12 min (4,321 s)" in body and "Tiny Test Accelerator" in body and "num_processes: 2" in body
+    assert TRAIN_SUMMARY["command"] in body and "0.3141" in body
+    # results: each number from its file, as a percentage
+    for task, _, _, metrics in METRICS:
+        assert all(pct(v) in body for v in metrics.values()), task
+    for k, entry in FEWSHOT["results"]["cifar10"].items():
+        assert f"{pct(entry['mean'])} ± {pct(entry['std'])} (3 seeds)" in body, k
+    for task, entry in VTAB["tasks"].items():
+        assert re.search(rf"\| {task} \| {entry['group']} \| {pct(entry['accuracy'])} \| lr={entry['hyperparameters']['lr']}", body)
+    assert f"| mean, all 3 tasks | {pct(VTAB['mean'])} |" in body
+    assert "not been evaluated" not in body
+    # no paper numbers for a variant the paper does not have
+    assert "paper:" not in body and "Table 2" not in body
+    # figures are linked and shipped; usage names the repo; the paper is cited
+    for name in FIGURES:
+        assert f"](analysis/{name}.png)" in body
+    assert 'from_pretrained("someone/tiny-vit", trust_remote_code=True)' in body
+    assert 'pipeline("image-classification", model="someone/tiny-vit"' in body and "Trainer(" in body
+    assert "## Limitations" in body and "@inproceedings{dosovitskiy2021an" in body
+
+
+def _paper_variant_folder(folder, variant, metrics, vtab=None):
+    """config.json of a paper variant with a stand-in weights file (cards read only headers)."""
+    from safetensors.torch import save_file
+
+    ViTReproConfig.from_variant(variant, image_size=32, num_labels=10).save_pretrained(folder)
+    save_file({"w": torch.zeros(3, 5)}, folder / "model.safetensors")
+    for task, dataset, value in metrics:
+        runs.write_json(runs.metrics_path(folder, task, "test"), runs.metrics_record(
+            checkpoint="c", task=task, dataset=dataset, split="test", resolution=384, num_images=10, metrics={"accuracy": value}))
+    if vtab is not None:
+        runs.write_json(folder / runs.VTAB, vtab)
+    return folder
+
+
+def test_card_shows_the_papers_numbers_for_the_same_variant_labelled(tmp_path):
+    folder = _paper_variant_folder(
+        tmp_path, "ViT-L/16",
+        [("cifar100", "uoft-cs/cifar100", 0.8123), ("vtab/cifar100", "uoft-cs/cifar100", 0.6012), ("digits", "x/digits", 0.5)],
+        vtab=VTAB,
+    )
+    text = hub.model_card(folder, "someone/l16").text
+    # Table 2 of the paper, transcribed here by hand: ViT-L/16 CIFAR-100 and VTAB, JFT-300M and ImageNet-21k.
+    header = next(line for line in text.splitlines() if line.startswith("| task |"))
+    assert "paper: ViT-L/16, JFT-300M (%)" in header and "paper: ViT-L/16, ImageNet-21k (%)" in header
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ") and "test" in line}
+    assert rows["cifar100"].endswith("| 81.23 | 93.90 | 93.25 |")
+    assert rows["vtab/cifar100"].endswith("| 60.12 |  |  |")  # VTAB-1k's CIFAR-100 is not the paper's full benchmark
+    assert "76.28" in text and "72.72" in text and "paper's numbers" in text and "not this checkpoint's" in text
+    assert "Table 1 gives 307M parameters for ViT-L/16" in text
+    # and none for a variant the paper does not report in Table 2
+    other = _paper_variant_folder(tmp_path / "b32", "ViT-B/32", [("cifar100", "uoft-cs/cifar100", 0.7)])
+    assert "paper:" not in hub.model_card(other, "someone/b32").text
+
+
+def test_card_of_a_hybrid(tmp_path):
+    make_run(tmp_path / "run", hybrid=True, evaluated=False, figures=False)
+    folder = hub.build_repo_folder(tmp_path / "run", tmp_path / "repo", "someone/tiny-hybrid")
+    hub.validate_repo_folder(folder)
+    metadata, found = card_metadata(folder)
+    assert "hybrid" in metadata["tags"] and found == set()
+    body = (folder / "README.md").read_text()
+    config = json.loads((folder / "config.json").read_text())["backbone_config"]
+    assert f"| Backbone blocks per stage | {', '.join(map(str, config['depths']))} |" in body
+    assert f"| Backbone stage widths | {', '.join(map(str, config['hidden_sizes']))} |" in body
+    assert "1 x 1 on the backbone's feature map: 16 x 16 pixels per token" in body  # stride 16: 3 stages
+    assert "| Tokens | 16 patches + class token |" in body  # (64 / 16)^2
+    # a paper hybrid is named as the paper names it
+    named = tmp_path / "r50"
+    ViTReproConfig.from_variant("R50+ViT-B/16", num_labels=10).save_pretrained(named)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, named / "model.safetensors")
+    assert "| Architecture | R50+ViT-B/16 (hybrid" in hub.model_card(named, "someone/r50").text
+
+
+@pytest.mark.parametrize("kind", ["run without evaluation", "plain checkpoint"])
+def test_card_without_evaluation_says_so(tmp_path, kind):
+    if kind == "plain checkpoint":
+        save_tiny_checkpoint(tmp_path / "ckpt")
+        source = tmp_path / "ckpt"
+    else:
+        # fine-tuned from a local run folder named relative to where training ran: no base_model
+        (tmp_path / "outputs/pretrain").mkdir(parents=True)
+        make_run(tmp_path / "outputs/run", evaluated=False, figures=False, recipe_extra="init_from: outputs/pretrain\n")
+        source = tmp_path / "outputs/run"
+    folder = hub.build_repo_folder(source, tmp_path / "repo", "someone/unevaluated")
+    hub.validate_repo_folder(folder)
+    metadata, found = card_metadata(folder)
+    assert "model-index" not in metadata and found == set() and "base_model" not in metadata
+    body = (folder / "README.md").read_text().split("\n---\n", 1)[1]
+    assert "This checkpoint has not been evaluated" in body
+    assert "### Evaluation" not in body and "### VTAB-1k" not in body and "(%)" not in body
+    assert ("No training record" in body) == (kind == "plain checkpoint")
+    assert not (folder / "metrics").exists()
+
+
+def test_card_of_converted_weights_names_source_and_license(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from hf_vit_repro.convert import convert
+
+    torch.manual_seed(0)
+    source = tmp_path / "google-vit"
+    ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=4, intermediate_size=64, num_labels=3)).save_pretrained(source)
+    converted = convert(source, tmp_path / "converted")
+    with pytest.raises(ValueError, match="license of the converted weights"):
+        hub.build_repo_folder(converted, tmp_path / "repo", "someone/vit-converted", converted_from="google/vit-tiny-test")
+    folder = hub.build_repo_folder(converted, tmp_path / "repo", "someone/vit-converted",
+                                   converted_from="google/vit-tiny-test", license="mit")
+    hub.validate_repo_folder(folder)
+    metadata, _ = card_metadata(folder)
+    assert metadata["license"] == "mit" and "converted" in metadata["tags"]
+    body = (folder / "README.md").read_text()
+    assert "`google/vit-tiny-test`" in body and "**mit**" in body
+    assert "not trained by hf_vit_repro" in body and "reflect the source's training" in body
+
+
+# --------------------------------------------------------------------------- folder, dry run, validation
+
+
+def test_dry_run_command_writes_the_folder_and_validates_it(tmp_path, capsys):
+    make_run(tmp_path / "run")
+    out = tmp_path / "staged"
+    assert main(["push", str(tmp_path / "run"), "someone/tiny-vit", "--dry-run", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert all(name in printed for name in files) and f"{len(files)} files" in printed
+    assert "passed validation; nothing was uploaded" in printed
+    # a second dry run never overwrites the folder
+    assert main(["push", str(tmp_path / "run"), "someone/tiny-vit", "--dry-run", "--output-dir", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert not (out / "logs").exists()
+    # RUN_DIR/final works too, and picks up the run's files from its parent; logs only when asked
+    (tmp_path / "run/logs/train").mkdir(parents=True)
+    (tmp_path / "run/logs/train/events.out.tfevents.1").write_bytes(b"\x00event")
+    folder = hub.build_repo_folder(tmp_path / "run/final", tmp_path / "from-final", "someone/tiny-vit", include_logs=True)
+    assert (folder / "recipe.yaml").exists() and (folder / "metrics/cifar10_test.json").exists()
+    assert (folder / "logs/train/events.out.tfevents.1").read_bytes() == b"\x00event"
+    assert "TensorBoard logs of the run are in `logs/`" in (folder / "README.md").read_text()
+
+
+def test_validation_names_what_is_wrong(tmp_path):
+    make_run(tmp_path / "run")
+    good = hub.build_repo_folder(tmp_path / "run", tmp_path / "good", "someone/tiny-vit")
+
+    def broken(name, edit):
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        edit(folder)
+        with pytest.raises(ValueError) as info:
+            hub.validate_repo_folder(folder)
+        return str(info.value)
+
+    def change_metric(folder):
+        path = folder / "metrics/digits_test.json"
+        record = json.loads(path.read_text())
+        record["metrics"]["accuracy"] = 0.1
+        path.write_text(json.dumps(record))
+
+    assert "model-index" in broken("metric", change_metric)
+    assert "modeling_vit_repro.py, which is missing" in broken("code", lambda f: (f / "modeling_vit_repro.py").unlink())
+    assert "links to analysis/mean_attention_distance.png" in broken(
+        "figure", lambda f: (f / "analysis/mean_attention_distance.png").unlink())
+
+    def wrong_weights(folder):
+        config = json.loads((folder / "config.json").read_text())
+        config["num_hidden_layers"] = 3
+        (folder / "config.json").write_text(json.dumps(config))
+
+    assert "missing_keys" in broken("weights", wrong_weights)
+
+
+@pytest.mark.parametrize("repo_id", ["bad id!", "a/b/c", "my--model", "x" * 97, "org/.hidden", ""])
+def test_invalid_repo_id_is_refused_before_any_work(tmp_path, capsys, repo_id):
+    with pytest.raises(ValueError, match="Invalid repo id") as info:
+        hub.push_to_hub(tmp_path / "does-not-exist", repo_id)
+    assert repr(repo_id) in str(info.value) and "'namespace/name'" in str(info.value)
+    assert main(["push", str(tmp_path), repo_id, "--dry-run"]) == 2
+    assert "Invalid repo id" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_folders_that_cannot_be_published(tmp_path):
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    ViTReproConfig(num_labels=3).save_pretrained(run / "final")  # config only: no weights
+    with pytest.raises(FileNotFoundError, match="has no weights.*save_pretrained"):
+        hub.push_to_hub(run, "someone/x", dry_run=True, output_dir=tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="neither final/ .* nor config.json"):
+        hub.push_to_hub(tmp_path, "someone/x", dry_run=True, output_dir=tmp_path / "out")
+    ckpt = tmp_path / "ckpt"
+    save_tiny_checkpoint(ckpt)
+    (ckpt / "preprocessor_config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no preprocessor_config.json"):
+        hub.push_to_hub(ckpt, "someone/x", dry_run=True, output_dir=tmp_path / "out")
+    with pytest.raises(ValueError, match="create_pr .* --revision"):
+        hub.push_to_hub(ckpt, "someone/x", create_pr=True, revision="dev")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_token_appears_in_no_written_file_or_output(tmp_path, monkeypatch, capsys):
+    token = fake_token()
+    monkeypatch.setenv("HF_TOKEN", token)
+    make_run(tmp_path / "run", recipe_extra=f"hub_token: {token}\nhub:\n  api_key: abc\n")
+    summary = json.loads((tmp_path / "run/train_summary.json").read_text())
+    summary["command"] += f" --token {token} --other hf_{'x' * 30}"
+    runs.write_json(tmp_path / "run/train_summary.json", summary)
+
+    folder = hub.push_to_hub(tmp_path / "run", "someone/tiny-vit", dry_run=True, output_dir=tmp_path / "out")
+    printed = capsys.readouterr()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    assert token not in printed.out + printed.err
+    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+    assert recipe["hub_token"] == "<redacted>" and recipe["hub"]["api_key"] == "<redacted>"
+    assert recipe["optim"]["lr"] == 0.00123 and recipe["data"]["task"] == "cifar10"  # everything else is kept
+    card = (folder / "README.md").read_text()
+    assert "| `hub_token` | <redacted> |" in card and "--token <redacted> --other <redacted>" in card
+
+    # a binary file holding the token (here a TensorBoard log) stops the push, without echoing it
+    (tmp_path / "run/logs").mkdir()
+    (tmp_path / "run/logs/events.out.tfevents.1").write_bytes(b"\x00\x01" + token.encode() + b"\x00")
+    with pytest.raises(ValueError, match="logs/events.out.tfevents.1 contains a Hugging Face token") as info:
+        hub.push_to_hub(tmp_path / "run", "someone/tiny-vit", dry_run=True, output_dir=tmp_path / "out2", include_logs=True)
+    assert token not in str(info.value) and not (tmp_path / "out2").exists()
+    assert not list(tmp_path.glob(".out2.staging-*"))  # nothing half-written left behind
+
+
+def test_end_of_training_hook(tmp_path, monkeypatch):
+    make_run(tmp_path / "run", evaluated=False, figures=False)
+    monkeypatch.setenv("RANK", "1")
+    assert hub.push_run(tmp_path / "run", "someone/tiny-vit", dry_run=True, output_dir=tmp_path / "out") is None
+    assert not (tmp_path / "out").exists()  # only the main process publishes
+    monkeypatch.setenv("RANK", "0")
+    folder = hub.push_run(tmp_path / "run", "someone/tiny-vit", dry_run=True, output_dir=tmp_path / "out", verbose=False)
+    assert (folder / "README.md").exists() and (folder / "model.safetensors").exists()
+    with pytest.raises(FileNotFoundError, match="no final/ checkpoint"):
+        hub.push_run(tmp_path / "run/final", "someone/tiny-vit", dry_run=True)

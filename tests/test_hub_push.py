@@ -1,0 +1,190 @@
+"""Publishing against a local Hub: the whole push path with huggingface_hub's real client, a
+download with `snapshot_download`, and loading in a process that cannot import this package.
+
+The server (tests/hub_server.py) runs on 127.0.0.1 in this process. huggingface_hub reads
+HF_ENDPOINT / HF_HUB_OFFLINE / HF_HUB_DISABLE_XET when it is imported, so the command-line push
+and the download run in fresh subprocesses with those set; the in-process pushes pass the
+server as `endpoint=` and switch huggingface_hub's offline and Xet constants for the test only.
+"""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hf_vit_repro import hub
+
+from .conftest import run_without_package
+from .hub_server import LocalHub
+from .run_fixtures import make_run
+
+TOKEN = "hf_" + secrets.token_hex(17)  # a fresh fake token: a leak of it can only come from this test
+
+
+@pytest.fixture
+def local_hub():
+    with LocalHub(TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """huggingface_hub in this process: online, plain LFS uploads (no Xet), the test token in HF_TOKEN."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+
+def client_env(server, tmp_path) -> dict:
+    return {
+        **os.environ,
+        "HF_ENDPOINT": server.url,
+        "HF_TOKEN": TOKEN,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HOME": str(tmp_path / "hf_home"),
+    }
+
+
+def test_push_then_download_and_load_without_the_package(tmp_path, local_hub):
+    model = make_run(tmp_path / "run")
+    # the exact folder the push will upload, for comparison
+    staged = hub.build_repo_folder(tmp_path / "run", tmp_path / "staged", "test-user/tiny-vit", token=TOKEN)
+
+    push = subprocess.run(
+        [sys.executable, "-m", "hf_vit_repro", "push", str(tmp_path / "run"), "test-user/tiny-vit",
+         "--commit-message", "first version"],
+        capture_output=True, text=True, env=client_env(local_hub, tmp_path), cwd=tmp_path, timeout=300, check=False,
+    )
+    assert push.returncode == 0, push.stderr[-3000:]
+    assert "Published" in push.stdout and "model.safetensors" in push.stdout
+
+    # the server holds exactly the staged folder (plus the .gitattributes of a new repo)
+    on_hub = local_hub.files("test-user/tiny-vit")
+    expected = {p.relative_to(staged).as_posix(): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
+    assert on_hub.pop(".gitattributes") and on_hub == expected
+    repo = local_hub.repos["test-user/tiny-vit"]
+    assert repo.commits[repo.refs["main"]]["message"] == "first version" and not repo.private
+    assert local_hub.requests("POST", "/api/validate-yaml") and local_hub.requests("PUT", "/lfs-upload/")
+
+    # download with snapshot_download and load with remote code, in a process without this package
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    out = run_without_package(
+        f"""
+        import os
+        os.environ.update(HF_ENDPOINT={local_hub.url!r}, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1",
+                          HF_HOME={str(tmp_path / "hf_home_download")!r})
+        import json, torch
+        from huggingface_hub import snapshot_download
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+        try:
+            import hf_vit_repro
+            raise SystemExit("the package should not be importable here")
+        except ImportError:
+            pass
+        path = snapshot_download("test-user/tiny-vit")
+        model = AutoModelForImageClassification.from_pretrained(path, trust_remote_code=True).eval()
+        with torch.no_grad():
+            logits = model(torch.load({str(tmp_path / "x.pt")!r})).logits
+        print(json.dumps({{
+            "files": sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs),
+            "module": type(model).__module__, "logits": logits.tolist(),
+            "processor": type(AutoImageProcessor.from_pretrained(path)).__name__,
+        }}))
+        """,
+        tmp_path,
+    )
+    assert out["module"].startswith("transformers_modules.") and out["processor"] == "ViTImageProcessor"
+    assert set(out["files"]) == set(expected) | {".gitattributes"}
+    with torch.no_grad():
+        torch.testing.assert_close(torch.tensor(out["logits"]), model(x).logits, atol=1e-6, rtol=0)
+
+    # the token was sent (the server checked it) but written nowhere and printed nowhere
+    assert TOKEN not in push.stdout + push.stderr
+    for content in on_hub.values():
+        assert TOKEN.encode() not in content
+    for path in tmp_path.rglob("*"):  # run, staged folder, both HF caches and homes
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_dropped_connection_gives_a_clear_error_and_a_retry_sends_only_what_is_missing(tmp_path, local_hub, online):
+    make_run(tmp_path / "run")
+    local_hub.drop = ["commit"]  # the connection dies halfway through sending the commit
+    with pytest.raises(hub.HubPushError) as info:
+        hub.push_to_hub(tmp_path / "run", "test-user/tiny-vit", endpoint=local_hub.url, verbose=False)
+    message = str(info.value)
+    assert "connection" in message and "lost" in message and "Run the same command again" in message
+    assert TOKEN not in message
+    repo = local_hub.repos["test-user/tiny-vit"]
+    assert set(local_hub.files("test-user/tiny-vit")) == {".gitattributes"}  # nothing committed
+    uploaded_first = {path for _, path, status in local_hub.requests("PUT", "/lfs-upload/") if status == 200}
+    assert len(uploaded_first) == 3  # the weights and two figures reached the LFS store
+
+    log_start = len(local_hub.log)
+    commit = hub.push_to_hub(tmp_path / "run", "test-user/tiny-vit", endpoint=local_hub.url, verbose=False)
+    retry = local_hub.log[log_start:]
+    assert not [entry for entry in retry if entry[0] == "PUT"]  # the LFS files are not sent again
+    assert commit.oid == repo.refs["main"]
+    staged = hub.build_repo_folder(tmp_path / "run", tmp_path / "staged", "test-user/tiny-vit")
+    expected = {p.relative_to(staged).as_posix(): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
+    on_hub = local_hub.files("test-user/tiny-vit")
+    on_hub.pop(".gitattributes")
+    assert on_hub == expected
+
+    # a third push of the same run changes nothing and sends no file
+    log_start = len(local_hub.log)
+    hub.push_to_hub(tmp_path / "run", "test-user/tiny-vit", endpoint=local_hub.url, verbose=False)
+    assert repo.refs["main"] == commit.oid
+    assert not [e for e in local_hub.log[log_start:] if e[0] == "PUT" or "/commit/" in e[1]]
+
+    # a connection dropped once in the middle of a file's upload is retried by huggingface_hub
+    local_hub.drop = ["lfs"]
+    commit = hub.push_to_hub(tmp_path / "run", "test-user/other", endpoint=local_hub.url, verbose=False)
+    puts = local_hub.requests("PUT", "/lfs-upload/test-user/other/")
+    dropped = [path for _, path, status in puts if status == 0]
+    assert len(dropped) == 1 and [status for _, path, status in puts if path == dropped[0]] == [0, 200]
+    assert set(local_hub.files("test-user/other")) == set(expected) | {".gitattributes"}
+
+
+def test_branch_pull_request_private_and_credentials(tmp_path, local_hub, online, monkeypatch):
+    make_run(tmp_path / "run", evaluated=False, figures=False)
+    repo_id = "test-user/tiny-vit"
+
+    hub.push_to_hub(tmp_path / "run", repo_id, revision="experiment", private=True, endpoint=local_hub.url, verbose=False)
+    repo = local_hub.repos[repo_id]
+    assert repo.private
+    assert set(local_hub.files(repo_id, "main")) == {".gitattributes"}  # main is untouched
+    assert "model.safetensors" in local_hub.files(repo_id, "experiment")
+
+    commit = hub.push_to_hub(tmp_path / "run", repo_id, create_pr=True, endpoint=local_hub.url, verbose=False)
+    assert commit.pr_url == f"{local_hub.url}/{repo_id}/discussions/1" and commit.pr_revision == "refs/pr/1"
+    assert "README.md" in local_hub.files(repo_id, "refs/pr/1")
+    assert set(local_hub.files(repo_id, "main")) == {".gitattributes"}
+
+    # a name without a namespace goes to the token's user, as on the Hub
+    commit = hub.push_to_hub(tmp_path / "run", "solo-vit", endpoint=local_hub.url, verbose=False)
+    assert commit.repo_url.repo_id == "test-user/solo-vit"
+    assert b'from_pretrained("test-user/solo-vit", trust_remote_code=True)' in local_hub.files("test-user/solo-vit")["README.md"]
+
+    # a wrong token: a clear error that does not repeat it
+    wrong = "hf_" + secrets.token_hex(17)
+    monkeypatch.setenv("HF_TOKEN", wrong)
+    with pytest.raises(hub.HubPushError, match="refused the credentials.*HF_TOKEN") as info:
+        hub.push_to_hub(tmp_path / "run", "test-user/other", endpoint=local_hub.url, verbose=False)
+    assert wrong not in str(info.value) and "test-user/other" not in local_hub.repos
+
+
+def test_offline_mode_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # conftest's setting, made explicit
+    make_run(tmp_path / "run", evaluated=False, figures=False)
+    with pytest.raises(hub.HubPushError, match="offline mode .* --dry-run"):
+        hub.push_to_hub(tmp_path / "run", "test-user/tiny-vit", endpoint="http://127.0.0.1:9", verbose=False)
+    assert json.loads((tmp_path / "run/train_summary.json").read_text())["steps"] == 1234  # the run is untouched
