@@ -59,8 +59,9 @@ def _command(recipe_path: Path, overrides: list[str]) -> str:
 
 
 def run_demo(output_dir: str | Path = DEFAULT_OUTPUT_DIR, models: list[str] | None = None, fresh: bool = False,
-             progress_bar: bool = True) -> dict[str, Any]:
-    """Run the demo and return (and write) its summary; see the module docstring."""
+             progress_bar: bool = True, smoke: bool = False) -> dict[str, Any]:
+    """Run the demo and return (and write) its summary; see the module docstring. `smoke`
+    runs every stage as its recipe's smoke version (3 steps of a tiny model): a pipeline check."""
     from .training import load_recipe, run_recipe
 
     output_dir = Path(output_dir)
@@ -92,6 +93,8 @@ def run_demo(output_dir: str | Path = DEFAULT_OUTPUT_DIR, models: list[str] | No
             overrides = [f"run.output_dir={output_dir / f'{key}_{stage}'}"]
             if stage == "finetune":
                 overrides.append(f"model.init_from={output_dir / f'{key}_pretrain'}")
+            if smoke:
+                overrides.append("smoke=true")
             command = _command(recipe_path, overrides)
             recipe = load_recipe(recipe_path, overrides + ([] if progress_bar else ["run.progress_bar=false"]))
             result = run_recipe(recipe, command=command)
@@ -112,6 +115,7 @@ def run_demo(output_dir: str | Path = DEFAULT_OUTPUT_DIR, models: list[str] | No
             "commands": commands,
         }
     summary["total_time_s"] = round(time.perf_counter() - start, 2)
+    summary["smoke"] = smoke
     summary["versions"] = runs.software_versions()
     runs.write_json(output_dir / SUMMARY, summary)
     _heading("summary")
@@ -138,7 +142,7 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    run_demo(args.output_dir, args.models, fresh=args.fresh, progress_bar=not args.no_progress)
+    run_demo(args.output_dir, args.models, fresh=args.fresh, progress_bar=not args.no_progress, smoke=args.smoke)
     return 0
 
 
@@ -155,4 +159,5 @@ def add_cli(subparsers) -> None:
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="which models (default: all)")
     p.add_argument("--fresh", action="store_true", help="delete the demo's earlier run folders first and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    p.add_argument("--smoke", action="store_true", help="a few steps of tiny models per stage (checks the pipeline)")
     p.set_defaults(func=_cmd_demo)

@@ -511,7 +511,9 @@ def apply_overrides(recipe: Recipe, overrides: Sequence[tuple[str, Any]], source
 
 
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] | Sequence[tuple[str, Any]] = ()) -> Recipe:
-    """Read a YAML recipe, apply `key=value` overrides, then the smoke switch if on.
+    """Read a YAML recipe, apply `key=value` overrides, then the smoke switch if on. A relative
+    path that is not found from the working directory is looked up in the source checkout
+    (`recipes/finetune_cifar10.yaml` works from anywhere).
 
     Under `smoke=true` the user's own overrides still win over the smoke values (so
     `smoke=true train.steps=5` runs 5 steps). Raises `RecipeError` (a ValueError) for a missing
@@ -520,12 +522,11 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] | Sequence[tup
     import yaml
 
     path = Path(path)
+    checkout = Path(__file__).resolve().parents[1]
+    if not path.is_file() and not path.is_absolute() and (checkout / path).is_file():
+        path = checkout / path  # "recipes/..." from outside the source checkout
     if not path.is_file():
-        hint = ""
-        candidate = Path(__file__).resolve().parents[1] / "recipes" / path.name
-        if candidate.is_file():
-            hint = f" (there is {candidate})"
-        raise RecipeError(f"Recipe file {str(path)!r} does not exist{hint}. The recipes are listed in recipes/README.md.")
+        raise RecipeError(f"Recipe file {str(path)!r} does not exist. The recipes are listed in recipes/README.md.")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
@@ -1233,7 +1234,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
     last_checkpoint = checkpoint
     last_loss = None
     bar = tqdm(total=total_steps, initial=step, desc=f"train {recipe.name}", unit="step",
-               disable=not (main and r.progress_bar), dynamic_ncols=True)
+               disable=not (main and r.progress_bar), dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 5.0)  # logs get a line every few seconds
     session_start, session_images = time.perf_counter(), 0
     model.train()
     while step < total_steps:
