@@ -184,7 +184,8 @@ class RunRecipe:
     latest checkpoint in `output_dir` (or starts fresh), `never` refuses to touch a folder that
     holds a run, or a checkpoint folder path. `smoke: true` shrinks any recipe to a few CPU steps
     on local data. `mixed_precision: auto` is bf16 where the GPU has it, else fp32.
-    `torch_threads` caps PyTorch's intra-op threads for the run (tiny models on a busy CPU run
+    `stop_after` ends this session after that many updates with a checkpoint (for time-limited
+    jobs: run again with `resume=auto` to continue). `torch_threads` caps PyTorch's intra-op threads for the run (tiny models on a busy CPU run
     faster on one thread, with `num_workers: 1` loading data on another core). `trackers`:
     `tensorboard` (local, in `logs/`) and any other Accelerate tracker (`wandb`, `mlflow`...)."""
 
@@ -198,6 +199,7 @@ class RunRecipe:
     torch_threads: int | None = None
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
+    stop_after: int | None = None
     log_every: int = 10
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
     progress_bar: bool = True
@@ -382,6 +384,7 @@ class Recipe:
         positive("train.eval_batch_size", t.eval_batch_size)
         positive("run.checkpoint_every", r.checkpoint_every, allow_zero=True)
         positive("run.keep_checkpoints", r.keep_checkpoints)
+        positive("run.stop_after", r.stop_after, allow_none=True)
         positive("run.log_every", r.log_every)
         positive("run.num_workers", r.num_workers, allow_zero=True)
         positive("run.torch_threads", r.torch_threads, allow_none=True)
@@ -1013,6 +1016,7 @@ class TrainResult:
     train_time_s: float
     num_parameters: int
     losses: list[tuple[int, float]]
+    completed: bool = True
 
 
 def _resolve_mixed_precision(value: str) -> str:
@@ -1065,9 +1069,26 @@ def _micro_batches(accelerator, dataloader, start: int) -> Iterator[dict]:
     epoch, offset = divmod(start, per_epoch)
     while True:
         loader = accelerator.skip_first_batches(dataloader, offset) if offset else dataloader
-        loader.set_epoch(epoch)
+        _pin_epoch(loader, epoch)
         yield from loader
         epoch, offset = epoch + 1, 0
+
+
+def _pin_epoch(loader, epoch: int) -> None:
+    """`set_epoch` on the loader and on every sampler nested in it. Surprise: Accelerate's own
+    `set_epoch` looks two levels deep, but a resumed multi-process loader nests three
+    (SkipBatchSampler > BatchSamplerShard > BatchSampler > our sampler), so the sampler would
+    keep counting epochs by itself and shuffle the resumed epoch differently."""
+    loader.set_epoch(epoch)
+    stack, seen = [getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if hasattr(node, "set_epoch"):
+            node.set_epoch(epoch)
+        stack += [getattr(node, "batch_sampler", None), getattr(node, "sampler", None)]
 
 
 def evaluate(model, dataset, recipe: Recipe, accelerator) -> dict[str, Any]:
@@ -1236,7 +1257,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
     bar = tqdm(total=total_steps, initial=step, desc=f"train {recipe.name}", unit="step",
                disable=not (main and r.progress_bar), dynamic_ncols=True,
                mininterval=0.1 if sys.stderr.isatty() else 5.0)  # logs get a line every few seconds
-    session_start, session_images = time.perf_counter(), 0
+    session_start, session_images, start_step = time.perf_counter(), 0, step
     model.train()
     while step < total_steps:
         tic = time.perf_counter()
@@ -1296,10 +1317,19 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
             if r.trackers:
                 accelerator.log({f"eval/{data.eval_name}/{k}": v for k, v in metrics.items()}, step=step)
         saved = None
-        if (r.checkpoint_every and step % r.checkpoint_every == 0) or step == total_steps:
+        stopping = bool(r.stop_after) and step - start_step >= r.stop_after and step < total_steps
+        if (r.checkpoint_every and step % r.checkpoint_every == 0) or step == total_steps or stopping:
             saved = last_checkpoint = save_checkpoint(step)
         for callback in callbacks:
             callback(TrainState(step, total_steps, mean_loss, lr, run_dir, saved))
+        if stopping:
+            bar.close()
+            if r.trackers:
+                accelerator.end_training()
+            if main:
+                print(f"{recipe.name}: stopped after {r.stop_after} steps at step {step}/{total_steps} "
+                      f"(run.stop_after); run again with resume=auto to continue from {saved}.")
+            return TrainResult(run_dir, step, last_loss, None, train_time, num_parameters, losses, completed=False)
     bar.close()
 
     # ---- evaluate and save
@@ -1432,7 +1462,10 @@ def run_recipe(recipe: Recipe, *, command: str | None = None, **train_kwargs) ->
     results = {}
     for lr in o.lr_sweep:
         member = sweep_member(recipe, lr)
-        results[lr] = train(member, command=command, **train_kwargs).eval_accuracy
+        result = train(member, command=command, **train_kwargs)
+        if not result.completed:  # run.stop_after ended the session inside the sweep
+            return result
+        results[lr] = result.eval_accuracy
     best = max(sorted(results), key=lambda lr: (results[lr], -lr))
     from accelerate import PartialState
 
@@ -1466,7 +1499,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 3
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
+    if PartialState().is_main_process and result.completed:
         loss = "n/a" if result.final_train_loss is None else f"{result.final_train_loss:.4f}"
         acc = "" if result.eval_accuracy is None else f", eval accuracy {result.eval_accuracy:.4f}"
         print(f"Wrote {result.run_dir} ({result.steps} steps, final train loss {loss}{acc}).")

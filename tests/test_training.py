@@ -111,6 +111,7 @@ def test_losses_match_torch_references():
 def test_gradient_accumulation_equals_one_larger_batch(tmp_path):
     # Plain SGD without clipping: an update is lr x gradient, so a gradient k times off would show.
     common = {"optim.optimizer": "sgd", "optim.momentum": 0.0, "optim.grad_clip_norm": None, "optim.lr": 0.5,
+              "optim.schedule": "constant",
               "optim.weight_decay": 0.0, "train.steps": 2, "train.global_batch_size": 16}
     whole = train(tiny_recipe(tmp_path, "whole", **common, **{"train.micro_batch_size": 16}))
     parts = train(tiny_recipe(tmp_path, "parts", **common, **{"train.micro_batch_size": 4}))
