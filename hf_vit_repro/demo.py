@@ -157,7 +157,8 @@ def add_cli(subparsers) -> None:
     )
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"where to write (default {DEFAULT_OUTPUT_DIR})")
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="which models (default: all)")
-    p.add_argument("--fresh", action="store_true", help="delete the demo's earlier run folders first and start over")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete the demo's earlier run folders first and start over (needed after editing recipes/demo/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     p.add_argument("--smoke", action="store_true", help="a few steps of tiny models per stage (checks the pipeline)")
     p.set_defaults(func=_cmd_demo)

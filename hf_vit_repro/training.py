@@ -220,7 +220,8 @@ SECTIONS: dict[str, type] = {
 class Recipe:
     """A training run, every choice explicit. `mode: pretrain` trains the recipe's model from
     scratch (or continues `init_from` with its head); `mode: finetune` replaces the head of
-    `init_from` by a zero-initialised K-way one (paper Sec. 3.2)."""
+    `init_from` by a zero-initialised K-way one (paper Sec. 3.2); without `init_from` it trains
+    the model from scratch with the fine-tuning protocol (a no-pretraining baseline)."""
 
     name: str = "run"
     mode: str = "finetune"
@@ -319,10 +320,6 @@ class Recipe:
                 "The recipe names no model: set `model.variant` (e.g. 'ViT-B/16'), `model.config` "
                 "(ViTReproConfig fields) or `model.init_from` (a checkpoint to fine-tune)."
             )
-        if self.mode == "finetune" and m.init_from is None and not r.smoke:
-            # Fine-tuning from scratch is allowed (it is the paper's "no pretraining" baseline), but
-            # say so in the run folder rather than guess; nothing to check here.
-            pass
         positive("model.image_size", m.image_size)
         positive("model.representation_size", m.representation_size, allow_none=True)
         for key, p in (("model.dropout", m.dropout), ("model.attention_dropout", m.attention_dropout)):
@@ -946,6 +943,38 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def recipe_differences(a: Recipe, b: Recipe) -> list[str]:
+    """`section.field: a -> b` for every hyperparameter that differs (`mode` and the model, data,
+    optim and train sections; names and the runtime `run` section do not count)."""
+    da, db = a.to_dict(), b.to_dict()
+    changes = [f"mode: {da['mode']!r} -> {db['mode']!r}"] if da["mode"] != db["mode"] else []
+    for section in ("model", "data", "optim", "train"):
+        for key in da[section]:
+            if da[section][key] != db[section][key]:
+                changes.append(f"{section}.{key}: {da[section][key]!r} -> {db[section][key]!r}")
+    return changes
+
+
+def check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
+    """Before `resume=auto` continues a run folder: raise `RecipeError` if the folder's
+    recipe.yaml has other hyperparameters than `recipe` (continuing would silently mix two runs,
+    or report a finished run of the old recipe as the new one's)."""
+    saved_file = Path(run_dir) / runs.RECIPE
+    if not saved_file.is_file():
+        return
+    import yaml
+
+    saved = Recipe.from_dict(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}, str(saved_file),
+                             validate=False)
+    changes = recipe_differences(saved, recipe)
+    if changes:
+        shown = "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
+        raise RecipeError(
+            f"{run_dir} holds a run of another recipe ({shown}); resume=auto would continue it. Choose another "
+            "run.output_dir, or delete the folder to start over."
+        )
+
+
 def check_checkpoint_compatible(checkpoint: Path, model) -> None:
     """Raise `RecipeError` before loading if `checkpoint` was written for another architecture
     (its config.json) or holds weights of other shapes (its safetensors header)."""
@@ -1174,6 +1203,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
     checkpoint = None
     if r.resume == "auto":
         checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is not None:
+            check_same_recipe(run_dir, recipe)
     elif r.resume == "never":
         if list_checkpoints(run_dir) or (run_dir / runs.FINAL_DIR).exists():
             raise RecipeError(
@@ -1332,21 +1363,37 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
             return TrainResult(run_dir, step, last_loss, None, train_time, num_parameters, losses, completed=False)
     bar.close()
 
-    # ---- evaluate and save
+    # ---- save the final model first (an evaluation that fails must not cost the weights), then
+    # evaluate it and write the summary and metrics
     unwrapped = accelerator.unwrap_model(model)
     if ema is not None:
         ema.copy_to(unwrapped)
+    # The full state dict is a collective under FSDP / DeepSpeed: every process takes part.
+    state_dict = accelerator.get_state_dict(model)
+    final_dir = run_dir / runs.FINAL_DIR
+    if main:
+        from transformers import ViTImageProcessor
+
+        size = recipe.model.image_size
+        tmp = run_dir / f".{runs.FINAL_DIR}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        unwrapped.save_pretrained(str(tmp), state_dict=state_dict)
+        ViTImageProcessor(
+            do_resize=True, size={"height": size, "width": size}, do_normalize=True,
+            image_mean=list(recipe.data.mean), image_std=list(recipe.data.std),
+        ).save_pretrained(str(tmp))
+        (tmp / runs.RECIPE).write_text(recipe.to_yaml(), encoding="utf-8")
+        _atomic_replace_dir(tmp, final_dir)
+    accelerator.wait_for_everyone()
     accuracy = evaluation = None
     if data.eval is not None:
         evaluation = evaluate(model, data.eval, recipe, accelerator)
         accuracy = evaluation["metrics"]["accuracy"]
         if r.trackers:
             accelerator.log({f"eval/{data.eval_name}/{k}": v for k, v in evaluation["metrics"].items()}, step=step)
-    # The full state dict is a collective under FSDP / DeepSpeed: every process takes part.
-    state_dict = accelerator.get_state_dict(model)
     if last_loss is None and checkpoint is not None:  # resumed a finished run: read its last logged loss
         last_loss = _last_logged_loss(log_file)
-    final_dir = run_dir / runs.FINAL_DIR
     summary = {
         "name": recipe.name,
         "mode": recipe.mode,
@@ -1367,20 +1414,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
                                                  "num_images": evaluation["num_images"]},
     }
     if main:
-        from transformers import ViTImageProcessor
-
-        size = recipe.model.image_size
-        tmp = run_dir / f".{runs.FINAL_DIR}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        unwrapped.save_pretrained(str(tmp), state_dict=state_dict)
-        ViTImageProcessor(
-            do_resize=True, size={"height": size, "width": size}, do_normalize=True,
-            image_mean=list(recipe.data.mean), image_std=list(recipe.data.std),
-        ).save_pretrained(str(tmp))
-        (tmp / runs.RECIPE).write_text(recipe.to_yaml(), encoding="utf-8")
-        runs.write_json(tmp / runs.TRAIN_SUMMARY, summary)
-        _atomic_replace_dir(tmp, final_dir)
+        runs.write_json(final_dir / runs.TRAIN_SUMMARY, summary)
         runs.write_json(run_dir / runs.TRAIN_SUMMARY, summary)
         if evaluation is not None:
             task = recipe.data.task

@@ -318,11 +318,17 @@ def test_checkpoint_from_another_architecture_fails_before_training(tmp_path):
     with pytest.raises(RecipeError, match="different architecture.*width 32, 2 layers.*width 768, 12 layers"):
         train(wrong)
     assert not wrong.output_dir.exists()
-    # Resuming: the run folder holds checkpoints of a narrower model.
-    wider = tiny_recipe(tmp_path, "pre", **{"model.config": {**TINY, "hidden_size": 48}})
-    with pytest.raises(RecipeError, match="another architecture"):
+    # Resuming a checkpoint of a narrower model.
+    checkpoint = training.latest_checkpoint(pretrained.run_dir)
+    wider = tiny_recipe(tmp_path, "wide", **{"model.config": {**TINY, "hidden_size": 48}, "run.resume": str(checkpoint)})
+    with pytest.raises(RecipeError, match="another architecture.*width 32.*width 48"):
         train(wider)
-    assert training.latest_checkpoint(wider.output_dir).name == "step_0000002"  # left as it was
+    assert not wider.output_dir.exists()
+    # Resuming (resume=auto) a folder that holds a run of other hyperparameters.
+    changed = tiny_recipe(tmp_path, "pre", **{"train.steps": 2, "data.eval_split": None, "optim.lr": 0.5})
+    with pytest.raises(RecipeError, match=r"another recipe \(optim.lr: 0.001 -> 0.5\)"):
+        train(changed)
+    assert training.latest_checkpoint(changed.output_dir).name == "step_0000002"  # left as it was
     # A checkpoint of another model type (a transformers ViT) is pointed at `vit-repro convert`.
     from transformers import ViTConfig, ViTForImageClassification
 
