@@ -910,6 +910,12 @@ def load_checkpoint_config(source: str):
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
+        if not Path(source).exists():
+            raise RecipeError(
+                f"`model.init_from` {source!r} is not a local folder, and reading it as a Hub repo id failed "
+                f"({str(err).splitlines()[0]}). Run the recipe that writes it first (a run folder's final/ is used), "
+                "or point model.init_from at a checkpoint."
+            ) from None
         raise RecipeError(f"`model.init_from`: cannot read a model config from {source!r}: {err}") from None
     if not isinstance(config, ViTReproConfig):
         raise RecipeError(
@@ -1215,7 +1221,9 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
         if not (checkpoint / TRAINER_STATE).is_file():
             raise RecipeError(f"run.resume={r.resume!r} is not a checkpoint folder (no {TRAINER_STATE}).")
 
-    # ---- data and model
+    # ---- data and model (a checkpoint to start from is checked first: it is cheaper than data)
+    if recipe.model.init_from is not None:
+        load_checkpoint_config(resolve_checkpoint(recipe.model.init_from))
     set_seed(t.seed, deterministic=r.deterministic)
     data = build_data(recipe, train_dataset, eval_dataset)
     total_steps = t.steps or max(1, math.ceil(t.epochs * len(data.train) / t.global_batch_size))

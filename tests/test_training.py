@@ -344,3 +344,12 @@ def test_resume_never_refuses_an_existing_run(tmp_path):
     train(recipe)
     with pytest.raises(RecipeError, match="already holds a run"):
         train(recipe.replace(**{"run.resume": "never"}))
+
+
+def test_missing_init_from_checkpoint_fails_before_data_and_training(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{"mode": "finetune", "model.init_from": str(tmp_path / "no-such-run"),
+                                      "data.task": "cifar10", "data.data_dir": str(tmp_path / "no-data")})
+    # The checkpoint is checked before the (here also missing) dataset is read.
+    with pytest.raises(RecipeError, match="`model.init_from` .*no-such-run.* is not a local folder"):
+        train(recipe)
+    assert not recipe.output_dir.exists()
