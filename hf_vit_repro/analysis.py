@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from . import runs
+from .runs import resolve_checkpoint
 
 # File names inside the output folder (RUN_DIR/analysis for a run folder, see runs.py).
 EMBEDDING_FILTERS_PNG = "embedding_filters.png"
@@ -888,25 +889,19 @@ def analyze_model(
     return result
 
 
-def resolve_checkpoint(checkpoint: str | os.PathLike) -> tuple[str, Path | None]:
-    """`(model folder or Hub id, run folder or None)`: a run folder (one holding `final/`) means its
-    final model."""
-    path = Path(checkpoint)
-    if (path / runs.FINAL_DIR / "config.json").is_file():
-        return str(path / runs.FINAL_DIR), path
-    return str(checkpoint), None
-
-
 def load_for_analysis(checkpoint: str | os.PathLike, device: str | torch.device | None = None):
     """Load `(model, image_processor)` from a checkpoint folder, run folder or Hub id, the model
     in eval mode on `device` (default: CUDA when available). The image processor is the one saved
     beside the weights, else :func:`default_image_processor` (with a warning)."""
     import hf_vit_repro  # noqa: F401 - registers the Auto classes
-    from transformers import AutoImageProcessor, AutoModel
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
     source, _ = resolve_checkpoint(checkpoint)
     try:
-        model = AutoModel.from_pretrained(source)
+        # Load the class that was saved (a classifier keeps its head), so nothing is reported unused.
+        architectures = AutoConfig.from_pretrained(source).architectures or []
+        saved_classifier = any(name.endswith("ForImageClassification") for name in architectures)
+        model = (AutoModelForImageClassification if saved_classifier else AutoModel).from_pretrained(source)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"Cannot load a model from {source!r}: expected a save_pretrained folder (config.json and weights), "

@@ -7,8 +7,15 @@ ResNet stem and stage under the same ViT):
 1. pretrain from scratch on the train split at 16 px (recipes/demo/pretrain_*.yaml);
 2. fine-tune at 32 px: the pre-logits layer dropped, a zero-initialised head attached, the
    position embeddings resampled once from the 4x4 to the 8x8 grid (recipes/demo/finetune_*.yaml);
-3. evaluate on the held-out test split, and write `OUTPUT_DIR/summary.json` (per model: parameter
-   count, test accuracy, training time, the commands that reproduce it) and print a table.
+3. evaluate on the held-out test split;
+4. few-shot linear evaluation of the pretrained representation (1/5/10/25 shots, 3 seeds;
+   `vit-repro fewshot`), written to the pretraining run's fewshot.json;
+5. the paper's inspection figures of the fine-tuned model (`vit-repro analyze`) in its run's
+   analysis/ folder, and whether mean attention distance grows with depth;
+6. the Hub repo folder each fine-tuned model would be published as, model card included
+   (`vit-repro push --dry-run`), under OUTPUT_DIR/hub/;
+and write `OUTPUT_DIR/summary.json` (per model: parameter count, test accuracy, few-shot accuracy,
+training time, the commands that reproduce it) and print a table.
 
 Each stage is an ordinary `vit-repro train` run with its own run folder under OUTPUT_DIR
 (checkpoints, final/ model, TensorBoard logs, metrics JSON), so an interrupted demo continues
@@ -102,6 +109,8 @@ def run_demo(output_dir: str | Path = DEFAULT_OUTPUT_DIR, models: list[str] | No
             accuracy = "n/a" if result.eval_accuracy is None else f"{result.eval_accuracy:.4f}"
             print(f"{name} {stage}: {result.steps} steps in {result.train_time_s:.1f} s, test accuracy {accuracy}")
         pre, fin = results["pretrain"], results["finetune"]
+        fewshot, analysis, card_dir = _inspect_and_publish(key, name, number, len(models), pre, fin, output_dir,
+                                                           smoke, progress_bar, commands)
         summary["models"][key] = {
             "name": name,
             "architecture": what,
@@ -112,6 +121,10 @@ def run_demo(output_dir: str | Path = DEFAULT_OUTPUT_DIR, models: list[str] | No
             "pretrain": {"run_dir": str(pre.run_dir), "steps": pre.steps, "train_time_s": round(pre.train_time_s, 2)},
             "finetune": {"run_dir": str(fin.run_dir), "steps": fin.steps, "train_time_s": round(fin.train_time_s, 2),
                          "checkpoint": str(fin.run_dir / runs.FINAL_DIR)},
+            "fewshot_accuracy": {shots: entry["mean"] for shots, entry in fewshot.items()},
+            "mean_attention_distance_px": analysis["layer_mean_pixels"],
+            "attention_distance_grows_with_depth": analysis["grows_with_depth"],
+            "model_card": str(card_dir / "README.md"),
             "commands": commands,
         }
     summary["total_time_s"] = round(time.perf_counter() - start, 2)
@@ -124,11 +137,48 @@ def run_demo(output_dir: str | Path = DEFAULT_OUTPUT_DIR, models: list[str] | No
     return summary
 
 
+def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, progress_bar, commands):
+    """Stages 4-6 for one model; returns (few-shot results, attention-distance trend, card folder)."""
+    from .analysis import analyze_checkpoint
+    from .data import load_task
+    from .evaluation import fewshot_evaluate, load_checkpoint
+    from .hub import push_to_hub
+
+    shots, seeds = ((1, 5), (0,)) if smoke else ((1, 5, 10, 25), (0, 1, 2))
+    _heading(f"[{number}/{total}] {name}: few-shot linear evaluation of the pretrained representation")
+    loaded = load_checkpoint(pre.run_dir, device="cpu")
+    fewshot = fewshot_evaluate(
+        loaded.model, load_task("digits", "train"), load_task("digits", "test"), shots=shots, seeds=seeds,
+        mean=loaded.mean, std=loaded.std, progress=progress_bar,
+    )
+    runs.write_json(pre.run_dir / runs.FEWSHOT, {"checkpoint": str(pre.run_dir), "results": {"digits": fewshot}})
+    print(", ".join(f"{k}-shot {100 * v['mean']:.1f}%" for k, v in fewshot.items()) + f" (mean of {len(seeds)} seeds)")
+    commands.append(f"vit-repro fewshot {pre.run_dir} digits --shots {' '.join(map(str, shots))}")
+
+    _heading(f"[{number}/{total}] {name}: the paper's inspection figures of the fine-tuned model")
+    test_images = load_task("digits", "test")["image"][: 16 if smoke else 128]
+    result = analyze_checkpoint(fin.run_dir, test_images, device="cpu", progress=progress_bar)
+    trend = result["mean_attention_distance"]["trend"]
+    means = ", ".join(f"{value:.1f}" for value in trend["layer_mean_pixels"])
+    print(f"figures in {fin.run_dir / runs.ANALYSIS_DIR}; mean attention distance per layer {means} px; "
+          f"grows with depth: {trend['grows_with_depth']}")
+    commands.append(f"vit-repro analyze {fin.run_dir} --images <folder of test images>")
+
+    _heading(f"[{number}/{total}] {name}: the Hub repo folder and model card it would be published with")
+    card_dir = push_to_hub(fin.run_dir, f"hf-vit-repro/digits-{key}", dry_run=True,
+                           output_dir=output_dir / "hub" / key, verbose=False)
+    print(f"wrote {card_dir} (model card: {Path(card_dir) / 'README.md'}); publish with "
+          f"`vit-repro push {fin.run_dir} YOUR_NAME/digits-{key}`")
+    commands.append(f"vit-repro push {fin.run_dir} hf-vit-repro/digits-{key} --dry-run")
+    return fewshot, trend, Path(card_dir)
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """The summary as a small Markdown table (what the demo prints at the end)."""
     rows = [
-        "| model | parameters | test accuracy (32 px, fine-tuned) | test accuracy (16 px, pretrained) | training time |",
-        "|---|---|---|---|---|",
+        "| model | parameters | test accuracy (32 px, fine-tuned) | test accuracy (16 px, pretrained) "
+        "| 10-shot linear (pretrained) | attention distance grows with depth | training time |",
+        "|---|---|---|---|---|---|---|",
     ]
     for entry in summary["models"].values():
         def pct(value):
@@ -136,7 +186,8 @@ def format_table(summary: dict[str, Any]) -> str:
 
         rows.append(
             f"| {entry['name']} | {entry['parameters']:,} | {pct(entry['test_accuracy'])} | "
-            f"{pct(entry['pretrain_test_accuracy'])} | {entry['train_time_s']:.1f} s |"
+            f"{pct(entry['pretrain_test_accuracy'])} | {pct(entry.get('fewshot_accuracy', {}).get('10'))} | "
+            f"{entry.get('attention_distance_grows_with_depth', 'n/a')} | {entry['train_time_s']:.1f} s |"
         )
     return "\n".join(rows) + f"\n\nwhole demo: {summary['total_time_s']:.1f} s"
 

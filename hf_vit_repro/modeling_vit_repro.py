@@ -137,6 +137,9 @@ class ViTReproPatchEmbeddings(nn.Module):
         if config.backbone_config is not None:
             from transformers import BitBackbone
 
+            # The CNN has no attention; a kernel requested for the whole model (e.g. from_pretrained(...,
+            # attn_implementation="sdpa")) is meant for the ViT, and BitBackbone only accepts "eager".
+            config.backbone_config._attn_implementation = "eager"
             self.backbone = BitBackbone(config.backbone_config)
             _zero_init_last_norms(self.backbone)
             in_channels = config.backbone_config.hidden_sizes[-1]
@@ -452,6 +455,13 @@ class ViTReproPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+
+    def set_attn_implementation(self, attn_implementation, allow_all_kernels: bool = False):
+        # The hybrid's CNN has no attention (BitBackbone refuses every kernel but "eager"): a plain
+        # name chooses the ViT's kernel only.
+        if isinstance(attn_implementation, str) and self.config.backbone_config is not None:
+            attn_implementation = {"": attn_implementation, "backbone_config": "eager"}
+        return super().set_attn_implementation(attn_implementation, allow_all_kernels=allow_all_kernels)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers writes only the saved class into `auto_map`; pre-fill the other entries.

@@ -39,6 +39,20 @@ ANALYSIS_DIR = "analysis"
 ANALYSIS_JSON = "analysis.json"
 
 
+def resolve_checkpoint(checkpoint: str | os.PathLike) -> tuple[str, Path | None]:
+    """`(model folder or Hub id, run folder or None)`. A run folder (one holding `final/`) means its
+    final model; a folder without `config.json` is refused; anything else is taken as a Hub id."""
+    path = Path(checkpoint)
+    if (path / FINAL_DIR / "config.json").is_file():
+        return str(path / FINAL_DIR), path
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{str(checkpoint)!r} is neither a run folder (holding {FINAL_DIR}/config.json) nor a "
+            "save_pretrained folder (holding config.json)."
+        )
+    return str(checkpoint), None
+
+
 def metrics_path(run_dir: str | Path, task: str, split: str) -> Path:
     """`RUN_DIR/metrics/<task>_<split>.json` (task names with "/" are flattened)."""
     return Path(run_dir) / METRICS_DIR / f"{task.replace('/', '__')}_{split}.json"
@@ -76,7 +90,7 @@ def software_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
-    for name in ("hf-vit-repro", "torch", "transformers", "accelerate", "datasets", "timm"):
+    for name in ("hf-vit-repro", "torch", "transformers", "accelerate", "datasets", "evaluate", "timm"):
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
@@ -93,6 +107,10 @@ def write_json(path: str | Path, obj: Any) -> Path:
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
+    # NamedTemporaryFile creates the file owner-only; give it the permissions of a normal new file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)
     os.replace(f.name, path)
     return path
 

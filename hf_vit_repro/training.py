@@ -823,16 +823,12 @@ def describe_architecture(arch: dict[str, Any]) -> str:
 
 
 def resolve_checkpoint(path_or_id: str) -> str:
-    """A run folder -> its `final/`; a `save_pretrained` folder or Hub repo id as given."""
-    path = Path(path_or_id)
-    if (path / runs.FINAL_DIR / "config.json").is_file():
-        return str(path / runs.FINAL_DIR)
-    if path.exists() and not (path / "config.json").is_file():
-        raise RecipeError(
-            f"`model.init_from` {path_or_id!r} is neither a run folder (with final/config.json) nor a "
-            "save_pretrained folder (with config.json). Has its pretraining run finished?"
-        )
-    return path_or_id
+    """`model.init_from` -> what `from_pretrained` loads: a run folder's `final/`, a `save_pretrained`
+    folder or a Hub repo id as given (`runs.resolve_checkpoint`)."""
+    try:
+        return runs.resolve_checkpoint(path_or_id)[0]
+    except FileNotFoundError as err:
+        raise RecipeError(f"`model.init_from`: {err} Has its pretraining run finished?") from err
 
 
 def _recipe_config_kwargs(recipe: Recipe, num_classes: int) -> dict[str, Any]:

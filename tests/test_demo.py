@@ -3,6 +3,8 @@ summary.json per model with the commands that reproduce each stage, the printed 
 
 import shlex
 
+from huggingface_hub import metadata_load
+
 from hf_vit_repro import runs
 from hf_vit_repro.demo import SUMMARY, run_demo
 from hf_vit_repro.training import load_recipe
@@ -30,5 +32,15 @@ def test_demo_smoke_writes_summary_and_table(tmp_path, monkeypatch, capsys):
             rebuilt["run"].pop("progress_bar"), ran["run"].pop("progress_bar")
             assert rebuilt == ran
         assert entry["test_accuracy"] == runs.read_json(out / f"{key}_finetune" / runs.TRAIN_SUMMARY)["eval"]["accuracy"]
+        # few-shot of the pretrained representation, figures of the fine-tuned model, a model card
+        fewshot = runs.read_json(out / f"{key}_pretrain" / runs.FEWSHOT)["results"]["digits"]
+        assert entry["fewshot_accuracy"] == {shots: fewshot[shots]["mean"] for shots in ("1", "5")}
+        figures = out / f"{key}_finetune" / runs.ANALYSIS_DIR
+        assert (figures / "attention_rollout.png").is_file() and (figures / runs.ANALYSIS_JSON).is_file()
+        trend = runs.read_json(figures / runs.ANALYSIS_JSON)["mean_attention_distance"]["trend"]
+        assert entry["attention_distance_grows_with_depth"] == trend["grows_with_depth"]
+        card = metadata_load(out / "hub" / key / "README.md")
+        metrics = card["model-index"][0]["results"][0]["metrics"]
+        assert {"type": "accuracy", "value": entry["test_accuracy"]}.items() <= metrics[0].items()
     hybrid = runs.read_json(out / "hybrid_finetune" / runs.FINAL_DIR / "config.json")
     assert hybrid["backbone_config"] is not None

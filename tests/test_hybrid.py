@@ -106,7 +106,12 @@ def test_hybrid_outputs_attention_modes_and_checkpointing():
     assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 17, 17)
     sdpa_logits = model(x).logits
     model.set_attn_implementation("eager")
+    assert model.config._attn_implementation == "eager"
     torch.testing.assert_close(model(x).logits, sdpa_logits, atol=1e-5, rtol=0)
+    model.set_attn_implementation("sdpa")  # the CNN has no attention: only the ViT's kernel changes
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(model(x).logits, sdpa_logits, atol=1e-5, rtol=0)
+    model.set_attn_implementation("eager")
     grads = []
     for checkpointing in (False, True):
         model.zero_grad()
@@ -126,6 +131,9 @@ def test_hybrid_save_load_and_remote_code(tmp_path):
     loaded = ViTReproForImageClassification.from_pretrained(tmp_path / "ckpt").eval()
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     assert torch.equal(loaded(x).logits, model(x).logits)
+    for implementation in ("eager", "sdpa"):
+        chosen = ViTReproForImageClassification.from_pretrained(tmp_path / "ckpt", attn_implementation=implementation)
+        assert chosen.config._attn_implementation == implementation
     torch.save(x, tmp_path / "x.pt")
     out = run_without_package(
         f"""

@@ -41,7 +41,7 @@ def load_checkpoint(checkpoint: str | os.PathLike, device: str | torch.device | 
     import hf_vit_repro  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModelForImageClassification
 
-    from ..analysis import resolve_checkpoint
+    from ..runs import resolve_checkpoint
     from ..data import VIT_MEAN, VIT_STD, image_stats
 
     source, run_dir = resolve_checkpoint(checkpoint)

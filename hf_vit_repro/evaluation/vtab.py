@@ -321,7 +321,7 @@ def run_vtab(
     """
     from accelerate import PartialState
 
-    from ..analysis import resolve_checkpoint
+    from ..runs import resolve_checkpoint
     from ..data import get_task
 
     if finetune_fn is None:
