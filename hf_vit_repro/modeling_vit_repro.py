@@ -480,12 +480,11 @@ class ViTReproPreTrainedModel(PreTrainedModel):
     def resize_position_embeddings(self, image_size) -> None:
         """Resample the position embeddings to `image_size` for good (the fine-tuning step at a new
         resolution) and update `config.image_size`."""
-        state = {k: v.detach() for k, v in self.state_dict().items() if k.endswith("embeddings.position_embeddings")}
+        state = {k: v.detach() for k, v in self.named_parameters() if k.endswith("embeddings.position_embeddings")}
         new_state, new_config = resize_position_embeddings_in_state_dict(state, self.config, image_size)
         embeddings = self.base_model.embeddings
         embeddings.position_embeddings = nn.Parameter(next(iter(new_state.values())).clone())
-        self.config.image_size = new_config.image_size
-        embeddings.config = self.config
+        self.config.image_size = new_config.image_size  # the config every submodule holds
 
 
 class ViTReproModel(ViTReproPreTrainedModel):
