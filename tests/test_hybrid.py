@@ -148,3 +148,22 @@ def test_hybrid_save_load_and_remote_code(tmp_path):
     )
     assert out["hybrid"]
     torch.testing.assert_close(torch.tensor(out["logits"]), model(x).logits, atol=1e-6, rtol=0)
+
+
+def test_hybrid_backbone_runs_channels_last_with_unchanged_outputs():
+    """The CNN runs in NHWC (faster convolutions on CPU); its output must match the same CNN
+    in the default NCHW layout to float32 rounding."""
+    torch.manual_seed(0)
+    model = randomize_(ViTReproForImageClassification(our_hybrid("r50-like"))).eval()
+    embeddings = model.vit.embeddings.patch_embeddings
+    layouts = []
+    embeddings.backbone.register_forward_pre_hook(
+        lambda mod, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = embeddings(x)
+        nchw = embeddings.projection(embeddings.backbone(x).feature_maps[-1]).flatten(2).transpose(1, 2)
+    assert layouts == [True, False]
+    assert ours.is_contiguous()  # the projection's NHWC output makes (B, N, D) a free view
+    torch.testing.assert_close(ours, nchw, atol=1e-5 * nchw.abs().max().item(), rtol=0)

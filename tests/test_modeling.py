@@ -413,3 +413,50 @@ def test_cpu_inference_fast_path_matches_eager(monkeypatch):
     with torch.no_grad():
         make(ViTReproModel, attn="sdpa", hidden_act="gelu_pytorch_tanh")(x)
     assert calls == []
+
+
+# ----------------------------------------------------------------------------- class-token-only last block
+
+
+def _last_block_mlp_inputs(model):
+    shapes = []
+    model.vit.layers[-1].mlp.fc1.register_forward_hook(lambda mod, args, out: shapes.append(tuple(args[0].shape)))
+    return shapes
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_classifier_runs_the_last_block_on_the_class_token_only(attn):
+    """With token pooling the logits depend on the class token's final state alone, so the
+    classifier's last block computes only that token; logits, loss and every gradient equal
+    the full computation's (obtained by asking for hidden states, which needs all tokens)."""
+    model = make(attn=attn).train()
+    shapes = _last_block_mlp_inputs(model)
+    x, labels = pixels(), torch.tensor([0, 2])
+    fast = model(x, labels=labels)
+    assert shapes == [(2, 1, 32)]
+    fast_grads = torch.autograd.grad(fast.loss, list(model.parameters()))
+    full = model(x, labels=labels, output_hidden_states=True)
+    assert shapes[1] == (2, 17, 32) and full.hidden_states[-1].shape == (2, 17, 32)
+    full_grads = torch.autograd.grad(full.loss, list(model.parameters()))
+    torch.testing.assert_close(fast.logits, full.logits, atol=1e-5, rtol=0)
+    for (name, _), a, b in zip(model.named_parameters(), fast_grads, full_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+    with torch.no_grad():  # the base model still returns every token, and its pooled output agrees
+        base = model.vit(x)
+    assert base.last_hidden_state.shape == (2, 17, 32)
+    torch.testing.assert_close(model.classifier(base.pooler_output), fast.logits, atol=1e-5, rtol=0)
+
+
+def test_class_token_only_block_is_skipped_when_all_tokens_are_needed():
+    gap = make(pooling="gap").train()  # (eval under no_grad would take the native fused kernel)
+    shapes = _last_block_mlp_inputs(gap)
+    with torch.no_grad():
+        gap(pixels())
+    assert shapes == [(2, 16, 32)]
+    model = make()
+    shapes = _last_block_mlp_inputs(model)
+    with torch.no_grad():
+        out = model(pixels(), output_attentions=True)
+        model(pixels(), interpolate_pos_encoding=True)
+    assert out.attentions[-1].shape == (2, 4, 17, 17)
+    assert shapes == [(2, 17, 32), (2, 1, 32)]
