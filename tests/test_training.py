@@ -65,6 +65,34 @@ def test_parameter_groups_skip_decay_exactly_for_no_weight_decay(tmp_path):
         torch.testing.assert_close(param.detach(), before[name] * factor)
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_fused_optimizer_is_the_default_and_updates_like_the_loop(tmp_path, optimizer):
+    """The single-kernel optimizer (`optim.fused`, on by default) takes the same steps as torch's
+    per-parameter loop, to float32 rounding."""
+    from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification
+
+    recipe = tiny_recipe(tmp_path)
+    optim = recipe.optim.__class__(**{**vars(recipe.optim), "optimizer": optimizer})
+    torch.manual_seed(0)
+    models = [ViTReproForImageClassification(ViTReproConfig(image_size=16, num_labels=3, **TINY)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    initial = {n: p.detach().clone() for n, p in models[0].named_parameters()}
+    fused = training.build_optimizer(models[0], optim)
+    loop = training.build_optimizer(models[1], optim.__class__(**{**vars(optim), "fused": False}))
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=generator) for p in models[0].parameters()]
+        for model, optimizer_ in ((models[0], fused), (models[1], loop)):
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g.clone()
+            optimizer_.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    moved = [not torch.equal(a, initial[n]) for n, a in models[0].named_parameters()]
+    assert all(moved)
+
+
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
 def test_schedule_matches_formula_at_warmup_end_and_last_step(schedule):
     base, warmup, total = 0.2, 10, 50
