@@ -144,6 +144,7 @@ class ViTReproPatchEmbeddings(nn.Module):
             _zero_init_last_norms(self.backbone)
             in_channels = config.backbone_config.hidden_sizes[-1]
         self.projection = nn.Conv2d(in_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size)
+        self.channels_last = True  # the CNN's layout (see forward); False for NCHW
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(B, C, H, W)` -> `(B, N, D)`, patches in row-major order."""
@@ -151,7 +152,8 @@ class ViTReproPatchEmbeddings(nn.Module):
             # Channels-last (NHWC) convolutions and GroupNorms: about 13 % faster for the R50 on CPU
             # (benchmarks/README.md), and the layout GPU kernels prefer. The projection's output in
             # this layout makes the flatten + transpose below a free view.
-            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+            if self.channels_last:
+                pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
             pixel_values = self.backbone(pixel_values).feature_maps[-1]
         return self.projection(pixel_values).flatten(2).transpose(1, 2)
 
@@ -252,15 +254,17 @@ class ViTReproAttention(nn.Module):
         `(B, n, D)` (they still attend to all S tokens): queries are projected for those tokens only."""
         batch, seq, dim = hidden_states.shape
         if num_queries is None:
-            qkv = self.qkv(hidden_states).view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            query, key, value = qkv.unbind(0)
+            # Split, then move heads forward: the backward stacks the three gradients straight
+            # into qkv's (B, S, 3, h, D/h) layout, with no copy to restore it.
+            qkv = self.qkv(hidden_states).view(batch, seq, 3, self.num_heads, self.head_dim).unbind(2)
+            query, key, value = (t.transpose(1, 2) for t in qkv)
         else:
             # Row blocks of the fused kernel are contiguous views: W_q = weight[:D], W_kv = weight[D:].
             weight, bias = self.qkv.weight, self.qkv.bias
             query = F.linear(hidden_states[:, :num_queries], weight[:dim], None if bias is None else bias[:dim])
             query = query.view(batch, num_queries, self.num_heads, self.head_dim).transpose(1, 2)
             kv = F.linear(hidden_states, weight[dim:], None if bias is None else bias[dim:])
-            key, value = kv.view(batch, seq, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            key, value = (t.transpose(1, 2) for t in kv.view(batch, seq, 2, self.num_heads, self.head_dim).unbind(2))
             seq = num_queries
 
         implementation = "eager" if output_attentions else self.config._attn_implementation
@@ -318,8 +322,9 @@ class _GeluLinear(torch.autograd.Function):
 class ViTReproMLP(nn.Module):
     """Dense -> GELU -> dropout -> dense -> dropout (Appendix B.1: dropout after every dense layer).
 
-    While training with GELU and without dropout, the activation and the second dense layer run
-    as one autograd function that recomputes the activation in backward (see `_GeluLinear`).
+    With `recompute_activation` set (`model.set_mlp_activation_recompute()`), training with GELU
+    and without dropout runs the activation and the second dense layer as one autograd function
+    that recomputes the activation in backward (see `_GeluLinear`): less memory, one more pass.
     """
 
     def __init__(self, config: ViTReproConfig):
@@ -330,10 +335,11 @@ class ViTReproMLP(nn.Module):
         p = config.hidden_dropout_prob
         self.dropout = nn.Dropout(p) if p else nn.Identity()
         self.fused_gelu = _FUSABLE_GELU.get(config.hidden_act) if not p else None
+        self.recompute_activation = False
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.fc1(hidden_states)
-        if self.fused_gelu is not None and hidden_states.requires_grad:
+        if self.recompute_activation and self.fused_gelu is not None and hidden_states.requires_grad:
             return _GeluLinear.apply(hidden_states, self.fc2.weight, self.fc2.bias, self.fused_gelu)
         return self.dropout(self.fc2(self.dropout(self.activation(hidden_states))))
 
@@ -500,6 +506,16 @@ class ViTReproPreTrainedModel(PreTrainedModel):
         # transformers writes only the saved class into `auto_map`; pre-fill the other entries.
         self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def set_mlp_activation_recompute(self, enabled: bool = True) -> None:
+        """Trade speed for memory in training: each MLP saves its pre-activation only and
+        recomputes GELU in backward, one `(B, S, 4D)` tensor fewer per block (ViT-B/16, batch 8 at
+        224: 2.28 GB instead of 2.49 GB per training step) for one more elementwise pass (about 2 %
+        slower on CPU; benchmarks/README.md). Applies to GELU MLPs without dropout; a lighter
+        option than `activation_checkpointing_enable()`, which recomputes whole blocks."""
+        for module in self.modules():
+            if isinstance(module, ViTReproMLP):
+                module.recompute_activation = bool(enabled)
 
     def no_weight_decay(self) -> set[str]:
         """Names of the parameters that skip weight decay: position embeddings, class token,

@@ -163,7 +163,8 @@ def test_hybrid_backbone_runs_channels_last_with_unchanged_outputs():
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours = embeddings(x)
-        nchw = embeddings.projection(embeddings.backbone(x).feature_maps[-1]).flatten(2).transpose(1, 2)
+        embeddings.channels_last = False
+        nchw = embeddings(x)
     assert layouts == [True, False]
     assert ours.is_contiguous()  # the projection's NHWC output makes (B, N, D) a free view
     torch.testing.assert_close(ours, nchw, atol=1e-5 * nchw.abs().max().item(), rtol=0)

@@ -338,6 +338,8 @@ def test_memory_saving_mlp_matches_autograd(act, fused):
     torch.manual_seed(0)
     mlp = ViTReproMLP(ViTReproConfig(**tiny_kwargs(hidden_act=act))).double()
     x = torch.randn(2, 5, 32, dtype=torch.float64, requires_grad=True)
+    assert "_GeluLinear" not in mlp(x).grad_fn.name()  # off by default: autograd's own MLP
+    mlp.recompute_activation = True
     torch.autograd.gradcheck(lambda inp: mlp(inp), (x,))
     out = mlp(x)
     assert out.grad_fn.name().endswith("_GeluLinearBackward") == fused
@@ -353,7 +355,10 @@ def test_memory_saving_mlp_matches_autograd(act, fused):
 def test_memory_saving_mlp_saves_less_for_backward():
     from hf_vit_repro.modeling_vit_repro import ViTReproMLP
 
-    mlp = ViTReproMLP(ViTReproConfig(**tiny_kwargs()))
+    model = make().train()
+    model.set_mlp_activation_recompute()
+    mlp = model.vit.layers[0].mlp
+    assert all(layer.mlp.recompute_activation for layer in model.vit.layers)
     x = torch.randn(4, 17, 32, requires_grad=True)
 
     def saved_bytes(fn):

@@ -65,6 +65,18 @@ def test_parameter_groups_skip_decay_exactly_for_no_weight_decay(tmp_path):
         torch.testing.assert_close(param.detach(), before[name] * factor)
 
 
+@pytest.mark.parametrize("option", ["recompute_mlp_activation", "gradient_checkpointing"])
+def test_model_memory_options_reach_the_model(tmp_path, option):
+    recipe = tiny_recipe(tmp_path)
+    plain = training.build_model(recipe, num_classes=10)
+    model = training.build_model(recipe.replace(**{f"model.{option}": True}), num_classes=10)
+    flags = {
+        "recompute_mlp_activation": lambda m: [layer.mlp.recompute_activation for layer in m.vit.layers],
+        "gradient_checkpointing": lambda m: [layer.gradient_checkpointing for layer in m.vit.layers],
+    }[option]
+    assert flags(model) == [True, True] and flags(plain) == [False, False]
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_fused_optimizer_is_the_default_and_updates_like_the_loop(tmp_path, optimizer):
     """The single-kernel optimizer (`optim.fused`, on by default) takes the same steps as torch's
