@@ -6,7 +6,9 @@ figure is the median of the repeats after warm-up, and each ratio compares media
 
 Columns:
   infer img/s   forward passes under torch.inference_mode()
-  train img/s   forward + cross-entropy + backward + AdamW step (the same optimizer for all)
+  train img/s   forward + cross-entropy + backward + AdamW step (the same optimizer for all:
+                torch's fused AdamW by default, as transformers' Trainer and our training loop
+                use it; `--optimizer foreach` for torch's default multi-tensor one)
   train MB      CPU: memory a training step holds at its peak = parameters + gradients + AdamW
                 state + the activations autograd saves for backward (counted exactly, each
                 storage once, with saved-tensor hooks). CUDA: torch.cuda.max_memory_allocated.
@@ -32,24 +34,33 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-def vit_flops_per_image(config, resolution: int = 224) -> int:
+def vit_flops_per_image(config, resolution: int = 224, class_token_only_last_block: bool = False) -> int:
     """Forward FLOPs of one image, counting a multiply-add as 2 FLOPs (matmuls only).
 
-    Per encoder block with S tokens, width D, MLP width M:
-        qkv 2*S*D*3D + scores 2*S*S*D + weighted values 2*S*S*D + output 2*S*D*D + MLP 2*2*S*D*M
-      = 2*S*(4*D*D + 2*D*M) + 4*S*S*D
+    Per encoder block with S tokens, q of them queried (q = S but in the class-token-only last
+    block, where q = 1), width D, MLP width M:
+        k, v 2*S*D*2D + q 2*q*D*D + scores 2*q*S*D + weighted values 2*q*S*D + output 2*q*D*D
+        + MLP 2*2*q*D*M
+      = 4*S*D*D + 2*q*(2*D*D + 2*D*M) + 4*q*S*D        (q = S: 2*S*(4*D*D + 2*D*M) + 4*S*S*D)
     plus the patch embedding 2*N*(P*P*C_in)*D (C_in = channels, or the CNN's width for hybrids,
     whose convolutions are not counted) and the head 2*D*K. A training step is 3x forward
     (backward = 2x). Attention softmax, norms and activations are left out, as usual for MFU.
+    `class_token_only_last_block`: what this package's classifier computes with token pooling
+    (the references run every block on all tokens).
     """
     d, m, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     (sh, sw) = config.token_stride_hw
     n = (resolution // sh) * (resolution // sw)
     s = n + config.num_prefix_tokens
+
+    def block(q: int) -> int:
+        return 4 * s * d * d + 2 * q * (2 * d * d + 2 * d * m) + 4 * q * s * d
+
+    last_queries = 1 if class_token_only_last_block and config.pooling == "token" else s
     ph, pw = config.patch_hw
     c_in = config.backbone_config.hidden_sizes[-1] if config.is_hybrid else config.num_channels
-    per_layer = 2 * s * (4 * d * d + 2 * d * m) + 4 * s * s * d
-    return layers * per_layer + 2 * n * ph * pw * c_in * d + 2 * config.pooled_size * max(config.num_labels, 0)
+    encoder = (layers - 1) * block(s) + block(last_queries)
+    return encoder + 2 * n * ph * pw * c_in * d + 2 * config.pooled_size * max(config.num_labels, 0)
 
 
 # Dense bf16 tensor-core peak, FLOP/s, from the vendors' data sheets (SXM parts).
@@ -163,7 +174,8 @@ def train_memory_mb(impl: Impl, x: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def run_row(
-    row: str, batch_size: int, repeats: int, steps: int, device: str, amp: str | None = None, compile: bool = False
+    row: str, batch_size: int, repeats: int, steps: int, device: str, amp: str | None = None, compile: bool = False,
+    optimizer: str = "fused",
 ) -> dict:
     """Measure one row. On a GPU, `amp="bf16"` runs under bf16 autocast and `compile=True` wraps
     every implementation in torch.compile (the same settings for all)."""
@@ -184,12 +196,16 @@ def run_row(
     labels = torch.randint(0, 1000, (batch_size,), device=device)
     for impl in impls:
         impl.model.to(device)
-        impl.optimizer = torch.optim.AdamW(impl.model.parameters(), lr=1e-5)
+        impl.optimizer = torch.optim.AdamW(impl.model.parameters(), lr=1e-5, **{optimizer: True})
     from hf_vit_repro import ViTReproConfig
 
-    flops = vit_flops_per_image(ViTReproConfig.from_variant(ROWS[row][0], num_labels=1000), resolution)
+    config = ViTReproConfig.from_variant(ROWS[row][0], num_labels=1000)
+    flops = vit_flops_per_image(config, resolution)
+    flops_of = {impl.name: flops for impl in impls}
+    flops_of["hf_vit_repro"] = vit_flops_per_image(config, resolution, class_token_only_last_block=True)
     result = {"row": row, "variant": ROWS[row][0], "batch_size": batch_size, "resolution": resolution,
-              "amp": amp, "compile": compile, "forward_gflops_per_image": flops / 1e9,
+              "amp": amp, "compile": compile, "optimizer": f"AdamW({optimizer}=True)",
+              "forward_gflops_per_image": flops / 1e9, "ours_forward_gflops_per_image": flops_of["hf_vit_repro"] / 1e9,
               "parameters": sum(p.numel() for p in impls[0].model.parameters()), "impls": {}}
     for mode in ("infer", "train"):
         for impl in impls:  # warm-up
@@ -206,9 +222,9 @@ def run_row(
         result["impls"][impl.name]["train_mb"] = train_memory_mb(impl, x, labels)
     peak = gpu_peak_flops(torch.cuda.get_device_name()) if device.startswith("cuda") else None
     if peak:
-        for entry in result["impls"].values():
-            entry["infer_mfu"] = entry["infer_img_s"] * flops / peak
-            entry["train_mfu"] = entry["train_img_s"] * 3 * flops / peak
+        for name, entry in result["impls"].items():  # each model's own FLOPs: MFU counts work done
+            entry["infer_mfu"] = entry["infer_img_s"] * flops_of[name] / peak
+            entry["train_mfu"] = entry["train_img_s"] * 3 * flops_of[name] / peak
     ours = result["impls"]["hf_vit_repro"]
     for name, entry in result["impls"].items():
         if name != "hf_vit_repro":
@@ -248,6 +264,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype (GPU rows)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every implementation")
+    parser.add_argument("--optimizer", choices=["fused", "foreach"], default="fused",
+                        help="torch.optim.AdamW implementation, the same for every model (default: fused)")
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<machine>.json)")
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
@@ -257,7 +275,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     results = [
-        run_row(row, args.batch_size, args.repeats, args.steps, args.device, args.amp, args.compile)
+        run_row(row, args.batch_size, args.repeats, args.steps, args.device, args.amp, args.compile, args.optimizer)
         for row in tqdm(rows, desc="rows")
     ]
     print(table(results))
