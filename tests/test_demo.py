@@ -44,3 +44,12 @@ def test_demo_smoke_writes_summary_and_table(tmp_path, monkeypatch, capsys):
         assert {"type": "accuracy", "value": entry["test_accuracy"]}.items() <= metrics[0].items()
     hybrid = runs.read_json(out / "hybrid_finetune" / runs.FINAL_DIR / "config.json")
     assert hybrid["backbone_config"] is not None
+
+    # A second run in the same folder resumes the finished stages and refreshes the Hub folders.
+    (out / "hub" / "vit" / "stale.txt").write_text("from an older demo")
+    again = run_demo(out, smoke=True, progress_bar=False)
+    assert {k: v["test_accuracy"] for k, v in again["models"].items()} == {
+        k: v["test_accuracy"] for k, v in summary["models"].items()
+    }
+    assert (out / "hub" / "vit" / "README.md").is_file() and not (out / "hub" / "vit" / "stale.txt").exists()
+    assert sorted(p.name for p in (out / "hub").iterdir()) == ["hybrid", "vit"]
