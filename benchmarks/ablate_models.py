@@ -25,16 +25,14 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import Impl, measure, train_memory_mb  # noqa: E402
+from bench_models import Impl, add_measurement_arguments, interleaved_samples, save_results, train_memory_mb  # noqa: E402
 
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification  # noqa: E402
-from hf_vit_repro.modeling_vit_repro import ViTReproLayer  # noqa: E402
 
 
 def _logits(model):
@@ -93,12 +91,7 @@ def run_path(path: str, batch_size: int, repeats: int, steps: int) -> dict:
         gap = (impls[0].logits(x) - impls[1].logits(x)).abs().max().item()
     result = {"path": path, "variant": variant, "batch_size": batch_size, "max_abs_logit_difference": gap}
     for mode in modes:
-        for impl in impls:
-            measure(impl, x, labels, mode, 1)
-        samples = {impl.name: [] for impl in impls}
-        for _ in range(repeats):
-            for impl in impls:
-                samples[impl.name].append(measure(impl, x, labels, mode, steps))
+        samples = interleaved_samples(impls, x, labels, mode, repeats, steps)
         for impl in impls:
             result[f"{mode}_img_s_{impl.name}"] = statistics.median(samples[impl.name])
         result[f"{mode}_on_vs_off"] = result[f"{mode}_img_s_on"] / result[f"{mode}_img_s_off"]
@@ -121,9 +114,7 @@ def table(results: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, from {list(PATHS)}")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5, help="measurements per variant (median taken)")
-    parser.add_argument("--steps", type=int, default=2, help="iterations per measurement")
+    add_measurement_arguments(parser)
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/ablation_<machine>.json)")
     args = parser.parse_args(argv)
     paths = [p for p in args.paths.split(",") if p]
@@ -135,15 +126,7 @@ def main(argv=None) -> int:
     results = [run_path(path, args.batch_size, args.repeats, args.steps) for path in tqdm(paths, desc="paths")]
     print(table(results))
     machine = f"cpu-{platform.machine()}-{os.cpu_count()}cores"
-    out = Path(args.out or Path(__file__).parent / "results" / f"ablation_{machine}.json")
-    from hf_vit_repro.runs import software_versions, write_json
-
-    write_json(out, {
-        "machine": machine, "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]), "versions": software_versions(),
-        "rows": results,
-    })
-    print(f"wrote {out}")
+    save_results(Path(args.out or Path(__file__).parent / "results" / f"ablation_{machine}.json"), machine, results)
     return 0
 
 

@@ -156,6 +156,36 @@ def measure(impl: Impl, x: torch.Tensor, labels: torch.Tensor, mode: str, steps:
     return steps * x.shape[0] / (time.perf_counter() - start)
 
 
+def interleaved_samples(impls: list[Impl], x, labels, mode: str, repeats: int, steps: int) -> dict[str, list[float]]:
+    """Images/s of each implementation, `repeats` times, in the order A B C A B C ... after one
+    warm-up iteration each, so drift of the machine hits all alike."""
+    for impl in impls:
+        measure(impl, x, labels, mode, 1)
+    samples = {impl.name: [] for impl in impls}
+    for _ in range(repeats):
+        for impl in impls:
+            samples[impl.name].append(measure(impl, x, labels, mode, steps))
+    return samples
+
+
+def add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5, help="measurements per implementation (median taken)")
+    parser.add_argument("--steps", type=int, default=2, help="iterations per measurement")
+
+
+def save_results(out: Path, machine: str, rows: list[dict]) -> None:
+    """The results JSON: machine, versions, the command that produced it, every row."""
+    from hf_vit_repro.runs import software_versions, write_json
+
+    write_json(out, {
+        "machine": machine, "processor": platform.processor(), "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "versions": software_versions(), "rows": rows,
+    })
+    print(f"wrote {out}")
+
+
 def train_memory_mb(impl: Impl, x: torch.Tensor, labels: torch.Tensor) -> float:
     model = impl.model
     model.train()
@@ -208,12 +238,7 @@ def run_row(
               "forward_gflops_per_image": flops / 1e9, "ours_forward_gflops_per_image": flops_of["hf_vit_repro"] / 1e9,
               "parameters": sum(p.numel() for p in impls[0].model.parameters()), "impls": {}}
     for mode in ("infer", "train"):
-        for impl in impls:  # warm-up
-            measure(impl, x, labels, mode, 1)
-        samples = {impl.name: [] for impl in impls}
-        for _ in range(repeats):
-            for impl in impls:
-                samples[impl.name].append(measure(impl, x, labels, mode, steps))
+        samples = interleaved_samples(impls, x, labels, mode, repeats, steps)
         for impl in impls:
             entry = result["impls"].setdefault(impl.name, {})
             entry[f"{mode}_img_s"] = statistics.median(samples[impl.name])
@@ -258,9 +283,7 @@ def table(results: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows from {list(ROWS)}")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5, help="measurements per implementation (median taken)")
-    parser.add_argument("--steps", type=int, default=2, help="iterations per measurement")
+    add_measurement_arguments(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype (GPU rows)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every implementation")
@@ -280,15 +303,7 @@ def main(argv=None) -> int:
     ]
     print(table(results))
     machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu-{platform.machine()}-{os.cpu_count()}cores"
-    out = Path(args.out or Path(__file__).parent / "results" / f"{machine.replace(' ', '_')}.json")
-    from hf_vit_repro.runs import software_versions, write_json
-
-    write_json(out, {
-        "machine": machine, "processor": platform.processor(), "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d"), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "versions": software_versions(), "rows": results,
-    })
-    print(f"wrote {out}")
+    save_results(Path(args.out or Path(__file__).parent / "results" / f"{machine.replace(' ', '_')}.json"), machine, results)
     return 0
 
 
