@@ -377,6 +377,21 @@ def test_memory_saving_mlp_saves_less_for_backward():
     assert fused == plain - 4 * 17 * 64 * 4  # one (B, S, intermediate) float32 tensor fewer
 
 
+def test_fast_paths_under_bf16_autocast_stay_close_to_float32_eager():
+    """The fast paths (sdpa, class-token-only last block, the MLP function) under bf16 autocast
+    against the float32 eager reference with every token computed. Tolerance: bf16 keeps 8
+    significant bits (relative rounding 2^-9 ~ 0.2%) and the two tiny blocks compound it, so
+    we allow 2% of the largest logit; a wrong path is off by far more."""
+    fast, reference = make().train(), make(attn="eager").train()
+    x = pixels(batch=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = fast(x).logits.float()
+    with torch.no_grad():
+        exact = reference(x, output_hidden_states=True).logits
+    assert low.dtype == torch.float32 and not torch.equal(low, exact)
+    torch.testing.assert_close(low.detach(), exact, atol=0.02 * exact.abs().max().item(), rtol=0)
+
+
 def test_training_step_under_bf16_autocast():
     model = make()
     model.train()
