@@ -9,6 +9,8 @@ the change. Paths:
   channels_last_cnn       the hybrid's BiT CNN in NHWC; off = NCHW
   mlp_recompute           GELU recomputed in backward (a memory option, off by default); the
                           "on" column is the option, so expect < 1x speed and < 1x memory
+  block_checkpointing     activation checkpointing of every block (a memory option, off by
+                          default; transformers' mechanism)
   fused_adamw             torch's fused AdamW; off = its default multi-tensor AdamW
   native_inference        CPU inference through torch's fused encoder-layer kernel; off = the
                           composed modules
@@ -54,6 +56,11 @@ def _nchw(model):
     return _logits(model)
 
 
+def _block_checkpointing(model):
+    model.activation_checkpointing_enable()
+    return _logits(model)
+
+
 def _recompute(model):
     model.set_mlp_activation_recompute()
     return _logits(model)
@@ -64,6 +71,7 @@ PATHS = {
     "class_token_last_block": ("ViT-S/16", ("infer", "train"), _full_path_logits, _logits, None),
     "channels_last_cnn": ("R50+ViT-B/16", ("infer", "train"), _nchw, _logits, None),
     "mlp_recompute": ("ViT-S/16", ("train",), _logits, _recompute, None),
+    "block_checkpointing": ("ViT-S/16", ("train",), _logits, _block_checkpointing, None),
     "fused_adamw": ("ViT-S/16", ("train",), _logits, _logits, ({"foreach": True}, {"fused": True})),
     "native_inference": ("ViT-S/16", ("infer",), _without_native_kernel, _logits, None),
 }

@@ -2,7 +2,7 @@
 
 Same configuration, random weights, same inputs; every implementation is measured in the same
 process, interleaved repeat by repeat (A B C A B C ...) so machine drift hits all alike; each
-figure is the median of the repeats after warm-up, and each ratio compares medians of one run.
+figure is the median of the repeats after warm-up (2 iterations), and each ratio compares medians of one run.
 
 Columns:
   infer img/s   forward passes under torch.inference_mode()
@@ -157,10 +157,10 @@ def measure(impl: Impl, x: torch.Tensor, labels: torch.Tensor, mode: str, steps:
 
 
 def interleaved_samples(impls: list[Impl], x, labels, mode: str, repeats: int, steps: int) -> dict[str, list[float]]:
-    """Images/s of each implementation, `repeats` times, in the order A B C A B C ... after one
-    warm-up iteration each, so drift of the machine hits all alike."""
+    """Images/s of each implementation, `repeats` times, in the order A B C A B C ... after two
+    warm-up iterations each, so drift of the machine hits all alike."""
     for impl in impls:
-        measure(impl, x, labels, mode, 1)
+        measure(impl, x, labels, mode, 2)
     samples = {impl.name: [] for impl in impls}
     for _ in range(repeats):
         for impl in impls:
