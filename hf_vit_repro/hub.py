@@ -33,7 +33,9 @@ from typing import Any
 
 from . import runs
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "modelcard_template.md"
+# model_cards/modelcard_template.md, reached through the package (a link in a checkout, a copy in a
+# built wheel), so installed packages have it too.
+TEMPLATE_PATH = Path(__file__).resolve().parent / "modelcard_template.md"
 LIBRARY_NAME = "transformers"
 PIPELINE_TAG = "image-classification"
 DEFAULT_LICENSE = "apache-2.0"  # the license of this package's code; pass `license=` for the weights'
@@ -617,8 +619,8 @@ def model_card(
 def _template_path() -> Path:
     if not TEMPLATE_PATH.exists():
         raise FileNotFoundError(
-            f"The model card template {TEMPLATE_PATH} is missing (it ships in the repository's model_cards/ "
-            "folder; install the package from a checkout with `pip install -e .`, or pass template_path=...)."
+            f"The model card template {TEMPLATE_PATH} is missing (the package ships a copy of the repository's "
+            "model_cards/modelcard_template.md; reinstall the package, or pass template_path=...)."
         )
     return TEMPLATE_PATH
 
