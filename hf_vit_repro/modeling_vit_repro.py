@@ -382,13 +382,7 @@ class ViTReproLayer(GradientCheckpointingLayer):
         the block is per-token apart from attention, so when only the class token's final state is
         needed (token pooling), the last block runs its MLP, output projection and queries on that
         token alone, about a tenth of the block's work for S = 197."""
-        if num_queries is not None:
-            attention_output, _ = self.attention(
-                self.layernorm_before(hidden_states), output_attentions, num_queries=num_queries, **kwargs
-            )
-            hidden_states = hidden_states[:, :num_queries] + self.dropout(attention_output)
-            return hidden_states + self.mlp(self.layernorm_after(hidden_states))
-        if self._use_native_fast_path(hidden_states, output_attentions):
+        if num_queries is None and self._use_native_fast_path(hidden_states, output_attentions):
             attention, mlp = self.attention, self.mlp
             return torch._transformer_encoder_layer_fwd(
                 hidden_states, attention.config.hidden_size, attention.num_heads,
@@ -399,8 +393,11 @@ class ViTReproLayer(GradientCheckpointingLayer):
                 mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias,
                 None, None,  # no mask
             )  # fmt: skip
-        attention_output, _ = self.attention(self.layernorm_before(hidden_states), output_attentions, **kwargs)
-        hidden_states = hidden_states + self.dropout(attention_output)
+        attention_output, _ = self.attention(
+            self.layernorm_before(hidden_states), output_attentions, num_queries=num_queries, **kwargs
+        )
+        residual = hidden_states if num_queries is None else hidden_states[:, :num_queries]
+        hidden_states = residual + self.dropout(attention_output)
         return hidden_states + self.mlp(self.layernorm_after(hidden_states))
 
 
@@ -613,10 +610,8 @@ class ViTReproModel(ViTReproPreTrainedModel):
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
-            if pooled_only and index == last:
-                hidden_states = layer(hidden_states, num_queries=self.config.num_prefix_tokens, **kwargs)
-            else:
-                hidden_states = layer(hidden_states, output_attentions, **kwargs)
+            num_queries = self.config.num_prefix_tokens if pooled_only and index == last else None
+            hidden_states = layer(hidden_states, output_attentions, num_queries=num_queries, **kwargs)
         sequence_output = self.layernorm(hidden_states)
         return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=self.pooler(sequence_output))
 
