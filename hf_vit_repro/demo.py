@@ -137,21 +137,6 @@ def run_demo(output_dir: str | Path = DEFAULT_OUTPUT_DIR, models: list[str] | No
     return summary
 
 
-def _replace_folder(target: Path, write) -> Path:
-    """Regenerate a folder the demo owns: `write(folder)` fills a fresh sibling, which then takes
-    the target's place, so a second `make demo` refreshes the folder and an interrupted one
-    leaves the previous folder whole."""
-    fresh, old = target.with_name(f".{target.name}.new"), target.with_name(f".{target.name}.old")
-    for leftover in (fresh, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    write(fresh)
-    if target.exists():
-        target.rename(old)
-    fresh.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
 def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, progress_bar, commands):
     """Stages 4-6 for one model; returns (few-shot results, attention-distance trend, card folder)."""
     from .analysis import analyze_checkpoint
@@ -180,11 +165,11 @@ def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, 
     commands.append(f"vit-repro analyze {fin.run_dir} --images <folder of test images>")
 
     _heading(f"[{number}/{total}] {name}: the Hub repo folder and model card it would be published with")
-    card_dir = _replace_folder(
-        output_dir / "hub" / key,
-        lambda folder: push_to_hub(fin.run_dir, f"hf-vit-repro/digits-{key}", dry_run=True, output_dir=folder,
-                                   verbose=False),
-    )
+    # Written beside the previous demo's folder, then swapped in: a second demo refreshes it.
+    card_dir, fresh = output_dir / "hub" / key, output_dir / "hub" / f".{key}.new"
+    shutil.rmtree(fresh, ignore_errors=True)
+    push_to_hub(fin.run_dir, f"hf-vit-repro/digits-{key}", dry_run=True, output_dir=fresh, verbose=False)
+    runs.replace_dir(fresh, card_dir)
     print(f"wrote {card_dir} (model card: {Path(card_dir) / 'README.md'}); publish with "
           f"`vit-repro push {fin.run_dir} YOUR_NAME/digits-{key}`")
     commands.append(f"vit-repro push {fin.run_dir} hf-vit-repro/digits-{key} --dry-run")

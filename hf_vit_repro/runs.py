@@ -115,6 +115,23 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return path
 
 
+def replace_dir(tmp: str | Path, final: str | Path) -> Path:
+    """Move the finished folder `tmp` to `final`; an existing `final` is moved aside first and
+    removed only after the new one is in place, so an interruption never leaves neither."""
+    import shutil
+
+    tmp, final = Path(tmp), Path(final)
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+    return final
+
+
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)

@@ -1146,18 +1146,6 @@ def evaluate(model, dataset, recipe: Recipe, accelerator) -> dict[str, Any]:
     return result
 
 
-def _atomic_replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished folder into place; an older one is moved aside first and removed after."""
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def _default_command(recipe: Recipe) -> str:
     source = getattr(recipe, "source", None)
     return f"vit-repro train {shlex.quote(str(source or recipe.output_dir / runs.RECIPE))}"
@@ -1284,9 +1272,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
                 "step": at_step, "images_seen": images_seen, "train_time_s": train_time,
                 "micro_batches_per_process": at_step * accumulation, "total_steps": total_steps,
             })
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            runs.replace_dir(tmp, final)
             for old in list_checkpoints(run_dir)[: -r.keep_checkpoints]:
                 shutil.rmtree(old)
         accelerator.wait_for_everyone()
@@ -1397,7 +1383,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
             image_mean=list(recipe.data.mean), image_std=list(recipe.data.std),
         ).save_pretrained(str(tmp))
         (tmp / runs.RECIPE).write_text(recipe.to_yaml(), encoding="utf-8")
-        _atomic_replace_dir(tmp, final_dir)
+        runs.replace_dir(tmp, final_dir)
     accelerator.wait_for_everyone()
     accuracy = evaluation = None
     if data.eval is not None:

@@ -28,3 +28,14 @@ def test_metrics_record_schema(tmp_path):
     assert record["metrics"] == {"accuracy": 0.5} and record["num_images"] == 10
     assert "torch" in record["versions"] and "transformers" in record["versions"]
     assert runs.metrics_path(tmp_path, "vtab/dtd", "test") == tmp_path / "metrics" / "vtab__dtd_test.json"
+
+
+def test_replace_dir_swaps_in_the_new_folder_and_drops_the_old(tmp_path):
+    final = tmp_path / "card"
+    for content in ("first", "second"):
+        tmp = tmp_path / ".card.new"
+        tmp.mkdir()
+        (tmp / "README.md").write_text(content)
+        assert runs.replace_dir(tmp, final) == final
+        assert (final / "README.md").read_text() == content and not tmp.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["card"]  # no .card.old left behind
