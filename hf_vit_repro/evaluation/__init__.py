@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .classification import evaluate_checkpoint, evaluate_model, real_label_sets
 from .common import LoadedCheckpoint, load_checkpoint, model_fingerprint
-from .vtab import DEFAULT_LR_SWEEP, aggregate, resolve_tasks, run_vtab, vtab_table
+from .vtab import DEFAULT_LR_SWEEP, PAPER_SETTING, aggregate, resolve_tasks, run_vtab, vtab_report, vtab_table
 from .fewshot import (
     L2_GRID,
     FeatureCache,
@@ -58,6 +58,8 @@ __all__ = [
     "resolve_tasks",
     "aggregate",
     "vtab_table",
+    "vtab_report",
+    "PAPER_SETTING",
     "DEFAULT_LR_SWEEP",
     "add_cli",
 ]
