@@ -6,8 +6,8 @@
 
 Modules: `classification` (`evaluate_model`, `evaluate_checkpoint`: top-1/top-5, per-class, ReaL
 through the `evaluate` modules of `hf_vit_repro.metrics`, data-parallel under Accelerate),
-`fewshot` (the paper's closed-form regularised least squares on frozen pre-logits features, with
-a feature cache), `vtab` (the VTAB-1k protocol, task by task, resumable), `common` (checkpoint
+`fewshot` (the paper's closed-form regularised least squares on frozen pre-logits features,
+big_vision's protocol by default, with a feature cache), `vtab` (the VTAB-1k protocol, task by task, resumable), `common` (checkpoint
 loading and fingerprints). Heavy imports happen inside functions.
 """
 
@@ -17,6 +17,7 @@ from .classification import evaluate_checkpoint, evaluate_model, real_label_sets
 from .common import LoadedCheckpoint, load_checkpoint, model_fingerprint
 from .vtab import DEFAULT_LR_SWEEP, PAPER_SETTING, aggregate, resolve_tasks, run_vtab, vtab_report, vtab_table
 from .fewshot import (
+    DEFAULT_L2,
     L2_GRID,
     FeatureCache,
     LeastSquares,
@@ -24,6 +25,7 @@ from .fewshot import (
     extract_features,
     fewshot_checkpoint,
     fewshot_evaluate,
+    fewshot_protocol,
     fit_least_squares,
 )
 
@@ -48,12 +50,14 @@ __all__ = [
     "model_fingerprint",
     "fewshot_evaluate",
     "fewshot_checkpoint",
+    "fewshot_protocol",
     "fit_least_squares",
     "accuracy_by_l2",
     "extract_features",
     "FeatureCache",
     "LeastSquares",
     "L2_GRID",
+    "DEFAULT_L2",
     "run_vtab",
     "resolve_tasks",
     "aggregate",
