@@ -91,6 +91,14 @@ def test_from_variant_with_overrides():
     assert len(variant_names()) == 20 + 6  # 5 sizes x 4 patch sizes, and the 6 named hybrids
 
 
+def test_cli_lists_the_hybrids(capsys):
+    from hf_vit_repro.cli import main
+
+    assert main(["variants", "--patch", "32"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split()[0] for row in rows[1:] if "+" in row] == ["R50+ViT-B/32", "R50+ViT-L/32", "R26+ViT-S/32", "R26+ViT-B/32"]
+
+
 def test_variant_of_names_a_config_by_its_architecture(tmp_path):
     """Every named variant is recognised from its config (also after a save / load round trip, and
     at another resolution or head); an architecture outside the table is None."""
