@@ -342,6 +342,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile every implementation")
     parser.add_argument("--optimizer", choices=["fused", "foreach"], default="fused",
                         help="torch.optim.AdamW implementation, the same for every model (default: fused)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads, and ONNX Runtime's (default: torch's default, all cores)")
     parser.add_argument("--modes", default="infer,train", help="comma-separated: infer, train (default both)")
     parser.add_argument("--no-onnxruntime", dest="onnxruntime", action="store_false",
                         help="leave out the ONNX Runtime rows (they need the [export] extra; CPU, fp32 only)")
@@ -351,6 +353,10 @@ def main(argv=None) -> int:
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     modes = tuple(m for m in args.modes.split(",") if m)
     if not modes or set(modes) - {"infer", "train"}:
         parser.error(f"--modes takes infer and/or train, got {args.modes!r}")
