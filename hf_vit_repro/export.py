@@ -323,6 +323,18 @@ def _prepare_output_dir(output_dir: Path, checkpoint_source: str | None) -> None
         raise FileExistsError(f"{output_dir} is the checkpoint itself; choose another output folder")
 
 
+def _check_options(format: str, opset: int | None, tolerance: float) -> None:
+    """Bad arguments are refused before any loading or tracing."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
+    if format == "onnx":
+        require_onnx()
+    if opset is not None and format != "onnx":
+        raise ValueError("--opset applies to the onnx format only")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be positive, got {tolerance}")
+
+
 def export_model(
     model: nn.Module,
     output_dir: str | os.PathLike,
@@ -349,14 +361,7 @@ def export_model(
 
     from .analysis import default_image_processor
 
-    if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
-    if format == "onnx":
-        require_onnx()
-    if opset is not None and format != "onnx":
-        raise ValueError("--opset applies to the onnx format only")
-    if tolerance <= 0:
-        raise ValueError(f"tolerance must be positive, got {tolerance}")
+    _check_options(format, opset, tolerance)
     ExportableModel(model)  # refuses classes without an output table before any work
     if image_size is not None:
         _check_image_size(model.config, image_size)
@@ -495,12 +500,7 @@ def export(
     """Export a checkpoint (run folder, save_pretrained folder or Hub id) to `output_dir` as
     `format` ("onnx" or "exported-program"), check it against PyTorch and write the folder only if
     the check passes. Returns the export report (also in `output_dir/export_report.json`)."""
-    if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
-    if format == "onnx":
-        require_onnx()
-    if opset is not None and format != "onnx":
-        raise ValueError("--opset applies to the onnx format only")
+    _check_options(format, opset, tolerance)
     source, config = checkpoint_config(checkpoint)
     if image_size is not None:
         _check_image_size(config, image_size)
