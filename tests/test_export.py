@@ -20,7 +20,7 @@ from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification, ViTRepr
 from hf_vit_repro.cli import main
 from hf_vit_repro.export import EXPORT_OUTPUTS, ExportError, export, verify
 
-from .conftest import randomize_, tiny_kwargs
+from .conftest import randomize_, run_without_package, tiny_kwargs
 from .run_fixtures import make_run, save_tiny_checkpoint
 
 # fp32 exports against PyTorch: the issue's stated tolerance on the largest absolute difference.
@@ -124,7 +124,7 @@ def test_onnx_graph_declares_a_dynamic_batch_axis(kind, exports):
     assert report["opset"] == next(o.version for o in onnx.load(str(folder / "model.onnx")).opset_import if o.domain == "")
 
 
-def test_folder_describes_itself(checkpoints, exports):
+def test_folder_describes_itself(checkpoints, exports, tmp_path):
     folder, report = exports["hybrid", "onnx"]
     assert {"model.onnx", "config.json", "preprocessor_config.json", "export_report.json"} <= {p.name for p in folder.iterdir()}
     config = AutoConfig.from_pretrained(folder)
@@ -140,6 +140,14 @@ def test_folder_describes_itself(checkpoints, exports):
     assert report["versions"]["onnxruntime"] == ort.__version__
     assert set(report["files"]) == {"model.onnx"}  # what the hash protects
     assert not any(p.name.startswith(".") for p in folder.parent.iterdir())  # no temporary folder left
+    # the config reads without this package, through the configuration file copied beside it
+    loaded = run_without_package(f"""
+        import json
+        from transformers import AutoConfig
+        config = AutoConfig.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        print(json.dumps({{"type": config.model_type, "image_size": config.image_size, "auto_map": config.auto_map}}))
+    """, tmp_path)
+    assert loaded == {"type": "vit_repro", "image_size": 32, "auto_map": {"AutoConfig": "configuration_vit_repro.ViTReproConfig"}}
 
 
 def test_image_size_is_baked_and_batch_can_be_static(checkpoints, tmp_path, capsys):
