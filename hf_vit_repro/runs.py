@@ -85,12 +85,13 @@ def metrics_record(
     }
 
 
-def software_versions() -> dict[str, str]:
-    """Versions of Python and of the libraries a result depends on."""
+def software_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of Python and of the libraries a result depends on (plus the distributions named
+    in `extra`, e.g. onnxruntime for an export); libraries not installed are left out."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
-    for name in ("hf-vit-repro", "torch", "transformers", "accelerate", "datasets", "evaluate", "timm"):
+    for name in ("hf-vit-repro", "torch", "transformers", "accelerate", "datasets", "evaluate", "timm", *extra):
         try:
             versions[name] = version(name)
         except PackageNotFoundError:

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification, ViTReproModel
 
-from .conftest import tiny_kwargs
+from .conftest import randomize_, tiny_kwargs
 
 spec = importlib.util.spec_from_file_location(
     "bench_models", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_models.py"
@@ -87,3 +87,26 @@ def test_ablation_switches_turn_each_fast_path_off():
     with torch.no_grad():
         ablate._logits(hybrid)(x), ablate._nchw(hybrid)(x)
     assert layouts == [True, False]
+
+
+def test_onnxruntime_rows_serve_our_export_and_only_infer():
+    """The harness's ONNX Runtime implementation runs our model's export (same logits within
+    1e-4), is measured in inference only, and the table shows "-" where it was not measured."""
+    torch.manual_seed(0)
+    model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs()))).eval()
+    ort_impl = bench.onnxruntime_impl(model, threads=1)
+    assert ort_impl.model is None and not ort_impl.trains
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ort_impl.logits(x), model(x).logits, atol=1e-4, rtol=0)
+    ours = bench.Impl("hf_vit_repro", model, lambda t: model(t).logits)
+    ours.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    labels = torch.zeros(3, dtype=torch.long)
+    assert set(bench.interleaved_samples([ours, ort_impl], x, labels, "infer", 1, 1)) == {"hf_vit_repro", "onnxruntime"}
+    assert set(bench.interleaved_samples([ours, ort_impl], x, labels, "train", 1, 1)) == {"hf_vit_repro"}
+    result = {"row": "tiny", "batch_size": 3, "impls": {
+        "hf_vit_repro": {"infer_img_s": 10.0, "infer_x_onnxruntime": 0.5},
+        "onnxruntime": {"infer_img_s": 20.0},
+    }}
+    lines = bench.table([result]).splitlines()
+    assert lines[2].split()[:4] == ["tiny", "3", "onnxruntime", "20.0"] and lines[2].split()[4:7] == ["-", "-", "0.50x"]
