@@ -958,7 +958,11 @@ class ViTReproForMaskedPatchPrediction(ViTReproPreTrainedModel):
                 f"{tuple(corruption.shape)}."
             )
         corruption = corruption.to(device=device, dtype=torch.long)
-        if corruption.numel() and (corruption.min() < 0 or corruption.max() > max(PatchCorruption)):
+        # The range checks read tensor values, which torch.export (and so the ONNX exporter) cannot
+        # trace: "data-dependent" guards. They only raise, so a traced graph skips them and takes
+        # the values as given (hf_vit_repro.export feeds both tensors as graph inputs).
+        check_values = not torch.compiler.is_compiling()
+        if check_values and corruption.numel() and (corruption.min() < 0 or corruption.max() > max(PatchCorruption)):
             raise ValueError(f"`corruption` holds codes outside 0..{int(max(PatchCorruption))} (PatchCorruption).")
         is_random = corruption == PatchCorruption.RANDOM
         identity = torch.arange(num_patches, device=device).expand(batch, num_patches)
@@ -974,7 +978,9 @@ class ViTReproForMaskedPatchPrediction(ViTReproPreTrainedModel):
                 f"{tuple(replacement_index.shape)}."
             )
         replacement_index = replacement_index.to(device=device, dtype=torch.long)
-        if replacement_index.numel() and (replacement_index.min() < 0 or replacement_index.max() >= num_patches):
+        if check_values and replacement_index.numel() and (
+            replacement_index.min() < 0 or replacement_index.max() >= num_patches
+        ):
             raise ValueError(f"`replacement_index` must hold patch indices in [0, {num_patches}).")
         return corruption, torch.where(is_random, replacement_index, identity)
 
@@ -990,7 +996,9 @@ class ViTReproForMaskedPatchPrediction(ViTReproPreTrainedModel):
     ) -> MaskedPatchPredictionOutput:
         """`pixel_values` `(B, C, H, W)`, normalised as by the image processor. `corruption` `(B, N)`
         int codes (`PatchCorruption`) and `replacement_index` `(B, N)` (read at `RANDOM` positions)
-        fix the corruption; when both are None it is drawn per image from `generator`."""
+        fix the corruption; when both are None it is drawn per image from `generator`. Their value
+        ranges are checked in eager mode only: under torch.export / torch.compile they are taken as
+        given (the checks read tensor values, which cannot be traced)."""
         pixel_values = self.vit._check_pixel_values(pixel_values, bool(interpolate_pos_encoding))
         batch, _, height, width = pixel_values.shape
         ph, pw = self.config.patch_hw
