@@ -14,10 +14,35 @@ The output folder describes itself:
       export_report.json          format, opset, input/output names and shapes, dynamic axes,
                                   SHA-256 of the artefact, the parity check, software versions
 
-One input, `pixel_values` `(B, C, H, W)` float32, normalised as the image processor says. The
-outputs are those of the class the checkpoint's config names in `architectures` (table
-`EXPORT_OUTPUTS`): `logits` `(B, K)` for the classifier; `last_hidden_state` `(B, S, D)` and
-`pooler_output` `(B, D)` for the bare encoder.
+The graph's inputs and outputs are those of the class the checkpoint's config names in
+`architectures` (tables `EXPORT_INPUTS` and `EXPORT_OUTPUTS`, one line per class); N = the
+number of patches, K = the number of classes:
+
+    ViTReproForImageClassification    pixel_values -> logits (B, K)
+    ViTReproModel                     pixel_values -> last_hidden_state (B, S, D), pooler_output (B, D)
+    ViTReproForMaskedImageModeling    pixel_values, bool_masked_pos -> reconstruction (B, C, H, W), loss ()
+    ViTReproForMaskedPatchPrediction  pixel_values, corruption, replacement_index -> logits (B, N, ...)
+
+`pixel_values` `(B, C, H, W)` float32, normalised as the image processor says. The
+self-supervised classes take their masks as graph inputs, so the graph draws nothing at random:
+
+- `bool_masked_pos` `(B, N)` bool: True where the patch embedding is replaced by the [mask]
+  embedding (masked image modeling).
+- `corruption` `(B, N)` int64 `PatchCorruption` codes (0 none, 1 [mask], 2 a random other patch,
+  3 kept but predicted) and `replacement_index` `(B, N)` int64 (the patch whose embedding a
+  code-2 position takes; read only there), as `sample_patch_corruption` draws them per image
+  (masked patch prediction). The graph does not check their values (the eager forward's range
+  checks read tensor values, which torch.export cannot trace): pass codes in 0..3 and indices in
+  [0, N).
+
+Masked patch prediction exports its per-patch `logits`: `(B, N, 8^C)` for the 3-bit mean colour,
+`(B, N, 16, 8^C)` for the 4 x 4 target, `(B, N, C * ph * pw)` for `l2_patch`; not its loss and
+targets (a caller computes them from the logits and `masked_patch_prediction_targets` of the
+pixels; and torch 2.14's ONNX exporter fails on that cross entropy with a dynamic batch). Masked
+image modeling exports its loss beside the `reconstruction`, since it needs no labels (the
+target is the input): the L1 distance over the masked pixels of the whole batch, as the eager
+forward computes it. It is one scalar per call, not per image (run batch 1 for a per-image
+score), and 0 when no patch is masked.
 
 The resolution is baked in: the export runs at the checkpoint's `image_size`, or at `image_size=`
 after resampling the position embeddings for good with the model's own
@@ -27,9 +52,10 @@ grid), which torch.export specialises to the traced size. The batch axis is dyna
 
 Verification (paper-independent, always on): the exported artefact (ONNX Runtime's CPU execution
 provider for ONNX, the ExportedProgram's module for pt2) and the PyTorch model run on the same
-seeded random inputs, at batch sizes 1 and 3 when the batch is dynamic (traced at 2) or at the
-traced size; the largest absolute difference of every output must be within `tolerance` (1e-4 by
-default, for float32). Everything is written into a temporary sibling folder that is renamed to
+seeded random inputs (`random_inputs`: N(0, 1) pixels, masks of probability 0.5, corruption
+codes and replacement indices uniform over their ranges), at batch sizes 1 and 3 when the batch is
+dynamic (traced at 2) or at the traced size; the largest absolute difference of every output must
+be within `tolerance` (1e-4 by default, for float32). Everything is written into a temporary sibling folder that is renamed to
 `OUT` only after the check passes, so a failed export leaves nothing behind.
 """
 
@@ -51,13 +77,22 @@ from torch import nn
 
 from . import runs
 
-# The outputs each exportable class returns, in order. A new head (e.g. masked-image modeling)
-# is one line here: class name -> names of the fields of its output dataclass to export.
+# What each exportable class takes and returns, in order. A new head is one line in each table:
+# class name -> the graph inputs (keyword arguments of its forward, each drawn for the parity
+# check by `INPUT_SAMPLERS`) and the fields of its output dataclass to export.
+EXPORT_INPUTS: dict[str, tuple[str, ...]] = {
+    "ViTReproModel": ("pixel_values",),
+    "ViTReproForImageClassification": ("pixel_values",),
+    "ViTReproForMaskedImageModeling": ("pixel_values", "bool_masked_pos"),
+    "ViTReproForMaskedPatchPrediction": ("pixel_values", "corruption", "replacement_index"),
+}
 EXPORT_OUTPUTS: dict[str, tuple[str, ...]] = {
     "ViTReproModel": ("last_hidden_state", "pooler_output"),
     "ViTReproForImageClassification": ("logits",),
+    "ViTReproForMaskedImageModeling": ("reconstruction", "loss"),
+    "ViTReproForMaskedPatchPrediction": ("logits",),
 }
-INPUT_NAME = "pixel_values"
+INPUT_NAME = "pixel_values"  # every class's first input
 FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
 REPORT = "export_report.json"
 DEFAULT_TOLERANCE = 1e-4
@@ -86,8 +121,9 @@ def require_onnx() -> None:
 
 
 class ExportableModel(nn.Module):
-    """`pixel_values (B, C, H, W)` -> a tuple of the output tensors named by `EXPORT_OUTPUTS`:
-    the plain tensor-in, tensors-out signature exporters and runtimes want."""
+    """The input tensors named by `EXPORT_INPUTS`, positional and in that order -> a tuple of the
+    output tensors named by `EXPORT_OUTPUTS`: the plain tensors-in, tensors-out signature
+    exporters and runtimes want."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -95,10 +131,11 @@ class ExportableModel(nn.Module):
         if name not in EXPORT_OUTPUTS:
             raise ValueError(f"cannot export a {name}; exportable classes: {', '.join(EXPORT_OUTPUTS)}")
         self.model = model
+        self.input_names = EXPORT_INPUTS[name]
         self.output_names = EXPORT_OUTPUTS[name]
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.model(pixel_values=pixel_values)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(**dict(zip(self.input_names, inputs, strict=True)))
         return tuple(outputs[name] for name in self.output_names)
 
 
@@ -205,54 +242,101 @@ def _ort_session(path: Path, intra_op_num_threads: int | None = None):
 
 
 def load_exported(folder: str | os.PathLike, intra_op_num_threads: int | None = None) -> Callable:
-    """A callable `pixel_values (B, C, H, W) tensor -> {output name: tensor}` that runs the artefact
+    """A callable `(pixel_values, **other_inputs) -> {output name: tensor}` that runs the artefact
     of an export folder: an ONNX Runtime session (CPU execution provider, default graph
     optimisations; `intra_op_num_threads` as given, else ONNX Runtime's default) or the
-    ExportedProgram's module. No check is made here; see `verify`."""
+    ExportedProgram's module. The inputs are those the report lists (`run(x)` for a classifier,
+    `run(x, bool_masked_pos=m)` for masked image modeling, `run(x, corruption=c,
+    replacement_index=r)` for masked patch prediction), cast to the report's dtypes. No check is
+    made here; see `verify`."""
     folder = Path(folder)
     report = _read_report(folder)
     artefact = folder / report["artefact"]
     names = [o["name"] for o in report["outputs"]]
+    dtypes = {i["name"]: getattr(torch, i["dtype"]) for i in report["inputs"]}
+
+    def ordered(pixel_values: torch.Tensor, others: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        given = {INPUT_NAME: pixel_values, **others}
+        if set(given) != set(dtypes):
+            raise ValueError(f"{folder} takes the inputs {', '.join(dtypes)}; got {', '.join(given)}")
+        return {name: given[name].detach().cpu().to(dtype) for name, dtype in dtypes.items()}
+
     if report["format"] == "onnx":
         require_onnx()
         session = _ort_session(artefact, intra_op_num_threads)
 
-        def run(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-            arrays = session.run(names, {INPUT_NAME: pixel_values.detach().cpu().float().numpy()})
-            return {name: torch.from_numpy(a) for name, a in zip(names, arrays)}
+        def run(pixel_values: torch.Tensor, **others: torch.Tensor) -> dict[str, torch.Tensor]:
+            feed = {name: t.numpy() for name, t in ordered(pixel_values, others).items()}
+            return {name: torch.from_numpy(a) for name, a in zip(names, session.run(names, feed))}
 
         run.session = session
         return run
     module = torch.export.load(str(artefact)).module()
 
-    def run(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    def run(pixel_values: torch.Tensor, **others: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            return dict(zip(names, module(pixel_values.float())))
+            return dict(zip(names, module(*ordered(pixel_values, others).values())))
 
     return run
 
 
-def random_pixel_values(batch_size: int, config, seed: int = 0) -> torch.Tensor:
-    """Seeded N(0, 1) inputs `(B, C, H, W)` at the config's resolution (normalised pixels are of
-    that scale)."""
-    height, width = config.image_hw
+def _num_patches(config) -> int:
+    rows, cols = config.grid_size
+    return rows * cols
+
+
+def _sample_pixel_values(batch: int, config, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(batch, config.num_channels, *config.image_hw, generator=generator)
+
+
+def _sample_mask(batch: int, config, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(batch, _num_patches(config), generator=generator) < 0.5
+
+
+def _sample_corruption(batch: int, config, generator: torch.Generator) -> torch.Tensor:
+    from .modeling_vit_repro import PatchCorruption
+
+    return torch.randint(0, len(PatchCorruption), (batch, _num_patches(config)), generator=generator)
+
+
+def _sample_replacement_index(batch: int, config, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, _num_patches(config), (batch, _num_patches(config)), generator=generator)
+
+
+# How the parity check draws each input, `(batch size, config, generator) -> tensor`: pixels
+# N(0, 1) (normalised pixels are of that scale), masks of probability 0.5, corruption codes and
+# replacement indices uniform over their ranges (every PatchCorruption kind turns up, unlike with
+# the paper's 50% rate and 80/10/10 split).
+INPUT_SAMPLERS: dict[str, Callable[[int, Any, torch.Generator], torch.Tensor]] = {
+    "pixel_values": _sample_pixel_values,
+    "bool_masked_pos": _sample_mask,
+    "corruption": _sample_corruption,
+    "replacement_index": _sample_replacement_index,
+}
+
+
+def random_inputs(names, batch_size: int, config, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random inputs `{name: tensor}` of batch size `batch_size` at the config's resolution,
+    drawn in the order of `names` from one generator by `INPUT_SAMPLERS` (float32 pixels, bool
+    masks, int64 codes and indices)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch_size, config.num_channels, height, width, generator=generator)
+    return {name: INPUT_SAMPLERS[name](batch_size, config, generator) for name in names}
 
 
 def check_parity(
     run: Callable, model: nn.Module, batch_sizes, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0
 ) -> dict[str, Any]:
-    """Run the exported `run` and the PyTorch `model` on the same seeded random inputs of each batch
-    size; returns the largest absolute difference per output and whether all are within
-    `tolerance`."""
+    """Run the exported `run` (called as `load_exported`'s: `run(pixel_values, **other_inputs)`)
+    and the PyTorch `model` on the same seeded random inputs (`random_inputs`) of each batch size;
+    returns the largest absolute difference per output and whether all are within `tolerance`."""
     exportable = ExportableModel(model).eval()
     diffs = {name: 0.0 for name in exportable.output_names}
     for i, batch in enumerate(batch_sizes):
-        x = random_pixel_values(batch, model.config, seed=seed + i)
+        inputs = random_inputs(exportable.input_names, batch, model.config, seed=seed + i)
         with torch.no_grad():
-            expected = exportable(x)
-        got = run(x)
+            expected = exportable(*inputs.values())
+        others = {name: t for name, t in inputs.items() if name != INPUT_NAME}
+        got = run(inputs[INPUT_NAME], **others)
         for name, want in zip(exportable.output_names, expected):
             if name not in got or tuple(got[name].shape) != tuple(want.shape):
                 shape = tuple(got[name].shape) if name in got else "missing"
@@ -294,22 +378,30 @@ def _onnx_signature(path: Path) -> tuple[list[dict], list[dict], dict, int]:
     return inputs, outputs, dynamic, opset
 
 
-def _export_onnx(exportable, x, path: Path, opset: int | None, dynamic_shapes) -> None:
+def _trace(exportable: ExportableModel, sample: tuple, dynamic_shapes) -> torch.export.ExportedProgram:
+    """`torch.export.export` (non-strict) of `exportable` on `sample`, less the operations its
+    outputs do not need. Masked patch prediction's forward also computes its targets and loss,
+    which are not exported; dead-code elimination drops them (with torch 2.14 the ONNX exporter's
+    decomposition of that cross entropy fails on a dynamic batch). Both formats start here."""
     with warnings.catch_warnings():
-        # The exporter's progress prints and advice for other models are not the user's business.
+        # The exporters' progress prints and advice for other models are not the user's business.
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            exportable, (x,), dynamo=True, verbose=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=list(exportable.output_names), dynamic_shapes=dynamic_shapes,
+        program = torch.export.export(exportable, sample, dynamic_shapes=dynamic_shapes)
+    program.graph_module.graph.eliminate_dead_code()
+    program.graph_module.recompile()
+    return program
+
+
+def _export_onnx(program: torch.export.ExportedProgram, exportable, path: Path, opset: int | None, dynamic_shapes) -> None:
+    """`program` to ONNX (`dynamic_shapes`, those it was traced with, only name its symbolic axes)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_program = torch.onnx.export(
+            program, dynamo=True, verbose=False, opset_version=opset,
+            input_names=list(exportable.input_names), output_names=list(exportable.output_names),
+            dynamic_shapes=dynamic_shapes,
         )  # fmt: skip
-    program.save(str(path))
-
-
-def _export_program(exportable, x, path: Path, dynamic_shapes) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.export.export(exportable, (x,), dynamic_shapes=dynamic_shapes)
-    torch.export.save(program, str(path))
+    onnx_program.save(str(path))
 
 
 def _prepare_output_dir(output_dir: Path, checkpoint_source: str | None) -> None:
@@ -373,8 +465,12 @@ def export_model(
     if image_size is not None:
         model.resize_position_embeddings(image_size)
     exportable = ExportableModel(model).eval()
-    x = random_pixel_values(TRACED_BATCH_SIZE, model.config, seed=1234)
-    dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim("batch")}} if dynamic_batch else None
+    sample = tuple(random_inputs(exportable.input_names, TRACED_BATCH_SIZE, model.config, seed=1234).values())
+    with torch.no_grad():  # the model's own errors for inputs it cannot take come out here, not from a tracer
+        sample_outputs = exportable(*sample)
+    # one batch axis shared by every input (`forward(self, *inputs)`: the specs go in a tuple)
+    batch_dim = torch.export.Dim("batch")
+    dynamic_shapes = (tuple({0: batch_dim} for _ in sample),) if dynamic_batch else None
     check_batches = DYNAMIC_CHECK_BATCH_SIZES if dynamic_batch else (TRACED_BATCH_SIZE,)
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -382,10 +478,11 @@ def export_model(
     try:
         artefact = tmp / FORMATS[format]
         steps.set_postfix_str("tracing")
+        program = _trace(exportable, sample, dynamic_shapes)
         if format == "onnx":
-            _export_onnx(exportable, x, artefact, opset, dynamic_shapes)
+            _export_onnx(program, exportable, artefact, opset, dynamic_shapes)
         else:
-            _export_program(exportable, x, artefact, dynamic_shapes)
+            torch.export.save(program, str(artefact))
         steps.update()
 
         steps.set_postfix_str("writing config and image processor")
@@ -401,7 +498,7 @@ def export_model(
         steps.update()
 
         steps.set_postfix_str("describing")
-        report = _describe(format, tmp, artefact, exportable, x, dynamic_batch, opset, model, source)
+        report = _describe(format, tmp, artefact, exportable, sample, sample_outputs, dynamic_batch, opset, model, source)
         runs.write_json(tmp / REPORT, report)  # load_exported reads names from it
         steps.update()
 
@@ -437,7 +534,15 @@ def _runtime_name(format: str) -> str:
     return f"torch {torch.__version__} (torch.export.load(...).module())"
 
 
-def _describe(format, folder: Path, artefact: Path, exportable, x, dynamic_batch, opset, model, source) -> dict:
+def _tensor_specs(names, tensors, batch) -> list[dict]:
+    """`{name, shape, dtype}` of traced tensors, the batch axis (not of a scalar) given as `batch`."""
+    return [
+        {"name": name, "shape": [batch, *t.shape[1:]] if t.ndim else [], "dtype": str(t.dtype).removeprefix("torch.")}
+        for name, t in zip(names, tensors)
+    ]
+
+
+def _describe(format, folder: Path, artefact: Path, exportable, sample, sample_outputs, dynamic_batch, opset, model, source) -> dict:
     """The export report, less the parity check."""
     files = {
         p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
@@ -452,15 +557,10 @@ def _describe(format, folder: Path, artefact: Path, exportable, x, dynamic_batch
                 f"between 18 and the installed onnx's {_max_onnx_opset()}"
             )
     else:
-        with torch.no_grad():
-            sample = exportable(x)
-        batch = "batch" if dynamic_batch else x.shape[0]
-        inputs = [{"name": INPUT_NAME, "shape": [batch, *x.shape[1:]], "dtype": "float32"}]
-        outputs = [
-            {"name": name, "shape": [batch, *t.shape[1:]], "dtype": str(t.dtype).removeprefix("torch.")}
-            for name, t in zip(exportable.output_names, sample)
-        ]
-        dynamic_axes = {v["name"]: {"0": "batch"} for v in inputs + outputs} if dynamic_batch else {}
+        batch = "batch" if dynamic_batch else int(sample[0].shape[0])
+        inputs = _tensor_specs(exportable.input_names, sample, batch)
+        outputs = _tensor_specs(exportable.output_names, sample_outputs, batch)
+        dynamic_axes = {v["name"]: {"0": "batch"} for v in inputs + outputs if v["shape"]} if dynamic_batch else {}
         actual_opset = None
     height, width = model.config.image_hw
     versions = runs.software_versions(extra=ONNX_PACKAGES if format == "onnx" else ())
@@ -475,7 +575,7 @@ def _describe(format, folder: Path, artefact: Path, exportable, x, dynamic_batch
         "outputs": outputs,
         "dynamic_axes": dynamic_axes,
         "image_size": [height, width],
-        "traced_batch_size": int(x.shape[0]),
+        "traced_batch_size": int(sample[0].shape[0]),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "versions": versions,
     }
@@ -525,7 +625,7 @@ def _read_report(folder: Path) -> dict:
         report = runs.read_json(path)
     except ValueError as err:
         raise ExportError(f"{path} is not valid JSON ({_one_line(err)}): re-export the folder") from err
-    missing = [key for key in ("format", "artefact", "files", "outputs", "architecture", "image_size") if key not in report]
+    missing = [key for key in ("format", "artefact", "files", "inputs", "outputs", "architecture", "image_size") if key not in report]
     if missing or report.get("format") not in FORMATS:
         raise ExportError(f"{path} lacks {missing or 'a known format'}: re-export the folder")
     return report
@@ -606,9 +706,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"vit-repro export: error: {err}", file=sys.stderr)
         return 2
     parity = report["parity"]
+    inputs = ", ".join(f"{i['name']} {i['shape']}" for i in report["inputs"])
     shapes = ", ".join(f"{o['name']} {o['shape']}" for o in report["outputs"])
     print(f"Wrote {Path(args.output_dir) / report['artefact']} ({report['architecture']}, {report['format']}"
-          + (f", opset {report['opset']}" if report["opset"] else "") + f"): {INPUT_NAME} {report['inputs'][0]['shape']} -> {shapes}")
+          + (f", opset {report['opset']}" if report["opset"] else "") + f"): {inputs} -> {shapes}")
     print(f"Parity with PyTorch ({parity['runtime']}, batch sizes {parity['batch_sizes']}): max abs diff "
           f"{_diff_summary(parity)} <= {parity['tolerance']:g}")
     return 0
@@ -633,7 +734,8 @@ def add_cli(subparsers) -> None:
         description="Export a checkpoint (run folder, save_pretrained folder or Hub id) for deployment: OUT gets "
         f"model.onnx (or model.pt2), config.json, preprocessor_config.json and {REPORT}. The export is run on "
         "random inputs and compared with PyTorch; the folder is written only when every output is within the "
-        "tolerance. The resolution is fixed (the checkpoint's, or --image-size); the batch axis is dynamic "
+        "tolerance. Masked image modeling and masked patch prediction checkpoints take their masks and corruptions "
+        "as graph inputs (see export_report.json). The resolution is fixed (the checkpoint's, or --image-size); the batch axis is dynamic "
         "unless --static-batch. ONNX needs pip install 'hf-vit-repro[export]'.",
     )
     p.add_argument("checkpoint", help="run folder (uses RUN/final), save_pretrained folder or Hub model id")
@@ -666,6 +768,7 @@ def add_cli(subparsers) -> None:
 
 
 __all__ = [
+    "EXPORT_INPUTS",
     "EXPORT_OUTPUTS",
     "FORMATS",
     "REPORT",
@@ -678,6 +781,7 @@ __all__ = [
     "load_exported",
     "load_for_export",
     "check_parity",
+    "random_inputs",
     "require_onnx",
     "add_cli",
 ]

@@ -1,7 +1,8 @@
 """Deployment export (hf_vit_repro.export): every class to ONNX and to a torch.export program,
 checked against the PyTorch model loaded independently (transformers' Auto classes), at batch
-sizes other than the traced one; baking a resolution; refusing failed, damaged, tampered and
-mismatched exports; the CLI's bad inputs."""
+sizes other than the traced one, the self-supervised classes with masks and corruptions drawn
+here as graph inputs; baking a resolution; refusing failed, damaged, tampered and mismatched
+exports; the CLI's bad inputs."""
 
 import json
 import shutil
@@ -13,12 +14,37 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTImageProcessor
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForMaskedImageModeling,
+    AutoModelForPreTraining,
+    ViTImageProcessor,
+)
 
 import hf_vit_repro.export as export_module
-from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification, ViTReproModel
+from hf_vit_repro import (
+    ViTReproConfig,
+    ViTReproForImageClassification,
+    ViTReproForMaskedImageModeling,
+    ViTReproForMaskedPatchPrediction,
+    ViTReproModel,
+    sample_patch_corruption,
+)
 from hf_vit_repro.cli import main
-from hf_vit_repro.export import EXPORT_OUTPUTS, ExportError, export, verify
+from hf_vit_repro.export import (
+    EXPORT_INPUTS,
+    EXPORT_OUTPUTS,
+    INPUT_SAMPLERS,
+    ExportError,
+    export,
+    export_model,
+    load_exported,
+    random_inputs,
+    verify,
+)
 
 from .conftest import randomize_, run_without_package, tiny_kwargs
 from .run_fixtures import make_run, save_tiny_checkpoint
@@ -28,12 +54,24 @@ ATOL = 1e-4
 # A small hybrid: a BiT stem and one stage (stride 4) under the tiny ViT, 1x1 patches.
 TINY_HYBRID = dict(image_size=32, patch_size=1, backbone_config=dict(depths=[1], hidden_sizes=[32], embedding_size=16, num_groups=8))
 FORMATS = ("onnx", "exported-program")
+KINDS = ["classifier", "hybrid", "encoder", "mim", "mpp"]
+NUM_PATCHES = 16  # 32 px, patch 8
+# Every kind's graph inputs as the report lists them (name, dtype, shape), the batch axis dynamic.
+PIXELS = ("pixel_values", "float32", ["batch", 3, 32, 32])
+EXPECTED_INPUTS = {
+    "classifier": [PIXELS],
+    "hybrid": [PIXELS],
+    "encoder": [PIXELS],
+    "mim": [PIXELS, ("bool_masked_pos", "bool", ["batch", NUM_PATCHES])],
+    "mpp": [PIXELS, ("corruption", "int64", ["batch", NUM_PATCHES]), ("replacement_index", "int64", ["batch", NUM_PATCHES])],
+}
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """Three save_pretrained folders (weights, config, image processor): the classifier (as a run
-    folder), the hybrid classifier and the bare encoder."""
+    """Five save_pretrained folders (weights, config, image processor): the classifier (as a run
+    folder), the hybrid classifier, the bare encoder, masked image modeling and masked patch
+    prediction."""
     root = tmp_path_factory.mktemp("checkpoints")
     make_run(root / "run", evaluated=False, figures=False)
     torch.manual_seed(1)
@@ -44,7 +82,14 @@ def checkpoints(tmp_path_factory):
     encoder = randomize_(ViTReproModel(ViTReproConfig(**tiny_kwargs())), seed=2).eval()
     encoder.save_pretrained(root / "encoder")
     processor.save_pretrained(root / "encoder")
-    return {"classifier": root / "run", "hybrid": root / "hybrid", "encoder": root / "encoder"}
+    mim = randomize_(ViTReproForMaskedImageModeling(ViTReproConfig(**tiny_kwargs())), seed=3).eval()
+    mim.save_pretrained(root / "mim")
+    processor.save_pretrained(root / "mim")
+    mpp_config = ViTReproConfig(**tiny_kwargs(mpp_image_mean=[0.4] * 3, mpp_image_std=[0.3] * 3))
+    randomize_(ViTReproForMaskedPatchPrediction(mpp_config), seed=4).eval().save_pretrained(root / "mpp")
+    processor.save_pretrained(root / "mpp")
+    kinds = ["encoder", "mim", "mpp"]
+    return {"classifier": root / "run", "hybrid": root / "hybrid", **{kind: root / kind for kind in kinds}}
 
 
 @pytest.fixture(scope="module")
@@ -59,66 +104,102 @@ def exports(checkpoints, tmp_path_factory):
     return out
 
 
+AUTO_CLASSES = {
+    "ViTReproModel": AutoModel,
+    "ViTReproForImageClassification": AutoModelForImageClassification,
+    "ViTReproForMaskedImageModeling": AutoModelForMaskedImageModeling,
+    "ViTReproForMaskedPatchPrediction": AutoModelForPreTraining,
+}
+
+
 def reference_model(checkpoint):
     """The checkpoint loaded through transformers' Auto classes (not the exporter's loader)."""
     path = Path(checkpoint)
     path = path / "final" if (path / "final").is_dir() else path
     architecture = AutoConfig.from_pretrained(path).architectures[0]
-    if architecture.endswith("ForImageClassification"):
-        from transformers import AutoModelForImageClassification
+    return AUTO_CLASSES[architecture].from_pretrained(path).eval()
 
-        return AutoModelForImageClassification.from_pretrained(path).eval()
-    return AutoModel.from_pretrained(path).eval()
+
+def model_inputs(kind: str, batch: int, generator: torch.Generator, size: int = 32) -> dict[str, torch.Tensor]:
+    """A kind's inputs, drawn here rather than by the exporter: masks of probability 0.3, and
+    corruptions as the model's own `sample_patch_corruption` draws them per image (rate and split
+    raised from the paper's so that small batches hold every kind of corruption)."""
+    x = torch.randn(batch, 3, size, size, generator=generator)
+    num_patches = (size // 8) ** 2
+    if kind == "mim":
+        return {"pixel_values": x, "bool_masked_pos": torch.rand(batch, num_patches, generator=generator) < 0.3}
+    if kind == "mpp":
+        drawn = [sample_patch_corruption(num_patches, rate=0.75, split=(0.4, 0.4, 0.2), generator=generator) for _ in range(batch)]
+        return {
+            "pixel_values": x,
+            "corruption": torch.stack([c for c, _ in drawn]),
+            "replacement_index": torch.stack([r for _, r in drawn]),
+        }
+    return {"pixel_values": x}
 
 
 def artefact_runner(folder: Path, fmt: str):
     """The artefact run directly by its runtime (an ONNX Runtime session, or torch.export.load),
-    not through the exporter's own loader: `x -> list of arrays`."""
+    not through the exporter's own loader: `{input name: tensor} -> list of arrays` (the
+    ExportedProgram takes the inputs positionally, in the order given)."""
     if fmt == "onnx":
         session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-        return lambda x: session.run(None, {"pixel_values": x.numpy()})
+        return lambda inputs: session.run(None, {name: t.numpy() for name, t in inputs.items()})
     module = torch.export.load(str(folder / "model.pt2")).module()
 
-    def run(x):
+    def run(inputs):
         with torch.no_grad():
-            return [t.numpy() for t in module(x)]
+            return [t.numpy() for t in module(*inputs.values())]
 
     return run
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("kind", ["classifier", "hybrid", "encoder"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_export_matches_pytorch_at_other_batch_sizes(kind, fmt, checkpoints, exports):
+    """The masks and corruptions are graph inputs: drawn here, unlike the traced ones, so a graph
+    that had baked the traced mask in (or ignored its input) would not match."""
     folder, report = exports[kind, fmt]
     model = reference_model(checkpoints[kind])
     names = EXPORT_OUTPUTS[type(model).__name__]
     assert [o["name"] for o in report["outputs"]] == list(names)
+    assert [(i["name"], i["dtype"], i["shape"]) for i in report["inputs"]] == EXPECTED_INPUTS[kind]
     assert report["parity"]["passed"] and report["parity"]["batch_sizes"] == [1, 3]
     assert all(d <= ATOL for d in report["parity"]["max_abs_diff"].values())
     assert (model.config.backbone_config is not None) == (kind == "hybrid")
     generator = torch.Generator().manual_seed(7)
     run = artefact_runner(folder, fmt)
+    codes = set()
     for batch in (1, 3, 5):  # traced at 2
-        x = torch.randn(batch, 3, 32, 32, generator=generator)
+        inputs = model_inputs(kind, batch, generator)
+        codes |= set(inputs.get("corruption", torch.zeros(0)).unique().tolist())
         with torch.no_grad():
-            outputs = model(x)
-        got = run(x)
+            outputs = model(**inputs)
+        got = run(inputs)
         assert len(got) == len(names)
         for name, array in zip(names, got):
             torch.testing.assert_close(torch.from_numpy(array), outputs[name], atol=ATOL, rtol=0)
-            assert array.shape[0] == batch
+            assert array.shape[:1] == ((batch,) if name != "loss" else ())
+    assert codes == ({0, 1, 2, 3} if kind == "mpp" else set())  # every kind of corruption was fed
 
 
-@pytest.mark.parametrize("kind", ["classifier", "encoder"])
+@pytest.mark.parametrize("kind", ["classifier", "encoder", "mim", "mpp"])
 def test_onnx_graph_declares_a_dynamic_batch_axis(kind, exports):
+    """Every input (masks and corruptions too) and every output has the one symbolic batch axis,
+    but masked image modeling's loss, a scalar over the batch."""
     folder, report = exports[kind, "onnx"]
     graph = onnx.load(str(folder / "model.onnx")).graph
     onnx.checker.check_model(str(folder / "model.onnx"))
-    assert [i.name for i in graph.input] == ["pixel_values"]
+    assert [i.name for i in graph.input] == [name for name, _, _ in EXPECTED_INPUTS[kind]]
+    element_types = [onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name for i in graph.input]
+    assert element_types == [dtype for _, dtype, _ in EXPECTED_INPUTS[kind]]
     assert [o.name for o in graph.output] == [o["name"] for o in report["outputs"]]
     for value in [*graph.input, *graph.output]:
         dims = value.type.tensor_type.shape.dim
-        assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch
+        if value.name == "loss":
+            assert kind == "mim" and len(dims) == 0 and "loss" not in report["dynamic_axes"]
+            continue
+        assert dims[0].dim_param == "batch" and not dims[0].dim_value  # symbolic batch, named
         assert all(d.dim_value > 0 for d in dims[1:])  # everything else fixed
         assert report["dynamic_axes"][value.name] == {"0": dims[0].dim_param}
     assert report["opset"] == next(o.version for o in onnx.load(str(folder / "model.onnx")).opset_import if o.domain == "")
@@ -166,12 +247,75 @@ def test_image_size_is_baked_and_batch_can_be_static(checkpoints, tmp_path, caps
     x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         on_the_fly = model(x, interpolate_pos_encoding=True).logits
-    torch.testing.assert_close(torch.from_numpy(artefact_runner(out, "onnx")(x)[0]), on_the_fly, atol=ATOL, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(artefact_runner(out, "onnx")({"pixel_values": x})[0]), on_the_fly, atol=ATOL, rtol=0)
     assert AutoConfig.from_pretrained(out).image_size == 48
     assert AutoImageProcessor.from_pretrained(out).size == {"height": 48, "width": 48}
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     with pytest.raises(Exception, match="(?i)dimension|shape"):
         session.run(None, {"pixel_values": torch.randn(3, 3, 48, 48).numpy()})
+
+
+def test_self_supervised_export_at_another_resolution_takes_masks_of_that_grid(checkpoints, tmp_path, capsys):
+    """Masked image modeling baked at 48 px, static batch, as an ExportedProgram: the mask input
+    follows the new grid (6 x 6 = 36 patches), the CLI prints every input, and the artefact
+    matches the checkpoint run at 48 px with interpolated position embeddings."""
+    out = tmp_path / "mim48"
+    code = main(["export", str(checkpoints["mim"]), str(out), "--format", "exported-program", "--image-size", "48",
+                 "--static-batch", "--no-progress"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "pixel_values [2, 3, 48, 48], bool_masked_pos [2, 36] -> reconstruction [2, 3, 48, 48], loss []" in printed
+    assert "max abs diff reconstruction" in printed and ", loss " in printed
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["dynamic_axes"] == {} and report["inputs"][1] == {"name": "bool_masked_pos", "shape": [2, 36], "dtype": "bool"}
+    model = reference_model(checkpoints["mim"])
+    inputs = model_inputs("mim", 2, torch.Generator().manual_seed(3), size=48)
+    with torch.no_grad():
+        on_the_fly = model(**inputs, interpolate_pos_encoding=True)
+    reconstruction, loss = artefact_runner(out, "exported-program")(inputs)
+    torch.testing.assert_close(torch.from_numpy(reconstruction), on_the_fly.reconstruction, atol=ATOL, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(loss), on_the_fly.loss, atol=ATOL, rtol=0)
+
+
+def test_a_model_that_cannot_take_the_exported_inputs_is_refused_before_tracing(tmp_path):
+    """A masked-image-modeling head whose decoder stride is not the patch size cannot take
+    `bool_masked_pos`: the model's own error, and nothing written."""
+    model = ViTReproForMaskedImageModeling(ViTReproConfig(**tiny_kwargs(encoder_stride=4)))
+    with pytest.raises(ValueError, match="`encoder_stride` \\(4\\) must equal the patch size"):
+        export_model(model, tmp_path / "out", format="exported-program", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_exported_names_the_inputs_and_casts_their_dtypes(checkpoints, exports):
+    folder, _ = exports["mpp", "onnx"]
+    run = load_exported(folder)
+    inputs = model_inputs("mpp", 2, torch.Generator().manual_seed(11))
+    with pytest.raises(ValueError, match="takes the inputs pixel_values, corruption, replacement_index; got pixel_values, corruption$"):
+        run(inputs["pixel_values"], corruption=inputs["corruption"])
+    # int32 codes and indices (the graph takes int64) are cast, not refused by ONNX Runtime
+    got = run(inputs["pixel_values"], corruption=inputs["corruption"].int(), replacement_index=inputs["replacement_index"].int())
+    with torch.no_grad():
+        expected = reference_model(checkpoints["mpp"])(**inputs).logits
+    torch.testing.assert_close(got["logits"], expected, atol=ATOL, rtol=0)
+
+
+def test_every_exportable_class_has_inputs_outputs_and_samplers():
+    """The two tables name the same classes; every input has a sampler whose draws have the
+    dtype and range the model takes (every corruption kind, masks neither all nor none)."""
+    assert set(EXPORT_INPUTS) == set(EXPORT_OUTPUTS)
+    assert all(names[0] == "pixel_values" for names in EXPORT_INPUTS.values())
+    assert {name for names in EXPORT_INPUTS.values() for name in names} == set(INPUT_SAMPLERS)
+    config = ViTReproConfig(**tiny_kwargs(image_size=(32, 48)))  # 4 x 6 patches
+    names = ("pixel_values", "bool_masked_pos", "corruption", "replacement_index")
+    drawn = random_inputs(names, 4, config, seed=5)
+    assert [(tuple(t.shape), t.dtype) for t in drawn.values()] == [
+        ((4, 3, 32, 48), torch.float32), ((4, 24), torch.bool), ((4, 24), torch.int64), ((4, 24), torch.int64)
+    ]  # fmt: skip
+    assert 0 < drawn["bool_masked_pos"].float().mean() < 1
+    assert set(drawn["corruption"].unique().tolist()) == {0, 1, 2, 3}
+    assert 0 <= int(drawn["replacement_index"].min()) and int(drawn["replacement_index"].max()) < 24
+    again = random_inputs(names, 4, config, seed=5)
+    assert all(torch.equal(drawn[name], again[name]) for name in names)
 
 
 def test_failed_parity_check_writes_nothing_and_keeps_the_old_folder(checkpoints, exports, tmp_path, monkeypatch):
@@ -243,6 +387,29 @@ def test_verify_refuses_another_checkpoint(onnx_copy, checkpoints, tmp_path):
         verify(onnx_copy, checkpoint=other)
     with pytest.raises(ExportError, match="holds a ViTReproForImageClassification export but .* is a ViTReproModel"):
         verify(onnx_copy, checkpoint=checkpoints["encoder"])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", ["mim", "mpp"])
+def test_verify_checks_self_supervised_exports(kind, fmt, checkpoints, exports, tmp_path, capsys):
+    """verify-export feeds fresh masks / corruptions: it accepts the folder, refuses the same class
+    with other weights (the masked outputs differ) and a checkpoint of the other class."""
+    folder, report = exports[kind, fmt]
+    parity = verify(folder)
+    assert parity["passed"] and parity["batch_sizes"] == [1, 3]
+    assert set(parity["max_abs_diff"]) == set(EXPORT_OUTPUTS[report["architecture"]])
+    assert max(parity["max_abs_diff"].values()) <= ATOL
+    assert main(["verify-export", str(folder)]) == 0
+    assert "OK" in capsys.readouterr().out
+    other = tmp_path / "other"
+    model = reference_model(checkpoints[kind])
+    randomize_(model, seed=9).save_pretrained(other)
+    shutil.copy(checkpoints[kind] / "preprocessor_config.json", other)
+    with pytest.raises(ExportError, match="does not match"):
+        verify(folder, checkpoint=other)
+    other_kind = "mpp" if kind == "mim" else "mim"
+    with pytest.raises(ExportError, match=f"holds a {report['architecture']} export but .* is a ViTReproFor"):
+        verify(folder, checkpoint=checkpoints[other_kind])
 
 
 def one_line_error(capsys, command: str) -> str:
