@@ -11,7 +11,7 @@ from hf_vit_repro import (
     resize_position_embeddings_in_state_dict,
 )
 
-from .conftest import randomize_, tiny_kwargs
+from .conftest import assert_logits_close, randomize_, tiny_kwargs
 
 
 def make(model_cls=ViTReproForImageClassification, seed=0, attn="sdpa", **overrides):
@@ -213,7 +213,9 @@ def test_save_load_round_trip_is_exact_and_not_reinitialised(tmp_path):
         assert torch.equal(a, b), name
     assert torch.count_nonzero(loaded.classifier.weight) > 0  # loaded, not zero-initialised
     x = pixels()
-    assert torch.equal(model(x).logits, loaded(x).logits)
+    # The weights are bit-identical (above), but the loaded ones are other buffers, so other
+    # kernels may run: the logits agree to float32 rounding (issue 14).
+    assert_logits_close(loaded(x).logits, model(x).logits)
     base = ViTReproModel.from_pretrained(tmp_path)
     torch.testing.assert_close(base(x).pooler_output, model.vit(x).pooler_output)
 
@@ -288,6 +290,8 @@ def test_interpolate_at_forward_equals_permanent_resize(interpolation):
 def test_interpolation_at_training_resolution_changes_nothing():
     model = make()
     x = pixels()
+    # Bit for bit: at the training grid the same position-embedding tensor is used, so the same
+    # kernels run on the same buffers.
     assert torch.equal(model(x).logits, model(x, interpolate_pos_encoding=True).logits)
 
 
