@@ -1,19 +1,26 @@
 """Shared fixtures. Tests run offline: the Hub is never contacted (HF_HUB_OFFLINE) and any
-socket connection to a non-loopback address fails the test."""
+socket connection to a non-loopback address fails the test. The HF cache (HF_HOME) and the
+feature cache are a temporary folder of this session, removed when it ends."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 
-# Must be set before anything from the HF stack is imported.
+# Must be set before anything from the HF stack is imported. Under pytest-xdist the workers inherit
+# the controller's HF_HOME, so only the process that created the folder owns (and removes) it.
+_SESSION_HF_HOME = None
+if "HF_HOME" not in os.environ:
+    _SESSION_HF_HOME = tempfile.mkdtemp(prefix="hf_vit_repro_tests_hf_home_")
+    os.environ["HF_HOME"] = _SESSION_HF_HOME
+    os.environ.setdefault("HF_VIT_REPRO_CACHE", os.path.join(_SESSION_HF_HOME, "hf_vit_repro"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf_vit_repro_tests_hf_home_"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
@@ -28,6 +35,12 @@ def _loopback_only_connect(self, address):
         if self.family in (socket.AF_INET, socket.AF_INET6):
             raise RuntimeError(f"Test tried to reach the network ({address}); tests must stay offline.")
     return _real_connect(self, address)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this session's temporary HF_HOME (datasets' and the Hub's caches, ~4 MB a run)."""
+    if _SESSION_HF_HOME is not None:
+        shutil.rmtree(_SESSION_HF_HOME, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

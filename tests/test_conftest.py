@@ -51,3 +51,36 @@ def test_fails_on_a_real_difference(model_and_input):
         assert_logits_close(bumped, logits)
     with pytest.raises(AssertionError):
         assert_logits_close(logits[:, :5], logits)  # shapes must match
+
+
+def test_a_test_session_leaves_nothing_in_the_temp_folder(tmp_path):
+    """The session's HF_HOME (datasets' and the Hub's caches) and the tmp_path folders of passing
+    tests are removed when the session ends (issue 14, item 3): a pytest session with this
+    conftest, whose one test writes into both, leaves no file in its temp folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(
+        "import os\n"
+        "def test_writes(tmp_path):\n"
+        "    (tmp_path / 'weights.bin').write_bytes(b'0' * 1000)\n"
+        "    os.makedirs(os.path.join(os.environ['HF_HOME'], 'datasets'), exist_ok=True)\n"
+        "    open(os.path.join(os.environ['HF_HOME'], 'datasets', 'cache.arrow'), 'wb').write(b'0')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HOME", "HF_VIT_REPRO_CACHE")}
+    env["TMPDIR"] = str(temp)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest", "--rootdir", str(root),
+         "-c", str(root / "pyproject.toml"), str(probe)],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    left = sorted(str(p.relative_to(temp)) for p in temp.rglob("*") if p.is_file() and not p.is_symlink())
+    assert left == [], left
+    assert not list(temp.glob("hf_vit_repro_tests_*"))
