@@ -88,8 +88,9 @@ def test_hybrid_unit_last_norms_start_at_zero():
 
 
 def test_hybrid_config_errors():
-    with pytest.raises(StrictDataclassError, match="backbone's stride 16"):
-        our_hybrid("r50-like", image_size=72)
+    config = our_hybrid("r50-like", image_size=72)  # accepted as a config; the model cannot be built
+    with pytest.raises(ValueError, match="backbone's stride 16"):
+        ViTReproModel(config)
     with pytest.raises(StrictDataclassError, match="num_groups"):
         ViTReproConfig(image_size=64, backbone_config={**BACKBONES["r50-like"], "num_groups": 7}, **VIT)
     with pytest.raises(StrictDataclassError, match="BitConfig"):
@@ -170,3 +171,24 @@ def test_hybrid_backbone_runs_channels_last_with_unchanged_outputs():
     assert layouts == [True, False]
     assert ours.is_contiguous()  # the projection's NHWC output makes (B, N, D) a free view
     torch.testing.assert_close(ours, nchw, atol=1e-5 * nchw.abs().max().item(), rtol=0)
+
+
+def test_num_channels_set_later_reaches_the_cnn(tmp_path):
+    """`config.num_channels` is the one source: set after construction, it reaches the BiT
+    backbone's config, and a greyscale hybrid runs, saves and reloads (issue 14, item 6)."""
+    config = our_hybrid("r50-like")
+    config.num_channels = 1
+    assert config.backbone_config.num_channels == 1
+    model = randomize_(ViTReproForImageClassification(config), std=0.1).eval()
+    assert model.vit.embeddings.patch_embeddings.backbone.bit.embedder.convolution.in_channels == 1
+    grey = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    logits = model(grey).logits
+    assert logits.shape == (2, 5)
+    model.save_pretrained(tmp_path)
+    loaded = ViTReproForImageClassification.from_pretrained(tmp_path).eval()
+    assert loaded.config.num_channels == loaded.config.backbone_config.num_channels == 1
+    assert_logits_close(loaded(grey).logits, logits)
+    # The ViT config wins over a stale backbone copy when the model is built.
+    config = our_hybrid("r50-like", num_channels=1)
+    config.backbone_config.num_channels = 3
+    assert ViTReproModel(config).embeddings.patch_embeddings.backbone.bit.embedder.convolution.in_channels == 1

@@ -68,6 +68,41 @@ def test_return_dict_false_gives_tuple():
     assert isinstance(out, tuple) and out[0].ndim == 0 and out[1].shape == (2, 3)
 
 
+def _accepted_keywords(forward) -> set[str]:
+    """What generic tooling reads off a forward signature: the named parameters, plus the keys of
+    the TypedDict a `**kwargs: Unpack[...]` annotation declares (as transformers' auto_docstring
+    and generation utilities do); an unannotated `**kwargs` declares nothing."""
+    import inspect
+    import typing
+
+    names = set()
+    for name, param in inspect.signature(forward).parameters.items():
+        if param.kind is not inspect.Parameter.VAR_KEYWORD:
+            names.add(name)
+        elif typing.get_origin(param.annotation) is typing.Unpack:
+            declared = typing.get_args(param.annotation)[0]  # a TypedDict
+            names |= set(declared.__required_keys__) | set(declared.__optional_keys__)
+    return names
+
+
+def test_forward_signatures_declare_transformers_kwargs():
+    """`**kwargs: Unpack[TransformersKwargs]` as transformers' ViT: tooling that inspects the
+    signature sees output_attentions / output_hidden_states, and the model honours them through
+    `can_return_tuple` (issue 14, item 5)."""
+    from transformers import ViTForImageClassification, ViTModel
+    from transformers.utils import TransformersKwargs
+
+    for ours, theirs in ((ViTReproForImageClassification, ViTForImageClassification), (ViTReproModel, ViTModel)):
+        accepted = _accepted_keywords(ours.forward)
+        assert {"output_attentions", "output_hidden_states"} <= accepted
+        assert set(TransformersKwargs.__optional_keys__) <= accepted
+        # everything transformers' ViT declares, except its mask inputs (a ViT of the paper has none)
+        assert _accepted_keywords(theirs.forward) - {"bool_masked_pos", "attention_mask"} <= accepted
+    model = make()
+    logits, attentions = model(pixels(), output_attentions=True, return_dict=False)
+    assert logits.shape == (2, 3) and len(attentions) == 2 and attentions[0].shape == (2, 4, 17, 17)
+
+
 def test_one_channel_and_non_square_inputs():
     model = make(num_channels=1, image_size=(32, 48))
     assert model(pixels(channels=1, height=32, width=48)).logits.shape == (2, 3)
