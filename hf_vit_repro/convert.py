@@ -624,6 +624,10 @@ def _load_timm(timm_config: Mapping, state_dict, overrides):
     state = convert_timm_state_dict(state_dict)
     if "vit.pooler.dense.weight" in state:
         overrides = {"representation_size": int(state["vit.pooler.dense.weight"].shape[0]), **overrides}
+    # The weights know their class count (a bare file has no config.json saying it; timm's
+    # models have 1000 classes unless built otherwise); an explicit `num_labels` still wins.
+    num_labels = int(state["classifier.weight"].shape[0]) if "classifier.weight" in state else 0
+    overrides = {"num_labels": num_labels, **overrides}
     config = config_from_timm(timm_config, **overrides)
     return load_converted(config, state), _timm_processor(config, timm_config)
 
