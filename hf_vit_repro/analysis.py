@@ -899,9 +899,11 @@ def load_for_analysis(checkpoint: str | os.PathLike, device: str | torch.device 
     source, _ = resolve_checkpoint(checkpoint)
     try:
         # Load the class that was saved (a classifier keeps its head), so nothing is reported unused.
-        architectures = AutoConfig.from_pretrained(source).architectures or []
+        architectures = runs.load_pretrained(AutoConfig, source).architectures or []
         saved_classifier = any(name.endswith("ForImageClassification") for name in architectures)
-        model = (AutoModelForImageClassification if saved_classifier else AutoModel).from_pretrained(source)
+        model = runs.load_pretrained(AutoModelForImageClassification if saved_classifier else AutoModel, source)
+    except runs.CheckpointError:
+        raise
     except (OSError, ValueError) as err:
         raise ValueError(
             f"Cannot load a model from {source!r}: expected a save_pretrained folder (config.json and weights), "
@@ -960,6 +962,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         renormalize=not args.no_renormalize,
         split=args.split,
         image_column=args.image_column,
+        progress=not args.no_progress,
     )
     out = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint)[1] / runs.ANALYSIS_DIR
     trend = result["mean_attention_distance"]["trend"]
@@ -990,6 +993,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--num-filters", type=int, default=28, help="principal components of E to draw (default 28)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--no-renormalize",
         action="store_true",

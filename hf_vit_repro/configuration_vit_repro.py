@@ -45,6 +45,10 @@ HYBRID_BACKBONE_DEFAULTS = {
 }
 
 
+class ModelSizeError(ValueError):
+    """Sizes a model cannot be built from (`ViTReproConfig.check_model_sizes`)."""
+
+
 def _pair(value, name: str) -> tuple[int, int]:
     """``224`` or ``(224, 320)`` -> ``(height, width)``; raises ValueError naming ``name``."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -220,11 +224,11 @@ class ViTReproConfig(PreTrainedConfig):
             raise ValueError(f"`layer_norm_eps` must be > 0, got {self.layer_norm_eps}.")
 
     def check_model_sizes(self) -> None:
-        """Raise ValueError unless a model can be built from these sizes: the heads divide
+        """Raise `ModelSizeError` (a ValueError) unless a model can be built from these sizes: the heads divide
         `hidden_size`, and the token cells (patch size, times a hybrid's CNN stride) tile
         `image_size`. Called when a model is built and when position embeddings are resized."""
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise ModelSizeError(
                 f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
                 f"({self.num_attention_heads}): each head gets hidden_size / num_attention_heads channels."
             )
@@ -233,7 +237,7 @@ class ViTReproConfig(PreTrainedConfig):
             rule = f"`patch_size` {self.patch_size}"
             if self.is_hybrid:
                 rule += f" times the backbone's stride {self.backbone_stride}"
-            raise ValueError(
+            raise ModelSizeError(
                 f"`image_size` {self.image_size} must be divisible by {rule}: each token covers a "
                 f"{sh}x{sw} pixel cell and the cells must tile the {h}x{w} image."
             )
@@ -297,4 +301,4 @@ class ViTReproConfig(PreTrainedConfig):
         return cls(**{**variant_kwargs(name), **overrides})
 
 
-__all__ = ["ViTReproConfig", "POSITION_EMBEDDING_INTERPOLATIONS"]
+__all__ = ["ViTReproConfig", "ModelSizeError", "POSITION_EMBEDDING_INTERPOLATIONS"]

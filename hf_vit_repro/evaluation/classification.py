@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import runs
-from .common import dataset_label, default_output_dir, format_table, image_size_of, load_checkpoint
+from .common import check_resolution, dataset_label, default_output_dir, format_table, image_size_of, load_checkpoint
 
 _REAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
 
@@ -202,7 +202,7 @@ def evaluate_checkpoint(
     accelerator = make_accelerator(cpu)
     loaded = load_checkpoint(checkpoint, device=accelerator.device)
     model = loaded.model
-    if resolution is not None and int(resolution) != image_size_of(model):
+    if resolution is not None and check_resolution(model, int(resolution)) != image_size_of(model):
         model.resize_position_embeddings(int(resolution))
     dataset = load_task(task, split, data_dir, image_column=image_column, label_column=label_column)
     real, real_match = (None, None)
