@@ -52,6 +52,8 @@ def evaluate_model(
     "mean_per_class_accuracy", and "real_accuracy" when `real_labels` is given}, values in [0, 1]),
     `num_images`, `per_class_accuracy` ({class name: accuracy or None}), and with ReaL
     `real_num_images`. `real_labels[i]` is the ReaL label set of row i (may be empty).
+    A task with more classes than the model's head (its ClassLabel feature, or the labels seen)
+    is refused.
     `top_k`: the k of the top-k metric (default 1 and 5). Images are resized to the model's
     resolution (`crop=True`: shorter side, then central crop) and normalised with mean/std.
     Corrupt images raise `CorruptImageError` (an evaluation must score every image).
@@ -67,6 +69,13 @@ def evaluate_model(
         raise ValueError("the dataset is empty; nothing to evaluate")
     labels = _labels(dataset)
     num_classes = int(model.config.num_labels)
+    task_classes = getattr(dataset.features["label"], "num_classes", None)
+    if task_classes is not None and task_classes > num_classes:
+        # The task's label feature says how many classes it has, even where these rows use fewer.
+        raise ValueError(
+            f"the task has {task_classes} classes but the model's head has {num_classes} classes; evaluate a checkpoint "
+            "fine-tuned on this task (or fine-tune it first: vit-repro train with mode: finetune)"
+        )
     if labels.max() >= num_classes:
         raise ValueError(
             f"the data has class ids up to {int(labels.max())} but the model's head has {num_classes} classes; "
