@@ -54,6 +54,8 @@ ATTENTION_DISTANCE_PNG = "mean_attention_distance.png"
 ATTENTION_ROLLOUT_PNG = "attention_rollout.png"
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+# The VTAB-1k splits of the data registry, drawn by row index (no streaming).
+_VTAB1K_SPLITS = frozenset({"train800", "val200", "train800val200"})
 # Files that mark a folder as a datasets layout (read by `datasets.load_dataset`) rather than a
 # plain folder of images.
 _DATASET_FILE_EXTENSIONS = frozenset({".parquet", ".arrow", ".tar", ".jsonl", ".csv"})
@@ -458,38 +460,77 @@ def attention_distance_trend(mean_distance: np.ndarray | Sequence[Sequence[float
 
 def iter_images(
     source: str | os.PathLike, split: str | None = None, image_column: str = "image"
-) -> Iterator[Any]:
-    """PIL images from a folder of image files, or from a `datasets` dataset.
+) -> Iterable[Any]:
+    """PIL images from a folder of image files, a task of the data registry, or a `datasets` dataset.
 
     - A local folder holding image files (searched recursively, sorted by path, so class
       sub-folders work) and no dataset files (.parquet, .arrow, .tar, .jsonl, .csv) is read
-      directly with PIL.
-    - Anything else (a Hub dataset id such as `"cifar10"`, or a local folder in a Hub dataset's
-      layout) goes to `datasets.load_dataset(source, streaming=True)`, so only the images used are
-      read. `split` defaults to the first of "test", "validation", "train" present; the images are
-      the `image_column` column.
+      directly with PIL; the result has a `len()`.
+    - A registry task (`vit-repro data tasks`: "digits", "cifar10", "vtab/dtd", ...) is read with
+      `data.load_task` (streamed where the source allows), as the other commands read it.
+    - Anything else (a Hub dataset id, or a local folder in a Hub dataset's layout) goes to
+      `datasets.load_dataset(source, streaming=True)`, so only the images used are read.
+    `split` defaults to the first of "test", "validation", "train" present; for datasets, the images
+    are the `image_column` column.
     """
+    from .data import TASKS
+
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
         if images and not any(p.suffix.lower() in _DATASET_FILE_EXTENSIONS for p in files):
-            return _read_image_files(images)
+            return _ImageFiles(images)
     elif path.is_file():
         raise ValueError(f"--images must be a folder of images or a dataset, got the file {str(source)!r}.")
+    elif str(source) in TASKS:
+        return _task_images(str(source), split, None if image_column == "image" else image_column)
     return _dataset_images(str(source), split, image_column)
 
 
-def _read_image_files(paths: list[Path]) -> Iterator[Any]:
-    from PIL import Image, UnidentifiedImageError
+class _ImageFiles:
+    """The images of a list of files, opened one at a time as they are iterated; `len()` is the
+    number of files (the progress bar's total)."""
 
-    for p in paths:
-        try:
-            with Image.open(p) as image:
-                image.load()
-                yield image
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"Cannot read image {str(p)!r}: {err}") from err
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Any]:
+        from PIL import Image, UnidentifiedImageError
+
+        for p in self.paths:
+            try:
+                with Image.open(p) as image:
+                    image.load()
+                    yield image
+            except (UnidentifiedImageError, OSError) as err:
+                raise ValueError(f"Cannot read image {str(p)!r}: {err}") from err
+
+
+def _task_images(task: str, split: str | None, image_column: str | None) -> Iterable[Any]:
+    from .data import TASKS, load_task
+
+    if split is None:
+        available = TASKS[task].available_splits
+        split = next((s for s in ("test", "validation", "train") if s in available), "test")
+    loaded = load_task(task, split, image_column=image_column, streaming=split not in _VTAB1K_SPLITS)
+    return _DatasetImages(loaded) if hasattr(loaded, "__len__") else (row["image"] for row in loaded)
+
+
+class _DatasetImages:
+    """The "image" column of a `datasets.Dataset`, decoded one row at a time, with its `len()`."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (row["image"] for row in self.dataset)
 
 
 def _dataset_images(source: str, split: str | None, image_column: str) -> Iterator[Any]:
@@ -498,9 +539,16 @@ def _dataset_images(source: str, split: str | None, image_column: str) -> Iterat
     try:
         loaded = datasets.load_dataset(source, split=split, streaming=True)
     except Exception as err:  # noqa: BLE001 - datasets raises many types; the user needs one message
+        hint = ""
+        if "/" not in source:  # a bare name: most likely a mistyped registry task
+            from .data.registry import close_task_names
+
+            close = close_task_names(source)
+            hint = f" Did you mean the task {' or '.join(map(repr, close))}?" if close else ""
         raise ValueError(
-            f"Cannot read images from {source!r}: it is not a folder of image files, and "
-            f"datasets.load_dataset({source!r}) failed ({type(err).__name__}: {err})."
+            f"Cannot read images from {source!r}: it is not a folder of image files, a registry task "
+            f"(vit-repro data tasks), and datasets.load_dataset({source!r}) failed ({type(err).__name__}: "
+            f"{' '.join(str(err).split())}).{hint}"
         ) from err
     if split is None:
         available = list(loaded)
@@ -723,9 +771,10 @@ def _stats_for(
     if isinstance(images, (str, os.PathLike)):
         images = iter_images(images, split=split, image_column=image_column)
     processor = image_processor or default_image_processor(config)
+    # The bar counts images: its total is what will be read, when the source knows its size.
     expected = len(images) if hasattr(images, "__len__") else None
-    if num_images is not None:
-        expected = num_images if expected is None else min(expected, num_images)
+    if num_images is not None and expected is not None:
+        expected = min(expected, num_images)
     batches = _pixel_batches(images, processor, config, batch_size, num_images)
     total = (expected or True) if progress else False
     return attention_statistics(model, batches, rollout_images, renormalize, progress=total)
@@ -983,7 +1032,8 @@ def add_cli(subparsers) -> None:
     p.add_argument(
         "--images",
         required=True,
-        help="folder of image files, or a datasets id / local dataset folder with an image column",
+        help="folder of image files, a registry task (digits, cifar10, vtab/dtd; see `vit-repro data tasks`), "
+        "or a datasets id / local dataset folder with an image column",
     )
     p.add_argument("--out", default=None, help="output folder (default for a run folder: RUN/analysis)")
     p.add_argument("--split", default=None, help="dataset split (default: test, validation or train)")

@@ -420,3 +420,34 @@ def test_analyze_command_help_and_errors(tmp_path, tiny_checkpoint, capsys):
     assert "Cannot load a model from" in capsys.readouterr().err
     code = main(["analyze", str(tiny_checkpoint), "--images", missing, "--out", str(tmp_path / "o")])
     assert code == 2 and "not a folder of image files" in capsys.readouterr().err
+
+
+def test_analyze_reads_registry_tasks_like_the_other_commands(tmp_path, tiny_checkpoint, capsys):
+    """`--images digits` (a registry task, as `evaluate` and `fewshot` take it) reads the task's
+    test split through `data.load_task` (issue 14, item 16)."""
+    out = tmp_path / "from-task"
+    argv = ["analyze", str(tiny_checkpoint), "--images", "digits", "--out", str(out), "--num-images", "3",
+            "--rollout-images", "1", "--no-progress"]
+    assert main(argv) == 0
+    result = json.loads((out / "analysis.json").read_text())
+    assert result["images"]["source"] == "digits" and result["images"]["num_images"] == 3
+    from hf_vit_repro.data import load_task
+
+    first = next(iter(analysis.iter_images("digits")))
+    assert np.array_equal(np.asarray(first), np.asarray(load_task("digits", "test")[0]["image"]))
+    capsys.readouterr()
+    assert main(["analyze", str(tiny_checkpoint), "--images", "digitz", "--out", str(out)]) == 2
+    assert "Did you mean the task 'digits'?" in capsys.readouterr().err  # as the other commands suggest it
+
+
+def test_analyze_progress_bar_counts_images_and_honours_no_progress(tmp_path, tiny_checkpoint, capsys):
+    """Two images with the default --num-images 128: the bar says 2/2, not 2/128; with
+    --no-progress no bar is drawn, neither ours nor transformers' "Loading weights" (item 20)."""
+    images = write_png_folder(tmp_path / "two", [i.convert("RGB") for i in digit_images(2)])
+    capsys.readouterr()
+    assert main(["analyze", str(tiny_checkpoint), "--images", str(images), "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "2/2" in err and "/128" not in err
+    assert main(["analyze", str(tiny_checkpoint), "--images", str(images), "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "attention" not in err and "Loading weights" not in err and "it/s" not in err, err
