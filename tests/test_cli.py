@@ -166,3 +166,15 @@ def test_ctrl_c_prints_one_line(checkpoint, tmp_path, capsys, monkeypatch):
     except KeyboardInterrupt:  # would stop the whole test session
         pytest.fail("KeyboardInterrupt escaped cli.main")
     assert code == 130 and "Traceback" not in err and err.strip() == "vit-repro evaluate: interrupted"
+
+
+def test_mistyped_task_and_a_folder_that_is_no_checkpoint(checkpoint, images, tmp_path, capsys):
+    for name, argv in commands(checkpoint, images, tmp_path).items():
+        if name in ("evaluate", "fewshot"):
+            argv = [word if word != "digits" else "digitz" for word in argv]
+            assert_one_line_error(*run_cli(argv, capsys), name, "unknown task 'digitz'. Did you mean 'digits'?")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name, argv in commands(empty, images, tmp_path).items():
+        if name != "convert":
+            assert_one_line_error(*run_cli(argv, capsys), name, f"'{empty}' is neither a run folder")
