@@ -178,3 +178,14 @@ def test_mistyped_task_and_a_folder_that_is_no_checkpoint(checkpoint, images, tm
     for name, argv in commands(empty, images, tmp_path).items():
         if name != "convert":
             assert_one_line_error(*run_cli(argv, capsys), name, f"'{empty}' is neither a run folder")
+
+
+def test_train_with_an_image_size_the_patches_do_not_tile(tmp_path, capsys):
+    """`model.image_size=30` with 4 px patches: the config accepts it (as ViTConfig would), the
+    model refuses it when built, and the user sees that message alone (issue 14, item 9)."""
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "pretrain_vit.yaml"
+    argv = ["train", str(recipe), "model.image_size=30", f"run.output_dir={tmp_path / 'run'}"]
+    assert_one_line_error(*run_cli(argv, capsys), "train", "`image_size` 30 must be divisible by `patch_size` 4")
+    assert not (tmp_path / "run" / runs.CHECKPOINTS_DIR).exists()
