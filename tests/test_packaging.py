@@ -26,7 +26,7 @@ def test_wheel_ships_the_model_card_template_and_metric_scripts(tmp_path):
     (wheel,) = tmp_path.glob("hf_vit_repro-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        template = archive.read("hf_vit_repro/modelcard_template.md")
+        template = archive.read("hf_vit_repro/hub/modelcard_template.md")
     assert template == (ROOT / "model_cards" / "modelcard_template.md").read_bytes()
     metrics = {Path(n).name for n in names if n.startswith("hf_vit_repro/metrics/") and n.endswith(".py")}
     assert {p.name for p in (ROOT / "hf_vit_repro" / "metrics").glob("*/*.py")} <= metrics

@@ -222,7 +222,7 @@ def test_kill_and_resume_ends_with_the_same_weights(tmp_path):
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    real = training.classification_loss
+    real = training.loop.classification_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -230,7 +230,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monke
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(training, "classification_loss", poisoned)
+    monkeypatch.setattr(training.loop, "classification_loss", poisoned)
     recipe = tiny_recipe(tmp_path)
     with pytest.raises(TrainingDivergedError, match=r"step 3 .*step_0000002"):
         train(recipe)
@@ -261,7 +261,7 @@ def test_learning_rate_sweep_picks_best_on_holdout(tmp_path, monkeypatch):
                                       "train.steps": 1, "optim.warmup_steps": 0, "run.checkpoint_every": 0})
     scores = {0.001: 0.3, 0.01: 0.6}
     seen = []
-    real_train = training.train
+    real_train = training.loop.train
 
     def fake_scores(member, **kwargs):
         result = real_train(member, **kwargs)
@@ -270,7 +270,7 @@ def test_learning_rate_sweep_picks_best_on_holdout(tmp_path, monkeypatch):
             result.eval_accuracy = scores[member.optim.lr]
         return result
 
-    monkeypatch.setattr(training, "train", fake_scores)
+    monkeypatch.setattr(training.loop, "train", fake_scores)
     result = training.run_recipe(recipe)
     assert seen[:2] == [(0.001, True, "lr_0.001"), (0.01, True, "lr_0.01")]
     assert seen[2] == (0.01, False, "run")  # the final run: best rate, whole training split

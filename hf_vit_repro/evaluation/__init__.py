@@ -9,13 +9,17 @@ through the `evaluate` modules of `hf_vit_repro.metrics`, data-parallel under Ac
 `fewshot` (the paper's closed-form regularised least squares on frozen pre-logits features, with
 a feature cache), `vtab` (the VTAB-1k protocol, task by task, resumable), `common` (checkpoint
 loading and fingerprints). Heavy imports happen inside functions.
+
+Layering: `classification`, `fewshot` and `common` sit below `hf_vit_repro.training` (the training
+loop scores with `classification.evaluate_model`); `vtab` fine-tunes with the training package and
+so sits above it. Its names are therefore loaded on first use (`__getattr__` below), so importing
+this package, or the training loop, never imports the VTAB runner.
 """
 
 from __future__ import annotations
 
 from .classification import evaluate_checkpoint, evaluate_model, real_label_sets
 from .common import LoadedCheckpoint, load_checkpoint, model_fingerprint
-from .vtab import DEFAULT_LR_SWEEP, aggregate, resolve_tasks, run_vtab, vtab_table
 from .fewshot import (
     L2_GRID,
     FeatureCache,
@@ -27,16 +31,25 @@ from .fewshot import (
     fit_least_squares,
 )
 
+#: Names re-exported from `vtab` on first use (see the layering note above).
+_VTAB_NAMES = ("DEFAULT_LR_SWEEP", "aggregate", "resolve_tasks", "run_vtab", "vtab_table")
+
+
+def __getattr__(name: str):
+    if name in _VTAB_NAMES:
+        from . import vtab
+
+        return getattr(vtab, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 def add_cli(subparsers) -> None:
-    """`vit-repro evaluate`, `vit-repro fewshot`, `vit-repro vtab`."""
+    """`vit-repro evaluate`, `vit-repro fewshot` (`vit-repro vtab` is added by `vtab.add_cli`)."""
     from .classification import add_evaluate_cli
     from .fewshot import add_fewshot_cli
-    from .vtab import add_vtab_cli
 
     add_evaluate_cli(subparsers)
     add_fewshot_cli(subparsers)
-    add_vtab_cli(subparsers)
 
 
 __all__ = [

@@ -438,3 +438,7 @@ __all__ = [
     "run_vtab",
     "add_vtab_cli",
 ]
+
+
+#: `vit-repro vtab` (hf_vit_repro.cli adds each module's subcommands through `add_cli`).
+add_cli = add_vtab_cli

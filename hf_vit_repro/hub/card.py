@@ -1,37 +1,24 @@
-"""Model cards and publishing: a run folder (or a plain checkpoint folder) -> a Hub repo.
+"""Model cards: a run folder (or a checkpoint folder, or a staged repo folder) -> README.md.
 
-The flow (DESIGN.md: "metrics JSON --hub--> model card + push"):
-
-    source (RUN_DIR or a save_pretrained folder)
-      --build_repo_folder--> staging folder: weights, config (auto_map), shipped code, image
-                             processor config, the run's result files, figures, recipe, README.md
-      --validate_repo_folder--> checked (card metadata, model-index, links, weights, no token)
-      --upload (huggingface_hub create_repo + upload_folder)--> the Hub
-
-The staging folder mirrors the run folder's layout (`hf_vit_repro.runs`), with `final/` flattened
-to the top, and the card is rendered from the staged files themselves: every number in a card
-comes from a file that is uploaded next to it. The only constants are the paper's own numbers
-(`PAPER_TABLE_2`, and `variants.PAPER_PARAMETER_COUNTS` for Table 1), always labelled as the
-paper's.
-
-The token comes from huggingface_hub's usual sources (the `token` argument, else `HF_TOKEN`, else
-the login file). It is never written to a file, printed, or put in an error message: text files are
-redacted before staging, and a staged file that still holds the token stops the push.
+The card is rendered from `model_cards/modelcard_template.md` with the run's own files: the
+model (config.json and the weights' headers), the training (recipe.yaml, train_summary.json), the
+results (metrics/*.json, fewshot.json, vtab.json; the `model-index` metadata is built from the
+metrics files) and the figures (analysis/*.png). Every number in a card comes from a file that is
+uploaded next to it. The only constants are the paper's own numbers (`PAPER_TABLE_2`, and
+`variants.PAPER_PARAMETER_COUNTS` for Table 1), always labelled as the paper's.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import runs
+from .. import runs
+from .redaction import active_token, redact, redact_secrets
 
 # model_cards/modelcard_template.md, reached through the package (a link in a checkout, a copy in a
 # built wheel), so installed packages have it too.
@@ -74,19 +61,6 @@ _BENCHMARKS = {
 # model is listed only when it is a "namespace/name" Hub id and not a local folder.
 DATASET_KEYS = ("task", "dataset", "datasets", "dataset_id", "train_dataset", "pretrain_dataset", "finetune_dataset")
 BASE_MODEL_KEYS = ("base_model", "init_from", "pretrained", "pretrained_model", "model_name_or_path")
-# Recipe keys whose values are secrets: never shown, never uploaded.
-_SECRET_KEY = re.compile(r"(^|[_\-.])(token|secret|password|passwd|api[_-]?key|credentials?)$", re.IGNORECASE)
-# What a Hugging Face token looks like, so one is redacted even if it is not the active token.
-_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{20,}")
-REDACTED = "<redacted>"
-
-_CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "model.safetensors", "model.safetensors.index.json")
-_TEXT_SUFFIXES = {".json", ".yaml", ".yml", ".md", ".txt", ".py", ".csv"}
-
-
-class HubPushError(OSError):
-    """The upload failed (network, authentication, or the Hub refused it). The message says what
-    happened and what to do; it never contains the token."""
 
 
 # ============================================================================ reading a run
@@ -136,7 +110,7 @@ def locate(source: str | os.PathLike) -> Sources:
     return Sources(checkpoint=checkpoint, run=run)
 
 
-def _weight_files(checkpoint: Path) -> list[Path]:
+def weight_files(checkpoint: Path) -> list[Path]:
     index = checkpoint / "model.safetensors.index.json"
     if index.exists():
         shards = sorted(set(runs.read_json(index)["weight_map"].values()))
@@ -150,7 +124,7 @@ def count_parameters(checkpoint: str | os.PathLike) -> int:
     from huggingface_hub.hf_api import parse_local_safetensors_file_metadata
 
     total = 0
-    for path in _weight_files(Path(checkpoint)):
+    for path in weight_files(Path(checkpoint)):
         if path.suffix == ".safetensors":
             total += sum(parse_local_safetensors_file_metadata(path).parameter_count.values())
     return total
@@ -215,7 +189,7 @@ def _is_hub_id(value: Any, anchors: list[Path]) -> bool:
 
 def recipe_metadata(recipe: Any, anchors: list[Path]) -> tuple[list[str], str | None]:
     """(training datasets as Hub ids, base model Hub id or None) named by a recipe."""
-    from .data import TASKS
+    from ..data import TASKS
 
     datasets = []
     for value in _find_values(recipe, DATASET_KEYS):
@@ -227,38 +201,11 @@ def recipe_metadata(recipe: Any, anchors: list[Path]) -> tuple[list[str], str | 
     return datasets, base
 
 
-# ============================================================================ redaction
-def active_token(token: str | None = None) -> str | None:
-    """The token a push would use: `token`, else huggingface_hub's usual sources."""
-    if token:
-        return token
-    from huggingface_hub import get_token
-
-    return get_token()
-
-
-def redact(text: str, token: str | None = None) -> str:
-    """`text` with `token` and anything shaped like a Hugging Face token replaced by <redacted>."""
-    if token:
-        text = text.replace(token, REDACTED)
-    return _TOKEN_PATTERN.sub(REDACTED, text)
-
-
-def _redact_secrets(value: Any, token: str | None) -> Any:
-    """Recipe values under secret-looking keys, and token strings anywhere, -> <redacted>."""
-    if isinstance(value, dict):
-        return {k: REDACTED if _SECRET_KEY.search(str(k)) and v is not None else _redact_secrets(v, token) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_secrets(v, token) for v in value]
-    if isinstance(value, str):
-        return redact(value, token)
-    return value
-
 
 # ============================================================================ describing the model
 def _size_name(config: dict) -> str | None:
     """"B" when (width, depth, heads, MLP) is a row of `variants.SIZES`, else None."""
-    from .variants import SIZES
+    from ..variants import SIZES
 
     dims = (config.get("hidden_size"), config.get("num_hidden_layers"), config.get("num_attention_heads"), config.get("intermediate_size"))
     return next((size for size, row in SIZES.items() if tuple(row) == dims), None)
@@ -266,7 +213,7 @@ def _size_name(config: dict) -> str | None:
 
 def _backbone_name(backbone: dict) -> str | None:
     """The hybrid's named CNN ("R50") when its stage depths and widths match `variants.BACKBONES`."""
-    from . import variants
+    from .. import variants
 
     stages = (tuple(backbone.get("depths") or ()), tuple(backbone.get("hidden_sizes") or ()))
     return next((name for name, row in getattr(variants, "BACKBONES", {}).items() if tuple(map(tuple, row)) == stages), None)
@@ -286,8 +233,8 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
     token, which for a hybrid is the CNN's stride times the 1 x 1 patches) when the config is a
     row of `variants`, else "custom ViT" / "ResNet+ViT" with the numbers in the table.
     """
-    from .configuration_vit_repro import ViTReproConfig
-    from .variants import PAPER_PARAMETER_COUNTS, PATCH_SIZES
+    from ..configuration_vit_repro import ViTReproConfig
+    from ..variants import PAPER_PARAMETER_COUNTS, PATCH_SIZES
 
     checkpoint = Path(checkpoint)
     raw = runs.read_json(checkpoint / "config.json")
@@ -488,8 +435,8 @@ def _training(sources: Sources, token: str | None) -> dict | None:
     recipe_path, summary_path = sources.file(runs.RECIPE), sources.file(runs.TRAIN_SUMMARY)
     if recipe_path is None and summary_path is None:
         return None
-    recipe = _redact_secrets(_read_yaml(recipe_path), token) if recipe_path else None
-    summary = _redact_secrets(_read_optional_json(summary_path, "the training summary"), token) or {}
+    recipe = redact_secrets(_read_yaml(recipe_path), token) if recipe_path else None
+    summary = redact_secrets(_read_optional_json(summary_path, "the training summary"), token) or {}
     facts = []
     if summary.get("steps") is not None:
         facts.append(("Optimizer steps", f"{int(summary['steps']):,}"))
@@ -570,7 +517,7 @@ def model_card(
             f"Say the license of the converted weights from {converted_from} (license='...', `--license` on the "
             "command line): it is the source's license, not this package's."
         )
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     sources = locate(source)
     token = active_token(token)
     model = describe_model(sources.checkpoint)
@@ -625,8 +572,8 @@ def _template_path() -> Path:
     return TEMPLATE_PATH
 
 
-# ============================================================================ the repo folder
-def _check_repo_id(repo_id: str) -> None:
+def check_repo_id(repo_id: str) -> None:
+    """Raise ValueError, with what a repo id may hold, unless `repo_id` is a valid Hub repo id."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
@@ -639,383 +586,3 @@ def _check_repo_id(repo_id: str) -> None:
             "letters, digits, '-', '_' and '.' (no '--' or '..', at most 96 characters), e.g. 'your-name/vit-b16-cifar10'."
         ) from None
 
-
-def _copy_text(src: Path, dst: Path, token: str | None) -> None:
-    text = src.read_text(encoding="utf-8")
-    clean = redact(text, token)
-    if src.suffix in (".yaml", ".yml") and src.name == runs.RECIPE:
-        import yaml
-
-        recipe = yaml.safe_load(text)
-        redacted = _redact_secrets(recipe, token)
-        if redacted != recipe:
-            clean = "# Secrets in this recipe were redacted for publishing.\n" + yaml.safe_dump(redacted, sort_keys=False)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_text(clean, encoding="utf-8")
-
-
-def _copy(src: Path, dst: Path, token: str | None) -> None:
-    if src.suffix in _TEXT_SUFFIXES:
-        _copy_text(src, dst, token)
-    else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-
-
-def _staged_files(sources: Sources, include_logs: bool) -> list[tuple[Path, str]]:
-    """(source path, path in repo) for everything a push uploads, README.md excepted."""
-    ckpt, run = sources.checkpoint, sources.run
-    files = [(p, p.name) for p in _weight_files(ckpt)]
-    for name in ("config.json", "preprocessor_config.json"):
-        if (ckpt / name).exists():
-            files.append((ckpt / name, name))
-    files += [(p, p.name) for p in sorted(ckpt.glob("*.py"))]  # the shipped code (auto_map)
-    for name in (runs.RECIPE, runs.TRAIN_SUMMARY, runs.FEWSHOT, runs.VTAB):
-        if (run / name).exists():
-            files.append((run / name, name))
-    for folder, pattern in ((runs.METRICS_DIR, "*.json"), (runs.ANALYSIS_DIR, "*.png"), (runs.ANALYSIS_DIR, runs.ANALYSIS_JSON)):
-        files += [(p, f"{folder}/{p.name}") for p in sorted((run / folder).glob(pattern))]
-    if include_logs and (run / runs.LOGS_DIR).is_dir():
-        files += [(p, p.relative_to(run).as_posix()) for p in sorted((run / runs.LOGS_DIR).rglob("*")) if p.is_file()]
-    return files
-
-
-def build_repo_folder(
-    source: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    repo_id: str,
-    *,
-    include_logs: bool = False,
-    token: str | None = None,
-    **card_options,
-) -> Path:
-    """Write the exact folder a push uploads to `output_dir` (which must not exist or be empty):
-    safetensors weights, config.json (with `auto_map`), the shipped code, the image processor
-    config, the run's recipe, training summary, metrics, few-shot and VTAB results, figures,
-    TensorBoard logs if `include_logs`, and README.md rendered from those staged files. Text files
-    have secrets redacted. Written to a temporary sibling and renamed, so a crash leaves nothing
-    half-written. `card_options` go to `model_card`."""
-    _check_repo_id(repo_id)
-    sources = locate(source)
-    token = active_token(token)
-    output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise FileExistsError(f"{output_dir} already exists and is not empty; remove it or choose another output folder.")
-    if not (sources.checkpoint / "preprocessor_config.json").exists():
-        raise FileNotFoundError(
-            f"{sources.checkpoint} has no preprocessor_config.json: save the image processor used in training next to "
-            "the weights (`processor.save_pretrained(folder)`), so pipeline() and AutoImageProcessor work."
-        )
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.staging-"))
-    try:
-        for src, name in _staged_files(sources, include_logs):
-            _copy(src, staging / name, token)
-        card = model_card(staging, repo_id, token=token, **{"recipe_root": sources.run, **card_options})
-        card.save(staging / "README.md")
-        _check_no_token(staging, token)
-        if output_dir.exists():
-            output_dir.rmdir()
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output_dir
-
-
-def _check_no_token(folder: Path, token: str | None) -> None:
-    needles = [token.encode()] if token else []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        if any(needle in data for needle in needles) or (path.suffix in _TEXT_SUFFIXES and _TOKEN_PATTERN.search(data.decode("utf-8", "replace"))):
-            raise ValueError(
-                f"{path.relative_to(folder)} contains a Hugging Face token; it will not be published. Remove the token "
-                "from the run's files (or leave that file out, e.g. logs without --include-logs) and try again."
-            )
-
-
-def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None, load_model: bool = True) -> None:
-    """Check a staged repo folder before it is uploaded; raises ValueError listing every problem.
-
-    Checks: the files a checkpoint needs (config.json with a complete `auto_map` whose code files
-    are present, safetensors weights, preprocessor_config.json, README.md); the card's metadata
-    parses with huggingface_hub (license, library_name, pipeline_tag, tags) and its `model-index`
-    equals the metrics files in the folder; every relative link in the card points to a file in the
-    folder; no file holds the token; and (`load_model`) the weights load into the config's model
-    with no missing or unexpected tensor.
-    """
-    from huggingface_hub import ModelCard
-
-    folder = Path(folder)
-    problems = []
-    for name in ("config.json", "preprocessor_config.json", "README.md"):
-        if not (folder / name).exists():
-            problems.append(f"{name} is missing")
-    if not (folder / "model.safetensors").exists() and not (folder / "model.safetensors.index.json").exists():
-        problems.append("the safetensors weights are missing")
-    if (folder / "config.json").exists():
-        auto_map = runs.read_json(folder / "config.json").get("auto_map") or {}
-        for auto in ("AutoConfig", "AutoModel", "AutoModelForImageClassification"):
-            if auto not in auto_map:
-                problems.append(f"config.json's auto_map lacks {auto}: the checkpoint will not load without this package")
-        for reference in auto_map.values():
-            module = reference.split("--")[-1].rsplit(".", 1)[0]
-            if not (folder / f"{module}.py").exists():
-                problems.append(f"config.json's auto_map names {module}.py, which is missing")
-    if (folder / "README.md").exists():
-        try:
-            card = ModelCard.load(folder / "README.md")
-        except ValueError as err:
-            problems.append(f"README.md metadata does not parse: {err}")
-        else:
-            data = card.data
-            for key in ("license", "library_name", "pipeline_tag", "tags"):
-                if not getattr(data, key, None):
-                    problems.append(f"README.md metadata lacks {key}")
-            expected = {(r.dataset_type, r.dataset_name, r.dataset_split, r.metric_type, r.metric_value)
-                        for r in eval_results(read_metrics(folder))}
-            found = {(r.dataset_type, r.dataset_name, r.dataset_split, r.metric_type, r.metric_value)
-                     for r in (data.eval_results or [])}
-            if expected != found:
-                problems.append(f"README.md model-index {sorted(found)} differs from the metrics files {sorted(expected)}")
-            for target in re.findall(r"\]\(([^)\s]+)\)", card.text):
-                if not re.match(r"^[a-z]+:", target) and not target.startswith("#") and not (folder / target).exists():
-                    problems.append(f"README.md links to {target}, which is not in the folder")
-    try:
-        _check_no_token(folder, active_token(token))
-    except ValueError as err:
-        problems.append(str(err))
-    if load_model and not problems:
-        problems += _load_problems(folder)
-    if problems:
-        raise ValueError(f"{folder} is not ready to publish:\n- " + "\n- ".join(problems))
-
-
-def _load_problems(folder: Path) -> list[str]:
-    import hf_vit_repro  # noqa: F401  (registers the Auto classes)
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    try:
-        _, info = AutoModelForImageClassification.from_pretrained(folder, output_loading_info=True)
-        AutoImageProcessor.from_pretrained(folder)
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
-        return [f"the checkpoint does not load: {err}"]
-    return [f"{kind} weights: {sorted(keys)}" for kind in ("missing_keys", "unexpected_keys") if (keys := info.get(kind))]
-
-
-# ============================================================================ publishing
-def _plan(folder: Path, target: str) -> str:
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    total = sum(p.stat().st_size for p in files)
-    lines = [f"{len(files)} files, {_size(total)}, for {target}:"]
-    lines += [f"  {_size(p.stat().st_size):>9}  {p.relative_to(folder).as_posix()}" for p in files]
-    return "\n".join(lines)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-def _upload_error(err: BaseException, endpoint: str, repo_id: str, token: str | None) -> HubPushError:
-    """A huggingface_hub / network exception -> a HubPushError that says what to do."""
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    chain, cause = [], err
-    while cause is not None and len(chain) < 10:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    status = next((c.response.status_code for c in chain if isinstance(c, HfHubHTTPError) and c.response is not None), None)
-    transport = next((c for c in chain if isinstance(c, httpx2.TransportError)), None)
-    if any(isinstance(c, OfflineModeIsEnabled) for c in chain):
-        message = "huggingface_hub is in offline mode (HF_HUB_OFFLINE=1). Unset it to publish, or use --dry-run."
-    elif status == 401 and not token:
-        message = "no Hugging Face token was found. Log in with `hf auth login` or set HF_TOKEN to a token with write access."
-    elif status == 401:
-        message = (f"{endpoint} refused the credentials. Log in with `hf auth login` or set HF_TOKEN to a token "
-                   "with write access, then run the same command again.")
-    elif status in (403, 404):
-        message = f"{endpoint} denied access to {repo_id} (HTTP {status}): check that your token may write to this namespace."
-    elif isinstance(transport, (httpx2.ConnectError, httpx2.ConnectTimeout)):
-        message = (f"could not connect to {endpoint} ({type(transport).__name__}). Check the network (and HF_ENDPOINT, "
-                   "if set), then run the same command again.")
-    elif transport is not None:
-        message = (f"the connection to {endpoint} was lost during the upload ({type(transport).__name__}). "
-                   "Run the same command again: files the Hub already has are not uploaded twice, and only what is "
-                   "missing is sent.")
-    else:
-        message = f"{type(err).__name__}: {err}. Running the same command again resumes an interrupted upload."
-    return HubPushError(redact(f"Publishing to {repo_id} failed: {message}", token))
-
-
-def push_to_hub(
-    source: str | os.PathLike,
-    repo_id: str,
-    *,
-    private: bool = False,
-    revision: str | None = None,
-    create_pr: bool = False,
-    commit_message: str | None = None,
-    token: str | None = None,
-    dry_run: bool = False,
-    output_dir: str | os.PathLike | None = None,
-    include_logs: bool = False,
-    endpoint: str | None = None,
-    verbose: bool = True,
-    **card_options,
-):
-    """Publish a run folder or checkpoint folder to the Hub repo `repo_id`.
-
-    Builds the repo folder (`build_repo_folder`), validates it (`validate_repo_folder`), prints
-    what will be uploaded, then `create_repo(exist_ok=True)` (+ `create_branch` for `revision`) and
-    `upload_folder` with huggingface_hub. `create_pr` opens a pull request on the main branch
-    instead of committing to it. `dry_run` stops after validation and keeps the folder in
-    `output_dir` (default `outputs/hub/<repo name>`); without it the folder is temporary unless
-    `output_dir` is given. `endpoint` is a Hub mirror (default: `HF_ENDPOINT` / huggingface.co).
-    `card_options` (license, datasets, base_model, converted_from) go to `model_card`.
-
-    Returns the `huggingface_hub.CommitInfo` (`.pr_url` for a pull request), or the folder for a
-    dry run. Raises ValueError / FileNotFoundError for bad input before anything is sent, and
-    HubPushError when the upload fails; running the same call again finishes an interrupted push.
-    """
-    _check_repo_id(repo_id)
-    if create_pr and revision not in (None, "main"):
-        raise ValueError("create_pr opens a pull request on the main branch; do not combine it with --revision.")
-    token = active_token(token)
-    say = print if verbose else (lambda *a, **k: None)
-    name = repo_id.split("/")[-1]
-    temporary = None
-    if output_dir is None and dry_run:
-        output_dir = Path("outputs") / "hub" / name
-    if output_dir is None:
-        temporary = tempfile.TemporaryDirectory(prefix=f"vit-repro-push-{name}-")
-        output_dir = Path(temporary.name) / name
-    try:
-        folder = build_repo_folder(source, output_dir, repo_id, include_logs=include_logs, token=token, **card_options)
-        validate_repo_folder(folder, token=token)
-        target = f"{repo_id}" + (f" (branch {revision})" if revision else "") + (" (pull request)" if create_pr else "")
-        say(redact(_plan(folder, target), token))
-        if dry_run:
-            say(f"Dry run: the folder above is in {folder} and passed validation; nothing was uploaded.")
-            return folder
-        return _upload(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
-                       commit_message=commit_message, token=token, endpoint=endpoint, say=say,
-                       card_options={"recipe_root": locate(source).run, **card_options})
-    finally:
-        if temporary is not None:
-            temporary.cleanup()
-
-
-def _upload(folder, repo_id, *, private, revision, create_pr, commit_message, token, endpoint, say, card_options):
-    from huggingface_hub import HfApi, constants
-
-    api = HfApi(endpoint=endpoint, token=token)
-    where = api.endpoint or constants.ENDPOINT
-    try:
-        full_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        if full_id != repo_id:  # "name" went to the token's namespace: the card's snippets name the real repo
-            model_card(folder, full_id, token=token, **card_options).save(folder / "README.md")
-            repo_id = full_id
-        if revision and revision != "main":
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            revision=revision,
-            create_pr=create_pr,
-            commit_message=commit_message or f"Upload {repo_id.split('/')[-1]} with hf_vit_repro",
-        )
-    except Exception as err:  # noqa: BLE001 - every failure is reported as a HubPushError
-        raise _upload_error(err, where, repo_id, token) from None
-    say(f"Published {commit.pr_url or commit.commit_url}")
-    return commit
-
-
-def push_run(
-    run_dir: str | os.PathLike,
-    repo_id: str,
-    *,
-    private: bool = False,
-    revision: str | None = None,
-    create_pr: bool = False,
-    commit_message: str | None = None,
-    token: str | None = None,
-    dry_run: bool = False,
-    **options,
-):
-    """The end-of-training hook (recipe options `push_to_hub: true`, `hub_repo_id: ...`): publish
-    RUN_DIR's final checkpoint with its card. Only the main process publishes: on any other rank
-    (`RANK` / `LOCAL_RANK` not 0) this returns None without doing anything."""
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
-    if rank != 0:
-        return None
-    run_dir = Path(run_dir)
-    if not (run_dir / runs.FINAL_DIR).is_dir():
-        raise FileNotFoundError(f"{run_dir} has no {runs.FINAL_DIR}/ checkpoint: the training run did not finish saving it.")
-    return push_to_hub(run_dir, repo_id, private=private, revision=revision, create_pr=create_pr,
-                       commit_message=commit_message, token=token, dry_run=dry_run, **options)
-
-
-# ============================================================================ CLI
-def _cmd_push(args: argparse.Namespace) -> int:
-    result = push_to_hub(
-        args.source,
-        args.repo_id,
-        private=args.private,
-        revision=args.revision,
-        create_pr=args.create_pr,
-        commit_message=args.commit_message,
-        dry_run=args.dry_run,
-        output_dir=args.output_dir,
-        include_logs=args.include_logs,
-        license=args.license,
-        datasets=args.dataset,
-        base_model=args.base_model,
-        converted_from=args.converted_from,
-    )
-    return 0 if result is not None else 1
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "push",
-        help="publish a run folder or checkpoint to the Hugging Face Hub with a model card",
-        description="Build the repo folder of a run (weights, config with auto_map, shipped code, image processor, "
-        "README.md model card from the run's results, metrics, figures, recipe), validate it, show it, and upload it "
-        "with huggingface_hub. The token comes from HF_TOKEN or `hf auth login`.",
-    )
-    p.add_argument("source", help="run folder (with final/) or a save_pretrained checkpoint folder")
-    p.add_argument("repo_id", help="Hub repo, 'namespace/name' (created if missing)")
-    p.add_argument("--private", action="store_true", help="create the repo as private")
-    p.add_argument("--revision", default=None, help="branch to commit to (created from main if missing)")
-    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
-    p.add_argument("--commit-message", default=None, help="commit message")
-    p.add_argument("--dry-run", action="store_true", help="write and validate the folder, upload nothing")
-    p.add_argument("--output-dir", default=None, help="where to write the repo folder (default for --dry-run: outputs/hub/NAME)")
-    p.add_argument("--include-logs", action="store_true", help="also upload the run's TensorBoard logs (logs/)")
-    p.add_argument("--license", default=None, help=f"license of the weights (default {DEFAULT_LICENSE}; required with --converted-from)")
-    p.add_argument("--dataset", action="append", default=None, help="Hub id of a training dataset (repeatable)")
-    p.add_argument("--base-model", default=None, help="Hub id of the checkpoint this one was fine-tuned from")
-    p.add_argument("--converted-from", default=None, help="source of converted published weights (e.g. google/vit-base-patch16-224)")
-    p.set_defaults(func=_cmd_push)
-
-
-__all__ = [
-    "PAPER_TABLE_2",
-    "HubPushError",
-    "build_repo_folder",
-    "count_parameters",
-    "describe_model",
-    "eval_results",
-    "locate",
-    "model_card",
-    "push_run",
-    "push_to_hub",
-    "read_metrics",
-    "redact",
-    "validate_repo_folder",
-]

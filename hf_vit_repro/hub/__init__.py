@@ -1,0 +1,50 @@
+"""The Hub: model cards built from a run's own files, and publishing.
+
+    vit-repro push outputs/run1 your-name/vit-b16-cifar10 [--dry-run]
+
+- `card`       reading a run folder, describing the model, the result tables, `model_card`
+- `push`       the staged repo folder (`build_repo_folder`), its checks, the upload (`push_to_hub`)
+- `redaction`  the token and secrets, kept out of every file, message and upload
+- `cli`        `vit-repro push`
+"""
+
+from __future__ import annotations
+
+from .card import (
+    PAPER_SOURCE,
+    PAPER_TABLE_2,
+    TEMPLATE_PATH,
+    Sources,
+    count_parameters,
+    describe_model,
+    eval_results,
+    locate,
+    model_card,
+    read_metrics,
+    recipe_metadata,
+)
+from .cli import add_cli
+from .push import HubPushError, build_repo_folder, push_run, push_to_hub, validate_repo_folder
+from .redaction import active_token, redact
+
+__all__ = [
+    "PAPER_SOURCE",
+    "PAPER_TABLE_2",
+    "TEMPLATE_PATH",
+    "HubPushError",
+    "Sources",
+    "active_token",
+    "add_cli",
+    "build_repo_folder",
+    "count_parameters",
+    "describe_model",
+    "eval_results",
+    "locate",
+    "model_card",
+    "push_run",
+    "push_to_hub",
+    "read_metrics",
+    "recipe_metadata",
+    "redact",
+    "validate_repo_folder",
+]

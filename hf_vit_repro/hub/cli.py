@@ -1,0 +1,67 @@
+"""`vit-repro push`: publish a run folder or checkpoint with its model card."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .card import DEFAULT_LICENSE
+from .push import DEFAULT_TIMEOUT, push_to_hub
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    try:
+        result = _push(args)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: temporary folders are already removed
+        why = str(err) or "interrupted"
+        print(f"vit-repro push: {why}; no temporary copy was left behind. Run the same command again to finish "
+              "the upload (files the Hub already has are not sent twice).", file=sys.stderr)
+        return 130
+    return 0 if result is not None else 1
+
+
+def _push(args: argparse.Namespace):
+    return push_to_hub(
+        args.source,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        commit_message=args.commit_message,
+        dry_run=args.dry_run,
+        output_dir=args.output_dir,
+        include_logs=args.include_logs,
+        license=args.license,
+        datasets=args.dataset,
+        base_model=args.base_model,
+        converted_from=args.converted_from,
+        timeout=args.timeout,
+    )
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "push",
+        help="publish a run folder or checkpoint to the Hugging Face Hub with a model card",
+        description="Build the repo folder of a run (weights, config with auto_map, shipped code, image processor, "
+        "README.md model card from the run's results, metrics, figures, recipe), validate it, show it, and upload it "
+        "with huggingface_hub. The token comes from HF_TOKEN or `hf auth login`.",
+    )
+    p.add_argument("source", help="run folder (with final/) or a save_pretrained checkpoint folder")
+    p.add_argument("repo_id", help="Hub repo, 'namespace/name' (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", default=None, help="branch to commit to (created from main if missing)")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
+    p.add_argument("--commit-message", default=None, help="commit message")
+    p.add_argument("--dry-run", action="store_true", help="write and validate the folder, upload nothing")
+    p.add_argument("--output-dir", default=None, help="where to write the repo folder (default for --dry-run: outputs/hub/NAME)")
+    p.add_argument("--include-logs", action="store_true", help="also upload the run's TensorBoard logs (logs/)")
+    p.add_argument("--license", default=None, help=f"license of the weights (default {DEFAULT_LICENSE}; required with --converted-from)")
+    p.add_argument("--dataset", action="append", default=None, help="Hub id of a training dataset (repeatable)")
+    p.add_argument("--base-model", default=None, help="Hub id of the checkpoint this one was fine-tuned from")
+    p.add_argument("--converted-from", default=None, help="source of converted published weights (e.g. google/vit-base-patch16-224)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds one request may wait for the Hub before the push stops (default {DEFAULT_TIMEOUT:g})")
+    p.set_defaults(func=_cmd_push)
+
+

@@ -1,0 +1,276 @@
+"""Checkpoints: Accelerate state written atomically, found again by `resume=auto`, checked before
+they are loaded; and the run's final model.
+
+    RUN_DIR/checkpoints/step_0001000/   model, optimizer, scheduler, RNG (one file per process),
+                                        config.json and trainer_state.json (the loop's counters)
+    RUN_DIR/final/                      save_pretrained folder + image processor + recipe.yaml
+
+Both are written under a temporary name and renamed (`runs.replace_dir`), so a crash never leaves
+a half-written checkpoint that `resume=auto` would pick: a checkpoint is complete when its folder
+has its final name. A folder holding a run of other hyperparameters, or a checkpoint of another
+architecture, is refused with a `RecipeError` that names the differences.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .. import runs
+from .build import architecture, describe_architecture
+from .recipe import Recipe, RecipeError
+
+#: Name of the per-checkpoint file with the loop's own counters (beside Accelerate's state).
+TRAINER_STATE = "trainer_state.json"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run folder, oldest first (a checkpoint is complete when its
+    folder has its final name: it is written under a temporary name and renamed)."""
+    folder = Path(run_dir) / runs.CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / TRAINER_STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def recipe_differences(a: Recipe, b: Recipe) -> list[str]:
+    """`section.field: a -> b` for every hyperparameter that differs (`mode` and the model, data,
+    optim and train sections; names and the runtime `run` section do not count)."""
+    da, db = a.to_dict(), b.to_dict()
+    changes = [f"mode: {da['mode']!r} -> {db['mode']!r}"] if da["mode"] != db["mode"] else []
+    for section in ("model", "data", "optim", "train"):
+        for key in da[section]:
+            if da[section][key] != db[section][key]:
+                changes.append(f"{section}.{key}: {da[section][key]!r} -> {db[section][key]!r}")
+    return changes
+
+
+def check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
+    """Before `resume=auto` continues a run folder: raise `RecipeError` if the folder's
+    recipe.yaml has other hyperparameters than `recipe` (continuing would silently mix two runs,
+    or report a finished run of the old recipe as the new one's)."""
+    saved_file = Path(run_dir) / runs.RECIPE
+    if not saved_file.is_file():
+        return
+    import yaml
+
+    saved = Recipe.from_dict(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}, str(saved_file),
+                             validate=False)
+    changes = recipe_differences(saved, recipe)
+    if changes:
+        shown = "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
+        raise RecipeError(
+            f"{run_dir} holds a run of another recipe ({shown}); resume=auto would continue it. Choose another "
+            "run.output_dir, or delete the folder to start over."
+        )
+
+
+def check_checkpoint_compatible(checkpoint: Path, model) -> None:
+    """Raise `RecipeError` before loading if `checkpoint` was written for another architecture
+    (its config.json) or holds weights of other shapes (its safetensors header)."""
+    config_file = checkpoint / "config.json"
+    if config_file.is_file():
+        from ..configuration_vit_repro import ViTReproConfig
+
+        saved = json.loads(config_file.read_text())
+        if saved.get("model_type") != "vit_repro":
+            raise RecipeError(f"Checkpoint {checkpoint} is not a vit_repro checkpoint (model_type {saved.get('model_type')!r}).")
+        theirs = architecture(ViTReproConfig.from_dict(saved))
+        ours = architecture(model.config)
+        if theirs != ours:
+            raise RecipeError(
+                f"Checkpoint {checkpoint} was written for another architecture ({describe_architecture(theirs)}) than "
+                f"this recipe builds ({describe_architecture(ours)}). Use another run.output_dir, or resume=never "
+                "with a fresh folder."
+            )
+    weights = checkpoint / "model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        def bare(name: str) -> str:  # Accelerate saves the wrapped model: DDP "module.", compile "_orig_mod."
+            for prefix in ("module.", "_orig_mod."):
+                name = name[len(prefix) :] if name.startswith(prefix) else name
+            return name
+
+        shapes = {bare(name): tuple(t.shape) for name, t in model.state_dict().items()}
+        with safe_open(str(weights), framework="pt") as f:
+            saved_shapes = {bare(name): tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+        bad = [
+            f"{name}: checkpoint {saved_shapes.get(name)} vs model {shape}"
+            for name, shape in shapes.items()
+            if saved_shapes.get(name) != shape
+        ]
+        if bad:
+            raise RecipeError(
+                f"Checkpoint {checkpoint} does not fit this model ({len(bad)} tensors differ, e.g. {bad[0]}). "
+                "Was it written by another recipe? Use another run.output_dir."
+            )
+
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be resumed from (a file truncated, corrupted or unreadable), or None
+    when every file in it reads back: safetensors headers must cover their files, JSON must parse,
+    and the zip archives `torch.save` writes (optimizer, scheduler, RNG states) must pass their
+    CRC check (`zipfile.testzip`, which reads them once). Formats it does not know are skipped."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    for path in sorted(p for p in Path(checkpoint).rglob("*") if p.is_file()):
+        name = path.relative_to(checkpoint)
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as f:
+                    f.keys()
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix in (".bin", ".pkl", ".pt", ".pth"):
+                if not zipfile.is_zipfile(path):
+                    return f"{name} is truncated or not a torch.save archive"
+                with zipfile.ZipFile(path) as archive:
+                    bad = archive.testzip()
+                if bad is not None:
+                    return f"{name} is corrupted (bad CRC in {bad})"
+        except Exception as err:  # noqa: BLE001 - any failure to read the file back means damage
+            return f"{name} cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    return None
+
+
+def resume_point(recipe: Recipe, log=print) -> Path | None:
+    """The checkpoint a run continues from, decided before any file is written: `run.resume=auto`
+    takes the latest intact checkpoint of the run folder (refusing a folder that holds a run of
+    other hyperparameters); a damaged one (`checkpoint_problem`) is named and the previous intact
+    one used instead. `never` refuses a folder that already holds a run, and a path must be an
+    intact checkpoint folder."""
+    r, run_dir = recipe.run, recipe.output_dir
+    if r.resume == "auto":
+        found = list_checkpoints(run_dir)
+        if found:
+            check_same_recipe(run_dir, recipe)
+        damaged = []
+        for checkpoint in reversed(found):
+            problem = checkpoint_problem(checkpoint)
+            if problem is None:
+                if damaged:
+                    log(f"{recipe.name}: checkpoint {damaged[-1][0]} is damaged ({damaged[-1][1]}); resuming from "
+                        f"the previous intact checkpoint {checkpoint.name} instead.")
+                return checkpoint
+            damaged.append((checkpoint.name, problem))
+        if damaged:
+            shown = "; ".join(f"{name}: {problem}" for name, problem in damaged)
+            raise RecipeError(
+                f"Every checkpoint in {run_dir / runs.CHECKPOINTS_DIR} is damaged ({shown}). Delete them to start "
+                "over (or restore them from a copy), then run again."
+            )
+        return None
+    if r.resume == "never":
+        if list_checkpoints(run_dir) or (run_dir / runs.FINAL_DIR).exists():
+            raise RecipeError(
+                f"{run_dir} already holds a run; pass run.resume=auto to continue it or choose another run.output_dir."
+            )
+        return None
+    checkpoint = Path(r.resume)
+    if not (checkpoint / TRAINER_STATE).is_file():
+        raise RecipeError(f"run.resume={r.resume!r} is not a checkpoint folder (no {TRAINER_STATE}).")
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+        raise RecipeError(f"run.resume={r.resume!r} is a damaged checkpoint: {problem}. Resume from another one.")
+    return checkpoint
+
+
+def read_counters(checkpoint: Path) -> dict[str, Any]:
+    """The loop's counters saved with a checkpoint: step, images_seen, train_time_s, ..."""
+    return runs.read_json(checkpoint / TRAINER_STATE)
+
+
+def save_checkpoint(accelerator, model, run_dir: Path, counters: dict[str, Any], keep: int) -> Path:
+    """Write checkpoint `counters["step"]` of the run: Accelerate's state (model, optimizer,
+    scheduler, every process's RNG, registered objects such as the EMA weights) plus the model's
+    config.json and the loop's `counters`, under a temporary name renamed once complete; then
+    delete all but the newest `keep`. A collective: every process calls it."""
+    main = accelerator.is_main_process
+    final = run_dir / runs.CHECKPOINTS_DIR / checkpoint_name(counters["step"])
+    tmp = final.with_name(f".{final.name}.tmp")
+    if main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if main:
+        accelerator.unwrap_model(model).config.to_json_file(str(tmp / "config.json"))
+        runs.write_json(tmp / TRAINER_STATE, counters)
+        runs.replace_dir(tmp, final)
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def save_final_model(accelerator, model, recipe: Recipe) -> Path:
+    """Write `RUN_DIR/final/`: `save_pretrained` (with the shipped code for remote loading), the
+    image processor the recipe trained with (resolution, mean, std) and the recipe, atomically.
+    A collective: the full state dict is gathered from every process under FSDP / DeepSpeed."""
+    state_dict = accelerator.get_state_dict(model)
+    final_dir = recipe.output_dir / runs.FINAL_DIR
+    if accelerator.is_main_process:
+        from transformers import ViTImageProcessor
+
+        size = recipe.model.image_size
+        tmp = recipe.output_dir / f".{runs.FINAL_DIR}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        accelerator.unwrap_model(model).save_pretrained(str(tmp), state_dict=state_dict)
+        ViTImageProcessor(
+            do_resize=True, size={"height": size, "width": size}, do_normalize=True,
+            image_mean=list(recipe.data.mean), image_std=list(recipe.data.std),
+        ).save_pretrained(str(tmp))
+        (tmp / runs.RECIPE).write_text(recipe.to_yaml(), encoding="utf-8")
+        runs.replace_dir(tmp, final_dir)
+    accelerator.wait_for_everyone()
+    return final_dir
+
+
+@contextlib.contextmanager
+def hold_run_dir(accelerator, run_dir: Path, description: str):
+    """Hold `run_dir` for this run (`runs.lock_run_dir`, taken by the main process; every process
+    learns the outcome, so all of them stop together with `RecipeError` when another run holds the
+    folder). A folder this call created and the run left empty is removed again on exit, so a run
+    refused before training leaves nothing behind."""
+    from accelerate.utils import broadcast_object_list
+
+    created = not run_dir.exists()
+    lock, refusal = None, [None]
+    if accelerator.is_main_process:
+        try:
+            lock = runs.lock_run_dir(run_dir, description)
+        except runs.RunFolderBusyError as err:
+            refusal = [str(err)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(refusal)
+    if refusal[0] is not None:
+        raise RecipeError(refusal[0])
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+            leftovers = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+            if created and leftovers <= {runs.LOCK, f"{runs.LOCK}.owner"}:
+                shutil.rmtree(run_dir, ignore_errors=True)

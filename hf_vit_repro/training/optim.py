@@ -1,0 +1,123 @@
+"""Optimisation: parameter groups, the optimizer, the learning-rate schedule, Polyak averaging and
+the classification losses (paper Appendix B.1).
+
+- Pretraining: Adam (beta1 0.9, beta2 0.999) with decoupled weight decay scaled by the learning
+  rate, `p <- p - lr * (adam_update + wd * p)` (flax.optim.Adam in the original code; PyTorch's
+  AdamW); fine-tuning: SGD with momentum 0.9 and no weight decay.
+- The learning rate of update t = 1..T follows the original code's formula (vit_jax
+  `create_learning_rate_schedule`): `base * min(1, t / warmup) * decay(progress)` with
+  `progress = clip((t - warmup) / (T - warmup), 0, 1)`: it reaches `base` exactly at the end of
+  warm-up and 0 at the last update for linear and cosine decay.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .recipe import SCHEDULES, OptimRecipe
+
+def parameter_groups(model, weight_decay: float) -> list[dict[str, Any]]:
+    """Two optimizer groups: parameters named by `model.no_weight_decay()` (biases, norms,
+    position embeddings, class token) with weight decay 0, all others with `weight_decay`.
+    Frozen parameters are left out. Each group carries `names` for inspection."""
+    skip = set(model.no_weight_decay())
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    unknown = skip - {n for n, _ in model.named_parameters()}
+    if unknown:
+        raise ValueError(f"no_weight_decay() names parameters the model does not have: {sorted(unknown)[:5]}")
+    decay = [(n, p) for n, p in named if n not in skip]
+    no_decay = [(n, p) for n, p in named if n in skip]
+    return [
+        {"params": [p for _, p in decay], "weight_decay": weight_decay, "names": [n for n, _ in decay]},
+        {"params": [p for _, p in no_decay], "weight_decay": 0.0, "names": [n for n, _ in no_decay]},
+    ]
+
+
+def build_optimizer(model, optim: OptimRecipe, lr: float | None = None):
+    """`torch.optim.AdamW` (paper pretraining) or `SGD` with momentum (paper fine-tuning) over
+    `parameter_groups`. The learning rate set here is the base rate the schedule multiplies."""
+    import torch
+
+    lr = optim.lr if lr is None else lr
+    groups = [{k: v for k, v in g.items() if k != "names"} for g in parameter_groups(model, optim.weight_decay)]
+    fused = optim.fused or None  # None: torch's own default implementation
+    if optim.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas), eps=optim.eps, fused=fused)
+    return torch.optim.SGD(groups, lr=lr, momentum=optim.momentum, fused=fused)
+
+
+def lr_multiplier(update: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """The factor on the base learning rate for update `update` = 1..total_steps (vit_jax's
+    `create_learning_rate_schedule`): `min(1, update / warmup) * decay(progress)`, with
+    `progress = clip((update - warmup) / (total - warmup), 0, 1)` and decay `1 - progress`
+    (linear), `(1 + cos(pi * progress)) / 2` (cosine) or 1 (constant). It is exactly 1 at the
+    end of warm-up and 0 at the last update for linear and cosine decay."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; one of {SCHEDULES}")
+    factor = min(1.0, update / warmup_steps) if warmup_steps > 0 else 1.0
+    if schedule == "constant" or total_steps <= warmup_steps:
+        return factor
+    progress = min(max((update - warmup_steps) / (total_steps - warmup_steps), 0.0), 1.0)
+    if schedule == "linear":
+        return factor * (1.0 - progress)
+    return factor * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer, total_steps: int, warmup_steps: int, schedule: str):
+    """`LambdaLR` applying `lr_multiplier`; PyTorch counts from 0 before the first update, so the
+    update t = epoch + 1."""
+    import torch
+
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: lr_multiplier(epoch + 1, total_steps, warmup_steps, schedule)
+    )
+
+
+class EMA:
+    """Polyak averaging of the weights (paper Appendix B.1.1, optional in fine-tuning):
+    `ema <- decay * ema + (1 - decay) * param` after every update, in float32. Saved in
+    checkpoints (`state_dict`), copied into the model at the end (`copy_to`)."""
+
+    def __init__(self, model, decay: float):
+        import torch
+
+        self.decay = float(decay)
+        self.shadow = {n: p.detach().to(torch.float32).clone() for n, p in model.named_parameters()}
+
+    def update(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                self.shadow[name].lerp_(param.detach().to(torch.float32), 1.0 - self.decay)
+
+    def copy_to(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(self.shadow[name].to(param.dtype))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay = state["decay"]
+        self.shadow = {n: t.clone() for n, t in state["shadow"].items()}
+
+
+def classification_loss(logits, labels, loss: str = "softmax_xent", label_smoothing: float = 0.0):
+    """Mean over the batch of softmax cross-entropy, or of sigmoid cross-entropy summed over the
+    K classes on (smoothed) one-hot targets. Computed in float32. logits (B, K), labels (B,)."""
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    if loss == "softmax_xent":
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    num_classes = logits.shape[-1]
+    targets = F.one_hot(labels, num_classes).float()
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1).mean()
+
