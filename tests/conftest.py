@@ -1,6 +1,7 @@
 """Shared fixtures. Tests run offline: the Hub is never contacted (HF_HUB_OFFLINE) and any
-socket connection to a non-loopback address fails the test. The HF cache (HF_HOME) and the
-feature cache are a temporary folder of this session, removed when it ends."""
+socket connection to a non-loopback address fails the test. The HF cache (HF_HOME), the feature
+cache, torch.compile's cache and the temp folder of every subprocess (torchrun leaves a log folder
+per launch) live in one temporary folder of this session, removed when it ends."""
 
 import json
 import os
@@ -13,11 +14,16 @@ import textwrap
 
 # Must be set before anything from the HF stack is imported. Under pytest-xdist the workers inherit
 # the controller's HF_HOME, so only the process that created the folder owns (and removes) it.
-_SESSION_HF_HOME = None
+_SESSION_DIR = None
 if "HF_HOME" not in os.environ:
-    _SESSION_HF_HOME = tempfile.mkdtemp(prefix="hf_vit_repro_tests_hf_home_")
-    os.environ["HF_HOME"] = _SESSION_HF_HOME
-    os.environ.setdefault("HF_VIT_REPRO_CACHE", os.path.join(_SESSION_HF_HOME, "hf_vit_repro"))
+    _SESSION_DIR = tempfile.mkdtemp(prefix="hf_vit_repro_tests_")
+    os.environ["HF_HOME"] = os.path.join(_SESSION_DIR, "hf_home")
+    os.environ.setdefault("HF_VIT_REPRO_CACHE", os.path.join(_SESSION_DIR, "hf_vit_repro"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_SESSION_DIR, "torchinductor"))
+    # Subprocesses get their temp folder in here; this process keeps its own (pytest's tmp_path).
+    tempfile.tempdir = tempfile.gettempdir()
+    os.makedirs(os.path.join(_SESSION_DIR, "tmp"))
+    os.environ["TMPDIR"] = os.path.join(_SESSION_DIR, "tmp")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -38,9 +44,10 @@ def _loopback_only_connect(self, address):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Remove this session's temporary HF_HOME (datasets' and the Hub's caches, ~4 MB a run)."""
-    if _SESSION_HF_HOME is not None:
-        shutil.rmtree(_SESSION_HF_HOME, ignore_errors=True)
+    """Remove this session's temporary folder (HF_HOME with datasets' and the Hub's caches, ~4 MB
+    a run; subprocesses' temp folders)."""
+    if _SESSION_DIR is not None:
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

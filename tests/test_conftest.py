@@ -66,11 +66,14 @@ def test_a_test_session_leaves_nothing_in_the_temp_folder(tmp_path):
     temp.mkdir()
     probe = tmp_path / "test_probe.py"
     probe.write_text(
-        "import os\n"
+        "import os, subprocess, sys\n"
         "def test_writes(tmp_path):\n"
         "    (tmp_path / 'weights.bin').write_bytes(b'0' * 1000)\n"
         "    os.makedirs(os.path.join(os.environ['HF_HOME'], 'datasets'), exist_ok=True)\n"
         "    open(os.path.join(os.environ['HF_HOME'], 'datasets', 'cache.arrow'), 'wb').write(b'0')\n"
+        "    # a subprocess that leaves a temp folder behind, as torchrun does with its logs\n"
+        "    code = 'import tempfile, pathlib; (pathlib.Path(tempfile.mkdtemp(prefix=\"torchelastic_\")) / \"log\").write_text(\"x\")'\n"
+        "    subprocess.run([sys.executable, '-c', code], check=True)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HOME", "HF_VIT_REPRO_CACHE")}
     env["TMPDIR"] = str(temp)
@@ -83,4 +86,4 @@ def test_a_test_session_leaves_nothing_in_the_temp_folder(tmp_path):
     assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     left = sorted(str(p.relative_to(temp)) for p in temp.rglob("*") if p.is_file() and not p.is_symlink())
     assert left == [], left
-    assert not list(temp.glob("hf_vit_repro_tests_*"))
+    assert not list(temp.glob("hf_vit_repro_tests_*")) and not list(temp.glob("torchelastic_*"))
