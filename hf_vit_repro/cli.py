@@ -4,7 +4,6 @@ around a library function; `vit-repro SUBCOMMAND --help` documents it."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 
 
@@ -113,34 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def library_progress_bars(enabled: bool):
-    """With `enabled=False`, the bars transformers, datasets and huggingface_hub draw themselves
-    (loading and writing weights, preparing a split, downloads) are off, and turned back on after:
-    a command's `--no-progress` means no bar at all, not only the command's own."""
-    if enabled:
-        yield
-        return
-    import datasets
-    import huggingface_hub.utils as hub_utils
-    from transformers.utils import logging as transformers_logging
-
-    was = (transformers_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(),
-           not hub_utils.are_progress_bars_disabled())
-    transformers_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    hub_utils.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was[0]:
-            transformers_logging.enable_progress_bar()
-        if was[1]:
-            datasets.enable_progress_bars()
-        if was[2]:
-            hub_utils.enable_progress_bars()
-
-
 def user_error_message(err: BaseException) -> str | None:
     """The one-line message of an error caused by bad input, or None for anything else (a bug,
     which keeps its traceback).
@@ -164,6 +135,8 @@ def user_error_message(err: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Run one `vit-repro` command. Bad input prints `vit-repro CMD: error: MESSAGE` on one line
     and exits 2 (no traceback); Ctrl-C prints `vit-repro CMD: interrupted` and exits 130."""
+    from .runs import library_progress_bars
+
     args = build_parser().parse_args(argv)
     try:
         with library_progress_bars(not getattr(args, "no_progress", False)):

@@ -20,6 +20,7 @@ All JSON is written atomically (`write_json`): a crash never leaves a half-writt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -51,6 +52,35 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> tuple[str, Path | None]
             "save_pretrained folder (holding config.json)."
         )
     return str(checkpoint), None
+
+
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool):
+    """With `enabled=False`, the bars transformers, datasets and huggingface_hub draw themselves
+    (loading and writing weights, preparing a split, downloads) are off, and turned back on after:
+    a command's `--no-progress` (or a recipe's `run.progress_bar: false`) means no bar at all, not
+    only the command's own. `cli.main` wraps every command with it."""
+    if enabled:
+        yield
+        return
+    import datasets
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    was = (transformers_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(),
+           not hub_utils.are_progress_bars_disabled())
+    transformers_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was[0]:
+            transformers_logging.enable_progress_bar()
+        if was[1]:
+            datasets.enable_progress_bars()
+        if was[2]:
+            hub_utils.enable_progress_bars()
 
 
 class CheckpointError(ValueError):
