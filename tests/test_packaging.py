@@ -40,3 +40,32 @@ def test_wheel_ships_the_model_card_template_and_metric_scripts(tmp_path):
             assert archive.read(f"hf_vit_repro/paper_results/{name}") == (tables / name).read_bytes(), name
     # the package reads the template from inside itself, where the wheel puts it
     assert hub.TEMPLATE_PATH.parent == Path(hub.__file__).resolve().parent and hub.TEMPLATE_PATH.is_file()
+
+
+def _core_requirements() -> set[str]:
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower().replace("_", "-") for req in project["dependencies"]}
+
+
+def test_every_module_the_package_imports_is_a_core_dependency():
+    """`pip install hf-vit-repro` (no extras) gives everything the package imports: scikit-learn
+    for the offline digits task (smoke runs, the demo, README snippets) was only in [test]
+    (issue 14, item 15). Test-only and benchmark imports live outside hf_vit_repro/."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    modules = set()
+    for path in (ROOT / "hf_vit_repro").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    modules -= set(sys.stdlib_module_names) | {"hf_vit_repro"}
+    distributions = packages_distributions()
+    required = _core_requirements()
+    missing = {m: distributions.get(m) for m in modules if not {d.lower().replace("_", "-") for d in distributions.get(m, [m])} & required}
+    assert "sklearn" in modules and not missing, missing
