@@ -24,7 +24,6 @@ Columns:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,7 +31,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -207,6 +205,21 @@ def add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=2, help="iterations per measurement")
 
 
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def default_results_path(stem: str) -> Path:
+    """`results/<stem>-<YYYYmmdd-HHMMSS>.json`, a file that does not exist yet: a run never
+    overwrites the committed results the READMEs cite (pass --out to choose the file)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = RESULTS_DIR / f"{stem}-{stamp}.json"
+    number = 1
+    while path.exists():
+        number += 1
+        path = RESULTS_DIR / f"{stem}-{stamp}-{number}.json"
+    return path
+
+
 def save_results(out: Path, machine: str, rows: list[dict]) -> None:
     """The results JSON: machine, versions, the command that produced it, every row."""
     from hf_vit_repro.runs import software_versions, write_json
@@ -347,7 +360,8 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default="infer,train", help="comma-separated: infer, train (default both)")
     parser.add_argument("--no-onnxruntime", dest="onnxruntime", action="store_false",
                         help="leave out the ONNX Runtime rows (they need the [export] extra; CPU, fp32 only)")
-    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<machine>.json)")
+    parser.add_argument("--out", default=None,
+                        help="results JSON (default: a new benchmarks/results/<machine>-<date>-<time>.json)")
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     unknown = [r for r in rows if r not in ROWS]
@@ -374,7 +388,7 @@ def main(argv=None) -> int:
     ]
     print(table(results))
     machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu-{platform.machine()}-{os.cpu_count()}cores"
-    save_results(Path(args.out or Path(__file__).parent / "results" / f"{machine.replace(' ', '_')}.json"), machine, results)
+    save_results(Path(args.out) if args.out else default_results_path(machine.replace(" ", "_")), machine, results)
     return 0
 
 

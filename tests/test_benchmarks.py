@@ -110,3 +110,36 @@ def test_onnxruntime_rows_serve_our_export_and_only_infer():
     }}
     lines = bench.table([result]).splitlines()
     assert lines[2].split()[:4] == ["tiny", "3", "onnxruntime", "20.0"] and lines[2].split()[4:7] == ["-", "-", "0.50x"]
+
+
+def test_default_output_never_overwrites_committed_results(tmp_path, monkeypatch):
+    """`bench_models.py` and `ablate_models.py` without --out write a new timestamped file next to
+    the committed results, which stay untouched (issue 14, item 18)."""
+    import json
+    import os
+    import platform
+
+    spec = importlib.util.spec_from_file_location(
+        "ablate_models", Path(__file__).resolve().parents[1] / "benchmarks" / "ablate_models.py"
+    )
+    ablate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablate)
+    machine = f"cpu-{platform.machine()}-{os.cpu_count()}cores"
+    committed = {tmp_path / f"{machine}.json": "models", tmp_path / f"ablation_{machine}.json": "ablation"}
+    for path, content in committed.items():
+        path.write_text(content)
+    monkeypatch.setattr(bench, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(bench, "run_row", lambda row, *args: {"row": row, "impls": {}})
+    monkeypatch.setattr(bench, "table", lambda results: "")
+    monkeypatch.setattr(ablate, "run_path", lambda path, *args: {"path": path})
+    monkeypatch.setattr(ablate, "table", lambda results: "")
+    for _ in range(2):
+        assert bench.main(["--rows", "vit_s16", "--device", "cpu"]) == 0
+        assert ablate.main(["--paths", "fused_adamw"]) == 0
+    assert {path: path.read_text() for path in committed} == committed
+    new = sorted(p.name for p in tmp_path.glob("*.json") if p not in committed)
+    assert len(new) == 4, new  # two runs of each, two files each
+    assert sum(name.startswith(f"{machine}-") for name in new) == 2
+    assert sum(name.startswith(f"ablation_{machine}-") for name in new) == 2
+    rows = [json.loads((tmp_path / name).read_text())["rows"] for name in new]
+    assert {"row": "vit_s16", "impls": {}} in [r[0] for r in rows]
