@@ -40,12 +40,13 @@ from ..evaluation.classification import evaluate_model
 from .build import build_data, build_model, load_checkpoint_config, resolve_checkpoint
 from .checkpoints import (
     check_checkpoint_compatible,
+    check_checkpoint_layout,
     read_counters,
     resume_point,
     save_checkpoint,
     save_final_model,
 )
-from .distributed import make_accelerator, micro_batches
+from .distributed import describe_distribution, make_accelerator, micro_batches
 from .optim import EMA, build_optimizer, build_scheduler, classification_loss
 from .recipe import SECTIONS, Recipe, RecipeError
 
@@ -162,6 +163,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
     model = build_model(recipe, data.num_classes, data.id2label)
     if checkpoint is not None:
         check_checkpoint_compatible(checkpoint, model)
+        check_checkpoint_layout(checkpoint, sharded=accelerator.distributed_type.name == "FSDP")
     num_parameters = sum(p.numel() for p in model.parameters())
 
     train_dl = make_dataloader(
@@ -302,6 +304,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
             "device": _device_name(accelerator.device),
             "num_processes": n_proc,
             "mixed_precision": accelerator.mixed_precision,
+            **describe_distribution(accelerator, model),
         },
         "command": command or _default_command(recipe),
         "final_train_loss": last_loss,
