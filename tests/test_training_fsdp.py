@@ -191,3 +191,46 @@ def test_accelerate_cpu_launch_of_several_processes_warns_and_is_recorded(tmp_pa
     hardware = runs.read_json(result.run_dir / runs.TRAIN_SUMMARY)["hardware"]
     assert hardware["num_processes"] == 1 and hardware["distributed_type"] == "NO" and hardware["sharding"] is None
     assert hardware["warnings"] == launch_warnings(OneProcess())
+
+
+def test_sharded_sgd_steps_on_dtensor_parameters(tmp_path):
+    # torch's fused SGD has no DTensor rule: fine-tuning (SGD, optim.fused on by default) under
+    # FSDP2 would fail at its first step; build_optimizer(sharded=True) takes the unfused update.
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    from hf_vit_repro import ViTReproConfig
+
+    from .conftest import tiny_kwargs
+
+    recipe = tiny_recipe(tmp_path, "mode=finetune", "optim.optimizer=sgd", "optim.lr=0.1", "optim.weight_decay=0.0")
+    assert recipe.optim.fused
+    config = ViTReproConfig(**tiny_kwargs())
+    pixels, labels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 2])
+
+    def one_step(model, optimizer):
+        torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits, labels).backward()
+        optimizer.step()
+        return {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach() for n, p in model.named_parameters()}
+
+    torch.manual_seed(0)
+    reference = ViTReproForImageClassification(config)
+    sharded = [ViTReproForImageClassification(config) for _ in range(2)]
+    initial = {n: p.detach().clone() for n, p in reference.named_parameters()}
+    for model in sharded:
+        model.load_state_dict(reference.state_dict())
+    expected = one_step(reference, training.build_optimizer(reference, recipe.optim))
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        for model in sharded:
+            fully_shard(model)
+        assert isinstance(sharded[0].classifier.weight, DTensor)
+        with pytest.raises(NotImplementedError, match="_fused_sgd_"):
+            one_step(sharded[0], training.build_optimizer(sharded[0], recipe.optim))
+        got = one_step(sharded[1], training.build_optimizer(sharded[1], recipe.optim, sharded=True))
+    finally:
+        dist.destroy_process_group()
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, atol=1e-6, rtol=1e-5)
+    assert (expected["classifier.weight"] - initial["classifier.weight"]).abs().max() > 1e-4  # the step moved it

@@ -131,6 +131,11 @@ def enable_fsdp_on_cpu(accelerator) -> None:
         raise RuntimeError("switching the accelerator to FSDP2 on CPU failed; is accelerate the pinned version?")
 
 
+def is_sharded(accelerator) -> bool:
+    """Whether the run's parameters are sharded by FSDP (on GPUs, or on CPUs by `enable_fsdp_on_cpu`)."""
+    return accelerator.distributed_type.name == "FSDP"
+
+
 def launch_warnings(accelerator) -> list[str]:
     """What went wrong between the launcher and this run without stopping it (empty if nothing).
 
@@ -163,7 +168,7 @@ def describe_distribution(accelerator, model) -> dict:
     modules counted by class, e.g. {"ViTReproLayer": 12, ...}, and the checkpoint's state-dict
     type) and `warnings` (`launch_warnings`). `model` is the prepared model."""
     sharding = None
-    if accelerator.distributed_type.name == "FSDP":
+    if is_sharded(accelerator):
         plugin = accelerator.state.fsdp_plugin
         sharding = {
             "fsdp_version": plugin.fsdp_version,

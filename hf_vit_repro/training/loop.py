@@ -46,7 +46,7 @@ from .checkpoints import (
     save_checkpoint,
     save_final_model,
 )
-from .distributed import describe_distribution, make_accelerator, micro_batches
+from .distributed import describe_distribution, is_sharded, make_accelerator, micro_batches
 from .optim import EMA, build_optimizer, build_scheduler, classification_loss
 from .recipe import SECTIONS, Recipe, RecipeError
 
@@ -163,14 +163,14 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
     model = build_model(recipe, data.num_classes, data.id2label)
     if checkpoint is not None:
         check_checkpoint_compatible(checkpoint, model)
-        check_checkpoint_layout(checkpoint, sharded=accelerator.distributed_type.name == "FSDP")
+        check_checkpoint_layout(checkpoint, sharded=is_sharded(accelerator))
     num_parameters = sum(p.numel() for p in model.parameters())
 
     train_dl = make_dataloader(
         data.train, data.train_transform, t.micro_batch_size, shuffle=True, num_workers=r.num_workers,
         seed=t.seed, drop_last=True, strict=recipe.data.strict,
     )
-    optimizer = build_optimizer(model, o)
+    optimizer = build_optimizer(model, o, sharded=is_sharded(accelerator))
     scheduler = build_scheduler(optimizer, total_steps, o.warmup_steps, o.schedule)
     model, optimizer, train_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, scheduler)
     ema = EMA(accelerator.unwrap_model(model), t.ema_decay) if t.ema_decay else None

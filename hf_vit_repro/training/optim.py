@@ -34,14 +34,20 @@ def parameter_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
-def build_optimizer(model, optim: OptimRecipe, lr: float | None = None):
+def build_optimizer(model, optim: OptimRecipe, lr: float | None = None, sharded: bool = False):
     """`torch.optim.AdamW` (paper pretraining) or `SGD` with momentum (paper fine-tuning) over
-    `parameter_groups`. The learning rate set here is the base rate the schedule multiplies."""
+    `parameter_groups`. The learning rate set here is the base rate the schedule multiplies.
+    `sharded`: the parameters will be FSDP2 DTensors. torch 2.14 has no DTensor rule for the
+    fused SGD kernel ("aten._fused_sgd_.default does not have a sharding strategy registered" at
+    the first step), so sharded SGD takes torch's default implementation (the same update, one
+    parameter at a time); fused AdamW has one and stays fused."""
     import torch
 
     lr = optim.lr if lr is None else lr
     groups = [{k: v for k, v in g.items() if k != "names"} for g in parameter_groups(model, optim.weight_decay)]
     fused = optim.fused or None  # None: torch's own default implementation
+    if sharded and optim.optimizer == "sgd":
+        fused = None
     if optim.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas), eps=optim.eps, fused=fused)
     return torch.optim.SGD(groups, lr=lr, momentum=optim.momentum, fused=fused)
