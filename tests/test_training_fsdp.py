@@ -163,6 +163,26 @@ def test_fsdp_asked_for_in_one_process_stops_with_a_message(tmp_path, monkeypatc
     assert not (tmp_path / "run").exists()
 
 
+def test_fsdp1_on_cpu_processes_and_mismatched_checkpoints_are_refused(tmp_path, monkeypatch):
+    from accelerate.utils import DistributedType
+
+    from hf_vit_repro.training.distributed import enable_fsdp_on_cpu
+
+    class CpuProcesses:  # what Accelerate builds for 2 torchrun processes without a GPU
+        distributed_type, num_processes = DistributedType.MULTI_CPU, 2
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(RecipeError, match="only FSDP2 runs there"):
+        enable_fsdp_on_cpu(CpuProcesses())
+    unsharded = tmp_path / "step_0000002"
+    unsharded.mkdir()
+    (unsharded / "model.safetensors").write_bytes(b"")
+    training.check_checkpoint_layout(unsharded, sharded=False)
+    with pytest.raises(RecipeError, match="written by an unsharded run"):
+        training.check_checkpoint_layout(unsharded, sharded=True)
+
+
 def test_accelerate_cpu_launch_of_several_processes_warns_and_is_recorded(tmp_path, monkeypatch, capsys):
     # The environment Accelerate's own launcher gives `accelerate launch --cpu --num_processes 2`:
     # one process (its command starts the script directly, no torchrun), MASTER_ADDR for the 2.
