@@ -10,9 +10,45 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from hf_vit_repro import runs
+
+# A tiny ViT (2 layers, width 32, 16 px) pretrained for 7 steps of 16 images on 48 digits: with
+# micro-batches of 4 each of two processes accumulates 2 of them per update, and 48 images are
+# 6 micro-batches per process and epoch, so a run stopped at step 4 resumes inside epoch 2.
+RECIPE = """
+mode: pretrain
+model:
+  variant: null
+  image_size: 16
+  representation_size: 8
+  config: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 64, patch_size: 8}
+data: {task: digits, augmentation: finetune, max_train_examples: 48, eval_split: null}
+optim: {optimizer: adamw, lr: 3.0e-3, weight_decay: 0.1, warmup_steps: 1, schedule: cosine}
+train: {steps: 7, global_batch_size: 16, micro_batch_size: 16}
+run: {checkpoint_every: 0, progress_bar: false, trackers: [], log_every: 1}
+"""
 LAUNCH_CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate"
 #: What follows a launcher's own arguments to run `vit-repro train` (`python -m hf_vit_repro`).
 TRAIN = ["-m", "hf_vit_repro", "train"]
+
+
+def recipe_file(folder: Path, name: str, **changes) -> Path:
+    """`folder/NAME.yaml`: `RECIPE` named NAME, with `changes` ({"train.ema_decay": 0.5, ...})."""
+    values = {"name": name, **yaml.safe_load(RECIPE)}
+    for key, value in changes.items():
+        section, field = key.split(".")
+        values[section][field] = value
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def final_weights(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / runs.FINAL_DIR / "model.safetensors"))
 
 
 def free_port() -> int:

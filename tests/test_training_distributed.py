@@ -8,28 +8,15 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from hf_vit_repro import runs, training
 from hf_vit_repro.training import load_recipe, train
 
-from .launch_fixtures import TRAIN, accelerate_launch, finish, free_port, run, start, torchrun
+from .launch_fixtures import (
+    TRAIN, accelerate_launch, final_weights, finish, free_port, recipe_file, run, start, torchrun,
+)
 
-RECIPE = """
-name: ddp
-mode: pretrain
-model:
-  variant: null
-  image_size: 16
-  representation_size: 8
-  config: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 64, patch_size: 8}
-data: {task: digits, augmentation: finetune, max_train_examples: 48, eval_split: null}
-optim: {optimizer: adamw, lr: 3.0e-3, weight_decay: 0.1, warmup_steps: 1, schedule: cosine}
-train: {steps: 7, global_batch_size: 16, micro_batch_size: 16}
-run: {checkpoint_every: 0, progress_bar: false, trackers: [], log_every: 1}
-"""
-# Micro-batches of 4: each of two processes accumulates 2 of them per update, so the no_sync /
-# all-reduce path and the sharded sampler are both exercised.
+# Micro-batches of 4 in two processes: the no_sync / all-reduce path and the sharded sampler.
 MICRO = "train.micro_batch_size=4"
 
 
@@ -39,9 +26,7 @@ def two_processes(path, *overrides):
 
 @pytest.fixture(scope="module")
 def recipe_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ddp") / "ddp.yaml"
-    path.write_text(RECIPE)
-    return path
+    return recipe_file(tmp_path_factory.mktemp("ddp"), "ddp")
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +35,6 @@ def one_node(recipe_path):
     out = recipe_path.parent / "two"
     two_processes(recipe_path, f"run.output_dir={out}")
     return out
-
-
-def weights(run_dir):
-    return load_file(str(run_dir / runs.FINAL_DIR / "model.safetensors"))
 
 
 @pytest.mark.slow
@@ -75,7 +56,7 @@ def test_two_cpu_processes_match_one_process_and_resume_exactly(one_node, recipe
     two_losses = [json.loads(line)["loss"] for line in lines]
     assert len(two_losses) == 7
     assert two_losses == pytest.approx([loss for _, loss in one.losses], rel=1e-5, abs=1e-6)
-    a, b, c = weights(one.run_dir), weights(one_node), weights(tmp_path / "resumed")
+    a, b, c = final_weights(one.run_dir), final_weights(one_node), final_weights(tmp_path / "resumed")
     assert a.keys() == b.keys() == c.keys()
     # Adam divides by the root of the squared gradient, so where a gradient is ~0 the different
     # summation order of the all-reduce shows up at ~1e-5 in a weight; updates here are ~1e-2.
@@ -110,7 +91,7 @@ def test_two_nodes_on_one_host_match_two_processes_on_one_node(one_node, recipe_
     # Bit for bit: the same two ranks see the same data shards, and gloo reduces two ranks over
     # TCP in the same order whether the rendezvous was standalone or static (same host, same
     # kernels). Machines with other CPUs would differ in the last bits, as any two CPUs do.
-    a, b = weights(one_node), weights(out)
+    a, b = final_weights(one_node), final_weights(out)
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name

@@ -12,31 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from hf_vit_repro import ViTReproForImageClassification, runs, training
 from hf_vit_repro.training import RecipeError, load_recipe, train
 from hf_vit_repro.training.checkpoints import _saved_shapes
 from hf_vit_repro.training.distributed import launch_warnings
 
-from .launch_fixtures import TRAIN, accelerate_launch, finish, run, start
+from .launch_fixtures import TRAIN, accelerate_launch, final_weights, finish, recipe_file, run, start
 
 # Dropout off (the variant's default), EMA on (its sharded state is saved, gathered and resumed
-# too), evaluation at the end (data-parallel over the sharded model). 48 images = 6 micro-batches
-# of 4 per process and epoch, 2 per update: gradient sync is skipped on every other micro-batch.
-RECIPE = """
-name: fsdp
-mode: pretrain
-model:
-  variant: null
-  image_size: 16
-  representation_size: 8
-  config: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 64, patch_size: 8}
-data: {task: digits, augmentation: finetune, max_train_examples: 48, eval_split: test}
-optim: {optimizer: adamw, lr: 3.0e-3, weight_decay: 0.1, warmup_steps: 1, schedule: cosine}
-train: {steps: 7, global_batch_size: 16, micro_batch_size: 4, ema_decay: 0.5}
-run: {checkpoint_every: 2, progress_bar: false, trackers: [], log_every: 1, mixed_precision: "no"}
-"""
+# too), evaluation at the end (data-parallel over the sharded model), checkpoints every 2 steps,
+# micro-batches of 4 (2 per update and process: gradient sync skipped on every other one).
+CHANGES = {"data.eval_split": "test", "train.ema_decay": 0.5, "train.micro_batch_size": 4, "run.checkpoint_every": 2,
+           "run.mixed_precision": "no"}
 # fsdp.yaml as a user runs it, on 2 CPU processes instead of 8 GPUs (fp32: the recipe says so).
 FSDP = ("--num_processes", "2")
 # FSDP2's units as Accelerate's FSDP2 path makes them from fsdp.yaml: its wrap class (one per
@@ -51,9 +39,7 @@ def fsdp_train(recipe_path, out_dir, *overrides, script=TRAIN):
 
 @pytest.fixture(scope="module")
 def recipe_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("fsdp") / "fsdp.yaml"
-    path.write_text(RECIPE)
-    return path
+    return recipe_file(tmp_path_factory.mktemp("fsdp"), "fsdp", **CHANGES)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +48,6 @@ def sharded_run(recipe_path):
     out = recipe_path.parent / "sharded"
     run(fsdp_train(recipe_path, out))
     return out
-
-
-def weights(run_dir):
-    return load_file(str(run_dir / runs.FINAL_DIR / "model.safetensors"))
 
 
 def losses(run_dir):
@@ -89,7 +71,8 @@ def test_fsdp2_on_two_cpu_processes_trains_like_one_process(sharded_run, recipe_
         files = sorted(p.name for p in (checkpoints[-1] / folder).iterdir())
         assert files == [".metadata", "__0_0.distcp", "__1_0.distcp"], files
     assert not (checkpoints[-1] / "model.safetensors").exists()
-    assert {p.name for p in checkpoints[-1].glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
+    rng_files = {p.name for p in checkpoints[-1].glob("random_states_*.pkl")}
+    assert rng_files == {"random_states_0.pkl", "random_states_1.pkl"}
     from torch.distributed.checkpoint import FileSystemReader
 
     metadata = FileSystemReader(str(checkpoints[-1] / training.SHARDED_MODEL_DIR)).read_metadata()
@@ -101,7 +84,7 @@ def test_fsdp2_on_two_cpu_processes_trains_like_one_process(sharded_run, recipe_
     # 1e-4 (updates here are ~1e-2; measured difference 3e-5).
     one = train(load_recipe(recipe_path, [f"run.output_dir={tmp_path / 'one'}"]))
     assert losses(sharded_run) == pytest.approx([loss for _, loss in one.losses], rel=1e-5, abs=1e-6)
-    a, b = weights(one.run_dir), weights(sharded_run)
+    a, b = final_weights(one.run_dir), final_weights(sharded_run)
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-4, rtol=1e-3)
@@ -141,7 +124,7 @@ def test_fsdp2_checkpoints_stop_kill_and_resume_bit_for_bit(sharded_run, recipe_
     log = run(fsdp_train(recipe_path, out))
     assert f"from {out / runs.CHECKPOINTS_DIR / 'step_0000004'}" in log
     assert not partial.exists()
-    a, b = weights(sharded_run), weights(out)
+    a, b = final_weights(sharded_run), final_weights(out)
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
@@ -149,10 +132,9 @@ def test_fsdp2_checkpoints_stop_kill_and_resume_bit_for_bit(sharded_run, recipe_
 
 
 def tiny_recipe(tmp_path, *overrides):
-    path = tmp_path / "r.yaml"
-    path.write_text(RECIPE)
-    return load_recipe(path, [f"run.output_dir={tmp_path / 'run'}", "train.steps=1", "optim.warmup_steps=0",
-                              "data.eval_split=null", *overrides])
+    overrides = [f"run.output_dir={tmp_path / 'run'}", "train.steps=1", "optim.warmup_steps=0", "data.eval_split=null",
+                 *overrides]
+    return load_recipe(recipe_file(tmp_path, "fsdp", **CHANGES), overrides)
 
 
 def test_fsdp_asked_for_in_one_process_stops_with_a_message(tmp_path, monkeypatch):

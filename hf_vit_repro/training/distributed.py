@@ -70,7 +70,9 @@ def make_accelerator(recipe: Recipe, run_dir: Path):
         # (B, N, D)): in-place ops on it would skip a hook. Its only consumers are out of place
         # (`torch.cat` with the class token, `+ position_embeddings`), and training equals the
         # unsharded run (tests/test_training_fsdp.py).
-        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPViTReproPatchEmbeddings\) returned a view")
+        warnings.filterwarnings(
+            "ignore", message=r"FSDP2-wrapped module \(FSDPViTReproPatchEmbeddings\) returned a view"
+        )
     if accelerator.is_main_process:
         for warning in launch_warnings(accelerator):
             print(f"WARNING: {warning}", file=sys.stderr, flush=True)
