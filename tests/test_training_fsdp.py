@@ -15,7 +15,7 @@ import torch
 
 from hf_vit_repro import ViTReproForImageClassification, runs, training
 from hf_vit_repro.training import RecipeError, load_recipe, train
-from hf_vit_repro.training.checkpoints import _saved_shapes
+from hf_vit_repro.training.checkpoints import _saved_shapes, checkpoint_problem
 from hf_vit_repro.training.distributed import launch_warnings
 
 from .launch_fixtures import TRAIN, accelerate_launch, final_weights, finish, recipe_file, run, start
@@ -78,6 +78,12 @@ def test_fsdp2_on_two_cpu_processes_trains_like_one_process(sharded_run, recipe_
     metadata = FileSystemReader(str(checkpoints[-1] / training.SHARDED_MODEL_DIR)).read_metadata()
     block_weights = {k: m for k, m in metadata.state_dict_metadata.items() if ".layers." in k and k.endswith("weight")}
     assert block_weights and all(len(m.chunks) == 2 for m in block_weights.values())
+    # A damaged shard is found from the metadata, so resume=auto can fall back past it.
+    assert checkpoint_problem(checkpoints[-1]) is None
+    damaged = shutil.copytree(checkpoints[-1], tmp_path / "damaged")
+    shard = damaged / training.SHARDED_MODEL_DIR / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    assert "pytorch_model_fsdp_0/__1_0.distcp is truncated" in checkpoint_problem(damaged)
 
     # One unsharded process, the same global batch: the same losses and (Adam amplifies the
     # different summation order of the reduce-scatter where a gradient is ~0) weights within

@@ -167,7 +167,9 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     """Why `checkpoint` cannot be resumed from (a file truncated, corrupted or unreadable), or None
     when every file in it reads back: safetensors headers must cover their files, JSON must parse,
     and the zip archives `torch.save` writes (optimizer, scheduler, RNG states) must pass their
-    CRC check (`zipfile.testzip`, which reads them once). Formats it does not know are skipped."""
+    CRC check (`zipfile.testzip`, which reads them once); a sharded (FSDP) folder's `.metadata`
+    must read and every shard file must hold the byte ranges it lists (`_shards_problem`).
+    Formats it does not know are skipped."""
     import zipfile
 
     from safetensors import safe_open
@@ -175,7 +177,13 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     for path in sorted(p for p in Path(checkpoint).rglob("*") if p.is_file()):
         name = path.relative_to(checkpoint)
         try:
-            if path.suffix == ".safetensors":
+            if path.suffix == ".distcp" and not (path.parent / ".metadata").is_file():
+                return f"{name.parent / '.metadata'} is missing"
+            if path.name == ".metadata":
+                problem = _shards_problem(path.parent)
+                if problem is not None:
+                    return f"{name.parent}/{problem}"
+            elif path.suffix == ".safetensors":
                 with safe_open(str(path), framework="pt") as f:
                     f.keys()
             elif path.suffix == ".json":
@@ -189,6 +197,24 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
                     return f"{name} is corrupted (bad CRC in {bad})"
         except Exception as err:  # noqa: BLE001 - any failure to read the file back means damage
             return f"{name} cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    return None
+
+
+def _shards_problem(folder: Path) -> str | None:
+    """What is wrong with a torch.distributed.checkpoint folder (`.metadata` + one `.distcp` file
+    per process), judged from the metadata alone: a shard file missing or shorter than the byte
+    ranges the metadata puts in it (truncated)."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    needed: dict[str, int] = {}
+    for info in FileSystemReader(str(folder)).read_metadata().storage_data.values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for file, size in sorted(needed.items()):
+        path = folder / file
+        if not path.is_file():
+            return f"{file} is missing"
+        if path.stat().st_size < size:
+            return f"{file} is truncated ({path.stat().st_size} of {size} bytes)"
     return None
 
 
