@@ -242,3 +242,36 @@ def test_sharded_sgd_steps_on_dtensor_parameters(tmp_path):
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, atol=1e-6, rtol=1e-5)
     assert (expected["classifier.weight"] - initial["classifier.weight"]).abs().max() > 1e-4  # the step moved it
+
+
+def test_fsdp_sweep_trains_several_sharded_runs_in_one_process(tmp_path, monkeypatch):
+    # run_recipe's learning-rate sweep trains three runs in one process. Accelerate keeps FSDP in
+    # its per-process state after the first; a second Accelerator built on that had no FSDP plugin.
+    # One process in a process group of one (gloo), in this test's own process: FSDP2 over one
+    # rank, the same code as over two.
+    import torch.distributed as dist
+    from accelerate.state import AcceleratorState, PartialState
+
+    from .launch_fixtures import free_port
+
+    launcher = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(free_port()), "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2",
+                "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP", "FSDP_TRANSFORMER_CLS_TO_WRAP": "ViTReproLayer",
+                "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT", "OMP_NUM_THREADS": "1"}
+    for key, value in launcher.items():
+        monkeypatch.setenv(key, value)
+    before = dict(PartialState._shared_state)
+    PartialState._reset_state()
+    try:
+        recipe = tiny_recipe(tmp_path, "mode=finetune", "optim.optimizer=sgd", "optim.lr_sweep=[0.01,0.1]",
+                             "data.val_fraction=0.25", "train.steps=2")
+        result = training.run_recipe(recipe)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        AcceleratorState._reset_state(reset_partial_state=True)
+        PartialState._shared_state.update(before)
+    assert runs.read_json(result.run_dir / training.SWEEP)["best_lr"] in (0.01, 0.1)
+    for member in [*(result.run_dir / training.SWEEP_DIR).iterdir(), result.run_dir]:
+        hardware = runs.read_json(member / runs.TRAIN_SUMMARY)["hardware"]
+        assert hardware["distributed_type"] == "FSDP" and hardware["sharding"]["units"] == UNITS, member

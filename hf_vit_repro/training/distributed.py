@@ -43,12 +43,17 @@ def resolve_mixed_precision(value: str) -> str:
 def make_accelerator(recipe: Recipe, run_dir: Path):
     """A fresh Accelerator (its singleton state reset, so one process can train several runs)."""
     from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+    from accelerate.utils import DistributedType, ProjectConfiguration
 
     import torch
 
-    AcceleratorState._reset_state(reset_partial_state=False)
+    # After a run under FSDP the per-process state says FSDP (Accelerate writes it there on GPUs,
+    # `enable_fsdp_on_cpu` on CPUs), and an AcceleratorState built on it skips the branch that
+    # creates the FSDP plugin: the next run of this process (a learning-rate sweep's) would fail
+    # in `prepare`. That state is then rebuilt too; the process group itself is kept.
+    fsdp_before = PartialState._shared_state.get("distributed_type") == DistributedType.FSDP
+    AcceleratorState._reset_state(reset_partial_state=fsdp_before)
     GradientState._reset_state()
     trackers = list(recipe.run.trackers) or None
     accelerator = Accelerator(
