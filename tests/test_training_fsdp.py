@@ -246,7 +246,8 @@ def test_sharded_sgd_steps_on_dtensor_parameters(tmp_path):
 
 def test_fsdp_sweep_trains_several_sharded_runs_in_one_process(tmp_path, monkeypatch):
     # run_recipe's learning-rate sweep trains three runs in one process. Accelerate keeps FSDP in
-    # its per-process state after the first; a second Accelerator built on that had no FSDP plugin.
+    # its per-process state after the first; a second Accelerator built on that had no FSDP plugin,
+    # and Accelerate's end_training (trackers on) destroyed the process group after each run.
     # One process in a process group of one (gloo), in this test's own process: FSDP2 over one
     # rank, the same code as over two.
     import torch.distributed as dist
@@ -264,8 +265,10 @@ def test_fsdp_sweep_trains_several_sharded_runs_in_one_process(tmp_path, monkeyp
     PartialState._reset_state()
     try:
         recipe = tiny_recipe(tmp_path, "mode=finetune", "optim.optimizer=sgd", "optim.lr_sweep=[0.01,0.1]",
-                             "data.val_fraction=0.25", "train.steps=2")
+                             "data.val_fraction=0.25", "train.steps=2", "run.trackers=[tensorboard]")
         result = training.run_recipe(recipe)
+        # Ending a run's trackers must not end the process group the next run needs.
+        assert dist.is_initialized()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

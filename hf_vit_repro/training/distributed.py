@@ -84,6 +84,15 @@ def make_accelerator(recipe: Recipe, run_dir: Path):
     return accelerator
 
 
+def finish_trackers(accelerator) -> None:
+    """End the run's trackers (TensorBoard, ...). Not `accelerator.end_training()`: that also
+    destroys the process group, and the next run of this process (a learning-rate sweep's next
+    member, the VTAB runner's next task) would find none (a hang or an error in its first
+    collective). The group lives as long as the process; `vit-repro train` ends it at exit."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+
+
 def fsdp_requested() -> bool:
     """Whether the launcher asked for FSDP: `accelerate launch` exports ACCELERATE_USE_FSDP=true
     for a config with `distributed_type: FSDP` (recipes/accelerate/fsdp.yaml), beside the

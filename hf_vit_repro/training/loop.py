@@ -48,7 +48,9 @@ from .checkpoints import (
     save_checkpoint,
     save_final_model,
 )
-from .distributed import StopRequest, describe_distribution, is_sharded, make_accelerator, micro_batches
+from .distributed import (
+    StopRequest, describe_distribution, finish_trackers, is_sharded, make_accelerator, micro_batches,
+)
 from .optim import EMA, build_optimizer, build_scheduler, classification_loss
 from .recipe import SECTIONS, Recipe, RecipeError
 
@@ -291,7 +293,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
         if stopping:
             bar.close()
             if r.trackers:
-                accelerator.end_training()
+                finish_trackers(accelerator)
             if interrupted:
                 say(f"{recipe.name}: stopped at step {step}/{total_steps} (interrupted); run the same command again "
                     f"(run.resume=auto) to continue from {saved}.")
@@ -354,7 +356,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
             )
     accelerator.wait_for_everyone()
     if r.trackers:
-        accelerator.end_training()
+        finish_trackers(accelerator)
     if r.push_to_hub and main:
         push_run_to_hub(run_dir, r.hub_repo_id)
     return TrainResult(run_dir, step, last_loss, accuracy, train_time, num_parameters, losses)
