@@ -51,7 +51,15 @@ import numpy as np
 import torch
 
 from .. import runs
-from .common import default_device, default_output_dir, encoder, format_table, image_size_of, model_fingerprint
+from .common import (
+    check_resolution,
+    default_device,
+    default_output_dir,
+    encoder,
+    format_table,
+    image_size_of,
+    model_fingerprint,
+)
 
 BIAS_CONSTANT = 100.0
 STD_EPS = 1e-5
@@ -432,7 +440,7 @@ def fewshot_checkpoint(
     from .common import load_checkpoint
 
     loaded = load_checkpoint(checkpoint, device=device or default_device())
-    size = int(resolution or image_size_of(loaded.model))
+    size = check_resolution(loaded.model, int(resolution)) if resolution is not None else image_size_of(loaded.model)
     if output is not None and str(output).endswith(".json"):
         path = Path(output)
     else:

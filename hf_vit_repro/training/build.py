@@ -197,7 +197,7 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
                 f"{describe_architecture(wanted)}. Point init_from at a matching checkpoint or change model.variant."
             )
         config.hidden_dropout_prob, config.attention_probs_dropout_prob = m.dropout, m.attention_dropout
-        model = ViTReproForImageClassification.from_pretrained(source, config=config)
+        model = runs.load_pretrained(ViTReproForImageClassification, source, config=config)
         if recipe.mode == "finetune":
             keep = m.representation_size is not None and config.representation_size is not None
             model.reset_classifier(num_classes, id2label=id2label, keep_representation=keep)
@@ -223,7 +223,7 @@ def load_checkpoint_config(source: str):
     from ..configuration_vit_repro import ViTReproConfig
 
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = runs.load_pretrained(AutoConfig, source)
     except (OSError, ValueError) as err:
         if not Path(source).exists():
             raise RecipeError(
