@@ -177,7 +177,8 @@ def test_run_folder_contents(tmp_path):
     for key in ("steps", "images_seen", "train_time_s", "hardware", "command", "final_train_loss"):
         assert key in summary
     assert summary["steps"] == 4 and summary["images_seen"] == 32
-    assert summary["hardware"] == {"device": "cpu", "num_processes": 1, "mixed_precision": "no"}
+    assert summary["hardware"] == {"device": "cpu", "num_processes": 1, "mixed_precision": "no", "distributed_type": "NO",
+                                   "num_nodes": 1, "sharding": None, "warnings": []}
     assert summary["final_train_loss"] == pytest.approx(logged_losses(run_dir)[-1])
     assert [p.name for p in training.list_checkpoints(run_dir)] == ["step_0000002", "step_0000004"]
     assert not list((run_dir / runs.CHECKPOINTS_DIR).glob(".*"))  # no temporary folders left

@@ -9,7 +9,8 @@ Both doors call `run_recipe(load_recipe(path, overrides))`. Where each part live
 - `optim`        parameter groups, optimizer, learning-rate schedule, EMA, losses
 - `build`        the run's data (splits, hold-out, transforms) and model (scratch or checkpoint)
 - `checkpoints`  naming, listing, compatibility checks, atomic saving, the resume decision, final/
-- `distributed`  the Accelerator and the micro-batch stream an exact resume continues
+- `distributed`  the Accelerator (FSDP2 on CPUs too, launch mistakes caught) and the micro-batch
+                 stream an exact resume continues
 - `loop`         the training loop (`train`) and nothing else
 - `sweep`        the learning-rate sweep and `run_recipe`
 - `cli`          `vit-repro train`
@@ -42,8 +43,10 @@ from .build import (
     resolve_checkpoint,
 )
 from .checkpoints import (
+    SHARDED_MODEL_DIR,
     TRAINER_STATE,
     check_checkpoint_compatible,
+    check_checkpoint_layout,
     check_same_recipe,
     checkpoint_name,
     latest_checkpoint,
@@ -84,10 +87,11 @@ from .sweep import SWEEP, SWEEP_DIR, run_recipe, sweep_member
 __all__ = [
     "ARCHITECTURE_FIELDS", "AUGMENTATIONS", "DataRecipe", "EMA", "LOSSES", "MIXED_PRECISIONS", "MODES",
     "ModelRecipe", "OPTIMIZERS", "OptimRecipe", "Recipe", "RecipeError", "RunData", "RunRecipe", "SCHEDULES",
-    "SECTIONS", "SMOKE_BACKBONE", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR", "TRAINER_STATE", "TRAIN_LOG",
-    "TrainRecipe", "TrainResult", "TrainState", "TrainingDivergedError", "add_cli", "apply_overrides",
+    "SECTIONS", "SHARDED_MODEL_DIR", "SMOKE_BACKBONE", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR", "TRAINER_STATE",
+    "TRAIN_LOG", "TrainRecipe", "TrainResult", "TrainState", "TrainingDivergedError", "add_cli", "apply_overrides",
     "architecture", "build_data", "build_model", "build_optimizer", "build_scheduler", "check_checkpoint_compatible",
-    "check_same_recipe", "checkpoint_name", "classification_loss", "describe_architecture", "evaluate",
+    "check_checkpoint_layout", "check_same_recipe", "checkpoint_name", "classification_loss",
+    "describe_architecture", "evaluate",
     "latest_checkpoint", "list_checkpoints", "load_checkpoint_config", "load_recipe", "lr_multiplier",
     "parameter_groups", "parse_overrides", "push_run_to_hub", "recipe_differences", "resolve_checkpoint",
     "resolve_key", "resume_point", "run_recipe", "save_checkpoint", "save_final_model", "smoke_recipe",

@@ -2,7 +2,9 @@
 they are loaded; and the run's final model.
 
     RUN_DIR/checkpoints/step_0001000/   model, optimizer, scheduler, RNG (one file per process),
-                                        config.json and trainer_state.json (the loop's counters)
+                                        config.json and trainer_state.json (the loop's counters);
+                                        under FSDP model and optimizer are sharded folders
+                                        (pytorch_model_fsdp_0/, optimizer_0/), one file per process
     RUN_DIR/final/                      save_pretrained folder + image processor + recipe.yaml
 
 Both are written under a temporary name and renamed (`runs.replace_dir`), so a crash never leaves
@@ -26,6 +28,9 @@ from .recipe import Recipe, RecipeError
 
 #: Name of the per-checkpoint file with the loop's own counters (beside Accelerate's state).
 TRAINER_STATE = "trainer_state.json"
+#: Where Accelerate's `save_state` puts the model under FSDP with SHARDED_STATE_DICT (a
+#: torch.distributed.checkpoint folder: one `__<rank>_0.distcp` file per process + `.metadata`).
+SHARDED_MODEL_DIR = "pytorch_model_fsdp_0"
 
 
 def checkpoint_name(step: int) -> str:
@@ -81,7 +86,8 @@ def check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
 
 def check_checkpoint_compatible(checkpoint: Path, model) -> None:
     """Raise `RecipeError` before loading if `checkpoint` was written for another architecture
-    (its config.json) or holds weights of other shapes (its safetensors header)."""
+    (its config.json) or holds weights of other shapes (its safetensors header, or under FSDP
+    its sharded checkpoint's metadata)."""
     config_file = checkpoint / "config.json"
     if config_file.is_file():
         from ..configuration_vit_repro import ViTReproConfig
@@ -97,18 +103,9 @@ def check_checkpoint_compatible(checkpoint: Path, model) -> None:
                 f"this recipe builds ({describe_architecture(ours)}). Use another run.output_dir, or resume=never "
                 "with a fresh folder."
             )
-    weights = checkpoint / "model.safetensors"
-    if weights.is_file():
-        from safetensors import safe_open
-
-        def bare(name: str) -> str:  # Accelerate saves the wrapped model: DDP "module.", compile "_orig_mod."
-            for prefix in ("module.", "_orig_mod."):
-                name = name[len(prefix) :] if name.startswith(prefix) else name
-            return name
-
-        shapes = {bare(name): tuple(t.shape) for name, t in model.state_dict().items()}
-        with safe_open(str(weights), framework="pt") as f:
-            saved_shapes = {bare(name): tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    saved_shapes = _saved_shapes(checkpoint)
+    if saved_shapes is not None:
+        shapes = {_bare(name): tuple(t.shape) for name, t in model.state_dict().items()}
         bad = [
             f"{name}: checkpoint {saved_shapes.get(name)} vs model {shape}"
             for name, shape in shapes.items()
@@ -121,18 +118,70 @@ def check_checkpoint_compatible(checkpoint: Path, model) -> None:
             )
 
 
+def _bare(name: str) -> str:
+    """A weight's name without what Accelerate's wrappers add: DDP "module.", compile "_orig_mod."."""
+    for prefix in ("module.", "_orig_mod."):
+        name = name[len(prefix) :] if name.startswith(prefix) else name
+    return name
+
+
+def _saved_shapes(checkpoint: Path) -> dict[str, tuple[int, ...]] | None:
+    """The model weights' shapes in a checkpoint, read from file headers without loading them:
+    `model.safetensors`, or under FSDP the torch.distributed.checkpoint metadata of
+    `pytorch_model_fsdp_0/` (the full shapes, keys prefixed "model."). None if neither is there."""
+    weights = checkpoint / "model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            return {_bare(name): tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    if (checkpoint / SHARDED_MODEL_DIR / ".metadata").is_file():
+        from torch.distributed.checkpoint import FileSystemReader
+
+        metadata = FileSystemReader(str(checkpoint / SHARDED_MODEL_DIR)).read_metadata().state_dict_metadata
+        return {_bare(name.removeprefix("model.")): tuple(m.size) for name, m in metadata.items() if hasattr(m, "size")}
+    return None
+
+
+def check_checkpoint_layout(checkpoint: Path, sharded: bool) -> None:
+    """Raise `RecipeError` if `checkpoint` was written by a sharded (FSDP) run and this run is not,
+    or the other way round. Accelerate's `load_state` reads `pytorch_model_fsdp_0/` (one shard
+    file per process, torch.distributed.checkpoint) under FSDP and `model.safetensors`
+    otherwise; the wrong one would fail deep inside it."""
+    written_sharded = (checkpoint / SHARDED_MODEL_DIR).is_dir()
+    if written_sharded == sharded:
+        return
+    if written_sharded:
+        raise RecipeError(
+            f"Checkpoint {checkpoint} was written by a sharded (FSDP) run, and this run is not sharded. Resume it "
+            "with the launch that wrote it (accelerate launch --config_file recipes/accelerate/fsdp.yaml ...), or "
+            "start in a fresh run.output_dir."
+        )
+    raise RecipeError(
+        f"Checkpoint {checkpoint} was written by an unsharded run, and this run is sharded (FSDP). Resume it "
+        "without FSDP (torchrun, or the launch config that wrote it), or start in a fresh run.output_dir."
+    )
+
 
 def checkpoint_problem(checkpoint: Path) -> str | None:
     """Why `checkpoint` cannot be resumed from (a file truncated, corrupted or unreadable), or None
     when every file in it reads back: safetensors headers must cover their files, JSON must parse,
     and the zip archives `torch.save` writes (optimizer, scheduler, RNG states) must pass their
-    CRC check (`zipfile.testzip`, which reads them once). Formats it does not know are skipped."""
+    CRC check (`zipfile.testzip`, which reads them once); a sharded (FSDP) folder's `.metadata`
+    must read and every shard file must hold the byte ranges it lists (`_shards_problem`).
+    Formats it does not know are skipped."""
     import zipfile
 
     for path in sorted(p for p in Path(checkpoint).rglob("*") if p.is_file()):
         name = path.relative_to(checkpoint)
         try:
-            if path.suffix == ".safetensors":
+            if path.suffix == ".distcp" and not (path.parent / ".metadata").is_file():
+                return f"{name.parent / '.metadata'} is missing"
+            if path.name == ".metadata":
+                problem = _shards_problem(path.parent)
+                if problem is not None:
+                    return f"{name.parent}/{problem}"
+            elif path.suffix == ".safetensors":
                 runs.check_weights_file(path)
             elif path.suffix == ".json":
                 json.loads(path.read_text(encoding="utf-8"))
@@ -145,6 +194,24 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
                     return f"{name} is corrupted (bad CRC in {bad})"
         except Exception as err:  # noqa: BLE001 - any failure to read the file back means damage
             return f"{name} cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    return None
+
+
+def _shards_problem(folder: Path) -> str | None:
+    """What is wrong with a torch.distributed.checkpoint folder (`.metadata` + one `.distcp` file
+    per process), judged from the metadata alone: a shard file missing or shorter than the byte
+    ranges the metadata puts in it (truncated)."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    needed: dict[str, int] = {}
+    for info in FileSystemReader(str(folder)).read_metadata().storage_data.values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for file, size in sorted(needed.items()):
+        path = folder / file
+        if not path.is_file():
+            return f"{file} is missing"
+        if path.stat().st_size < size:
+            return f"{file} is truncated ({path.stat().st_size} of {size} bytes)"
     return None
 
 

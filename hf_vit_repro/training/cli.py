@@ -20,6 +20,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     launcher = "accelerate launch -m hf_vit_repro" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "vit-repro"
     command = " ".join([launcher, "train", shlex.quote(args.recipe), *map(shlex.quote, args.overrides)])
     try:
+        return _train_and_report(recipe, command)
+    finally:  # the process group outlives the runs of a sweep (`distributed.finish_trackers`)
+        from accelerate import PartialState
+
+        if PartialState._shared_state:
+            PartialState().destroy_process_group()
+
+
+def _train_and_report(recipe, command: str) -> int:
+    try:
         result = run_recipe(recipe, command=command)
     except TrainingDivergedError as err:
         print(f"vit-repro train: error: {err}", file=sys.stderr)

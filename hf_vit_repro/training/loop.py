@@ -41,13 +41,16 @@ from ..evaluation.classification import evaluate_model
 from .build import build_data, build_model, load_checkpoint_config, resolve_checkpoint
 from .checkpoints import (
     check_checkpoint_compatible,
+    check_checkpoint_layout,
     hold_run_dir,
     read_counters,
     resume_point,
     save_checkpoint,
     save_final_model,
 )
-from .distributed import StopRequest, make_accelerator, micro_batches
+from .distributed import (
+    StopRequest, describe_distribution, finish_trackers, is_sharded, make_accelerator, micro_batches,
+)
 from .optim import EMA, build_optimizer, build_scheduler, classification_loss
 from .recipe import SECTIONS, Recipe, RecipeError
 
@@ -169,13 +172,14 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     model = build_model(recipe, data.num_classes, data.id2label)
     if checkpoint is not None:
         check_checkpoint_compatible(checkpoint, model)
+        check_checkpoint_layout(checkpoint, sharded=is_sharded(accelerator))
     num_parameters = sum(p.numel() for p in model.parameters())
 
     train_dl = make_dataloader(
         data.train, data.train_transform, t.micro_batch_size, shuffle=True, num_workers=r.num_workers,
         seed=t.seed, drop_last=True, strict=recipe.data.strict,
     )
-    optimizer = build_optimizer(model, o)
+    optimizer = build_optimizer(model, o, sharded=is_sharded(accelerator))
     scheduler = build_scheduler(optimizer, total_steps, o.warmup_steps, o.schedule)
     model, optimizer, train_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, scheduler)
     ema = EMA(accelerator.unwrap_model(model), t.ema_decay) if t.ema_decay else None
@@ -290,7 +294,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
         if stopping:
             bar.close()
             if r.trackers:
-                accelerator.end_training()
+                finish_trackers(accelerator)
             if interrupted:
                 say(f"{recipe.name}: stopped at step {step}/{total_steps} (interrupted); run the same command again "
                     f"(run.resume=auto) to continue from {saved}.")
@@ -324,6 +328,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
             "device": _device_name(accelerator.device),
             "num_processes": n_proc,
             "mixed_precision": accelerator.mixed_precision,
+            **describe_distribution(accelerator, model),
         },
         "command": command or _default_command(recipe),
         "final_train_loss": last_loss,
@@ -352,7 +357,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
             )
     accelerator.wait_for_everyone()
     if r.trackers:
-        accelerator.end_training()
+        finish_trackers(accelerator)
     if r.push_to_hub and main:
         push_run_to_hub(run_dir, r.hub_repo_id)
     return TrainResult(run_dir, step, last_loss, accuracy, train_time, num_parameters, losses)

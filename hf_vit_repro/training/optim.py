@@ -34,14 +34,20 @@ def parameter_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
-def build_optimizer(model, optim: OptimRecipe, lr: float | None = None):
+def build_optimizer(model, optim: OptimRecipe, lr: float | None = None, sharded: bool = False):
     """`torch.optim.AdamW` (paper pretraining) or `SGD` with momentum (paper fine-tuning) over
-    `parameter_groups`. The learning rate set here is the base rate the schedule multiplies."""
+    `parameter_groups`. The learning rate set here is the base rate the schedule multiplies.
+    `sharded`: the parameters will be FSDP2 DTensors. torch 2.14 has no DTensor rule for the
+    fused SGD kernel ("aten._fused_sgd_.default does not have a sharding strategy registered" at
+    the first step), so sharded SGD takes torch's default implementation (the same update, one
+    parameter at a time); fused AdamW has one and stays fused."""
     import torch
 
     lr = optim.lr if lr is None else lr
     groups = [{k: v for k, v in g.items() if k != "names"} for g in parameter_groups(model, optim.weight_decay)]
     fused = optim.fused or None  # None: torch's own default implementation
+    if sharded and optim.optimizer == "sgd":
+        fused = None
     if optim.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas), eps=optim.eps, fused=fused)
     return torch.optim.SGD(groups, lr=lr, momentum=optim.momentum, fused=fused)
@@ -77,7 +83,8 @@ def build_scheduler(optimizer, total_steps: int, warmup_steps: int, schedule: st
 class EMA:
     """Polyak averaging of the weights (paper Appendix B.1.1, optional in fine-tuning):
     `ema <- decay * ema + (1 - decay) * param` after every update, in float32. Saved in
-    checkpoints (`state_dict`), copied into the model at the end (`copy_to`)."""
+    checkpoints (`state_dict`), copied into the model at the end (`copy_to`). Under FSDP each
+    process averages its own shards (the parameters are DTensors, so are the shadow weights)."""
 
     def __init__(self, model, decay: float):
         import torch
@@ -100,11 +107,31 @@ class EMA:
                 param.copy_(self.shadow[name].to(param.dtype))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "shadow": self.shadow}
+        """Full float32 tensors, whatever the sharding. Under FSDP the shadow weights are shards
+        (DTensors, laid out like the parameters) and are gathered here: a collective, which
+        Accelerate's `save_state` calls on every process before the main one writes."""
+        return {"decay": self.decay, "shadow": {n: _full_tensor(t) for n, t in self.shadow.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Every process reads the full tensors; under FSDP each keeps its own shard of them
+        (laid out like the shadow weights it replaces, without communication)."""
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
         self.decay = state["decay"]
-        self.shadow = {n: t.clone() for n, t in state["shadow"].items()}
+        shadow = {}
+        for name, full in state["shadow"].items():
+            current = self.shadow.get(name)
+            if isinstance(current, DTensor):
+                shadow[name] = distribute_tensor(full, current.device_mesh, current.placements, src_data_rank=None)
+            else:  # read onto the CPU (Accelerate's load_custom_state): back to the model's device
+                shadow[name] = full.to(current.device if current is not None else full.device, copy=True)
+        self.shadow = shadow
+
+
+def _full_tensor(tensor):
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 def classification_loss(logits, labels, loss: str = "softmax_xent", label_smoothing: float = 0.0):

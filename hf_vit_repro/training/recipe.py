@@ -102,7 +102,7 @@ class OptimRecipe:
     the final run (`run_recipe`). `grad_clip_norm: null` disables clipping. `fused` updates all
     parameters in one kernel (torch's fused AdamW / SGD, the default of transformers' Trainer
     too): a ViT-S/16 training step on CPU is about 4 % faster than with torch's default
-    AdamW (benchmarks/README.md)."""
+    AdamW (benchmarks/README.md). Under FSDP SGD is never fused (torch has no sharded fused SGD)."""
 
     optimizer: str = "sgd"
     lr: float = 0.01
