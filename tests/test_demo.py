@@ -53,3 +53,34 @@ def test_demo_smoke_writes_summary_and_table(tmp_path, monkeypatch, capsys):
     }
     assert (out / "hub" / "vit" / "README.md").is_file() and not (out / "hub" / "vit" / "stale.txt").exists()
     assert sorted(p.name for p in (out / "hub").iterdir()) == ["hybrid", "vit"]
+
+
+def test_mpp_demo_smoke_compares_mpp_pretraining_with_scratch(tmp_path, monkeypatch, capsys):
+    from hf_vit_repro.demo import MPP_STAGES, run_mpp_demo
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "mpp"
+    summary = run_mpp_demo(out, smoke=True, progress_bar=False)
+    printed = capsys.readouterr().out
+    assert "| masked patch prediction (3 steps, no labels) |" in printed and "| from scratch (random) |" in printed
+    assert runs.read_json(out / SUMMARY) == summary
+    for stage in MPP_STAGES:
+        words = shlex.split(summary["commands"][stage])
+        # The recorded command rebuilds exactly the recipe the stage ran (progress bars aside).
+        rebuilt, ran = load_recipe(words[2], words[3:]).to_dict(), load_recipe(out / stage / runs.RECIPE).to_dict()
+        rebuilt["run"].pop("progress_bar"), ran["run"].pop("progress_bar")
+        assert rebuilt == ran, stage
+    pre = runs.read_json(out / "mpp_pretrain" / runs.TRAIN_SUMMARY)
+    assert pre["objective"] == "masked_patch_prediction"
+    assert summary["mpp_pretraining"]["test_masked_patch_accuracy"] == pre["eval"]["masked_patch_accuracy"]
+    # The two fine-tuning runs differ only in their start: same recipe apart from init_from / model.config.
+    mpp_ft, scratch = (load_recipe(out / stage / runs.RECIPE) for stage in ("mpp_finetune", "scratch_finetune"))
+    assert mpp_ft.model.init_from == str(out / "mpp_pretrain") and scratch.model.init_from is None
+    assert (mpp_ft.optim, mpp_ft.train, mpp_ft.data) == (scratch.optim, scratch.train, scratch.data)
+    for key, stage in (("from_mpp", "mpp_finetune"), ("from_scratch", "scratch_finetune")):
+        assert summary[key]["test_accuracy"] == runs.read_json(out / stage / runs.TRAIN_SUMMARY)["eval"]["accuracy"]
+        assert set(summary[key]["fewshot_accuracy"]) == {"1", "5"}
+    fewshot = runs.read_json(out / "mpp_pretrain" / runs.FEWSHOT)["results"]["digits"]
+    assert summary["from_mpp"]["fewshot_accuracy"] == {k: v["mean"] for k, v in fewshot.items()}
+    # The untrained network's representation is not the pretrained one's.
+    assert summary["from_scratch"]["fewshot_accuracy"] != summary["from_mpp"]["fewshot_accuracy"]
