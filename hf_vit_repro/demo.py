@@ -147,7 +147,8 @@ def run_demo(output_dir: str | Path = DEFAULT_OUTPUT_DIR, models: list[str] | No
 
 #: mpp-demo stages: run folder -> (recipe under recipes/demo/, what it is).
 MPP_STAGES: dict[str, tuple[str, str]] = {
-    "mpp_pretrain": ("pretrain_mpp_vit", "pretrain the ViT by masked patch prediction on digits/train at 16 px (no labels)"),
+    "mpp_pretrain": ("pretrain_mpp_vit",
+                     "pretrain the ViT by masked patch prediction on digits/train at 16 px (no labels)"),
     "mpp_finetune": ("finetune_vit", "fine-tune the MPP-pretrained ViT at 32 px, evaluate on digits/test"),
     "scratch_finetune": ("finetune_scratch_vit", "train the same ViT from scratch with the same fine-tuning steps"),
 }
@@ -156,8 +157,8 @@ MPP_STAGES: dict[str, tuple[str, str]] = {
 def run_mpp_demo(output_dir: str | Path = DEFAULT_MPP_OUTPUT_DIR, fresh: bool = False, progress_bar: bool = True,
                  smoke: bool = False) -> dict[str, Any]:
     """The self-supervision comparison (module docstring): train the three `MPP_STAGES`, run the
-    few-shot evaluation of the MPP representation and of the same network untrained (the
-    initialisation the scratch run starts from), write `OUTPUT_DIR/summary.json` and print a
+    few-shot evaluation of the MPP representation and of the same network untrained (randomly
+    initialised with the recipe's seed), write `OUTPUT_DIR/summary.json` and print a
     table. `smoke`: every stage as its recipe's smoke version (a pipeline check)."""
     import torch
 
@@ -190,10 +191,10 @@ def run_mpp_demo(output_dir: str | Path = DEFAULT_MPP_OUTPUT_DIR, fresh: bool = 
              "the untrained network")
     shots, seeds = ((1, 5), (0,)) if smoke else ((1, 5, 10, 25), (0, 1, 2))
     train_split, test_split = load_task("digits", "train"), load_task("digits", "test")
-    pretrained = load_checkpoint(results["mpp_pretrain"].run_dir, device="cpu")
+    pre = results["mpp_pretrain"]
+    pretrained = load_checkpoint(pre.run_dir, device="cpu")
     # The untrained network: the MPP run's architecture at its resolution, randomly initialised.
-    initial = recipes["mpp_pretrain"].replace(**{"train.objective": "classification", "run.output_dir":
-                                                 str(output_dir / "untrained")})
+    initial = recipes["mpp_pretrain"].replace(**{"train.objective": "classification"})
     torch.manual_seed(initial.train.seed)
     untrained = build_model(initial, num_classes=0).eval()
     fewshot = {}
@@ -201,16 +202,15 @@ def run_mpp_demo(output_dir: str | Path = DEFAULT_MPP_OUTPUT_DIR, fresh: bool = 
         fewshot[key] = fewshot_evaluate(model, train_split, test_split, shots=shots, seeds=seeds, mean=pretrained.mean,
                                         std=pretrained.std, progress=progress_bar)
         print(f"{key}: " + ", ".join(f"{k}-shot {100 * v['mean']:.1f}%" for k, v in fewshot[key].items()))
-    runs.write_json(results["mpp_pretrain"].run_dir / runs.FEWSHOT,
-                    {"checkpoint": str(results["mpp_pretrain"].run_dir), "results": {"digits": fewshot["mpp"]}})
+    runs.write_json(pre.run_dir / runs.FEWSHOT, {"checkpoint": str(pre.run_dir), "results": {"digits": fewshot["mpp"]}})
 
-    pre_eval = runs.read_json(results["mpp_pretrain"].run_dir / runs.TRAIN_SUMMARY)["eval"]
+    pre_eval = runs.read_json(pre.run_dir / runs.TRAIN_SUMMARY)["eval"]
     summary: dict[str, Any] = {
         "description": "Masked patch prediction (paper Sec. 4.6) in miniature on scikit-learn's digits: the tiny ViT "
         "pretrained without labels, then fine-tuned, against the same ViT trained from scratch with the same "
         "fine-tuning steps and data; few-shot linear accuracy of the frozen representations.",
         "data": {"task": "digits", "train": "train (1497 images)", "test": "test (300 images)"},
-        "mpp_pretraining": {"steps": results["mpp_pretrain"].steps, "train_time_s": round(results["mpp_pretrain"].train_time_s, 2),
+        "mpp_pretraining": {"steps": pre.steps, "train_time_s": round(pre.train_time_s, 2),
                             "test_masked_patch_loss": pre_eval["masked_patch_loss"],
                             "test_masked_patch_accuracy": pre_eval["masked_patch_accuracy"]},
         "from_mpp": {"test_accuracy": results["mpp_finetune"].eval_accuracy, "steps": results["mpp_finetune"].steps,
@@ -220,8 +220,7 @@ def run_mpp_demo(output_dir: str | Path = DEFAULT_MPP_OUTPUT_DIR, fresh: bool = 
                          "fewshot_accuracy": {k: v["mean"] for k, v in fewshot["scratch"].items()}},
         "fewshot": {"shots": list(shots), "seeds": list(seeds), "representation": "class token after the final "
                     "LayerNorm, at 16 px (the pretraining resolution)"},
-        "commands": {**commands, "fewshot": f"vit-repro fewshot {results['mpp_pretrain'].run_dir} digits --shots "
-                     f"{' '.join(map(str, shots))}"},
+        "commands": {**commands, "fewshot": f"vit-repro fewshot {pre.run_dir} digits --shots {' '.join(map(str, shots))}"},
         "total_time_s": round(time.perf_counter() - start, 2),
         "smoke": smoke,
         "versions": runs.software_versions(),

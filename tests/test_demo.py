@@ -10,6 +10,15 @@ from hf_vit_repro.demo import SUMMARY, run_demo
 from hf_vit_repro.training import load_recipe
 
 
+def assert_command_rebuilds_recipe(command: str, run_dir) -> None:
+    """The recorded command rebuilds exactly the recipe the stage ran (progress bars aside)."""
+    words = shlex.split(command)
+    assert words[:2] == ["vit-repro", "train"]
+    rebuilt, ran = load_recipe(words[2], words[3:]).to_dict(), load_recipe(run_dir / runs.RECIPE).to_dict()
+    rebuilt["run"].pop("progress_bar"), ran["run"].pop("progress_bar")
+    assert rebuilt == ran, run_dir
+
+
 def test_demo_smoke_writes_summary_and_table(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "demo"
@@ -25,12 +34,7 @@ def test_demo_smoke_writes_summary_and_table(tmp_path, monkeypatch, capsys):
             run_dir = out / f"{key}_{stage}"
             assert (run_dir / runs.FINAL_DIR / "model.safetensors").is_file()
             assert list((run_dir / runs.LOGS_DIR).rglob("events.out.tfevents.*"))  # TensorBoard
-            words = shlex.split(command)
-            assert words[:2] == ["vit-repro", "train"]
-            # The recorded command rebuilds exactly the recipe the stage ran (progress bars aside).
-            rebuilt, ran = load_recipe(words[2], words[3:]).to_dict(), load_recipe(run_dir / runs.RECIPE).to_dict()
-            rebuilt["run"].pop("progress_bar"), ran["run"].pop("progress_bar")
-            assert rebuilt == ran
+            assert_command_rebuilds_recipe(command, run_dir)
         assert entry["test_accuracy"] == runs.read_json(out / f"{key}_finetune" / runs.TRAIN_SUMMARY)["eval"]["accuracy"]
         # few-shot of the pretrained representation, figures of the fine-tuned model, a model card
         fewshot = runs.read_json(out / f"{key}_pretrain" / runs.FEWSHOT)["results"]["digits"]
@@ -65,11 +69,7 @@ def test_mpp_demo_smoke_compares_mpp_pretraining_with_scratch(tmp_path, monkeypa
     assert "| masked patch prediction (3 steps, no labels) |" in printed and "| from scratch (random) |" in printed
     assert runs.read_json(out / SUMMARY) == summary
     for stage in MPP_STAGES:
-        words = shlex.split(summary["commands"][stage])
-        # The recorded command rebuilds exactly the recipe the stage ran (progress bars aside).
-        rebuilt, ran = load_recipe(words[2], words[3:]).to_dict(), load_recipe(out / stage / runs.RECIPE).to_dict()
-        rebuilt["run"].pop("progress_bar"), ran["run"].pop("progress_bar")
-        assert rebuilt == ran, stage
+        assert_command_rebuilds_recipe(summary["commands"][stage], out / stage)
     pre = runs.read_json(out / "mpp_pretrain" / runs.TRAIN_SUMMARY)
     assert pre["objective"] == "masked_patch_prediction"
     assert summary["mpp_pretraining"]["test_masked_patch_accuracy"] == pre["eval"]["masked_patch_accuracy"]

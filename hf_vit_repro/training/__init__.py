@@ -98,7 +98,8 @@ from .sweep import SWEEP, SWEEP_DIR, run_recipe, sweep_member
 
 __all__ = [
     "ARCHITECTURE_FIELDS", "AUGMENTATIONS", "DataRecipe", "EMA", "LOSSES", "MIXED_PRECISIONS", "MODES",
-    "ModelRecipe", "OBJECTIVES", "OBJECTIVE_CLASSES", "Objective", "OPTIMIZERS", "PatchCorruptionDraw", "OptimRecipe", "Recipe", "RecipeError", "RunData", "RunRecipe", "SCHEDULES",
+    "ModelRecipe", "OBJECTIVES", "OBJECTIVE_CLASSES", "Objective", "OPTIMIZERS", "PatchCorruptionDraw",
+    "OptimRecipe", "Recipe", "RecipeError", "RunData", "RunRecipe", "SCHEDULES",
     "SECTIONS", "SMOKE_BACKBONE", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR", "TRAINER_STATE", "TRAIN_LOG",
     "TrainRecipe", "TrainResult", "TrainState", "TrainingDivergedError", "add_cli", "apply_overrides",
     "architecture", "build_data", "build_model", "build_optimizer", "build_scheduler", "check_checkpoint_compatible",

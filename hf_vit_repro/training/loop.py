@@ -104,9 +104,10 @@ def train(
     """Run one recipe (no sweep: see `run_recipe`) and write its run folder.
 
     `train_dataset` / `eval_dataset` replace the recipe's data (any `datasets.Dataset` with
-    "image" and "label"; "image" alone for masked patch prediction). `callbacks` run after every update on every process. Raises
-    `RecipeError` for bad input before the first update, `TrainingDivergedError` if the loss
-    stops being finite (the last checkpoint stays the last good one).
+    "image" and "label"; "image" alone for masked patch prediction). `callbacks` run after every
+    update on every process. Raises `RecipeError` for bad input before the first update,
+    `TrainingDivergedError` if the loss stops being finite (the last checkpoint stays the last
+    good one).
     """
     import torch
 
