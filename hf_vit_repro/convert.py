@@ -49,7 +49,8 @@ from .modeling_vit_repro import (
     ViTReproForMaskedImageModeling,
     ViTReproForMaskedPatchPrediction,
 )
-from .variants import BACKBONES, PATCH_SIZES, SIZES, variant_kwargs
+from .runs import check_weights_file, load_pretrained
+from .variants import BACKBONES, PATCH_SIZES, R50_FOUR_STAGES, SIZES, variant_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +311,7 @@ def read_state_file(path: str | Path, allow_pickle: bool = False) -> dict[str, t
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(path)
+        return load_file(check_weights_file(path))
     if path.suffix not in PICKLE_SUFFIXES:
         raise ConversionError(f"{path}: unknown weights format {path.suffix!r}; expected .safetensors or a pickle file.")
     if not allow_pickle:
@@ -427,11 +428,12 @@ def from_transformers_model(hf_model):
 
 
 def _from_pretrained_safely(cls, source, allow_pickle: bool):
-    """`cls.from_pretrained(source)` that reads safetensors only unless `allow_pickle`."""
+    """`cls.from_pretrained(source)` that reads safetensors only unless `allow_pickle` (through
+    `runs.load_pretrained`: damaged weights and invalid config values are named)."""
     if allow_pickle:
-        return cls.from_pretrained(source)
+        return load_pretrained(cls, source)
     try:
-        return cls.from_pretrained(source, use_safetensors=True)
+        return load_pretrained(cls, source, use_safetensors=True)
     except OSError as err:
         pickled = _source_file(source, "pytorch_model.bin") if "safetensors" in str(err) else None
         if pickled is not None:
@@ -466,9 +468,9 @@ TIMM_HYBRIDS: dict[str, tuple[str, str | tuple, tuple[int, ...]]] = {
     "vit_base_r50_s16": ("B", "R50", (224, 384)),  # the paper's R50+ViT-B/16
     "vit_small_r26_s32": ("S", "R26", (224, 384)),  # AugReg
     "vit_base_r26_s32": ("B", "R26", (224,)),  # AugReg
-    # AugReg's "R50+L/32": the full four-stage ResNet-50 (3, 4, 6, 3), so stride 32, unlike the
-    # paper's three-stage R50 (3, 4, 9) of stride 16.
-    "vit_large_r50_s32": ("L", ((3, 4, 6, 3), (256, 512, 1024, 2048)), (224, 384)),
+    # the paper's (and AugReg's) R50+ViT-L/32: the full four-stage ResNet-50 (3, 4, 6, 3), so
+    # stride 32, unlike the three-stage R50 (3, 4, 9) of stride 16 under the /16 hybrids.
+    "vit_large_r50_s32": ("L", R50_FOUR_STAGES, (224, 384)),
 }
 
 # timm VisionTransformer arguments (config.json "model_args") -> our fields.
@@ -648,6 +650,10 @@ def _load_timm(timm_config: Mapping, state_dict, overrides):
     state = convert_timm_state_dict(state_dict)
     if "vit.pooler.dense.weight" in state:
         overrides = {"representation_size": int(state["vit.pooler.dense.weight"].shape[0]), **overrides}
+    # The weights know their class count (a bare file has no config.json saying it; timm's
+    # models have 1000 classes unless built otherwise); an explicit `num_labels` still wins.
+    num_labels = int(state["classifier.weight"].shape[0]) if "classifier.weight" in state else 0
+    overrides = {"num_labels": num_labels, **overrides}
     config = config_from_timm(timm_config, **overrides)
     return load_converted(config, state), _timm_processor(config, timm_config)
 
@@ -890,7 +896,7 @@ def _check_npz_name(file_name: str, config: ViTReproConfig) -> None:
         "hybrid": (config.is_hybrid, backbone is not None),
     }
     if backbone in BACKBONES and config.is_hybrid:
-        allowed = [list(BACKBONES[backbone][0])] + ([[3, 4, 6, 3]] if backbone == "R50" else [])
+        allowed = [list(BACKBONES[backbone][0])] + ([list(R50_FOUR_STAGES[0])] if backbone == "R50" else [])
         if list(config.backbone_config.depths) not in allowed:
             found["ResNet blocks per stage"] = (list(config.backbone_config.depths), allowed[0])
     wrong = [f"{what}: arrays {got}, name {want}" for what, (got, want) in found.items() if got != want]
@@ -903,9 +909,14 @@ def _check_npz_name(file_name: str, config: ViTReproConfig) -> None:
 
 
 def _read_npz(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
+    import zipfile
+
+    check_weights_file(path)  # a truncated archive or a file that is no .npz at all is named as such
     try:
         with np.load(path, allow_pickle=allow_pickle) as archive:
             return {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, EOFError) as err:  # a member cut short or corrupted (CRC)
+        raise ConversionError(f"{path} is truncated or corrupted (interrupted download?): {err}. Download it again.") from None
     except ValueError as err:
         if "allow_pickle" in str(err):
             raise _pickle_refusal(path) from err

@@ -11,7 +11,8 @@ ResNet stem and stage under the same ViT):
 4. few-shot linear evaluation of the pretrained representation (1/5/10/25 shots, 3 seeds;
    `vit-repro fewshot`), written to the pretraining run's fewshot.json;
 5. the paper's inspection figures of the fine-tuned model (`vit-repro analyze`) in its run's
-   analysis/ folder, and whether mean attention distance grows with depth;
+   analysis/ folder, and how mean attention distance relates to depth (Spearman's rho over the
+   layers, with its permutation p-value);
 6. the Hub repo folder each fine-tuned model would be published as, model card included
    (`vit-repro push --dry-run`), under OUTPUT_DIR/hub/;
 and write `OUTPUT_DIR/summary.json` (per model: parameter count, test accuracy, few-shot accuracy,
@@ -131,7 +132,8 @@ def run_demo(output_dir: str | Path = DEFAULT_OUTPUT_DIR, models: list[str] | No
                          "checkpoint": str(fin.run_dir / runs.FINAL_DIR)},
             "fewshot_accuracy": {shots: entry["mean"] for shots, entry in fewshot.items()},
             "mean_attention_distance_px": analysis["layer_mean_pixels"],
-            "attention_distance_grows_with_depth": analysis["grows_with_depth"],
+            "attention_distance_grows_with_depth": analysis["grows_with_depth"],  # the sign of rho only
+            "attention_distance_vs_depth": {key: analysis[key] for key in ("spearman_rho", "spearman_p_value", "num_layers")},
             "model_card": str(card_dir / "README.md"),
             "commands": commands,
         }
@@ -255,7 +257,8 @@ def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, 
     """Stages 4-6 for one model; returns (few-shot results, attention-distance trend, card folder)."""
     from .analysis import analyze_checkpoint
     from .data import load_task
-    from .evaluation import fewshot_evaluate, load_checkpoint
+    from .evaluation import fewshot_evaluate, fewshot_protocol, load_checkpoint
+    from .evaluation.common import image_size_of
     from .hub import push_to_hub
 
     shots, seeds = ((1, 5), (0,)) if smoke else ((1, 5, 10, 25), (0, 1, 2))
@@ -265,7 +268,9 @@ def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, 
         loaded.model, load_task("digits", "train"), load_task("digits", "test"), shots=shots, seeds=seeds,
         mean=loaded.mean, std=loaded.std, progress=progress_bar,
     )
-    runs.write_json(pre.run_dir / runs.FEWSHOT, {"checkpoint": str(pre.run_dir), "results": {"digits": fewshot}})
+    protocol = fewshot_protocol(shots=shots, seeds=seeds, resolution=image_size_of(loaded.model))
+    runs.write_json(pre.run_dir / runs.FEWSHOT, {"checkpoint": str(pre.run_dir), "protocol": protocol,
+                                                 "results": {"digits": fewshot}})
     print(", ".join(f"{k}-shot {100 * v['mean']:.1f}%" for k, v in fewshot.items()) + f" (mean of {len(seeds)} seeds)")
     commands.append(f"vit-repro fewshot {pre.run_dir} digits --shots {' '.join(map(str, shots))}")
 
@@ -275,7 +280,7 @@ def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, 
     trend = result["mean_attention_distance"]["trend"]
     means = ", ".join(f"{value:.1f}" for value in trend["layer_mean_pixels"])
     print(f"figures in {fin.run_dir / runs.ANALYSIS_DIR}; mean attention distance per layer {means} px; "
-          f"grows with depth: {trend['grows_with_depth']}")
+          f"against depth: {trend['summary']}")
     commands.append(f"vit-repro analyze {fin.run_dir} --images <folder of test images>")
 
     _heading(f"[{number}/{total}] {name}: the Hub repo folder and model card it would be published with")
@@ -290,11 +295,19 @@ def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, 
     return fewshot, trend, Path(card_dir)
 
 
+def _rho_cell(trend: dict[str, Any] | None) -> str:
+    """"0.40 (4 layers, p = 0.38)": the statistic, its value, the layers and the p-value."""
+    if not trend or trend.get("spearman_rho") is None:
+        return "n/a"
+    return f"{trend['spearman_rho']:.2f} ({trend['num_layers']} layers, p = {trend['spearman_p_value']:.2g})"
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """The summary as a small Markdown table (what the demo prints at the end)."""
     rows = [
         "| model | parameters | test accuracy (32 px, fine-tuned) | test accuracy (16 px, pretrained) "
-        "| 10-shot linear (pretrained) | attention distance grows with depth | training time |",
+        "| 10-shot linear (pretrained) | attention distance vs depth: Spearman's rho (layers, one-sided p) "
+        "| training time |",
         "|---|---|---|---|---|---|---|",
     ]
     for entry in summary["models"].values():
@@ -304,7 +317,7 @@ def format_table(summary: dict[str, Any]) -> str:
         rows.append(
             f"| {entry['name']} | {entry['parameters']:,} | {pct(entry['test_accuracy'])} | "
             f"{pct(entry['pretrain_test_accuracy'])} | {pct(entry.get('fewshot_accuracy', {}).get('10'))} | "
-            f"{entry.get('attention_distance_grows_with_depth', 'n/a')} | {entry['train_time_s']:.1f} s |"
+            f"{_rho_cell(entry.get('attention_distance_vs_depth'))} | {entry['train_time_s']:.1f} s |"
         )
     return "\n".join(rows) + f"\n\nwhole demo: {summary['total_time_s']:.1f} s"
 

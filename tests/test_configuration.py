@@ -5,7 +5,7 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification, ViTReproModel
-from hf_vit_repro.variants import PAPER_PARAMETER_COUNTS, canonical_name, variant_kwargs, variant_names
+from hf_vit_repro.variants import PAPER_PARAMETER_COUNTS, canonical_name, variant_kwargs, variant_names, variant_of
 
 from .conftest import tiny_kwargs
 
@@ -31,9 +31,6 @@ def test_non_square_image_and_derived_values():
 @pytest.mark.parametrize(
     "overrides, field, rule",
     [
-        ({"hidden_size": 30, "num_attention_heads": 4}, "hidden_size", "divisible by `num_attention_heads`"),
-        ({"image_size": 30}, "image_size", "divisible by `patch_size`"),
-        ({"image_size": (32, 36)}, "image_size", "divisible by `patch_size`"),
         ({"pooling": "mean"}, "pooling", "must be one of"),
         ({"classifier_init": "xavier"}, "classifier_init", "must be one of"),
         ({"position_embedding_interpolation": "lanczos"}, "position_embedding_interpolation", "must be one of"),
@@ -57,6 +54,33 @@ def test_invalid_configs_raise_naming_field_value_and_rule(overrides, field, rul
     assert field in message and rule in message
     value = overrides[field] if field in overrides else next(iter(overrides.values()))
     assert str(value if not isinstance(value, tuple) else value[0]) in message
+
+
+@pytest.mark.parametrize(
+    "overrides, field, rule",
+    [
+        ({"hidden_size": 30, "num_attention_heads": 4}, "hidden_size", "divisible by `num_attention_heads`"),
+        ({"hidden_size": 37, "num_attention_heads": 12}, "hidden_size", "divisible by `num_attention_heads`"),
+        ({"image_size": 30}, "image_size", "divisible by `patch_size`"),
+        ({"image_size": (32, 36)}, "image_size", "divisible by `patch_size`"),
+    ],
+)
+def test_sizes_relating_fields_are_checked_when_the_model_is_built(overrides, field, rule):
+    """As transformers' ViTConfig: `ViTConfig(hidden_size=37)` is a valid config; the model says
+    what is wrong when it is built (issue 14, item 4)."""
+    from transformers import ViTConfig
+
+    ViTConfig(**{k: v for k, v in overrides.items() if k != "image_size" or isinstance(v, int)})  # accepted there
+    config = ViTReproConfig(**tiny_kwargs(**overrides))  # accepted here
+    for model_cls in (ViTReproModel, ViTReproForImageClassification):
+        with pytest.raises(ValueError) as info:
+            model_cls(config)
+        message = str(info.value)
+        assert field in message and rule in message and str(overrides[field]) in message
+    # Generic tooling changes fields one at a time: an odd intermediate state is fine.
+    config = ViTReproConfig(**tiny_kwargs(hidden_size=30))
+    config.hidden_size = 32
+    assert ViTReproModel(config).config.hidden_size == 32
 
 
 def test_self_supervision_fields_defaults_round_trip_and_variants(tmp_path):
@@ -113,7 +137,26 @@ def test_from_variant_with_overrides():
         4096,
     )
     assert config.patch_size == 16 and config.image_size == 384 and config.num_labels == 10
-    assert len(variant_names()) == 20 + 4  # 5 sizes x 4 patch sizes, and the 4 named hybrids
+    assert len(variant_names()) == 20 + 6  # 5 sizes x 4 patch sizes, and the 6 named hybrids
+
+
+def test_cli_lists_the_hybrids(capsys):
+    from hf_vit_repro.cli import main
+
+    assert main(["variants", "--patch", "32"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split()[0] for row in rows[1:] if "+" in row] == ["R50+ViT-B/32", "R50+ViT-L/32", "R26+ViT-S/32", "R26+ViT-B/32"]
+
+
+def test_variant_of_names_a_config_by_its_architecture(tmp_path):
+    """Every named variant is recognised from its config (also after a save / load round trip, and
+    at another resolution or head); an architecture outside the table is None."""
+    for name in variant_names():
+        assert variant_of(ViTReproConfig.from_variant(name, image_size=448, num_labels=7)) == name  # 448: every patch divides it
+    ViTReproConfig.from_variant("R50+ViT-L/32").save_pretrained(tmp_path)
+    assert variant_of(ViTReproConfig.from_pretrained(tmp_path)) == "R50+ViT-L/32"
+    assert variant_of(ViTReproConfig(**tiny_kwargs())) is None
+    assert variant_of(ViTReproConfig.from_variant("ViT-B/16", num_hidden_layers=6)) is None
 
 
 def _count(model) -> int:

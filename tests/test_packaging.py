@@ -1,5 +1,6 @@
 """What a built wheel carries besides the modules: the model card template (a link to
-model_cards/ in the checkout, a real file in the wheel) and the `evaluate` metric scripts."""
+model_cards/ in the checkout, a real file in the wheel), the `evaluate` metric scripts, and the
+paper's tables (CSV, with their README and notes) that `hf_vit_repro.paper_results` reads."""
 
 import shutil
 import subprocess
@@ -30,5 +31,41 @@ def test_wheel_ships_the_model_card_template_and_metric_scripts(tmp_path):
     assert template == (ROOT / "model_cards" / "modelcard_template.md").read_bytes()
     metrics = {Path(n).name for n in names if n.startswith("hf_vit_repro/metrics/") and n.endswith(".py")}
     assert {p.name for p in (ROOT / "hf_vit_repro" / "metrics").glob("*/*.py")} <= metrics
+    # the paper's tables, byte for byte, where paper_results reads them
+    tables = ROOT / "hf_vit_repro" / "paper_results"
+    shipped = {p.name for p in tables.iterdir() if p.suffix in (".csv", ".md")}
+    assert len([n for n in shipped if n.endswith(".csv")]) == 9 and {"README.md", "notes.md"} <= shipped
+    with zipfile.ZipFile(wheel) as archive:
+        for name in shipped:
+            assert archive.read(f"hf_vit_repro/paper_results/{name}") == (tables / name).read_bytes(), name
     # the package reads the template from inside itself, where the wheel puts it
     assert hub.TEMPLATE_PATH.parent == Path(hub.__file__).resolve().parent and hub.TEMPLATE_PATH.is_file()
+
+
+def _core_requirements() -> set[str]:
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower().replace("_", "-") for req in project["dependencies"]}
+
+
+def test_every_module_the_package_imports_is_a_core_dependency():
+    """`pip install hf-vit-repro` (no extras) gives everything the package imports: scikit-learn
+    for the offline digits task (smoke runs, the demo, README snippets) was only in [test]
+    (issue 14, item 15). Test-only and benchmark imports live outside hf_vit_repro/."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    modules = set()
+    for path in (ROOT / "hf_vit_repro").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    modules -= set(sys.stdlib_module_names) | {"hf_vit_repro"}
+    distributions = packages_distributions()
+    required = _core_requirements()
+    missing = {m: distributions.get(m) for m in modules if not {d.lower().replace("_", "-") for d in distributions.get(m, [m])} & required}
+    assert "sklearn" in modules and not missing, missing
