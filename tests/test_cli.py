@@ -96,6 +96,16 @@ def test_truncated_weights_are_named_by_every_command(checkpoint, images, tmp_pa
         code, err = run_cli(argv, capsys)
         assert_one_line_error(code, err, name, str(weights), "is truncated or not a safetensors file (interrupted download?)")
     assert not (tmp_path / "out" / "converted").exists()
+    # publishing it, and fine-tuning from it, name it too
+    out = tmp_path / "out"
+    for name, argv in {
+        "push": ["push", str(broken), "someone/x", "--dry-run", "--output-dir", str(out / "hub")],
+        "train": ["train", "recipes/demo/finetune_vit.yaml", f"model.init_from={broken}", f"run.output_dir={out / 'run'}",
+                  "run.progress_bar=false"],
+    }.items():
+        code, err = run_cli(argv, capsys)
+        assert_one_line_error(code, err, name, str(weights), "is truncated or not a safetensors file (interrupted download?)")
+    assert not (out / "hub").exists() and not (out / "run").exists()
     # a bare weights file given to convert
     argv = ["convert", str(weights), str(tmp_path / "bare"), "--timm-architecture", "vit_tiny_patch16_224"]
     assert_one_line_error(*run_cli(argv, capsys), "convert", str(weights), "interrupted download?")

@@ -211,13 +211,18 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
                 f"{describe_architecture(wanted)}. Point init_from at a matching checkpoint or change model.variant."
             )
         config.hidden_dropout_prob, config.attention_probs_dropout_prob = m.dropout, m.attention_dropout
-        try:
+        try:  # the recipe's own settings first: an error there is the recipe's, not the checkpoint's
             for key, value in objective.config_updates().items():
                 setattr(config, key, value)
             config.validate()
-            model = objective.model_class.from_pretrained(source, config=config)
         except (ValueError, StrictDataclassError) as err:
-            raise RecipeError(f"`model.init_from` {m.init_from!r}: cannot build the model: {_reason(err)}") from None
+            raise RecipeError(f"`model`: {_reason(err)}") from None
+        try:
+            model = runs.load_pretrained(objective.model_class, source, config=config)
+        except runs.CheckpointError:
+            raise
+        except ValueError as err:  # the objective's model refuses this checkpoint (e.g. MPP: a pre-logits layer)
+            raise RecipeError(f"`model.init_from` {m.init_from!r}: cannot build the model: {err}") from None
         if recipe.mode == "finetune":
             keep = m.representation_size is not None and config.representation_size is not None
             model.reset_classifier(num_classes, id2label=id2label, keep_representation=keep)
@@ -248,7 +253,7 @@ def load_checkpoint_config(source: str):
     from ..configuration_vit_repro import ViTReproConfig
 
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = runs.load_pretrained(AutoConfig, source)
     except (OSError, ValueError) as err:
         if not Path(source).exists():
             raise RecipeError(
