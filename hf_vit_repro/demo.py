@@ -165,7 +165,8 @@ def run_mpp_demo(output_dir: str | Path = DEFAULT_MPP_OUTPUT_DIR, fresh: bool = 
     import torch
 
     from .data import load_task
-    from .evaluation import fewshot_evaluate, load_checkpoint
+    from .evaluation import fewshot_evaluate, fewshot_protocol, load_checkpoint
+    from .evaluation.common import image_size_of
     from .training import build_model, load_recipe, run_recipe
 
     output_dir = Path(output_dir)
@@ -204,7 +205,9 @@ def run_mpp_demo(output_dir: str | Path = DEFAULT_MPP_OUTPUT_DIR, fresh: bool = 
         fewshot[key] = fewshot_evaluate(model, train_split, test_split, shots=shots, seeds=seeds, mean=pretrained.mean,
                                         std=pretrained.std, progress=progress_bar)
         print(f"{key}: " + ", ".join(f"{k}-shot {100 * v['mean']:.1f}%" for k, v in fewshot[key].items()))
-    runs.write_json(pre.run_dir / runs.FEWSHOT, {"checkpoint": str(pre.run_dir), "results": {"digits": fewshot["mpp"]}})
+    protocol = fewshot_protocol(shots=shots, seeds=seeds, resolution=image_size_of(pretrained.model))
+    runs.write_json(pre.run_dir / runs.FEWSHOT, {"checkpoint": str(pre.run_dir), "protocol": protocol,
+                                                 "results": {"digits": fewshot["mpp"]}})
 
     pre_eval = runs.read_json(pre.run_dir / runs.TRAIN_SUMMARY)["eval"]
     summary: dict[str, Any] = {
@@ -221,7 +224,7 @@ def run_mpp_demo(output_dir: str | Path = DEFAULT_MPP_OUTPUT_DIR, fresh: bool = 
                          "steps": results["scratch_finetune"].steps,
                          "fewshot_accuracy": {k: v["mean"] for k, v in fewshot["scratch"].items()}},
         "fewshot": {"shots": list(shots), "seeds": list(seeds), "representation": "class token after the final "
-                    "LayerNorm, at 16 px (the pretraining resolution)"},
+                    "LayerNorm, at 16 px (the pretraining resolution)", "protocol": protocol},
         "commands": {**commands, "fewshot": f"vit-repro fewshot {pre.run_dir} digits --shots {' '.join(map(str, shots))}"},
         "total_time_s": round(time.perf_counter() - start, 2),
         "smoke": smoke,
