@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench install clean help
+.PHONY: test demo mpp-demo bench install clean help
 
 help:
 	@echo "make test   create $(VENV) if missing, install hf-vit-repro[test], run the test suite"
 	@echo "make demo   create $(VENV) if missing, install, run the offline end-to-end demo"
+	@echo "make mpp-demo  create $(VENV) if missing, install, run masked patch prediction vs from scratch (digits)"
 	@echo "make bench  create $(VENV) if missing, install, measure speed/memory against transformers and timm"
 	@echo "make clean  remove $(VENV) and build artefacts"
 
@@ -27,6 +28,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/vit-repro demo
+
+mpp-demo: $(STAMP)
+	$(BIN)/vit-repro mpp-demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_models.py $(BENCH_ARGS)

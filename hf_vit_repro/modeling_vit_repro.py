@@ -886,6 +886,18 @@ def masked_patch_prediction_output_size(config: ViTReproConfig) -> int:
     return config.num_channels * ph * pw
 
 
+def masked_patch_prediction_losses(logits: torch.Tensor, targets: torch.Tensor, target: str) -> torch.Tensor:
+    """The loss of every patch, `(B, N)` float32: cross entropy of `logits` `(B, N, 8^C)` against
+    colour classes `targets` `(B, N)` (for `"downsized_4x4_3bit"`, logits `(B, N, 16, 8^C)` against
+    `(B, N, 16)`, averaged over the 16 cells), or the mean squared error over the pixels for
+    `"l2_patch"` (`(B, N, C * ph * pw)` both). The model's loss is its mean over the corrupted patches."""
+    batch, num_patches = targets.shape[:2]
+    if target == "l2_patch":
+        return (logits.float() - targets).pow(2).mean(-1)
+    per_cell = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), reduction="none")
+    return per_cell.view(batch, num_patches, -1).mean(-1)
+
+
 def _check_self_supervised_config(config: ViTReproConfig, what: str) -> None:
     """The self-supervised heads corrupt patch embeddings of a plain ViT."""
     if config.is_hybrid:
@@ -1029,13 +1041,9 @@ class ViTReproForMaskedPatchPrediction(ViTReproPreTrainedModel):
         logits = self.mpp_head(outputs.last_hidden_state[:, self.config.num_prefix_tokens :])  # (B, N, K)
         mean, std = self.config.mpp_normalization
         targets = masked_patch_prediction_targets(pixel_values, (ph, pw), self.config.mpp_target, mean, std)
-        if self.config.mpp_target == "l2_patch":
-            per_patch = (logits.float() - targets).pow(2).mean(-1)
-        else:
-            if self.config.mpp_target == "downsized_4x4_3bit":
-                logits = logits.unflatten(-1, (16, -1))  # (B, N, 16, 8^C)
-            per_cell = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), reduction="none")
-            per_patch = per_cell.view(batch, num_patches, -1).mean(-1)
+        if self.config.mpp_target == "downsized_4x4_3bit":
+            logits = logits.unflatten(-1, (16, -1))  # (B, N, 16, 8^C)
+        per_patch = masked_patch_prediction_losses(logits, targets, self.config.mpp_target)
         weight = (corruption != PatchCorruption.NONE).to(per_patch.dtype)
         loss = (per_patch * weight).sum() / weight.sum().clamp(min=1.0)
         return MaskedPatchPredictionOutput(
@@ -1125,6 +1133,7 @@ __all__ = [
     "PatchCorruption",
     "sample_patch_corruption",
     "masked_patch_prediction_targets",
+    "masked_patch_prediction_losses",
     "resample_position_embeddings",
     "resize_position_embeddings_in_state_dict",
 ]

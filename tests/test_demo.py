@@ -10,6 +10,15 @@ from hf_vit_repro.demo import SUMMARY, run_demo
 from hf_vit_repro.training import load_recipe
 
 
+def assert_command_rebuilds_recipe(command: str, run_dir) -> None:
+    """The recorded command rebuilds exactly the recipe the stage ran (progress bars aside)."""
+    words = shlex.split(command)
+    assert words[:2] == ["vit-repro", "train"]
+    rebuilt, ran = load_recipe(words[2], words[3:]).to_dict(), load_recipe(run_dir / runs.RECIPE).to_dict()
+    rebuilt["run"].pop("progress_bar"), ran["run"].pop("progress_bar")
+    assert rebuilt == ran, run_dir
+
+
 def test_demo_smoke_writes_summary_and_table(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "demo"
@@ -25,12 +34,7 @@ def test_demo_smoke_writes_summary_and_table(tmp_path, monkeypatch, capsys):
             run_dir = out / f"{key}_{stage}"
             assert (run_dir / runs.FINAL_DIR / "model.safetensors").is_file()
             assert list((run_dir / runs.LOGS_DIR).rglob("events.out.tfevents.*"))  # TensorBoard
-            words = shlex.split(command)
-            assert words[:2] == ["vit-repro", "train"]
-            # The recorded command rebuilds exactly the recipe the stage ran (progress bars aside).
-            rebuilt, ran = load_recipe(words[2], words[3:]).to_dict(), load_recipe(run_dir / runs.RECIPE).to_dict()
-            rebuilt["run"].pop("progress_bar"), ran["run"].pop("progress_bar")
-            assert rebuilt == ran
+            assert_command_rebuilds_recipe(command, run_dir)
         assert entry["test_accuracy"] == runs.read_json(out / f"{key}_finetune" / runs.TRAIN_SUMMARY)["eval"]["accuracy"]
         # few-shot of the pretrained representation, figures of the fine-tuned model, a model card
         fewshot = runs.read_json(out / f"{key}_pretrain" / runs.FEWSHOT)["results"]["digits"]
@@ -65,3 +69,30 @@ def test_demo_table_shows_rho_with_layers_and_p_value():
     table = format_table({"models": {"vit": entry}, "total_time_s": 2.0})
     assert "Spearman's rho" in table.splitlines()[0]
     assert "| 0.40 (4 layers, p = 0.38) |" in table and "True" not in table
+
+
+def test_mpp_demo_smoke_compares_mpp_pretraining_with_scratch(tmp_path, monkeypatch, capsys):
+    from hf_vit_repro.demo import MPP_STAGES, run_mpp_demo
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "mpp"
+    summary = run_mpp_demo(out, smoke=True, progress_bar=False)
+    printed = capsys.readouterr().out
+    assert "| masked patch prediction (3 steps, no labels) |" in printed and "| from scratch (random) |" in printed
+    assert runs.read_json(out / SUMMARY) == summary
+    for stage in MPP_STAGES:
+        assert_command_rebuilds_recipe(summary["commands"][stage], out / stage)
+    pre = runs.read_json(out / "mpp_pretrain" / runs.TRAIN_SUMMARY)
+    assert pre["objective"] == "masked_patch_prediction"
+    assert summary["mpp_pretraining"]["test_masked_patch_accuracy"] == pre["eval"]["masked_patch_accuracy"]
+    # The two fine-tuning runs differ only in their start: same recipe apart from init_from / model.config.
+    mpp_ft, scratch = (load_recipe(out / stage / runs.RECIPE) for stage in ("mpp_finetune", "scratch_finetune"))
+    assert mpp_ft.model.init_from == str(out / "mpp_pretrain") and scratch.model.init_from is None
+    assert (mpp_ft.optim, mpp_ft.train, mpp_ft.data) == (scratch.optim, scratch.train, scratch.data)
+    for key, stage in (("from_mpp", "mpp_finetune"), ("from_scratch", "scratch_finetune")):
+        assert summary[key]["test_accuracy"] == runs.read_json(out / stage / runs.TRAIN_SUMMARY)["eval"]["accuracy"]
+        assert set(summary[key]["fewshot_accuracy"]) == {"1", "5"}
+    fewshot = runs.read_json(out / "mpp_pretrain" / runs.FEWSHOT)["results"]["digits"]
+    assert summary["from_mpp"]["fewshot_accuracy"] == {k: v["mean"] for k, v in fewshot.items()}
+    # The untrained network's representation is not the pretrained one's.
+    assert summary["from_scratch"]["fewshot_accuracy"] != summary["from_mpp"]["fewshot_accuracy"]

@@ -223,7 +223,7 @@ def test_kill_and_resume_ends_with_the_same_weights(tmp_path):
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    real = training.loop.classification_loss
+    real = training.objectives.classification_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -231,7 +231,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monke
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(training.loop, "classification_loss", poisoned)
+    monkeypatch.setattr(training.objectives, "classification_loss", poisoned)
     recipe = tiny_recipe(tmp_path)
     with pytest.raises(TrainingDivergedError, match=r"step 3 .*step_0000002"):
         train(recipe)

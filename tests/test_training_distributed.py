@@ -95,3 +95,45 @@ def test_two_nodes_on_one_host_match_two_processes_on_one_node(one_node, recipe_
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+MPP_RECIPE = """
+name: ddp_mpp
+mode: pretrain
+model:
+  variant: null
+  image_size: 16
+  config: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 64, patch_size: 4}
+data: {task: digits, augmentation: finetune, max_train_examples: 48, max_eval_examples: 21}
+optim: {optimizer: adamw, lr: 3.0e-3, weight_decay: 0.1, warmup_steps: 1, schedule: cosine}
+train: {objective: masked_patch_prediction, steps: 4, global_batch_size: 16, micro_batch_size: 16, eval_batch_size: 4}
+run: {checkpoint_every: 0, progress_bar: false, trackers: [], log_every: 1}
+"""
+
+
+def test_masked_patch_prediction_on_two_cpu_processes_matches_one_process(tmp_path):
+    # The corruption of every image comes from its own generator in the data pipeline, so both
+    # processes see exactly the batches one process sees (crops and corruptions alike); 2 micro-batches
+    # per process. (No dropout: its random numbers come from each process's own torch RNG.)
+    # The evaluation (21 images in batches of 4 on 2 processes: Accelerate pads the last batch)
+    # must count every image once.
+    path = tmp_path / "mpp.yaml"
+    path.write_text(MPP_RECIPE)
+    one = train(load_recipe(path, [f"run.output_dir={tmp_path / 'one'}"]))
+    two_processes(path, f"run.output_dir={tmp_path / 'two'}")
+    lines = (tmp_path / "two" / runs.LOGS_DIR / training.TRAIN_LOG).read_text().splitlines()
+    assert [json.loads(line)["loss"] for line in lines] == pytest.approx([loss for _, loss in one.losses],
+                                                                          rel=1e-5, abs=1e-6)
+    a, b = final_weights(one.run_dir), final_weights(tmp_path / "two")
+    for name in a:
+        x, y = a[name], b[name]
+        if name.endswith("qkv.bias"):
+            # The key bias (the middle third) has a true gradient of 0: softmax ignores a shift shared
+            # by all keys. Adam scales the rounding noise standing in for it up to steps of any size.
+            x, y = torch.cat([x[:32], x[64:]]), torch.cat([y[:32], y[64:]])
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-3, msg=lambda text: f"{name}: {text}")
+    assert a["vit.embeddings.mask_token"].abs().sum() > 0  # the [mask] embedding (zero at init) was trained
+    evals = [runs.read_json(run / runs.TRAIN_SUMMARY)["eval"] for run in (one.run_dir, tmp_path / "two")]
+    assert evals[0]["num_images"] == evals[1]["num_images"] == 21
+    for key in ("masked_patch_loss", "masked_patch_accuracy"):
+        assert evals[1][key] == pytest.approx(evals[0][key], rel=1e-4, abs=1e-5), key

@@ -2,7 +2,9 @@
 
 `make_dataloader(dataset, transform, batch_size, shuffle=...)` turns a `load_task` dataset (any
 `datasets.Dataset` with "image" and "label" columns) into a `torch.utils.data.DataLoader` that
-yields `{"pixel_values": (B, 3, H, W) float32, "labels": (B,) int64}`.
+yields `{"pixel_values": (B, 3, H, W) float32, "labels": (B,) int64}`. With `labels=False` the
+label column is not read (it may be absent); `per_image` adds entries drawn for each image (the
+masked-patch-prediction corruption of `hf_vit_repro.training.objectives`).
 
 How it stays deterministic: the sampler (`SeededSampler`) yields `(row index, augmentation
 seed)` pairs drawn from `(seed, epoch)` alone, and every image is transformed with its own
@@ -15,6 +17,9 @@ is cast to `Image(decode=False)`), so decoding happens in the collator, inside t
 image that cannot be decoded is skipped and counted (`collator.num_skipped`, shared by all
 workers; `collator.pop_skipped()` reads and resets it at the end of an epoch) and logged with its
 row index and source; with `strict=True` the collator raises `CorruptImageError` naming them.
+
+Anything else drawn per image (`per_image`) comes from the same generator, after the transform:
+it is as reproducible as the augmentation.
 """
 
 from __future__ import annotations
@@ -123,20 +128,26 @@ _DECODE_ERRORS = (OSError, ValueError, UnidentifiedImageError, SyntaxError, Imag
 class ImageClassificationCollator:
     """callable(list of rows) -> {"pixel_values": (B, 3, H, W) float32, "labels": (B,) int64}.
 
-    Each row is a dict with "image" (anything `decode_image` reads) and "label" (int). Rows from
-    `make_dataloader` also carry their row index and augmentation seed; the transform then gets
-    a `torch.Generator` seeded from it. Undecodable images are skipped: `num_skipped` counts them
+    Each row is a dict with "image" (anything `decode_image` reads) and "label" (int; not read,
+    and no "labels" entry made, with `labels=False`). Rows from `make_dataloader` also carry
+    their row index and augmentation seed; the transform then gets a `torch.Generator` seeded
+    from it. `per_image(pixels (3, H, W), generator) -> {name: tensor}` is called after the
+    transform with the same generator (None for rows without a seed); its tensors are stacked
+    into batch entries `name` `(B, ...)` (a picklable callable: it runs in the workers). Undecodable images are skipped: `num_skipped` counts them
     across all DataLoader workers (shared memory), `pop_skipped()` returns the count and resets
-    it. A batch whose images were all skipped has B = 0. With `strict=True` the first bad image
+    it. A batch whose images were all skipped has B = 0 (and no `per_image` entries). With `strict=True` the first bad image
     raises `CorruptImageError` with its index and source instead. With `placeholder_label` set,
     a skipped image keeps its place in the batch as a black image with that label (evaluation
     under data parallelism needs every process's batch at its nominal size and order).
     """
 
-    def __init__(self, transform, strict: bool = False, placeholder_label: int | None = None):
+    def __init__(self, transform, strict: bool = False, placeholder_label: int | None = None,
+                 per_image=None, labels: bool = True):
         self.transform = transform
         self.strict = bool(strict)
         self.placeholder_label = placeholder_label
+        self.per_image = per_image
+        self.labels = bool(labels)
         self._skipped = multiprocessing.Value("q", 0)
 
     @property
@@ -152,7 +163,7 @@ class ImageClassificationCollator:
         return count
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pixels, labels = [], []
+        pixels, labels, extras = [], [], []
         for position, row in enumerate(rows):
             where = f"row {row[INDEX_KEY]}" if INDEX_KEY in row else f"item {position} of its batch"
             try:
@@ -171,13 +182,21 @@ class ImageClassificationCollator:
             seed = row.get(SEED_KEY)
             generator = None if seed is None else torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
             pixels.append(self.transform(image, generator=generator) if generator is not None else self.transform(image))
-            labels.append(int(row["label"]))
+            if self.labels:
+                labels.append(int(row["label"]))
+            if self.per_image is not None:
+                extras.append(self.per_image(pixels[-1], generator))
         if pixels:
             pixel_values = torch.stack(pixels)
         else:
             shape = getattr(self.transform, "output_shape", (3, 0, 0))
             pixel_values = torch.empty((0, *shape), dtype=torch.float32)
-        return {"pixel_values": pixel_values, "labels": torch.tensor(labels, dtype=torch.long)}
+        batch = {"pixel_values": pixel_values}
+        if self.labels:
+            batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        if extras:
+            batch.update({name: torch.stack([extra[name] for extra in extras]) for name in extras[0]})
+        return batch
 
     def __repr__(self) -> str:
         return f"ImageClassificationCollator(transform={self.transform!r}, strict={self.strict})"
@@ -261,9 +280,13 @@ def make_dataloader(
     placeholder_label: int | None = None,
     pin_memory: bool = False,
     persistent_workers: bool = False,
+    per_image=None,
+    labels: bool = True,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over a dataset with "image" and "label" columns yielding
-    {"pixel_values": (B, 3, H, W) float32, "labels": (B,) int64}.
+    {"pixel_values": (B, 3, H, W) float32, "labels": (B,) int64}; with `labels=False` the
+    "label" column is neither needed nor read, and `per_image` adds entries drawn per image from
+    its generator (see `ImageClassificationCollator`).
 
     Deterministic for a given `seed` and epoch, independent of `num_workers` (see module
     docstring). Decoding and `transform` run in the workers. The collator is
@@ -276,7 +299,8 @@ def make_dataloader(
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    collator = ImageClassificationCollator(transform, strict=strict, placeholder_label=placeholder_label)
+    collator = ImageClassificationCollator(transform, strict=strict, placeholder_label=placeholder_label,
+                                           per_image=per_image, labels=labels)
     generator = torch.Generator().manual_seed(int(seed))
     common = dict(
         batch_size=batch_size,

@@ -5,7 +5,8 @@ for the Hub id and for a local folder laid out like the Hub repo (`data_dir=`, o
 place of the id): parquet files, or webdataset shards `train/0.tar, ...`. The result always has
 exactly two columns: "image" (`datasets.Image`, a PIL image on access) and "label"
 (`ClassLabel` with the task's number of classes), whatever the source calls them, with the VTAB
-label transform applied where the source does not store final labels.
+label transform applied where the source does not store final labels; with `labels=False` only
+"image" (for self-supervised pretraining: the source needs no label column).
 
 VTAB-1k splits ("train800", "val200", "train800val200") follow task_adaptation where the
 published data allows it (`vtab1k_indices`, registry docstring): for a VTAB task train800 is the
@@ -273,8 +274,10 @@ def _find_column(features, wanted: str | None, role: str, spec) -> str:
     )
 
 
-def _standardise(dataset, spec, *, image_column: str | None, label_column: str | None, streaming: bool):
-    """Select the image and label columns, rename them, apply the label transform, cast."""
+def _standardise(dataset, spec, *, image_column: str | None, label_column: str | None, streaming: bool,
+                 labels: bool = True):
+    """Select the image and label columns, rename them, apply the label transform, cast
+    (`labels=False`: the image column alone)."""
     from datasets import ClassLabel, Image
 
     features = dataset.features
@@ -282,6 +285,8 @@ def _standardise(dataset, spec, *, image_column: str | None, label_column: str |
         dataset = dataset._resolve_features()
         features = dataset.features
     image_col = _find_column(features, image_column or spec.image_column, "image", spec)
+    if not labels:
+        return _images_only(dataset, image_col, streaming)
     label_col = _find_column(features, label_column or spec.label_column, "label", spec)
     if image_col == label_col:
         raise DataError(f"{spec.name}: the image and label columns are both {image_col!r}")
@@ -349,6 +354,22 @@ def _rename(dataset, image_col: str, label_col: str, streaming: bool):
         return {"image": example[image_col], "label": example[label_col]}
 
     return dataset.map(_copy, remove_columns=drop, features=features)
+
+
+def _images_only(dataset, image_col: str, streaming: bool):
+    """Column `image_col` alone, as "image" (`datasets.Image`); streamed sources copy it with `map`
+    for the reason `_rename` gives."""
+    from datasets import Features, Image
+
+    dataset = dataset.select_columns([image_col])
+    if image_col != "image":
+        if streaming:
+            features = Features({"image": dataset.features[image_col]})
+            dataset = dataset.map(lambda example: {"image": example[image_col]}, remove_columns=[image_col],
+                                  features=features)
+        else:
+            dataset = dataset.rename_column(image_col, "image")
+    return dataset if isinstance(dataset.features["image"], Image) else dataset.cast_column("image", Image())
 
 
 def _plain_int():
@@ -474,9 +495,11 @@ def load_task(
     indices: str | os.PathLike | Mapping[str, Any] | None = None,
     num_proc: int | None = None,
     revision: str | None = None,
+    labels: bool = True,
 ):
     """A split of a task as a `datasets.Dataset` with columns "image" (PIL on access) and "label"
-    (ClassLabel with the task's K classes).
+    (ClassLabel with the task's K classes); `labels=False`: "image" alone, and the source need
+    not have a label column (self-supervised pretraining).
 
     name: a registry task (`TASKS`), a Hub dataset id, or a local folder. split: one of the
     task's splits ("train", "test", "validation" where it exists) or VTAB-1k's "train800",
@@ -491,12 +514,13 @@ def load_task(
     if split in VTAB_SPLITS:
         if streaming:
             raise DataError(f"{split!r} picks rows by index and needs random access; load it with streaming=False")
-        return _load_vtab1k(spec, split, data_dir, seed=seed, indices=indices, num_proc=num_proc, revision=revision)
+        dataset = _load_vtab1k(spec, split, data_dir, seed=seed, indices=indices, num_proc=num_proc, revision=revision)
+        return dataset if labels else dataset.select_columns(["image"])
     if spec.splits and split not in spec.splits:
         raise DataError(f"task {spec.name!r} has no split {split!r}; choose one of {', '.join(spec.available_splits)}")
     source_split = spec.splits.get(split, split)
     dataset = _load_source_split(spec, source_split, data_dir, streaming=streaming, num_proc=num_proc, revision=revision)
-    dataset = _standardise(dataset, spec, image_column=None, label_column=None, streaming=streaming)
+    dataset = _standardise(dataset, spec, image_column=None, label_column=None, streaming=streaming, labels=labels)
     if not streaming and len(dataset) == 0:
         raise DataError(f"{spec.name}: split {split!r} is empty; check the split name and the data files")
     return dataset

@@ -7,6 +7,8 @@ Both doors call `run_recipe(load_recipe(path, overrides))`. Where each part live
 
 - `recipe`       the typed recipe: sections, validation, YAML loading, `key=value` overrides, smoke
 - `optim`        parameter groups, optimizer, learning-rate schedule, EMA, losses
+- `objectives`   what is learned: classification or masked patch prediction (loss of a micro-batch,
+                 per-image extras of the loader, evaluation)
 - `build`        the run's data (splits, hold-out, transforms) and model (scratch or checkpoint)
 - `checkpoints`  naming, listing, compatibility checks, atomic saving, the resume decision, final/
 - `distributed`  the Accelerator (FSDP2 on CPUs too, launch mistakes caught) and the micro-batch
@@ -15,7 +17,7 @@ Both doors call `run_recipe(load_recipe(path, overrides))`. Where each part live
 - `sweep`        the learning-rate sweep and `run_recipe`
 - `cli`          `vit-repro train`
 
-Dependencies point one way: recipe <- optim, build <- checkpoints <- loop <- sweep <- cli. The
+Dependencies point one way: recipe <- optim <- objectives <- build <- checkpoints <- loop <- sweep <- cli. The
 loop's evaluation is `hf_vit_repro.evaluation.classification.evaluate_model`, a lower module; the
 VTAB runner (`hf_vit_repro.evaluation.vtab`), which runs recipes, sits on top of this package.
 
@@ -28,6 +30,10 @@ The paper's settings (shared/PAPER.md, "Training"; paper Appendix B.1):
   batch 512, the pre-logits layer dropped and a zero-initialised K-way head attached, position
   embeddings resampled once at load for the higher resolution, learning rate swept on a held-out
   split (`run_recipe`), optional Polyak (EMA) weights.
+- Self-supervised pretraining (Sec. 4.6, Appendix B.1.2; `train.objective: masked_patch_prediction`):
+  Adam, learning rate 2e-4, 10k warm-up steps, cosine decay, batch 4096, 1M steps; 50% of the
+  patch embeddings corrupted (80% [mask], 10% another patch, 10% kept), the 3-bit mean colour of
+  each corrupted patch predicted.
 """
 
 from __future__ import annotations
@@ -57,13 +63,22 @@ from .checkpoints import (
     save_final_model,
 )
 from .cli import add_cli
-from .loop import TRAIN_LOG, TrainingDivergedError, TrainResult, TrainState, evaluate, push_run_to_hub, train
+from .loop import TRAIN_LOG, TrainingDivergedError, TrainResult, TrainState, push_run_to_hub, train
+from .objectives import (
+    OBJECTIVE_CLASSES,
+    Objective,
+    PatchCorruptionDraw,
+    evaluate,
+    evaluate_masked_patch_prediction,
+    objective_for,
+)
 from .optim import EMA, build_optimizer, build_scheduler, classification_loss, lr_multiplier, parameter_groups
 from .recipe import (
     AUGMENTATIONS,
     LOSSES,
     MIXED_PRECISIONS,
     MODES,
+    OBJECTIVES,
     OPTIMIZERS,
     SCHEDULES,
     SECTIONS,
@@ -86,14 +101,15 @@ from .sweep import SWEEP, SWEEP_DIR, run_recipe, sweep_member
 
 __all__ = [
     "ARCHITECTURE_FIELDS", "AUGMENTATIONS", "DataRecipe", "EMA", "LOSSES", "MIXED_PRECISIONS", "MODES",
-    "ModelRecipe", "OPTIMIZERS", "OptimRecipe", "Recipe", "RecipeError", "RunData", "RunRecipe", "SCHEDULES",
-    "SECTIONS", "SHARDED_MODEL_DIR", "SMOKE_BACKBONE", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR", "TRAINER_STATE",
-    "TRAIN_LOG", "TrainRecipe", "TrainResult", "TrainState", "TrainingDivergedError", "add_cli", "apply_overrides",
-    "architecture", "build_data", "build_model", "build_optimizer", "build_scheduler", "check_checkpoint_compatible",
-    "check_checkpoint_layout", "check_same_recipe", "checkpoint_name", "classification_loss",
-    "describe_architecture", "evaluate",
+    "ModelRecipe", "OBJECTIVES", "OBJECTIVE_CLASSES", "OPTIMIZERS", "Objective", "OptimRecipe",
+    "PatchCorruptionDraw", "Recipe", "RecipeError", "RunData", "RunRecipe", "SCHEDULES", "SECTIONS",
+    "SHARDED_MODEL_DIR", "SMOKE_BACKBONE", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR", "TRAINER_STATE",
+    "TRAIN_LOG", "TrainRecipe", "TrainResult", "TrainState", "TrainingDivergedError", "add_cli",
+    "apply_overrides", "architecture", "build_data", "build_model", "build_optimizer", "build_scheduler",
+    "check_checkpoint_compatible", "check_checkpoint_layout", "check_same_recipe", "checkpoint_name",
+    "classification_loss", "describe_architecture", "evaluate", "evaluate_masked_patch_prediction",
     "latest_checkpoint", "list_checkpoints", "load_checkpoint_config", "load_recipe", "lr_multiplier",
-    "parameter_groups", "parse_overrides", "push_run_to_hub", "recipe_differences", "resolve_checkpoint",
-    "resolve_key", "resume_point", "run_recipe", "save_checkpoint", "save_final_model", "smoke_recipe",
-    "sweep_member", "train",
+    "objective_for", "parameter_groups", "parse_overrides", "push_run_to_hub", "recipe_differences",
+    "resolve_checkpoint", "resolve_key", "resume_point", "run_recipe", "save_checkpoint",
+    "save_final_model", "smoke_recipe", "sweep_member", "train",
 ]

@@ -1,7 +1,8 @@
 """What a recipe trains: its data (`build_data`: splits, hold-out, transforms, the task's classes)
 and its model (`build_model`: from scratch, or from a checkpoint with a new head and resampled
 position embeddings), each checked before the first step so that bad input fails early with a
-`RecipeError` saying what to change.
+`RecipeError` saying what to change. The objective (`train.objective`) decides whether labels
+are read and which model class is built (`objectives.objective_for`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.errors import StrictDataclassError
+
 from .. import runs
+from .objectives import objective_for
 from .recipe import DataRecipe, Recipe, RecipeError
 
 @dataclass
@@ -20,17 +24,18 @@ class RunData:
     train: Any
     eval: Any | None
     train_transform: Any
-    num_classes: int
+    num_classes: int  # 0 for an objective without labels
     id2label: dict[int, str]
     eval_name: str | None
     dataset_name: str
 
 
-def _load_split(d: DataRecipe, split: str):
+def _load_split(d: DataRecipe, split: str, labels: bool = True):
     from ..data import load_task
 
     try:
-        return load_task(d.task, split, d.data_dir, image_column=d.image_column, label_column=d.label_column)
+        return load_task(d.task, split, d.data_dir, image_column=d.image_column, label_column=d.label_column,
+                         labels=labels)
     except (KeyError, ValueError, OSError, ImportError) as err:
         where = f" from data.data_dir={d.data_dir!r}" if d.data_dir else ""
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
@@ -58,12 +63,14 @@ def _holdout_split(dataset, fraction: float, seed: int):
 
 def build_data(recipe: Recipe, train_dataset=None, eval_dataset=None) -> RunData:
     """Load the recipe's splits (or take the given datasets: any `datasets.Dataset` with "image"
-    and "label" columns) and pick the transforms. Fails with `RecipeError` before training."""
+    and "label" columns; "image" alone for an objective without labels, which never reads them)
+    and pick the transforms. Fails with `RecipeError` before training."""
     from ..data import eval_transform, finetune_transform, num_classes, pretrain_transform, task_transforms
     from ..data.registry import TASKS
 
     d, size = recipe.data, recipe.model.image_size
-    train = train_dataset if train_dataset is not None else _load_split(d, d.train_split)
+    labels = objective_for(recipe).needs_labels
+    train = train_dataset if train_dataset is not None else _load_split(d, d.train_split, labels)
     if d.max_train_examples and len(train) > d.max_train_examples:
         train = train.select(range(d.max_train_examples))
     eval_name = None
@@ -73,17 +80,20 @@ def build_data(recipe: Recipe, train_dataset=None, eval_dataset=None) -> RunData
     elif eval_dataset is not None:
         evaluation, eval_name = eval_dataset, d.eval_split or "eval"
     elif d.eval_split:
-        evaluation, eval_name = _load_split(d, d.eval_split), d.eval_split
+        evaluation, eval_name = _load_split(d, d.eval_split, labels), d.eval_split
     else:
         evaluation = None
     if evaluation is not None and d.max_eval_examples and len(evaluation) > d.max_eval_examples:
         evaluation = evaluation.select(range(d.max_eval_examples))
-    try:
-        k = num_classes(train)
-        names = list(train.features["label"].names)
-    except (KeyError, AttributeError, TypeError):
-        k = int(max(train["label"])) + 1
-        names = [str(i) for i in range(k)]
+    if not labels:
+        k, names = 0, []
+    else:
+        try:
+            k = num_classes(train)
+            names = list(train.features["label"].names)
+        except (KeyError, AttributeError, TypeError):
+            k = int(max(train["label"])) + 1
+            names = [str(i) for i in range(k)]
     spec = TASKS.get(d.task)
     mean, std = tuple(d.mean), tuple(d.std)
     if d.augmentation == "inception_crop":
@@ -161,25 +171,29 @@ def _recipe_config_kwargs(recipe: Recipe, num_classes: int) -> dict[str, Any]:
 
 
 def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | None = None):
-    """The model a recipe trains. From scratch: `ViTReproConfig.from_variant(variant, ...)` (or
-    `ViTReproConfig(**model.config)`). From `init_from`: the checkpoint, with dropout from the
-    recipe; in fine-tuning mode its head is replaced by a zero-initialised K-way one (the pre-
-    logits layer dropped unless `representation_size` is set) and its position embeddings are
-    resampled to `model.image_size` once (paper Sec. 3.2). A checkpoint whose architecture
-    differs from `model.variant` / `model.config` raises `RecipeError`."""
+    """The model a recipe trains: the objective's class (`ViTReproForImageClassification`, or
+    `ViTReproForMaskedPatchPrediction` with the data's mean/std as `mpp_image_mean` / `_std`).
+    From scratch: `ViTReproConfig.from_variant(variant, ...)` (or `ViTReproConfig(**model.config)`).
+    From `init_from`: the checkpoint, with dropout (and `mpp_*` fields) from the recipe; in
+    fine-tuning mode its head is replaced by a zero-initialised K-way one (the pre-logits layer
+    dropped unless `representation_size` is set; a masked-patch-prediction checkpoint's prediction
+    head and mask token are left behind) and its position embeddings are resampled to
+    `model.image_size` once (paper Sec. 3.2). A checkpoint whose architecture differs from
+    `model.variant` / `model.config` raises `RecipeError`."""
     from ..configuration_vit_repro import ViTReproConfig
-    from ..modeling_vit_repro import ViTReproForImageClassification
 
     m = recipe.model
+    objective = objective_for(recipe)
     id2label = id2label or {i: str(i) for i in range(num_classes)}
     if m.init_from is None:
         kwargs = _recipe_config_kwargs(recipe, num_classes)
         kwargs.update(id2label=id2label, label2id={v: k for k, v in id2label.items()})
+        kwargs.update(objective.config_updates())
         try:
             config = ViTReproConfig.from_variant(m.variant, **kwargs) if m.variant else ViTReproConfig(**kwargs)
-        except (TypeError, ValueError) as err:
-            raise RecipeError(f"`model`: cannot build the model: {err}") from None
-        model = ViTReproForImageClassification(config)
+            model = objective.model_class(config)
+        except (TypeError, ValueError, StrictDataclassError) as err:
+            raise RecipeError(f"`model`: cannot build the model: {_reason(err)}") from None
     else:
         source = resolve_checkpoint(m.init_from)
         config = load_checkpoint_config(source)
@@ -197,11 +211,22 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
                 f"{describe_architecture(wanted)}. Point init_from at a matching checkpoint or change model.variant."
             )
         config.hidden_dropout_prob, config.attention_probs_dropout_prob = m.dropout, m.attention_dropout
-        model = runs.load_pretrained(ViTReproForImageClassification, source, config=config)
+        try:  # the recipe's own settings first: an error there is the recipe's, not the checkpoint's
+            for key, value in objective.config_updates().items():
+                setattr(config, key, value)
+            config.validate()
+        except (ValueError, StrictDataclassError) as err:
+            raise RecipeError(f"`model`: {_reason(err)}") from None
+        try:
+            model = runs.load_pretrained(objective.model_class, source, config=config)
+        except runs.CheckpointError:
+            raise
+        except ValueError as err:  # the objective's model refuses this checkpoint (e.g. MPP: a pre-logits layer)
+            raise RecipeError(f"`model.init_from` {m.init_from!r}: cannot build the model: {err}") from None
         if recipe.mode == "finetune":
             keep = m.representation_size is not None and config.representation_size is not None
             model.reset_classifier(num_classes, id2label=id2label, keep_representation=keep)
-        elif model.config.num_labels != num_classes:
+        elif objective.needs_labels and model.config.num_labels != num_classes:
             raise RecipeError(
                 f"`mode: pretrain` continues {m.init_from!r} with its {model.config.num_labels}-way head, but the data "
                 f"has {num_classes} classes; use `mode: finetune` to attach a new head."
@@ -213,6 +238,11 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
     if m.recompute_mlp_activation:
         model.set_mlp_activation_recompute()
     return model
+
+
+def _reason(err: Exception) -> Exception:
+    """The config's own message: transformers' strict-dataclass validation wraps it as the cause."""
+    return err.__cause__ if isinstance(err, StrictDataclassError) and err.__cause__ is not None else err
 
 
 def load_checkpoint_config(source: str):

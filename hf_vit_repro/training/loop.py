@@ -17,7 +17,9 @@ Surprises, each handled where it happens below:
   run ends with the same weights as an uninterrupted one (tested on CPU).
 - A NaN/inf loss stops the run before that update is applied (`TrainingDivergedError`).
 
-The evaluation the loop runs is `hf_vit_repro.evaluation.classification.evaluate_model`, a module
+What is learned is the objective's (`objectives.objective_for(recipe)`: a micro-batch's loss, what
+the loader adds to each image, the evaluation); the loop is the same for all of them. The
+classification evaluation is `hf_vit_repro.evaluation.classification.evaluate_model`, a module
 below training: the VTAB runner, which runs recipes, sits above it.
 """
 
@@ -37,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
-from ..evaluation.classification import evaluate_model
 from .build import build_data, build_model, load_checkpoint_config, resolve_checkpoint
 from .checkpoints import (
     check_checkpoint_compatible,
@@ -51,7 +52,8 @@ from .checkpoints import (
 from .distributed import (
     StopRequest, describe_distribution, finish_trackers, is_sharded, make_accelerator, micro_batches,
 )
-from .optim import EMA, build_optimizer, build_scheduler, classification_loss
+from .objectives import objective_for
+from .optim import EMA, build_optimizer, build_scheduler
 from .recipe import SECTIONS, Recipe, RecipeError
 
 #: One JSON line per logged step: {"step", "loss", "lr", "grad_norm", "images_per_s"}.
@@ -81,25 +83,12 @@ class TrainResult:
     run_dir: Path
     steps: int
     final_train_loss: float | None
-    eval_accuracy: float | None
+    eval_accuracy: float | None  # the objective's accuracy metric (masked patch prediction: of the colours)
     train_time_s: float
     num_parameters: int
     losses: list[tuple[int, float]]
     completed: bool = True
     interrupted: bool = False
-
-
-def evaluate(model, dataset, recipe: Recipe, accelerator) -> dict[str, Any]:
-    """Score `model` on `dataset` with `hf_vit_repro.evaluation.evaluate_model` (accuracy,
-    top-5, per-class; data-parallel) at the recipe's resolution, mean and std. Leaves the model
-    in training mode."""
-    unwrapped = accelerator.unwrap_model(model)
-    result = evaluate_model(
-        unwrapped, dataset, batch_size=recipe.train.eval_batch_size, mean=recipe.data.mean, std=recipe.data.std,
-        num_workers=recipe.run.num_workers, accelerator=accelerator, progress=False, strict=recipe.data.strict,
-    )
-    model.train()
-    return result
 
 
 def _default_command(recipe: Recipe) -> str:
@@ -118,9 +107,10 @@ def train(
     """Run one recipe (no sweep: see `run_recipe`) and write its run folder.
 
     `train_dataset` / `eval_dataset` replace the recipe's data (any `datasets.Dataset` with
-    "image" and "label"). `callbacks` run after every update on every process. Raises
-    `RecipeError` for bad input before the first update, `TrainingDivergedError` if the loss
-    stops being finite (the last checkpoint stays the last good one).
+    "image" and "label"; "image" alone for masked patch prediction). `callbacks` run after every
+    update on every process. Raises `RecipeError` for bad input before the first update,
+    `TrainingDivergedError` if the loss stops being finite (the last checkpoint stays the last
+    good one).
     """
     import torch
 
@@ -165,6 +155,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     if recipe.model.init_from is not None:
         load_checkpoint_config(resolve_checkpoint(recipe.model.init_from))
     set_seed(t.seed, deterministic=r.deterministic)
+    objective = objective_for(recipe)
     data = build_data(recipe, train_dataset, eval_dataset)
     total_steps = t.steps or max(1, math.ceil(t.epochs * len(data.train) / t.global_batch_size))
     if o.warmup_steps >= total_steps > 1:
@@ -177,7 +168,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
 
     train_dl = make_dataloader(
         data.train, data.train_transform, t.micro_batch_size, shuffle=True, num_workers=r.num_workers,
-        seed=t.seed, drop_last=True, strict=recipe.data.strict,
+        seed=t.seed, drop_last=True, strict=recipe.data.strict, **objective.loader_options(model),
     )
     optimizer = build_optimizer(model, o, sharded=is_sharded(accelerator))
     scheduler = build_scheduler(optimizer, total_steps, o.warmup_steps, o.schedule)
@@ -230,15 +221,14 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
             batch = next(batches)
             sync = contextlib.nullcontext() if micro == accumulation - 1 else accelerator.no_sync(model)
             with sync:
-                if batch["labels"].numel() == 0:  # every image of the batch was unreadable (skipped)
+                if len(batch["pixel_values"]) == 0:  # every image of the batch was unreadable (skipped)
                     loss = sum(p.sum() for p in model.parameters()) * 0.0
                 else:
-                    logits = model(pixel_values=batch["pixel_values"]).logits
-                    loss = classification_loss(logits, batch["labels"], t.loss, t.label_smoothing)
+                    loss = objective.step_loss(model, batch)
                 # Mean of k micro-batch means = the mean over the k-times larger batch.
                 accelerator.backward(loss / accumulation)
             totals[0] += loss.detach().double() / accumulation
-            totals[1] += batch["labels"].numel()
+            totals[1] += len(batch["pixel_values"])
         totals[2] = float(stop.requested)
         totals = accelerator.reduce(totals, reduction="sum")
         mean_loss = float(totals[0]) / n_proc
@@ -278,7 +268,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
             if r.trackers:
                 accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step" and v is not None}, step=step)
         if t.eval_every and step % t.eval_every == 0 and step < total_steps and data.eval is not None:
-            metrics = evaluate(model, data.eval, recipe, accelerator)["metrics"]
+            metrics = objective.evaluate(model, data.eval, recipe, accelerator)["metrics"]
             if r.trackers:
                 accelerator.log({f"eval/{data.eval_name}/{k}": v for k, v in metrics.items()}, step=step)
         saved = None
@@ -312,8 +302,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     final_dir = save_final_model(accelerator, model, recipe)
     accuracy = evaluation = None
     if data.eval is not None:
-        evaluation = evaluate(model, data.eval, recipe, accelerator)
-        accuracy = evaluation["metrics"]["accuracy"]
+        evaluation = objective.evaluate(model, data.eval, recipe, accelerator)
+        accuracy = evaluation["metrics"].get(objective.accuracy_metric)
         if r.trackers:
             accelerator.log({f"eval/{data.eval_name}/{k}": v for k, v in evaluation["metrics"].items()}, step=step)
     if last_loss is None and checkpoint is not None:  # resumed a finished run: read its last logged loss
@@ -321,6 +311,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     summary = {
         "name": recipe.name,
         "mode": recipe.mode,
+        "objective": objective.name,
         "steps": step,
         "images_seen": images_seen,
         "train_time_s": round(train_time, 3),
@@ -352,7 +343,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
                     checkpoint=str(final_dir), task=task, dataset=data.dataset_name, split=split,
                     resolution=recipe.model.image_size, num_images=evaluation["num_images"],
                     metrics=evaluation["metrics"], per_class_accuracy=evaluation.get("per_class_accuracy"),
-                    num_skipped=evaluation["num_skipped"],
+                    num_skipped=evaluation["num_skipped"], objective=objective.name,
                 ),
             )
     accelerator.wait_for_everyone()

@@ -26,6 +26,7 @@ MODES = ("pretrain", "finetune")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
 LOSSES = ("softmax_xent", "sigmoid_xent")
+OBJECTIVES = ("classification", "masked_patch_prediction")
 AUGMENTATIONS = ("inception_crop", "finetune", "none")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 
@@ -121,9 +122,17 @@ class OptimRecipe:
 class TrainRecipe:
     """The optimisation problem: length (`steps`, or `epochs` of the training split), batch
     (`global_batch_size` images per update, reached with micro-batches of `micro_batch_size` per
-    process and gradient accumulation), loss (`softmax_xent`, or `sigmoid_xent` on one-hot
-    targets), label smoothing, Polyak averaging (`ema_decay`), seed, evaluation interval."""
+    process and gradient accumulation), objective, loss (`softmax_xent`, or `sigmoid_xent` on
+    one-hot targets), label smoothing, Polyak averaging (`ema_decay`), seed, evaluation interval.
 
+    `objective`: `classification` (labels, the classifier's loss and accuracy) or
+    `masked_patch_prediction`, the paper's self-supervised pretraining (Sec. 4.6, Appendix
+    B.1.2): no labels, a `ViTReproForMaskedPatchPrediction` whose corruption is drawn per image in
+    the data pipeline, evaluated by its loss and accuracy on the corrupted patches
+    (`hf_vit_repro.training.objectives`). It pretrains (`mode: pretrain`); its `model.config`
+    takes the `mpp_*` fields (rate, split, target)."""
+
+    objective: str = "classification"
     steps: int | None = None
     epochs: float | None = None
     global_batch_size: int = 512
@@ -180,7 +189,9 @@ class Recipe:
     """A training run, every choice explicit. `mode: pretrain` trains the recipe's model from
     scratch (or continues `init_from` with its head); `mode: finetune` replaces the head of
     `init_from` by a zero-initialised K-way one (paper Sec. 3.2); without `init_from` it trains
-    the model from scratch with the fine-tuning protocol (a no-pretraining baseline)."""
+    the model from scratch with the fine-tuning protocol (a no-pretraining baseline).
+    `train.objective` says what is learned: classification, or masked patch prediction
+    (self-supervised pretraining, `mode: pretrain` only)."""
 
     name: str = "run"
     mode: str = "finetune"
@@ -262,6 +273,7 @@ class Recipe:
         choice("mode", self.mode, MODES)
         choice("optim.optimizer", o.optimizer, OPTIMIZERS)
         choice("optim.schedule", o.schedule, SCHEDULES)
+        choice("train.objective", t.objective, OBJECTIVES)
         choice("train.loss", t.loss, LOSSES)
         choice("data.augmentation", d.augmentation, AUGMENTATIONS)
         choice("run.mixed_precision", r.mixed_precision, MIXED_PRECISIONS)
@@ -285,7 +297,7 @@ class Recipe:
             if not 0.0 <= p < 1.0:
                 raise RecipeError(f"`{key}` must be a probability in [0, 1), got {p}.")
         for key in ("image_size", "num_labels", "representation_size", "hidden_dropout_prob",
-                    "attention_probs_dropout_prob", "id2label", "label2id"):
+                    "attention_probs_dropout_prob", "id2label", "label2id", "mpp_image_mean", "mpp_image_std"):
             if key in m.config:
                 raise RecipeError(
                     f"`model.config.{key}` is set by the recipe itself; use "
@@ -336,6 +348,8 @@ class Recipe:
             raise RecipeError(f"`train.label_smoothing` must lie in [0, 1), got {t.label_smoothing}.")
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
             raise RecipeError(f"`train.ema_decay` must lie in (0, 1) or be null, got {t.ema_decay}.")
+        if t.objective == "masked_patch_prediction":
+            self._validate_masked_patch_prediction()
         positive("train.eval_every", t.eval_every, allow_zero=True)
         positive("train.eval_batch_size", t.eval_batch_size)
         positive("run.checkpoint_every", r.checkpoint_every, allow_zero=True)
@@ -354,12 +368,45 @@ class Recipe:
             )
         return self
 
+    def _validate_masked_patch_prediction(self) -> None:
+        """What `train.objective: masked_patch_prediction` rules out: it pretrains a plain ViT
+        without labels, a classifier head or a pre-logits layer."""
+        m, t, o = self.model, self.train, self.optim
+        what = "`train.objective: masked_patch_prediction`"
+        if self.mode != "pretrain":
+            raise RecipeError(
+                f"{what} pretrains (`mode: pretrain`); `mode: {self.mode}` attaches a classifier. Fine-tune its "
+                "checkpoint with a classification recipe (`model.init_from` = the MPP run folder)."
+            )
+        if m.representation_size is not None:
+            raise RecipeError(
+                f"{what} trains no pre-logits layer: set `model.representation_size: null` (got "
+                f"{m.representation_size}); fine-tuning adds the classifier head."
+            )
+        if (m.variant is not None and "+" in m.variant) or m.config.get("backbone_config"):
+            raise RecipeError(
+                f"{what} is defined for plain ViTs only (a hybrid's CNN sees the corrupted patches' pixels): "
+                f"choose a ViT `model.variant` instead of {m.variant or 'a backbone_config'}."
+            )
+        if t.loss != "softmax_xent" or t.label_smoothing:
+            raise RecipeError(
+                f"{what} has its own loss (from `model.config.mpp_target`): leave `train.loss` at 'softmax_xent' and "
+                f"`train.label_smoothing` at 0 (got {t.loss!r}, {t.label_smoothing})."
+            )
+        if o.lr_sweep:
+            raise RecipeError(
+                f"{what} has no validation accuracy to sweep the learning rate on: set one `optim.lr` (the paper "
+                "uses 2e-4) and leave `optim.lr_sweep` empty."
+            )
+
 
 _CONFIG_KEY_OWNERS = {
     "image_size": "`model.image_size`",
     "representation_size": "`model.representation_size`",
     "hidden_dropout_prob": "`model.dropout`",
     "attention_probs_dropout_prob": "`model.attention_dropout`",
+    "mpp_image_mean": "`data.mean` (the targets are de-normalised with it)",
+    "mpp_image_std": "`data.std` (the targets are de-normalised with it)",
 }
 
 
