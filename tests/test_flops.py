@@ -81,3 +81,28 @@ def test_unknown_config_is_refused():
 
     with pytest.raises(TypeError, match="ViTReproConfig and BitConfig"):
         forward_flops(ViTConfig(), 224)
+
+
+#: Paper, Table 6: pretraining exaFLOPs of models trained on JFT-300M for 7 or 14 epochs at 224 px.
+TABLE_6_EXAFLOPS = {
+    ("ViT-B/32", 7): 55, ("ViT-B/16", 7): 224, ("ViT-L/32", 7): 196, ("ViT-L/16", 7): 783, ("ViT-L/16", 14): 1567,
+    ("ViT-H/14", 14): 4262, ("BiT-R50x1", 7): 50, ("BiT-R50x2", 7): 199, ("BiT-R101x1", 7): 96,
+    ("BiT-R152x1", 7): 141, ("BiT-R152x2", 7): 563, ("BiT-R152x2", 14): 1126, ("BiT-R200x3", 14): 3306,
+    ("R50+ViT-B/16", 7): 274, ("R50+ViT-L/16", 14): 1668,
+}
+
+
+@pytest.mark.parametrize("model, epochs", list(TABLE_6_EXAFLOPS))
+def test_training_compute_reproduces_table_6(model, epochs):
+    """3 x forward FLOPs x images seen (epochs x 303M JFT images, paper Sec. 4.1) against the paper's
+    own exaFLOPs: the ViTs and hybrids within 3%, the ResNets 3-5% above the paper's numbers (a
+    constant offset across depths and widths: the paper's count of the ResNets is not published)."""
+    from hf_vit_repro.models import config_from_variant
+
+    config = config_from_variant(model, num_labels=18291)  # JFT's classes (the paper's Sec. 4.1: 18k)
+    exaflops = 3 * forward_flops(config, 224) * epochs * 303e6 / 1e18
+    ratio = exaflops / TABLE_6_EXAFLOPS[(model, epochs)]
+    if model.startswith("BiT"):
+        assert 1.03 < ratio < 1.06, ratio
+    else:
+        assert abs(ratio - 1) < 0.03, ratio

@@ -65,17 +65,18 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def encoder(model):
-    """The ViT encoder of a classifier (`model.vit`) or the encoder itself; its `pooler_output` is
-    the paper's representation y (pre-logits)."""
-    return getattr(model, "base_model", model)
-
-
 def image_size_of(model) -> int:
-    height, width = model.config.image_hw
-    if height != width:
-        raise ValueError(f"the model's image_size is {height}x{width}; evaluation uses square images")
-    return int(height)
+    """The square resolution a model runs at (`models.image_size`: a ViT's `image_size`, the size a
+    BiT ResNet was trained at as stored in its config)."""
+    from ..models import image_size
+
+    size = image_size(model)
+    if size is None:
+        raise ValueError(
+            "the model's config records no image_size (a BiT ResNet trained elsewhere); pass the resolution to "
+            "evaluate at (--resolution / image_size=...)"
+        )
+    return size
 
 
 def model_fingerprint(model) -> str:
@@ -138,7 +139,6 @@ __all__ = [
     "LoadedCheckpoint",
     "load_checkpoint",
     "default_device",
-    "encoder",
     "image_size_of",
     "model_fingerprint",
     "dataset_label",

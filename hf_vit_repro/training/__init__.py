@@ -55,7 +55,7 @@ from .checkpoints import (
 )
 from .cli import add_cli
 from .loop import TRAIN_LOG, TrainingDivergedError, TrainResult, TrainState, evaluate, push_run_to_hub, train
-from .optim import EMA, build_optimizer, build_scheduler, classification_loss, lr_multiplier, parameter_groups
+from .optim import EMA, build_optimizer, build_scheduler, classification_loss, lr_multiplier, mixup, parameter_groups
 from .recipe import (
     AUGMENTATIONS,
     LOSSES,
@@ -65,6 +65,7 @@ from .recipe import (
     SCHEDULES,
     SECTIONS,
     SMOKE_BACKBONE,
+    SMOKE_BIT,
     SMOKE_MODEL,
     DataRecipe,
     ModelRecipe,
@@ -84,11 +85,11 @@ from .sweep import SWEEP, SWEEP_DIR, run_recipe, sweep_member
 __all__ = [
     "ARCHITECTURE_FIELDS", "AUGMENTATIONS", "DataRecipe", "EMA", "LOSSES", "MIXED_PRECISIONS", "MODES",
     "ModelRecipe", "OPTIMIZERS", "OptimRecipe", "Recipe", "RecipeError", "RunData", "RunRecipe", "SCHEDULES",
-    "SECTIONS", "SMOKE_BACKBONE", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR", "TRAINER_STATE", "TRAIN_LOG",
+    "SECTIONS", "SMOKE_BACKBONE", "SMOKE_BIT", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR", "TRAINER_STATE", "TRAIN_LOG",
     "TrainRecipe", "TrainResult", "TrainState", "TrainingDivergedError", "add_cli", "apply_overrides",
     "architecture", "build_data", "build_model", "build_optimizer", "build_scheduler", "check_checkpoint_compatible",
     "check_same_recipe", "checkpoint_name", "classification_loss", "describe_architecture", "evaluate",
-    "latest_checkpoint", "list_checkpoints", "load_checkpoint_config", "load_recipe", "lr_multiplier",
+    "latest_checkpoint", "list_checkpoints", "load_checkpoint_config", "load_recipe", "lr_multiplier", "mixup",
     "parameter_groups", "parse_overrides", "push_run_to_hub", "recipe_differences", "resolve_checkpoint",
     "resolve_key", "resume_point", "run_recipe", "save_checkpoint", "save_final_model", "smoke_recipe",
     "sweep_member", "train",

@@ -46,7 +46,7 @@ from .checkpoints import (
     save_final_model,
 )
 from .distributed import make_accelerator, micro_batches
-from .optim import EMA, build_optimizer, build_scheduler, classification_loss
+from .optim import EMA, build_optimizer, build_scheduler, classification_loss, mixup
 from .recipe import SECTIONS, Recipe, RecipeError
 
 #: One JSON line per logged step: {"step", "loss", "lr", "grad_norm", "images_per_s"}.
@@ -214,8 +214,13 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
                 if batch["labels"].numel() == 0:  # every image of the batch was unreadable (skipped)
                     loss = sum(p.sum() for p in model.parameters()) * 0.0
                 else:
-                    logits = model(pixel_values=batch["pixel_values"]).logits
-                    loss = classification_loss(logits, batch["labels"], t.loss, t.label_smoothing)
+                    pixels, mixed = batch["pixel_values"], None
+                    if t.mixup_alpha:  # BiT-HyperRule's MixUp, seeded by (seed, update, micro-batch, process)
+                        pixels, other, lam = mixup(pixels, batch["labels"], t.mixup_alpha,
+                                                   (t.seed, step, micro, accelerator.process_index))
+                        mixed = (other, lam)
+                    logits = model(pixel_values=pixels).logits
+                    loss = classification_loss(logits, batch["labels"], t.loss, t.label_smoothing, mixed)
                 # Mean of k micro-batch means = the mean over the k-times larger batch.
                 accelerator.backward(loss / accumulation)
             totals[0] += loss.detach().double() / accumulation
