@@ -78,6 +78,27 @@ def test_smoke_version_trains_a_few_steps_on_cpu(path, tmp_path, monkeypatch):
     hybrid = "+" in (recipe.model.variant or "") or "backbone_config" in recipe.model.config
     config = runs.read_json(tmp_path / "run" / runs.FINAL_DIR / "config.json")
     assert (config.get("backbone_config") is not None) == hybrid  # a hybrid recipe smokes a hybrid
+    bit = (recipe.model.variant or "").startswith("BiT-")
+    assert (config["model_type"] == "bit") == bit  # ... and a BiT recipe a (tiny) BiT ResNet
+
+
+def test_bit_recipes_hold_the_papers_resnet_pretraining_and_bit_hyperrule():
+    """Pretraining: the paper's settings for all models, with Table 3's ResNet learning rates and
+    weight decay. Fine-tuning: BiT-HyperRule (BiT Sec. 3.3): lr 0.003, step decay, length and
+    MixUp by training-set size, 128 px for images under 96x96, else 384."""
+    for name, variant, lr in (("r50x1", "BiT-R50x1", 1e-3), ("r152x2", "BiT-R152x2", 6e-4)):
+        pre = load_recipe(ROOT / "recipes" / f"pretrain_bit_{name}_imagenet21k.yaml")
+        assert (pre.model.variant, pre.optim.optimizer, pre.optim.lr, pre.optim.betas) == (variant, "adamw", lr, [0.9, 0.999])
+        assert (pre.optim.weight_decay, pre.optim.schedule, pre.optim.warmup_steps) == (0.1, "linear", 10000)
+        assert (pre.train.global_batch_size, pre.model.dropout, pre.model.representation_size) == (4096, 0.0, None)
+    hyperrule = {"cifar10": (10000, 0.1, 128), "cifar100": (10000, 0.1, 128), "pets": (500, 0.0, 384),
+                 "flowers102": (500, 0.0, 384), "imagenet1k": (20000, 0.1, 384), "vtab": (500, 0.0, 384)}
+    for task, (steps, mixup, size) in hyperrule.items():
+        ft = load_recipe(ROOT / "recipes" / f"finetune_bit_{task}.yaml")
+        assert (ft.optim.optimizer, ft.optim.lr, ft.optim.momentum, ft.optim.schedule) == ("sgd", 0.003, 0.9, "step")
+        assert (ft.optim.weight_decay, ft.optim.grad_clip_norm, ft.train.global_batch_size) == (0.0, None, 512)
+        assert (ft.train.steps, ft.train.mixup_alpha, ft.model.image_size) == (steps, mixup, size)
+        assert not ft.optim.lr_sweep and ft.model.variant == "BiT-R50x1"
 
 
 @pytest.mark.parametrize("path", LAUNCH_CONFIGS, ids=ids(LAUNCH_CONFIGS))

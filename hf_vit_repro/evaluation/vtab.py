@@ -74,21 +74,28 @@ def resolve_tasks(selection: str | Sequence[str] = "all") -> list[str]:
     return sorted(dict.fromkeys(chosen), key=order.__getitem__)
 
 
-def default_recipe_path() -> Path:
-    """recipes/finetune_vtab.yaml of the source tree (the paper's VTAB-1k fine-tuning settings)."""
-    return Path(__file__).resolve().parents[2] / "recipes" / "finetune_vtab.yaml"
+def default_recipe_path(checkpoint: str | os.PathLike | None = None) -> Path:
+    """recipes/finetune_vtab.yaml of the source tree (the paper's VTAB-1k fine-tuning settings), or
+    for a BiT ResNet checkpoint recipes/finetune_bit_vtab.yaml (BiT-HyperRule, as BiT-L's VTAB
+    number in the paper's Table 2)."""
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    config = Path(checkpoint) / "config.json" if checkpoint is not None else None
+    if config is not None and config.is_file() and runs.read_json(config).get("model_type") == "bit":
+        return recipes / "finetune_bit_vtab.yaml"
+    return recipes / "finetune_vtab.yaml"
 
 
 def base_recipe(recipe: str | os.PathLike | None = None, overrides: Sequence[str] = (), checkpoint: str | None = None):
-    """The recipe every task starts from: `recipe` (default `default_recipe_path()`) with the
-    VTAB-1k splits (sweep on train800, validate on val200), `DEFAULT_LR_SWEEP` when the file has
-    no `optim.lr_sweep`, `checkpoint` as `model.init_from`, then `key=value` overrides and the
-    smoke switch applied exactly as `vit-repro train` applies them (`training.load_recipe`)."""
+    """The recipe every task starts from: `recipe` (default `default_recipe_path(checkpoint)`) with
+    the VTAB-1k splits (sweep on train800, validate on val200), `DEFAULT_LR_SWEEP` when the file
+    has no `optim.lr_sweep` (an explicit empty list keeps the file's one rate), `checkpoint` as
+    `model.init_from`, then `key=value` overrides and the smoke switch applied exactly as
+    `vit-repro train` applies them (`training.load_recipe`)."""
     import yaml
 
     from ..training import load_recipe
 
-    path = Path(recipe) if recipe is not None else default_recipe_path()
+    path = Path(recipe) if recipe is not None else default_recipe_path(checkpoint)
     if not path.is_file():
         raise ValueError(
             f"no VTAB recipe at {str(path)!r}; pass --recipe with a fine-tuning recipe (the source tree's "
@@ -101,7 +108,7 @@ def base_recipe(recipe: str | os.PathLike | None = None, overrides: Sequence[str
     for section in ("optim", "data", "model"):
         values[section] = dict(values.get(section) or {})
     optim, data, model = values["optim"], values["data"], values["model"]
-    if not optim.get("lr_sweep"):
+    if "lr_sweep" not in optim:
         optim["lr_sweep"] = list(DEFAULT_LR_SWEEP)
     data.update(train_split="train800val200", sweep_train_split="train800", val_split="val200", eval_split="test", holdout=False)
     if checkpoint is not None:
