@@ -10,7 +10,8 @@ offered.
 The paper's CNN baselines are the BiT ResNets (Kolesnikov et al., "Big Transfer (BiT): General
 Visual Representation Learning", ECCV 2020), named "BiT-R<depth>x<width factor>" ("BiT-R152x4");
 `bit_config` builds them as transformers' own `BitConfig`, so their checkpoints load in
-transformers without this package. `config_from_variant` takes a name of either family.
+transformers without this package. `hf_vit_repro.models.config_from_variant` takes a name of
+either family.
 """
 
 from __future__ import annotations
@@ -249,13 +250,3 @@ def check_bit_config(config) -> None:
             f"`num_groups` ({config.num_groups}) must divide every GroupNorm's channels: stem {config.embedding_size}, "
             f"stage outputs {list(config.hidden_sizes)} and their bottleneck widths (a quarter of each)."
         )
-
-
-def config_from_variant(name: str, **overrides):
-    """The config of any named model: `BitConfig` for a BiT ResNet ("BiT-R50x1"), else
-    `ViTReproConfig` for a ViT or hybrid ("ViT-B/16", "R50+ViT-B/16")."""
-    if is_bit_variant(name):
-        return bit_config(name, **overrides)
-    from .configuration_vit_repro import ViTReproConfig
-
-    return ViTReproConfig.from_variant(name, **overrides)
