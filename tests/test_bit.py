@@ -252,6 +252,11 @@ def test_evaluate_a_bit_run(bit_run, capsys):
     test = load_task("digits", "test").select(range(40))
     predicted = _hand_logits(model, test, 32).argmax(-1).numpy()
     assert record["metrics"]["accuracy"] == pytest.approx(float((predicted == np.asarray(test["label"])).mean()), abs=0.03)
+    # at another resolution: a ResNet runs at any size, the record says which
+    out = bit_run / "eval48.json"
+    assert main(["evaluate", str(bit_run), "digits", "--split", "test", "--max-images", "8", "--resolution", "48",
+                 "--output", str(out), "--no-progress"]) == 0
+    assert runs.read_json(out)["resolution"] == 48
 
 
 def test_fewshot_of_a_bit_run_uses_its_pooled_features(bit_run, tmp_path):
