@@ -178,9 +178,8 @@ def _recipe_config_kwargs(recipe: Recipe, num_classes: int) -> dict[str, Any]:
 
 
 def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | None = None):
-    """The model a recipe trains. From scratch: `variants.config_from_variant(variant, ...)` (a
-    `ViTReproConfig`, or transformers' `BitConfig` for a BiT ResNet such as "BiT-R50x1"; the
-    function lives in `hf_vit_repro.models`), or
+    """The model a recipe trains. From scratch: `models.config_from_variant(variant, ...)` (a
+    `ViTReproConfig`, or transformers' `BitConfig` for a BiT ResNet such as "BiT-R50x1"), or
     `ViTReproConfig(**model.config)` without a variant. From `init_from`: the checkpoint (either
     family), with dropout from the recipe; in fine-tuning mode its head is replaced by a
     zero-initialised K-way one (a ViT's pre-logits layer dropped unless `representation_size` is
