@@ -12,17 +12,19 @@ def _cmd_variants(args: argparse.Namespace) -> int:
 
     from .configuration_vit_repro import ViTReproConfig
     from .modeling_vit_repro import ViTReproModel
-    from .variants import PATCH_SIZES, SIZES
+    from .variants import HYBRIDS, PATCH_SIZES, SIZES
 
     patches = [args.patch] if args.patch else PATCH_SIZES
-    print(f"{'variant':<10} {'layers':>6} {'hidden':>6} {'mlp':>6} {'heads':>5} {'params (no head)':>17}")
-    for size, (hidden, layers, heads, mlp) in SIZES.items():
-        for patch in patches:
-            name = f"ViT-{size}/{patch}"
-            with torch.device("meta"):  # count parameters without allocating them
-                model = ViTReproModel(ViTReproConfig.from_variant(name, image_size=args.image_size))
-            count = sum(p.numel() for p in model.parameters())
-            print(f"{name:<10} {layers:>6} {hidden:>6} {mlp:>6} {heads:>5} {count / 1e6:>16.1f}M")
+    names = [f"ViT-{size}/{patch}" for size in SIZES for patch in patches]
+    names += [name for name in HYBRIDS if not args.patch or name.endswith(f"/{args.patch}")]
+    print(f"{'variant':<13} {'layers':>6} {'hidden':>6} {'mlp':>6} {'heads':>5} {'params (no head)':>17}")
+    for name in names:
+        config = ViTReproConfig.from_variant(name, image_size=args.image_size)
+        with torch.device("meta"):  # count parameters without allocating them
+            model = ViTReproModel(config)
+        count = sum(p.numel() for p in model.parameters())
+        print(f"{name:<13} {config.num_hidden_layers:>6} {config.hidden_size:>6} {config.intermediate_size:>6} "
+              f"{config.num_attention_heads:>5} {count / 1e6:>16.1f}M")
     if args.patch is None:
         _print_bit_variants()
     return 0

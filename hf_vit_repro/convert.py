@@ -63,7 +63,7 @@ from .modeling_vit_repro import (
     ViTReproForMaskedImageModeling,
     ViTReproForMaskedPatchPrediction,
 )
-from .variants import BACKBONES, PATCH_SIZES, SIZES, variant_kwargs
+from .variants import BACKBONES, PATCH_SIZES, R50_FOUR_STAGES, SIZES, variant_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -428,9 +428,9 @@ TIMM_HYBRIDS: dict[str, tuple[str, str | tuple, tuple[int, ...]]] = {
     "vit_base_r50_s16": ("B", "R50", (224, 384)),  # the paper's R50+ViT-B/16
     "vit_small_r26_s32": ("S", "R26", (224, 384)),  # AugReg
     "vit_base_r26_s32": ("B", "R26", (224,)),  # AugReg
-    # AugReg's "R50+L/32": the full four-stage ResNet-50 (3, 4, 6, 3), so stride 32, unlike the
-    # paper's three-stage R50 (3, 4, 9) of stride 16.
-    "vit_large_r50_s32": ("L", ((3, 4, 6, 3), (256, 512, 1024, 2048)), (224, 384)),
+    # the paper's (and AugReg's) R50+ViT-L/32: the full four-stage ResNet-50 (3, 4, 6, 3), so
+    # stride 32, unlike the three-stage R50 (3, 4, 9) of stride 16 under the /16 hybrids.
+    "vit_large_r50_s32": ("L", R50_FOUR_STAGES, (224, 384)),
 }
 
 # timm VisionTransformer arguments (config.json "model_args") -> our fields.
@@ -840,7 +840,7 @@ def _check_npz_name(file_name: str, config: ViTReproConfig) -> None:
         "hybrid": (config.is_hybrid, backbone is not None),
     }
     if backbone in BACKBONES and config.is_hybrid:
-        allowed = [list(BACKBONES[backbone][0])] + ([[3, 4, 6, 3]] if backbone == "R50" else [])
+        allowed = [list(BACKBONES[backbone][0])] + ([list(R50_FOUR_STAGES[0])] if backbone == "R50" else [])
         if list(config.backbone_config.depths) not in allowed:
             found["ResNet blocks per stage"] = (list(config.backbone_config.depths), allowed[0])
     wrong = [f"{what}: arrays {got}, name {want}" for what, (got, want) in found.items() if got != want]

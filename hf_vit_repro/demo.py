@@ -141,7 +141,8 @@ def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, 
     """Stages 4-6 for one model; returns (few-shot results, attention-distance trend, card folder)."""
     from .analysis import analyze_checkpoint
     from .data import load_task
-    from .evaluation import fewshot_evaluate, load_checkpoint
+    from .evaluation import fewshot_evaluate, fewshot_protocol, load_checkpoint
+    from .evaluation.common import image_size_of
     from .hub import push_to_hub
 
     shots, seeds = ((1, 5), (0,)) if smoke else ((1, 5, 10, 25), (0, 1, 2))
@@ -151,7 +152,9 @@ def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, 
         loaded.model, load_task("digits", "train"), load_task("digits", "test"), shots=shots, seeds=seeds,
         mean=loaded.mean, std=loaded.std, progress=progress_bar,
     )
-    runs.write_json(pre.run_dir / runs.FEWSHOT, {"checkpoint": str(pre.run_dir), "results": {"digits": fewshot}})
+    protocol = fewshot_protocol(shots=shots, seeds=seeds, resolution=image_size_of(loaded.model))
+    runs.write_json(pre.run_dir / runs.FEWSHOT, {"checkpoint": str(pre.run_dir), "protocol": protocol,
+                                                 "results": {"digits": fewshot}})
     print(", ".join(f"{k}-shot {100 * v['mean']:.1f}%" for k, v in fewshot.items()) + f" (mean of {len(seeds)} seeds)")
     commands.append(f"vit-repro fewshot {pre.run_dir} digits --shots {' '.join(map(str, shots))}")
 

@@ -42,11 +42,21 @@ BACKBONES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "R50": ((3, 4, 9), (256, 512, 1024)),
     "R26": ((2, 2, 2, 2), (256, 512, 1024, 2048)),
 }
+#: The plain four-stage ResNet-50 (3, 4, 6, 3 blocks, stride 32) under the paper's /32 hybrids
+#: (google-research/vision_transformer `vit_jax/configs/models.py`, `get_r50_l32_config`: "four
+#: bottleneck blocks results in a downscaling of 2^(1 + 4)=32"). The paper calls it "R50" too,
+#: so it is not a second key of `BACKBONES` (where "R50" is the three-stage one).
+R50_FOUR_STAGES: tuple[tuple[int, ...], tuple[int, ...]] = ((3, 4, 6, 3), (256, 512, 1024, 2048))
 #: The named hybrids: "R50+ViT-B/16" reads "R50 backbone + ViT-B, 16 pixels per token" (the number
-#: is the total downsampling; the ViT's own patches are 1 x 1 on the feature map).
+#: is the total downsampling; the ViT's own patches are 1 x 1 on the feature map). The backbone is
+#: a key of `BACKBONES` or an explicit (depths, hidden_sizes) pair. The paper's
+#: scaling study (Sec. 4.4, Table 6) trains R50x1+ViT-B/32, B/16, L/32 and L/16: the /16 ones on
+#: the three-stage R50, the /32 ones on the four-stage one (same name "R50", other stride).
 HYBRIDS = {
     "R50+ViT-B/16": ("R50", "B"),  # paper
     "R50+ViT-L/16": ("R50", "L"),  # paper
+    "R50+ViT-B/32": (R50_FOUR_STAGES, "B"),  # paper, Table 6 (scaling study)
+    "R50+ViT-L/32": (R50_FOUR_STAGES, "L"),  # paper, Table 6; timm's vit_large_r50_s32_*
     "R26+ViT-S/32": ("R26", "S"),  # AugReg
     "R26+ViT-B/32": ("R26", "B"),  # AugReg
 }
@@ -90,7 +100,7 @@ def variant_kwargs(name: str) -> dict:
         )
     if name in HYBRIDS:
         backbone, size = HYBRIDS[name]
-        depths, hidden_sizes = BACKBONES[backbone]
+        depths, hidden_sizes = BACKBONES[backbone] if isinstance(backbone, str) else backbone
         kwargs = variant_kwargs(f"ViT-{size}/16")
         kwargs["patch_size"] = 1
         kwargs["backbone_config"] = {"depths": list(depths), "hidden_sizes": list(hidden_sizes)}
@@ -104,6 +114,35 @@ def variant_kwargs(name: str) -> dict:
         "intermediate_size": mlp,
         "patch_size": int(patch),
     }
+
+
+def variant_of(config) -> str | None:
+    """The canonical variant name of a `ViTReproConfig` (or a dict of its fields) when its
+    architecture is a row of this table ("ViT-L/16", "R50+ViT-B/32"), else None. Compared: width,
+    depth, heads, MLP width, patch size and, for hybrids, the backbone's blocks and widths; not
+    compared: resolution, head, dropout, pooling (they do not make another variant)."""
+    fields = config if isinstance(config, dict) else config.to_dict()
+    backbone = fields.get("backbone_config") or None
+    if backbone is not None and not isinstance(backbone, dict):
+        backbone = backbone.to_dict()
+
+    def pair(value):
+        return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+    for name in variant_names():
+        kwargs = variant_kwargs(name)
+        if any(fields.get(key) != kwargs[key] for key in
+               ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")):
+            continue
+        if pair(fields.get("patch_size")) != pair(kwargs["patch_size"]):
+            continue
+        wanted = kwargs.get("backbone_config")
+        if (backbone is None) != (wanted is None):
+            continue
+        if wanted is not None and any(list(backbone.get(key) or []) != list(wanted[key]) for key in ("depths", "hidden_sizes")):
+            continue
+        return name
+    return None
 
 
 # ============================================================================ BiT ResNets

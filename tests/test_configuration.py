@@ -5,7 +5,7 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification, ViTReproModel
-from hf_vit_repro.variants import PAPER_PARAMETER_COUNTS, canonical_name, variant_kwargs, variant_names
+from hf_vit_repro.variants import PAPER_PARAMETER_COUNTS, canonical_name, variant_kwargs, variant_names, variant_of
 
 from .conftest import tiny_kwargs
 
@@ -113,7 +113,26 @@ def test_from_variant_with_overrides():
         4096,
     )
     assert config.patch_size == 16 and config.image_size == 384 and config.num_labels == 10
-    assert len(variant_names()) == 20 + 4  # 5 sizes x 4 patch sizes, and the 4 named hybrids
+    assert len(variant_names()) == 20 + 6  # 5 sizes x 4 patch sizes, and the 6 named hybrids
+
+
+def test_cli_lists_the_hybrids(capsys):
+    from hf_vit_repro.cli import main
+
+    assert main(["variants", "--patch", "32"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split()[0] for row in rows[1:] if "+" in row] == ["R50+ViT-B/32", "R50+ViT-L/32", "R26+ViT-S/32", "R26+ViT-B/32"]
+
+
+def test_variant_of_names_a_config_by_its_architecture(tmp_path):
+    """Every named variant is recognised from its config (also after a save / load round trip, and
+    at another resolution or head); an architecture outside the table is None."""
+    for name in variant_names():
+        assert variant_of(ViTReproConfig.from_variant(name, image_size=448, num_labels=7)) == name  # 448: every patch divides it
+    ViTReproConfig.from_variant("R50+ViT-L/32").save_pretrained(tmp_path)
+    assert variant_of(ViTReproConfig.from_pretrained(tmp_path)) == "R50+ViT-L/32"
+    assert variant_of(ViTReproConfig(**tiny_kwargs())) is None
+    assert variant_of(ViTReproConfig.from_variant("ViT-B/16", num_hidden_layers=6)) is None
 
 
 def _count(model) -> int:

@@ -31,6 +31,7 @@ from hf_vit_repro.data.registry import (
 )
 
 from .data_fixtures import HUB_LAYOUTS, decode_row, write_layout
+from .vtab_protocol import VTAB_PROTOCOL
 
 PAPER_VTAB = {
     "natural": {"caltech101", "cifar100", "dtd", "flowers102", "pets", "svhn", "sun397"},
@@ -62,9 +63,24 @@ def test_registry_has_the_19_vtab_tasks_in_their_groups_and_the_paper_sets():
     assert all(f"`{name}`" in table for name in TASKS) and all(spec.why for spec in TASKS.values())
 
 
-def test_flip_is_off_exactly_where_a_mirror_changes_the_label():
-    no_flip = {name for name, spec in TASKS.items() if not spec.flip}
-    assert no_flip == {"vtab/dsprites_location", "vtab/dsprites_orientation", "vtab/smallnorb_azimuth"}
+@pytest.mark.parametrize("task", sorted(VTAB_PROTOCOL))
+def test_vtab_task_crop_flip_and_rows_match_the_paper_and_task_adaptation(task):
+    crop, flip, val200, published = VTAB_PROTOCOL[task]
+    spec = TASKS[task]
+    assert (spec.crop, spec.flip) == (crop, flip)
+    assert spec.vtab_val200 == val200
+    assert (spec.vtab_val_rows is not None) == published
+    if published:  # the official rows: task_adaptation's slice of the split the repo publishes
+        split, first = spec.vtab_val_rows
+        assert val200 == f"{split}[{first}:{first + 200}]".replace("[0:", "[:")
+    rows = spec.vtab_rows
+    assert rows.startswith("train800 = train[:800], official") and ("official" in rows.split(";")[1]) == published
+
+
+def test_every_vtab_task_is_in_the_protocol_table_and_other_tasks_crop_and_flip():
+    assert set(VTAB_PROTOCOL) == set(VTAB_TASKS)
+    others = [spec for name, spec in TASKS.items() if not spec.is_vtab]
+    assert all(spec.crop and spec.flip and spec.vtab_val_rows is None for spec in others)
 
 
 def test_vtab_label_rules_match_task_adaptation_by_hand():
@@ -184,47 +200,70 @@ def test_stable_permutation_is_integer_exact():
 
 
 def test_vtab1k_indices_sizes_disjoint_and_deterministic():
+    # No official rows (a non-VTAB task): 800 + 200 drawn from one ranking, disjoint.
     chosen = vtab1k_indices(5000, seed=0)
     assert (len(chosen["train800"]), len(chosen["val200"])) == (800, 200)
     assert not set(chosen["train800"]) & set(chosen["val200"])
+    order = stable_permutation(5000, 0).tolist()
+    assert chosen == {"train800": sorted(order[:800]), "val200": sorted(order[800:1000])}
     assert chosen == vtab1k_indices(5000, seed=0)
     assert chosen != vtab1k_indices(5000, seed=1)
+    # A VTAB task: task_adaptation's train[:800]; val200 the first 200 of the ranking past row 799.
+    official = vtab1k_indices(5000, seed=0, official_train=True)
+    assert official["train800"] == list(range(800))
+    assert official["val200"] == sorted([r for r in order if r >= 800][:200])
+    # Official val200 rows: validation[:200] of a separate split, or train[N:N+200].
+    assert vtab1k_indices(900, 0, 300, official_train=True, val_offset=0)["val200"] == list(range(200))
+    assert vtab1k_indices(5000, 0, official_train=True, val_offset=4500)["val200"] == list(range(4500, 4700))
     separate = vtab1k_indices(900, seed=0, num_val_source=300)
     assert max(separate["val200"]) < 300 and len(set(separate["val200"])) == 200
-    with pytest.raises(DataError, match="needs at least 1000"):
+    with pytest.raises(DataError, match="needs 800 train and 200 validation rows"):
         vtab1k_indices(999)
+    with pytest.raises(DataError, match="do not fit"):
+        vtab1k_indices(5000, 0, official_train=True, val_offset=700)  # would overlap train800
 
 
 @pytest.fixture(scope="module")
 def big_cifar100_copy(tmp_path_factory):
+    """1100 training rows in 12 shards: `datasets` reads them in text order (0, 1, 10, 11, 2, ...),
+    so without sorting by key rows from shards 10 and 11 would land among the first 800."""
     root = tmp_path_factory.mktemp("vtab") / "wds_vtab-cifar100"
-    return write_layout(HUB_LAYOUTS["clip-benchmark/wds_vtab-cifar100"], root, {"train": 1100, "test": 10}, shards=3)
+    return write_layout(HUB_LAYOUTS["clip-benchmark/wds_vtab-cifar100"], root, {"train": 1100, "test": 10}, shards=12)
 
 
 def _rows(dataset) -> list[int]:
     return [decode_row(image) for image in dataset["image"]]
 
 
-def test_vtab1k_splits_from_a_webdataset_copy(big_cifar100_copy, tmp_path):
+def test_vtab1k_splits_from_a_multi_shard_webdataset_copy(big_cifar100_copy, tmp_path):
+    import datasets
+
+    # The fixture exercises the shard order: read plainly, the keys are not in export order.
+    plain = datasets.load_dataset(str(big_cifar100_copy), data_files={"train": "train/*.tar"}, split="train")
+    assert plain["__key__"] != sorted(plain["__key__"])
     splits = {s: load_task("vtab/cifar100", s, data_dir=big_cifar100_copy) for s in ("train800", "val200", "train800val200")}
     rows = {s: _rows(d) for s, d in splits.items()}
     assert {s: len(r) for s, r in rows.items()} == {"train800": 800, "val200": 200, "train800val200": 1000}
-    assert not set(rows["train800"]) & set(rows["val200"])
+    # task_adaptation's train[:800]: the first 800 rows exported (the fixture numbers rows s0000000, ...).
+    assert rows["train800"] == list(range(800))
+    # val200 is not published (task_adaptation: train[45000:45200]): a seeded draw from rows 800...
+    assert not set(rows["train800"]) & set(rows["val200"]) and min(rows["val200"]) >= 800
+    assert rows["val200"] == sorted([r for r in stable_permutation(1100, 0).tolist() if r >= 800][:200])
     assert rows["train800val200"] == rows["train800"] + rows["val200"]
-    # The rows the registry's hash ranking picks, from the 1100 training rows numbered 0..1099.
-    expected = vtab1k_indices(1100, seed=0)
-    assert rows["train800"] == expected["train800"] and rows["val200"] == expected["val200"]
-    # Labels travel with their images.
+    # The whole train split is in export order too, and labels travel with their images.
     train = load_task("vtab/cifar100", "train", data_dir=big_cifar100_copy)
-    assert list(splits["val200"]["label"]) == [train[i]["label"] for i in expected["val200"]]
+    assert _rows(train) == list(range(1100))
+    assert list(splits["val200"]["label"]) == [train[i]["label"] for i in rows["val200"]]
     # Identical across runs and across num_proc.
     again = load_task("vtab/cifar100", "train800", data_dir=big_cifar100_copy, num_proc=2)
     assert _rows(again) == rows["train800"]
     # Export, re-import.
     path = export_vtab1k_indices("vtab/cifar100", tmp_path / "idx.json", data_dir=big_cifar100_copy)
     record = json.loads(path.read_text())
-    assert record["indices"] == expected and record["source_rows"] == {"train": 1100}
-    assert record["keys"]["train800"][:2] == [f"s{i:07d}" for i in expected["train800"][:2]]
+    assert record["indices"] == {"train800": rows["train800"], "val200": rows["val200"]}
+    assert record["source_rows"] == {"train": 1100} and "train[45000:45200]" in record["rows"]
+    assert record["keys"]["train800"][:2] == ["s0000000", "s0000001"]
+    assert record["keys"]["val200"] == [f"s{i:07d}" for i in rows["val200"]]
     reimported = load_task("vtab/cifar100", "val200", data_dir=big_cifar100_copy, indices=path)
     assert _rows(reimported) == rows["val200"]
     # A file drawn from another version of the data is refused.
@@ -234,15 +273,15 @@ def test_vtab1k_splits_from_a_webdataset_copy(big_cifar100_copy, tmp_path):
         load_task("vtab/cifar100", "train800", data_dir=big_cifar100_copy, indices=tmp_path / "other.json")
 
 
-def test_vtab1k_val200_from_a_separate_validation_split(tmp_path):
+def test_vtab1k_official_val200_from_the_published_validation_split(tmp_path):
+    """SUN397: task_adaptation's val200 is validation[:200], which the repo publishes."""
     repo = write_layout(HUB_LAYOUTS["dpdl-benchmark/sun397"], tmp_path / "sun", {"train": 820, "validation": 210, "test": 3})
     t800 = _rows(load_task("vtab/sun397", "train800", data_dir=repo))
     v200 = _rows(load_task("vtab/sun397", "val200", data_dir=repo))
     both = _rows(load_task("vtab/sun397", "train800val200", data_dir=repo))
-    assert len(t800) == 800 and len(v200) == 200 and both == t800 + v200
-    assert max(t800) < 820 and min(v200) >= 820  # validation rows are numbered after train rows
-    expected = vtab1k_indices(820, 0, num_val_source=210)
-    assert v200 == [820 + i for i in expected["val200"]]
+    assert t800 == list(range(800))  # train[:800]
+    assert v200 == list(range(820, 1020))  # validation[:200]: validation rows are numbered after the 820 train rows
+    assert both == t800 + v200
 
 
 # ------------------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ from hf_vit_repro.data import (
     task_transforms,
     to_rgb,
 )
-from hf_vit_repro.data.transforms import INCEPTION_RATIO, INCEPTION_SCALE, sample_inception_box
+from hf_vit_repro.data.transforms import INCEPTION_RATIO, INCEPTION_SCALE, fewshot_transform, sample_inception_box
+
+from .vtab_protocol import VTAB_PROTOCOL
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -119,14 +121,38 @@ def test_flip_happens_about_half_the_time_and_is_an_exact_mirror():
     assert {_orientation(keep(image, generator=_gen(s))) for s in range(40)} == {"as is"}
 
 
-def test_vtab_tasks_flip_only_where_labels_survive_a_mirror():
-    image = _halves()
-    for task, expect_flips in (("vtab/dsprites_location", False), ("vtab/smallnorb_azimuth", False),
-                               ("vtab/clevr_count", True), ("vtab/cifar100", True)):
-        train, _ = task_transforms(task, 16)
-        orientations = {_orientation(train(image, generator=_gen(s))) for s in range(30)}
-        assert (orientations == {"as is", "mirrored"}) == expect_flips, task
-        assert train.random_crop is False  # VTAB: resize straight to the resolution
+def _hand(image: Image.Image, size: int) -> torch.Tensor:
+    """PIL bilinear resize to a square, scaled to [-1, 1], channels first: written out here."""
+    array = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1) / 127.5 - 1
+
+
+@pytest.mark.parametrize("task", sorted(VTAB_PROTOCOL))
+def test_vtab_task_training_transform_crops_and_flips_as_the_paper_says(task):
+    """Against the table written from the paper / BiT (tests/vtab_protocol.py): with the crop, the
+    output is a moving 32 x 32 window of the photo resized to 37 x 37 (BiT's 448 -> 384 ratio);
+    without it, the photo resized straight to 32 x 32. With the flip, both orientations occur;
+    without it, never the mirror."""
+    crop, flip, _, _ = VTAB_PROTOCOL[task]
+    photo = _photo().resize((64, 48))
+    train, evaluate = task_transforms(task, 32)
+    big, plain = _hand(photo, 37), _hand(photo, 32)
+    windows = {(t, l): big[:, t : t + 32, l : l + 32] for t in range(6) for l in range(6)}
+    offsets, mirrored = set(), set()
+    for seed in range(24):
+        out = train(photo, generator=_gen(seed))
+        candidates = windows if crop else {"plain": plain}
+        found = [(where, m) for where, ref in candidates.items() for m in (False, True)
+                 if torch.allclose(out, ref.flip(-1) if m else ref, atol=1e-5)]
+        assert len(found) == 1, (task, seed, found)
+        offsets.add(found[0][0])
+        mirrored.add(found[0][1])
+    assert (len(offsets) > 3) == crop, (task, offsets)
+    assert (mirrored == {False, True}) == flip and (True in mirrored) == flip, (task, mirrored)
+    torch.testing.assert_close(evaluate(photo), plain, atol=1e-5, rtol=0)  # test time: resize only
+
+
+def test_transfer_sets_crop_and_flip():
     train, evaluate = task_transforms("pets", 16)
     assert train.random_crop and train.flip and not evaluate.crop
 
@@ -214,6 +240,19 @@ def test_eval_centre_crop_drops_the_borders():
     torch.testing.assert_close(out, torch.full((3, 16, 16), 128 / 127.5 - 1))
     squashed = eval_transform(16)(Image.fromarray(array))  # plain resize keeps the bands
     assert squashed[0, :, 0].mean() > 0.9
+
+
+@pytest.mark.parametrize("size, resized", [(224, 256), (32, 37), (384, 439)])
+def test_fewshot_transform_is_big_visions_resize_then_central_crop(size, resized):
+    """big_vision's few-shot pre-processing (configs/common_fewshot.py: resize(256) to a square,
+    central_crop(224), offsets (256 - 224) // 2) at `size`, computed by hand with PIL and numpy."""
+    photo = _photo()  # 640 x 427: not square, so a shorter-side resize would give another image
+    offset = (resized - size) // 2
+    array = np.asarray(photo.resize((resized, resized), Image.Resampling.BILINEAR), dtype=np.float32)
+    expected = torch.from_numpy(array[offset : offset + size, offset : offset + size].copy()).permute(2, 0, 1) / 127.5 - 1
+    transform = fewshot_transform(size)
+    assert transform.resize_size == resized
+    torch.testing.assert_close(transform(photo), expected, atol=1e-5, rtol=0)
 
 
 def test_transforms_are_pure_and_picklable():

@@ -1,9 +1,12 @@
 """Few-shot linear evaluation: the closed form against a reference solve, separable and random
-features, the whole protocol on digits against a hand-run of its steps, and the feature cache."""
+features, the default (big_vision's) protocol on digits against a hand-run of its steps (its l2,
+its k images per class, its resize + central crop computed with PIL and numpy), the l2-selection
+option against a hand-run too, and the feature cache."""
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification
 from hf_vit_repro.data import eval_transform, fewshot_subset, load_task
@@ -87,12 +90,72 @@ def digits():
     return load_task("digits", "train"), load_task("digits", "test").select(range(120))
 
 
-def test_protocol_matches_hand_run(tiny_model, digits, tmp_path):
-    """fewshot_evaluate on digits equals: draw the k-shot rows with data.fewshot_subset, run the
-    encoder on the images myself, pick l2 on the next 10 images per class, solve by lstsq."""
+def _hand_pixels(images, size: int, resized: int | None) -> torch.Tensor:
+    """PIL bilinear resize to a `resized` square and the central `size` crop (offset (resized -
+    size) // 2, as big_vision's central_crop), or a plain resize to `size`; [-1, 1], channels first."""
+    out = []
+    for image in images:
+        side = resized or size
+        array = np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32)
+        top = (side - size) // 2
+        out.append(torch.from_numpy(array[top : top + size, top : top + size].copy()).permute(2, 0, 1) / 127.5 - 1)
+    return torch.stack(out)
+
+
+def test_default_is_big_visions_protocol_by_hand(tiny_model, digits, monkeypatch):
+    """With no options: exactly k images per class go into the fit (counted from the labels the
+    solver receives), nothing else of the training split is even featurised, l2 is 2^10, and the
+    images are resized to 37 x 37 (round(32 * 256 / 224)) and centrally cropped to 32 x 32.
+    Every accuracy equals a hand-run: my pre-processing, my forward pass, lstsq at l2 = 1024."""
+    from hf_vit_repro.evaluation import fewshot as module
+
     train, test = digits
-    results = fewshot_evaluate(tiny_model, train, test, shots=[1, 5], seeds=[0, 1], cache_dir=tmp_path, progress=False)
-    assert set(results) == {"1", "5"}
+    fitted, featurised = [], []
+    real_fit, real_extract = module.fit_least_squares, module.extract_features
+
+    def recording_fit(features, labels, num_classes):
+        fitted.append(np.bincount(labels.numpy(), minlength=num_classes))
+        return real_fit(features, labels, num_classes)
+
+    def recording_extract(model, dataset, rows, **kwargs):
+        featurised.append((kwargs.get("desc"), len(list(rows))))
+        return real_extract(model, dataset, rows, **kwargs)
+
+    monkeypatch.setattr(module, "fit_least_squares", recording_fit)
+    monkeypatch.setattr(module, "extract_features", recording_extract)
+    results = fewshot_evaluate(tiny_model, train, test, shots=[1, 5], seeds=[0, 1], progress=False)
+    assert [counts.tolist() for counts in fitted] == [[1] * 10, [1] * 10, [5] * 10, [5] * 10]
+    # Only the shot rows are featurised, no held-out images: the union of the two seeds' 5-shot
+    # sets (each holds its 1-shot set), at most 2 x 5 x 10.
+    numbered = train.add_column("r", list(range(len(train))))
+    union = {r for seed in (0, 1) for r in fewshot_subset(numbered, 5, seed)["r"]}
+    assert dict(featurised)["few-shot train features"] == len(union) <= 100
+    for k in ("1", "5"):
+        assert results[k]["l2_reg"] == [1024.0, 1024.0] and results[k]["l2_selection"] == "fixed"
+        assert results[k]["train_images_per_class"] == int(k)
+
+    def features(dataset):
+        with torch.no_grad():
+            pixels = _hand_pixels(dataset["image"], 32, 37)
+            return tiny_model.vit(pixels).pooler_output.double().numpy(), np.asarray(dataset["label"])
+
+    test_x, test_y = features(test)
+    for seed in (0, 1):
+        shot_x, shot_y = features(fewshot_subset(train, 5, seed))
+        xt = torch.from_numpy(test_x)
+        mean, std = torch.from_numpy(shot_x).mean(0), torch.from_numpy(shot_x).std(0, unbiased=False) + 1e-5
+        design = torch.cat([(xt - mean) / std, torch.full((len(xt), 1), BIAS_CONSTANT, dtype=torch.float64)], 1)
+        expected = float(((design @ reference_weights(shot_x, shot_y, 10, 1024.0)).argmax(1).numpy() == test_y).mean())
+        assert results["5"]["accuracy"][seed] == pytest.approx(expected, abs=1e-9)
+
+
+def test_l2_selection_option_matches_hand_run(tiny_model, digits, tmp_path):
+    """l2_reg="select" (with the plain resize): draw the k-shot rows with data.fewshot_subset, run
+    the encoder on the images myself, pick l2 on the next 10 images per class, solve by lstsq."""
+    train, test = digits
+    results = fewshot_evaluate(tiny_model, train, test, shots=[1, 5], seeds=[0, 1], cache_dir=tmp_path, progress=False,
+                               l2_reg="select", preprocessing="resize")
+    assert set(results) == {"1", "5"} and results["5"]["l2_selection"] == "held-out 10/class of the training split"
     assert results["5"]["seeds"] == [0, 1] and results["5"]["num_test_images"] == 120
 
     def features(dataset):
@@ -196,9 +259,17 @@ def test_cli_writes_fewshot_json(tmp_path, capsys):
     record = json.loads((run / runs.FEWSHOT).read_text())
     entry = record["results"]["digits"]["3"]
     assert entry["seeds"] == [0, 1] and len(entry["accuracy"]) == 2 and entry["mean"] == pytest.approx(np.mean(entry["accuracy"]))
-    assert record["protocol"]["l2_reg"] == "select" and record["protocol"]["resolution"] == 32
+    protocol = record["protocol"]
+    assert (protocol["name"], protocol["l2_reg"], protocol["preprocessing"], protocol["resolution"]) == (
+        "big_vision", 1024.0, "central_crop", 32)
+    assert protocol["preprocessing_steps"] == "resize to 37 x 37, central crop 32" and entry["train_images_per_class"] == 3
     assert "3-shot (%)" in capsys.readouterr().out
     cached = sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir())
     assert cli.main(args) == 0
     assert json.loads((run / runs.FEWSHOT).read_text())["results"] == record["results"]
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()) == cached  # nothing recomputed
+    # The selection option is labelled as not big_vision's, in the file and on the screen.
+    assert cli.main(args + ["--l2-reg", "select", "--output", str(tmp_path / "select.json")]) == 0
+    assert "not big_vision's" in capsys.readouterr().out
+    assert json.loads((tmp_path / "select.json").read_text())["protocol"]["name"] == (
+        "l2 selection on held-out images (not big_vision's)")

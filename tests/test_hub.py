@@ -112,7 +112,7 @@ def test_card_of_an_evaluated_run_comes_from_its_files(tmp_path):
     assert "## Limitations" in body and "@inproceedings{dosovitskiy2021an" in body
 
 
-def _paper_variant_folder(folder, variant, metrics, vtab=None):
+def _paper_variant_folder(folder, variant, metrics, vtab=None, recipe=None, resolution=384):
     """config.json of a paper variant with a stand-in weights file (cards read only headers)."""
     from safetensors.torch import save_file
 
@@ -120,30 +120,92 @@ def _paper_variant_folder(folder, variant, metrics, vtab=None):
     save_file({"w": torch.zeros(3, 5)}, folder / "model.safetensors")
     for task, dataset, value in metrics:
         runs.write_json(runs.metrics_path(folder, task, "test"), runs.metrics_record(
-            checkpoint="c", task=task, dataset=dataset, split="test", resolution=384, num_images=10, metrics={"accuracy": value}))
+            checkpoint="c", task=task, dataset=dataset, split="test", resolution=resolution, num_images=10,
+            metrics={"accuracy": value}))
     if vtab is not None:
         runs.write_json(folder / runs.VTAB, vtab)
+    if recipe is not None:
+        (folder / runs.RECIPE).write_text(yaml.safe_dump(recipe))
     return folder
 
 
-def test_card_shows_the_papers_numbers_for_the_same_variant_labelled(tmp_path):
-    folder = _paper_variant_folder(
-        tmp_path, "ViT-L/16",
-        [("cifar100", "uoft-cs/cifar100", 0.8123), ("vtab/cifar100", "uoft-cs/cifar100", 0.6012), ("digits", "x/digits", 0.5)],
-        vtab=VTAB,
-    )
+def _finetuned_from(tmp_path, pretraining_task):
+    """A fine-tuning recipe whose init_from is a pretraining run folder on `pretraining_task`."""
+    pretrain = tmp_path / "pretrain_run"
+    pretrain.mkdir(parents=True, exist_ok=True)
+    (pretrain / runs.RECIPE).write_text(yaml.safe_dump({"mode": "pretrain", "data": {"task": pretraining_task}}))
+    return {"mode": "finetune", "model": {"init_from": str(pretrain)}, "data": {"task": "cifar100"}}
+
+
+def table_rows(text):
+    return {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ") and "test" in line}
+
+
+def test_card_sets_the_papers_matching_row_beside_the_results(tmp_path):
+    metrics = [("cifar100", "uoft-cs/cifar100", 0.8123), ("vtab/cifar100", "uoft-cs/cifar100", 0.6012),
+               ("digits", "x/digits", 0.5)]
+    folder = _paper_variant_folder(tmp_path / "l16", "ViT-L/16", metrics, recipe=_finetuned_from(tmp_path, "imagenet21k"))
     text = hub.model_card(folder, "someone/l16").text
-    # Table 2 of the paper, transcribed here by hand: ViT-L/16 CIFAR-100 and VTAB, JFT-300M and ImageNet-21k.
     header = next(line for line in text.splitlines() if line.startswith("| task |"))
-    assert "paper: ViT-L/16, JFT-300M (%)" in header and "paper: ViT-L/16, ImageNet-21k (%)" in header
-    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ") and "test" in line}
-    assert rows["cifar100"].endswith("| 81.23 | 93.90 | 93.25 |")
-    assert rows["vtab/cifar100"].endswith("| 60.12 |  |  |")  # VTAB-1k's CIFAR-100 is not the paper's full benchmark
-    assert "76.28" in text and "72.72" in text and "paper's numbers" in text and "not this checkpoint's" in text
+    assert header.endswith("| accuracy (%) | paper (%) |")
+    rows = table_rows(text)
+    # Table 5 of the paper, by hand: ViT-L/16 pretrained on ImageNet-21k, fine-tuned on CIFAR-100 at 384 px: 93.44
+    assert rows["cifar100"].endswith("| 81.23 | 93.44 |")
+    assert rows["vtab/cifar100"].endswith("| 60.12 | no matching row |")  # VTAB-1k's CIFAR-100 is not the benchmark
+    assert rows["digits"].endswith("| 50.00 | no matching row |")
+    assert "paper, Table 5: ViT-L/16 pretrained on ImageNet-21k, fine-tuned on CIFAR-100" in text
+    assert "**paper's** numbers" in text and "not results of this checkpoint" in text
     assert "Table 1 gives 307M parameters for ViT-L/16" in text
-    # and none for a variant the paper does not report in Table 2
-    other = _paper_variant_folder(tmp_path / "b32", "ViT-B/32", [("cifar100", "uoft-cs/cifar100", 0.7)])
-    assert "paper:" not in hub.model_card(other, "someone/b32").text
+
+    # the same results from a checkpoint whose pretraining the run folders do not name: no paper column ...
+    unknown = _paper_variant_folder(tmp_path / "unknown", "ViT-L/16", metrics)
+    text = hub.model_card(unknown, "someone/l16").text
+    assert "paper (%)" not in text and "Paper: no matching row" in text and "pass --pretraining-data" in text
+    # ... unless the publisher says what it was
+    text = hub.model_card(unknown, "someone/l16", pretraining_data="ImageNet-21k").text
+    assert table_rows(text)["cifar100"].endswith("| 81.23 | 93.44 |")
+    with pytest.raises(ValueError, match="not one of the paper's"):
+        hub.model_card(unknown, "someone/l16", pretraining_data="my-private-set")
+    # another resolution is another setting; a variant the paper does not report has no row
+    at_224 = _paper_variant_folder(tmp_path / "224", "ViT-L/16", metrics[:1], resolution=224,
+                                   recipe=_finetuned_from(tmp_path, "imagenet21k"))
+    assert "Paper: no matching row" in hub.model_card(at_224, "someone/l16").text
+    other = _paper_variant_folder(tmp_path / "s16", "ViT-S/16", metrics[:1], recipe=_finetuned_from(tmp_path, "imagenet21k"))
+    assert "paper (%)" not in hub.model_card(other, "someone/s16").text
+
+
+def test_card_uses_table_2_for_the_papers_imagenet_setting(tmp_path):
+    recipe = {**_finetuned_from(tmp_path, "imagenet21k"), "train": {"ema_decay": 0.9999}}
+    folder = _paper_variant_folder(tmp_path / "l16", "ViT-L/16", [("imagenet1k", "timm/imagenet-1k-wds", 0.8512)],
+                                   recipe=recipe, resolution=512)
+    text = hub.model_card(folder, "someone/l16").text
+    # Table 2 by hand: ViT-L/16 (ImageNet-21k) on ImageNet, 85.30 +- 0.02
+    assert table_rows(text)["imagenet1k"].endswith("| 85.12 | 85.30 ± 0.02 |")
+    assert "paper, Table 2: ViT-L/16 (ImageNet-21k), ImageNet" in text
+    without_ema = _paper_variant_folder(tmp_path / "no-ema", "ViT-L/16", [("imagenet1k", "timm/imagenet-1k-wds", 0.85)],
+                                        recipe=_finetuned_from(tmp_path, "imagenet21k"), resolution=512)
+    assert "Paper: no matching row" in hub.model_card(without_ema, "someone/l16").text
+
+
+def test_card_vtab_follows_the_comparison_vtab_json_made(tmp_path):
+    tasks = {"vtab/dtd": {"group": "natural", "accuracy": 0.70, "hyperparameters": {"lr": 0.01}},
+             "vtab/eurosat": {"group": "specialized", "accuracy": 0.95, "hyperparameters": {"lr": 0.01}}}
+    comparable = {"tasks": tasks, "mean": 0.825, "protocol": {"name": "paper", "departures": []},
+                  "paper": {"row": "ViT-L/16 (I21k)", "comparable": True, "note": "..."}}
+    folder = _paper_variant_folder(tmp_path / "l16", "ViT-L/16", [], vtab=comparable)
+    text = hub.model_card(folder, "someone/l16").text
+    assert "(protocol: paper)" in text
+    # Table 9 by hand, ViT-L/16 (I21k): DTD 74.1, EuroSAT 95.6
+    assert "| vtab/dtd | natural | 70.00 | 74.1 |" in text and "| vtab/eurosat | specialized | 95.00 | 95.6 |" in text
+    assert "paper, Table 9: ViT-L/16 (I21k)" in text
+    assert "paper mean" not in text  # two tasks are not the paper's 19-task mean
+    sweep = {**comparable, "protocol": {"name": "sweep"},
+             "paper": {"row": "ViT-L/16 (I21k)", "comparable": False,
+                       "note": "the paper's row ViT-L/16 (I21k) is not comparable: this run chose a learning rate per task"}}
+    folder = _paper_variant_folder(tmp_path / "sweep", "ViT-L/16", [], vtab=sweep)
+    text = hub.model_card(folder, "someone/l16").text
+    assert "(protocol: sweep)" in text and "| vtab/dtd | natural | 70.00 | lr=0.01 |" in text
+    assert "Paper: the paper's row ViT-L/16 (I21k) is not comparable" in text and "74.1" not in text
 
 
 def test_card_of_a_hybrid(tmp_path):

@@ -75,6 +75,29 @@ def test_named_hybrids_have_timms_parameter_count(name, timm_name):
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
 
 
+def test_stage4_hybrids_of_the_scaling_study():
+    """R50+ViT-B/32 and R50+ViT-L/32 (Table 6): the plain four-stage ResNet-50 (3, 4, 6, 3 blocks,
+    stride 32, vit_jax `get_r50_l32_config`) under 1 x 1 patches. Parameter counts against timm:
+    its `vit_large_r50_s32_224` for L/32, and for B/32 (no timm name) timm's own hybrid builder with
+    the same ResNet-V2 (3, 4, 6, 3) under ViT-B."""
+    from timm.models.vision_transformer_hybrid import _resnetv2
+
+    for name, reference in (
+        ("R50+ViT-L/32", lambda: timm.create_model("vit_large_r50_s32_224", pretrained=False, num_classes=1000)),
+        ("R50+ViT-B/32", lambda: _create_vision_transformer_hybrid(
+            "vit_base_r50_s16_224", backbone=_resnetv2((3, 4, 6, 3)), pretrained=False, num_classes=1000,
+            embed_dim=768, depth=12, num_heads=12)),
+    ):
+        config = ViTReproConfig.from_variant(name, num_labels=1000)
+        assert list(config.backbone_config.depths) == [3, 4, 6, 3] and config.backbone_stride == 32
+        assert config.grid_size == (7, 7) and config.token_stride_hw == (32, 32)
+        with torch.device("meta"):
+            ours = ViTReproForImageClassification(config)
+            theirs = reference()
+        assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters()), name
+        assert [len(stage.blocks) for stage in theirs.patch_embed.backbone.stages] == [3, 4, 6, 3]
+
+
 def test_r50_vit_l16_is_the_r50_backbone_under_vit_l():
     config = ViTReproConfig.from_variant("R50+ViT-L/16")
     assert list(config.backbone_config.depths) == [3, 4, 9] and config.hidden_size == 1024

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from hf_vit_repro import runs, training
+from hf_vit_repro import paper_results, runs, training
+from hf_vit_repro.paper_results import pretraining_name
 from hf_vit_repro.training import load_recipe
+from hf_vit_repro.variants import variant_names
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -24,7 +26,8 @@ def test_the_paper_settings_are_all_there():
     for model in ("vit_b16", "vit_l16", "r50_vit_b16"):
         for data in ("imagenet21k", "imagenet1k"):
             assert f"pretrain_{model}_{data}" in names
-    for task in ("imagenet1k", "cifar10", "cifar100", "pets", "flowers102", "vtab"):
+    for task in ("imagenet1k", "cifar10", "cifar100", "pets", "flowers102", "vtab", "imagenet1k_vit_l16_512",
+                 "imagenet1k_vit_h14_518"):
         assert f"finetune_{task}" in names
     assert {p.stem for p in LAUNCH_CONFIGS} == {"single_gpu", "multi_gpu", "fsdp", "multi_node"}
 
@@ -40,26 +43,85 @@ def test_recipe_parses_and_states_its_command(path):
     assert any(line.startswith("# Smoke:") and relative in line and "smoke=true" in line for line in header)
 
 
-def test_recipes_hold_the_paper_settings():
-    pre = load_recipe(ROOT / "recipes" / "pretrain_vit_b16_imagenet21k.yaml")
-    assert (pre.optim.optimizer, pre.optim.betas, pre.optim.warmup_steps, pre.optim.grad_clip_norm) == \
-        ("adamw", [0.9, 0.999], 10000, 1.0)
-    assert (pre.train.global_batch_size, pre.model.image_size, pre.model.representation_size) == (4096, 224, 768)
-    assert (pre.optim.lr, pre.optim.weight_decay, pre.optim.schedule, pre.model.dropout) == (1e-3, 0.03, "linear", 0.1)
-    i1k = load_recipe(ROOT / "recipes" / "pretrain_vit_l16_imagenet1k.yaml")
-    assert (i1k.optim.lr, i1k.optim.weight_decay, i1k.optim.schedule, i1k.train.epochs) == (3e-3, 0.3, "cosine", 300)
-    assert load_recipe(ROOT / "recipes" / "pretrain_r50_vit_b16_imagenet21k.yaml").model.variant == "R50+ViT-B/16"
-    steps = {"imagenet1k": 20000, "cifar10": 10000, "cifar100": 10000, "pets": 500, "flowers102": 500, "vtab": 2500}
-    for task, n in steps.items():
-        ft = load_recipe(ROOT / "recipes" / f"finetune_{task}.yaml")
-        assert (ft.mode, ft.optim.optimizer, ft.optim.momentum, ft.optim.weight_decay) == ("finetune", "sgd", 0.9, 0.0)
-        assert (ft.train.steps, ft.train.global_batch_size, ft.model.image_size, ft.optim.schedule) == \
-            (n, 512, 384, "cosine")
-        assert ft.model.representation_size is None and ft.optim.grad_clip_norm == 1.0
-        if task == "vtab":
-            assert ft.optim.lr == 0.01 and not ft.optim.lr_sweep and ft.data.train_split == "train800val200"
+PAPER_RECIPES = [p for p in TRAINING_RECIPES if "demo" not in p.parts]
+# The paper's text (Sec. 4.1, "Training & Fine-tuning"): Table 2's ImageNet numbers were fine-tuned
+# at 512 px (ViT-L/16) and 518 px (ViT-H/14), with Polyak averaging of factor 0.9999.
+TABLE2_IMAGENET_RESOLUTION = {"ViT-L/16": 512, "ViT-H/14": 518}
+TABLE2_POLYAK = 0.9999
+
+
+def header_fields(path: Path, key: str) -> list[str] | None:
+    """The comma-separated fields of a recipe's `# <key>: ...` header line, or None."""
+    line = next((line for line in path.read_text().splitlines() if line.startswith(f"# {key}:")), None)
+    return None if line is None else [field.strip() for field in line.split(":", 1)[1].split(",")]
+
+
+@pytest.mark.parametrize("path", PAPER_RECIPES, ids=ids(PAPER_RECIPES))
+def test_recipe_matches_its_row_of_table_3_or_4(path):
+    """Every paper recipe names its row of Table 3 (pretraining) or Table 4 (fine-tuning) in a
+    `# paper:` header line, and holds that row's values, read through hf_vit_repro.paper_results
+    from the package's copy of the paper's tables."""
+    recipe = load_recipe(path)
+    fields = header_fields(path, "paper")
+    assert fields, f"{path.name} names no row of the paper (a '# paper: Table N, ...' header line)"
+    if fields[0].startswith("none"):  # a setting outside Tables 3 and 4 (the BiT recipes, tested below)
+        assert len(fields[0]) > len("none: "), "say why no row applies"
+        return
+    o, t, m, d = recipe.optim, recipe.train, recipe.model, recipe.data
+    if fields[0] == "Table 3":
+        row = paper_results.pretrain_hparams(fields[1], fields[2])
+        assert row is not None, fields
+        assert recipe.mode == "pretrain" and pretraining_name(d.task) == row["dataset"]
+        assert (o.optimizer, o.betas) == ("adamw", [0.9, 0.999]) and "beta1=0.9, beta2=0.999" in row["optimizer"]
+        assert t.epochs in row["epochs"] and t.steps is None
+        assert (o.lr, o.schedule, o.weight_decay, m.dropout) == (row["base_lr"], row["lr_decay"], row["weight_decay"],
+                                                                 row["dropout"])
+        assert (t.global_batch_size, o.warmup_steps, m.image_size) == (row["batch_size"], row["lr_warmup_steps"],
+                                                                       row["training_resolution"])
+        assert o.grad_clip_norm == row["grad_clip_global_norm"]  # 1 on ImageNet only (Table 3's caption)
+    else:
+        assert fields[0] == "Table 4", fields
+        row = paper_results.finetune_hparams(fields[1])
+        assert row is not None, fields
+        assert recipe.mode == "finetune" and (o.optimizer, o.momentum) == ("sgd", 0.9) and row["optimizer"] == "SGD, momentum 0.9"
+        assert (t.steps, o.schedule, t.global_batch_size) == (row["steps"], row["lr_decay"], row["batch_size"])
+        assert (o.weight_decay, o.grad_clip_norm) == (row["weight_decay"], row["grad_clip_global_norm"])
+        if row["row"] == "VTAB (19 tasks)":  # one setting, no sweep, all 1000 images
+            assert [o.lr] == row["base_lr_sweep"] and not o.lr_sweep and d.train_split == "train800val200"
+            assert d.task.startswith("vtab/")
         else:
-            assert ft.optim.lr_sweep == [0.001, 0.003, 0.01, 0.03] and ft.data.val_fraction > 0
+            assert o.lr_sweep == row["base_lr_sweep"] and d.val_fraction == row["dev_fraction"]
+            assert paper_results.benchmark_name(d.task) == paper_results.benchmark_name(row["row"])
+        if "Table 2 setting" in fields:
+            assert row["row"] == "ImageNet"
+            assert (m.image_size, t.ema_decay) == (TABLE2_IMAGENET_RESOLUTION[m.variant], TABLE2_POLYAK)
+        else:
+            assert (m.image_size, t.ema_decay) == (row["finetune_resolution"], None)
+
+
+@pytest.mark.parametrize("path", [p for p in PAPER_RECIPES if p.stem.startswith("finetune")],
+                         ids=ids([p for p in PAPER_RECIPES if p.stem.startswith("finetune")]))
+def test_finetuning_recipe_names_the_result_it_reproduces(path):
+    """`# reproduces: Table 5 (or 2), model, pretraining, benchmark`: a cell the paper prints, for
+    the recipe's own model and task (or `none: why`)."""
+    fields = header_fields(path, "reproduces")
+    assert fields, f"{path.name} has no '# reproduces:' header line"
+    if fields[0].startswith("none"):
+        assert len(fields[0]) > len("none: "), "say why no row is reproduced"
+        return
+    table, model, data, benchmark = fields
+    recipe = load_recipe(path)
+    lookup = {"Table 5": paper_results.transfer_row, "Table 2": paper_results.sota_row}[table]
+    cell = lookup(model, data, benchmark)
+    assert cell is not None and cell.citation.startswith(f"paper, {table}")
+    assert model == recipe.model.variant and paper_results.benchmark_name(recipe.data.task) == benchmark
+
+
+def test_the_tables_recipes_and_variants_agree_on_the_hybrids():
+    """The scaling study's stage-4 hybrids are in the variant table, and Table 3 has their rows."""
+    for name in ("R50+ViT-B/32", "R50+ViT-L/32"):
+        assert name in variant_names()
+        assert paper_results.pretrain_hparams(name, "JFT-300M") is not None
 
 
 @pytest.mark.parametrize("path", TRAINING_RECIPES, ids=ids(TRAINING_RECIPES))
@@ -86,11 +148,17 @@ def test_bit_recipes_hold_the_papers_resnet_pretraining_and_bit_hyperrule():
     """Pretraining: the paper's settings for all models, with Table 3's ResNet learning rates and
     weight decay. Fine-tuning: BiT-HyperRule (BiT Sec. 3.3): lr 0.003, step decay, length and
     MixUp by training-set size, 128 px for images under 96x96, else 384."""
-    for name, variant, lr in (("r50x1", "BiT-R50x1", 1e-3), ("r152x2", "BiT-R152x2", 6e-4)):
+    for name, variant, row_name in (("r50x1", "BiT-R50x1", "R50x1"), ("r152x2", "BiT-R152x2", "R152x2")):
         pre = load_recipe(ROOT / "recipes" / f"pretrain_bit_{name}_imagenet21k.yaml")
-        assert (pre.model.variant, pre.optim.optimizer, pre.optim.lr, pre.optim.betas) == (variant, "adamw", lr, [0.9, 0.999])
-        assert (pre.optim.weight_decay, pre.optim.schedule, pre.optim.warmup_steps) == (0.1, "linear", 10000)
-        assert (pre.train.global_batch_size, pre.model.dropout, pre.model.representation_size) == (4096, 0.0, None)
+        row = paper_results.pretrain_hparams(row_name, "JFT-300M")  # the only ResNet rows of Table 3
+        o, t, m = pre.optim, pre.train, pre.model
+        assert (m.variant, o.optimizer, o.betas) == (variant, "adamw", [0.9, 0.999]) and "beta1=0.9" in row["optimizer"]
+        assert (o.lr, o.schedule, o.weight_decay, m.dropout) == (row["base_lr"], row["lr_decay"], row["weight_decay"],
+                                                                 row["dropout"])
+        assert (t.global_batch_size, o.warmup_steps, m.image_size) == (row["batch_size"], row["lr_warmup_steps"],
+                                                                       row["training_resolution"])
+        assert o.grad_clip_norm is None and row["grad_clip_global_norm"] is None
+        assert (pretraining_name(pre.data.task), t.epochs, m.representation_size) == ("ImageNet-21k", 90, None)
     hyperrule = {"cifar10": (10000, 0.1, 128), "cifar100": (10000, 0.1, 128), "pets": (500, 0.0, 384),
                  "flowers102": (500, 0.0, 384), "imagenet1k": (20000, 0.1, 384), "vtab": (500, 0.0, 384)}
     for task, (steps, mixup, size) in hyperrule.items():

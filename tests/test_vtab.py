@@ -1,7 +1,9 @@
 """The VTAB-1k runner on three tiny local tasks (one per group, each a copy of its Hub repo's
 layout with 1000 training images, the VTAB-1k minimum), a tiny checkpoint and the smoke schedule
 of the training loop: results JSON structure, group means from per-task numbers, resume after a
-kill, and the pure aggregation/table/selection helpers."""
+kill, both protocols; every task's settings under the paper's protocol against the table written
+from the paper and task_adaptation (tests/vtab_protocol.py); the paper's Table 9 row beside this
+run's only where it matches and is comparable; and the pure aggregation/table/selection helpers."""
 
 import json
 
@@ -15,6 +17,7 @@ from hf_vit_repro.training import run_recipe
 from .data_fixtures import HUB_LAYOUTS, write_layout
 from .conftest import randomize_, tiny_kwargs
 from .evaluation_fixtures import save_classifier
+from .vtab_protocol import PAPER_VTAB_SETTING, VTAB_PROTOCOL
 
 TASKS = ["vtab/dtd", "vtab/eurosat", "vtab/clevr_count"]  # natural, specialized, structured
 SMOKE = ["smoke=true", "run.trackers=[]", "run.progress_bar=false"]
@@ -89,29 +92,61 @@ def test_runner_structure_and_resume(vtab_data, checkpoint, tmp_path):
         "structured": accuracies["vtab/clevr_count"],
     }
     assert record["mean"] == pytest.approx(sum(accuracies.values()) / 3)
+    # The paper's protocol by default, shrunk by smoke=true: its departures are on record.
+    protocol = record["protocol"]
+    assert protocol["name"] == "paper" and "smoke=true" in protocol["departures"]
+    assert "train.steps=3 (paper: 2500)" in protocol["departures"]
+    assert record["paper"]["row"] is None and not record["paper"]["comparable"]  # a tiny model: no Table 9 row
     for task, entry in record["tasks"].items():
         assert 0.0 <= entry["accuracy"] <= 1.0
         assert entry["num_test_images"] == 12  # the full test split
         h = entry["hyperparameters"]
-        # smoke: the first two rates of the paper's sweep, the best on val200 kept
-        assert h["lr_candidates"] == [0.001, 0.003] and h["lr"] in (0.001, 0.003)
-        assert set(entry["val_accuracy_by_lr"]) == {"0.001", "0.003"}
-        best = max(sorted(entry["val_accuracy_by_lr"], key=float), key=lambda lr: (entry["val_accuracy_by_lr"][lr], -float(lr)))
-        assert float(best) == h["lr"]
+        # one fixed rate, no selection run, trained on all 1000 images
+        assert h["lr_candidates"] == [0.01] and h["lr"] == 0.01 and entry["val_accuracy_by_lr"] is None
+        assert entry["train_split"] == "train800val200"
         assert (h["optimizer"], h["momentum"], h["steps"], h["resolution"]) == ("sgd", 0.9, 3, 32)
+        crop, flip, val200, _ = VTAB_PROTOCOL[task]
+        assert entry["preprocessing"] == {"random_crop": crop, "flip": flip} and val200 in entry["rows"]
         task_dir = out / "vtab" / task.split("/")[1]
+        assert not (task_dir / "sweep").exists()
         metrics = json.loads(runs.metrics_path(task_dir, task, "test").read_text())
         assert metrics["metrics"]["accuracy"] == entry["accuracy"]
         assert (task_dir / runs.FINAL_DIR / "config.json").is_file()
         assert not (task_dir / runs.CHECKPOINTS_DIR).exists()  # pruned after the task finished
-    table = (out / "vtab.md").read_text()
-    assert "mean natural" in table and f"{100 * record['mean']:.2f}" in table
+    report = (out / "vtab.md").read_text()
+    assert "**Protocol: paper.**" in report and "Departures from the paper's setting" in report
+    assert "no matching row" in report and "paper:" not in vtab_table(record)  # no paper column
+    assert "mean natural" in report and f"{100 * record['mean']:.2f}" in report
     assert (out / "vtab.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Another protocol in the same folder is refused, not mixed in.
     with pytest.raises(ValueError, match="another protocol"):
         run_vtab(checkpoint, TASKS, output_dir=out, overrides=SMOKE + ["train.steps=4"], data_root=vtab_data,
                  log=lambda _: None)
+    with pytest.raises(ValueError, match="another protocol"):
+        run_vtab(checkpoint, TASKS, protocol="sweep", output_dir=out, overrides=SMOKE, data_root=vtab_data,
+                 log=lambda _: None)
+
+
+def test_sweep_protocol_is_labelled_and_picks_a_rate_per_task(vtab_data, checkpoint, tmp_path):
+    """--protocol sweep: each task picks its rate on val200 after fine-tuning on train800, and
+    the record and the report say "sweep"."""
+    out = tmp_path / "sweep"
+    code = cli.main(["vtab", str(checkpoint), *SMOKE, "--tasks", "dtd", "--protocol", "sweep", "--output", str(out),
+                     "--data-root", str(vtab_data)])
+    assert code == 0
+    record = json.loads((out / runs.VTAB).read_text())
+    assert record["protocol"]["name"] == "sweep" and record["protocol"]["departures"] is None
+    entry = record["tasks"]["vtab/dtd"]
+    h = entry["hyperparameters"]
+    # smoke: the first two rates of the sweep, the best on val200 kept
+    assert h["lr_candidates"] == [0.001, 0.003] and h["lr"] in (0.001, 0.003)
+    assert set(entry["val_accuracy_by_lr"]) == {"0.001", "0.003"}
+    best = max(sorted(entry["val_accuracy_by_lr"], key=float), key=lambda lr: (entry["val_accuracy_by_lr"][lr], -float(lr)))
+    assert float(best) == h["lr"]
+    report = (out / "vtab.md").read_text()
+    assert "**Protocol: sweep.**" in report and "not the paper's protocol" in report
+    assert "val200 accuracy by lr" in report
 
 
 def test_aggregate_and_table():
@@ -144,22 +179,119 @@ def test_task_selection():
         resolve_tasks(["dtdd"])
 
 
-def test_recipes_per_task(checkpoint):
-    """The base recipe gains the default sweep and the VTAB-1k splits; one learning rate means no
-    selection run; runtime switches do not change the protocol."""
-    from hf_vit_repro.evaluation.vtab import DEFAULT_LR_SWEEP, base_recipe, protocol_of, task_recipe
+@pytest.mark.parametrize("task", sorted(VTAB_PROTOCOL))
+def test_paper_protocol_settings_per_task(checkpoint, task):
+    """`vit-repro vtab` with no options: every task gets the paper's one setting (lr 0.01, 2500
+    steps, batch 512, 384 px, no selection), trains on all 1000 images, is scored on test, and
+    is pre-processed with the crop and flip of the table written from the paper / BiT."""
+    from hf_vit_repro.data import get_task, task_transforms
+    from hf_vit_repro.evaluation.vtab import base_recipe, task_recipe
+
+    recipe = task_recipe(base_recipe(checkpoint=str(checkpoint)), checkpoint, task, checkpoint.parent / "vtab", None)
+    o, t, d = recipe.optim, recipe.train, recipe.data
+    setting = {"lr": o.lr, "steps": t.steps, "batch_size": t.global_batch_size, "resolution": recipe.model.image_size}
+    assert setting == PAPER_VTAB_SETTING and o.lr_sweep == []
+    assert (o.optimizer, o.momentum, o.weight_decay, o.grad_clip_norm, o.schedule) == ("sgd", 0.9, 0.0, 1.0, "cosine")
+    assert (d.train_split, d.eval_split, d.val_split, d.sweep_train_split) == ("train800val200", "test", None, None)
+    assert recipe.model.init_from == str(checkpoint) and recipe.model.variant is None
+    # The training loop's transform for this recipe (training.build_data: augmentation "finetune",
+    # no flip override -> the task's own transforms).
+    assert d.augmentation == "finetune" and d.flip is None
+    crop, flip, val200, published = VTAB_PROTOCOL[task]
+    train_transform, _ = task_transforms(d.task, recipe.model.image_size)
+    assert (train_transform.random_crop, train_transform.flip) == (crop, flip)
+    spec = get_task(task)
+    assert spec.vtab_val200 == val200 and (spec.vtab_val_rows is not None) == published
+
+
+def test_protocols_and_departures(checkpoint):
+    """The sweep protocol adds the default sweep and the train800 / val200 splits; the paper's
+    settings win over the recipe file; overrides of them are departures; runtime switches do not
+    change the protocol."""
+    from hf_vit_repro.evaluation.vtab import DEFAULT_LR_SWEEP, base_recipe, departures, protocol_of, task_recipe
 
     base = base_recipe(checkpoint=str(checkpoint))
-    assert base.optim.lr_sweep == list(DEFAULT_LR_SWEEP)
-    assert (base.train.steps, base.train.global_batch_size, base.model.image_size) == (2500, 512, 384)
-    recipe = task_recipe(base, checkpoint, "vtab/dtd", checkpoint.parent / "vtab", None)
+    assert departures(base) == []
+    sweep = base_recipe(checkpoint=str(checkpoint), protocol="sweep")
+    assert sweep.optim.lr_sweep == list(DEFAULT_LR_SWEEP)
+    recipe = task_recipe(sweep, checkpoint, "vtab/dtd", checkpoint.parent / "vtab", None)
     assert (recipe.data.sweep_train_split, recipe.data.val_split, recipe.data.train_split, recipe.data.eval_split) == (
         "train800", "val200", "train800val200", "test")
-    assert recipe.model.init_from == str(checkpoint) and recipe.model.variant is None
-    fixed = task_recipe(base_recipe(overrides=["optim.lr_sweep=[0.01]"], checkpoint=str(checkpoint)), checkpoint,
+    assert protocol_of(sweep, checkpoint, "sweep")["name"] == "sweep"
+    assert protocol_of(sweep, checkpoint, "sweep") != protocol_of(base, checkpoint)
+    fixed = task_recipe(base_recipe(overrides=["optim.lr_sweep=[0.03]"], checkpoint=str(checkpoint)), checkpoint,
                         "vtab/dtd", checkpoint.parent / "vtab", None)
-    assert fixed.optim.lr_sweep == [] and fixed.optim.lr == 0.01
+    assert fixed.optim.lr_sweep == [] and fixed.optim.lr == 0.03
+    changed = base_recipe(overrides=["train.steps=1000"], checkpoint=str(checkpoint))
+    assert departures(changed) == ["train.steps=1000 (paper: 2500)"]
+    assert protocol_of(changed, checkpoint)["departures"] == ["train.steps=1000 (paper: 2500)"]
+    assert protocol_of(changed, checkpoint) != protocol_of(base, checkpoint)
     quiet = base_recipe(overrides=["run.progress_bar=false", "run.num_workers=2"], checkpoint=str(checkpoint))
     assert protocol_of(quiet, checkpoint) == protocol_of(base, checkpoint)
-    assert protocol_of(base_recipe(overrides=["train.steps=1000"], checkpoint=str(checkpoint)), checkpoint) != protocol_of(
-        base, checkpoint)
+    with pytest.raises(ValueError, match="unknown VTAB protocol"):
+        base_recipe(checkpoint=str(checkpoint), protocol="best")
+
+
+# Table 9 of the paper, typed from its text (ViT-L/16 pretrained on ImageNet-21k): DTD, SVHN, Mean.
+PAPER_L16_I21K = {"vtab/dtd": 74.1, "vtab/svhn": 80.9, "mean": 72.7}
+
+
+def _record(tasks, protocol="paper", identity=None, departures_=None):
+    from hf_vit_repro.evaluation.vtab import paper_comparison
+
+    settings = {"name": protocol, "departures": departures_ if protocol == "paper" else None}
+    entries = {t: {"group": get_task(t).vtab_group, "accuracy": 0.5,
+                   "hyperparameters": {"lr": 0.01, "steps": 2500, "batch_size": 512, "resolution": 384},
+                   "preprocessing": {"random_crop": VTAB_PROTOCOL[t][0], "flip": VTAB_PROTOCOL[t][1]}} for t in tasks}
+    record = {"checkpoint": "ckpt", "protocol": settings, "tasks": entries, **aggregate(entries)}
+    record["paper"] = paper_comparison(settings, identity or {"model": None, "pretraining": None})
+    return record
+
+
+def test_paper_row_beside_this_run_only_where_it_matches():
+    from hf_vit_repro.evaluation.vtab import vtab_report
+
+    l16 = {"model": "ViT-L/16", "pretraining": "ImageNet-21k"}
+    record = _record(["vtab/dtd", "vtab/svhn"], identity=l16)
+    assert record["paper"]["row"] == "ViT-L/16 (I21k)" and record["paper"]["comparable"]
+    table = vtab_table(record)
+    header = table.splitlines()[0]
+    assert "this run: test accuracy (%)" in header and "paper: ViT-L/16 (I21k), Table 9 (%)" in header
+    dtd = next(line for line in table.splitlines() if line.startswith("| dtd "))
+    cells = [c.strip() for c in dtd.strip("|").split("|")]
+    assert cells[2] == "50.00" and cells[3] == f"{PAPER_L16_I21K['vtab/dtd']:.1f}"
+    mean = next(line for line in table.splitlines() if "mean (2 tasks)" in line)
+    assert "(all 19 tasks only)" in mean  # a 2-task mean is not set beside the paper's 19-task mean
+    full = vtab_table(_record(list(VTAB_PROTOCOL), identity=l16))
+    assert f"| {PAPER_L16_I21K['mean']:.1f} " in next(line for line in full.splitlines() if "mean (19 tasks)" in line)
+    assert "Paper (Table 9):" in vtab_report(record)
+
+    # Another variant or pretraining set: no matching row, no paper column.
+    b16 = _record(["vtab/dtd"], identity={"model": "ViT-B/16", "pretraining": "ImageNet-21k"})
+    assert b16["paper"]["row"] is None and "no matching row" in b16["paper"]["note"]
+    assert "ViT-L/16 (I21k)" in b16["paper"]["note"] and "paper:" not in vtab_table(b16)
+    unknown = _record(["vtab/dtd"], identity={"model": "ViT-L/16", "pretraining": None})
+    assert unknown["paper"]["row"] is None and "--pretraining-data" in unknown["paper"]["note"]
+    # A matching row under the sweep protocol, or with departures: named, but not comparable, no column.
+    sweep = _record(["vtab/dtd"], protocol="sweep", identity=l16)
+    assert sweep["paper"]["row"] == "ViT-L/16 (I21k)" and not sweep["paper"]["comparable"]
+    assert "not comparable" in vtab_report(sweep) and "paper:" not in vtab_table(sweep)
+    short = _record(["vtab/dtd"], identity=l16, departures_=["train.steps=500 (paper: 2500)"])
+    assert not short["paper"]["comparable"] and "train.steps=500" in short["paper"]["note"]
+    assert "paper:" not in vtab_table(short)
+
+
+def test_checkpoint_identity_from_config_and_recipe(tmp_path):
+    from hf_vit_repro import ViTReproConfig
+    from hf_vit_repro.evaluation.vtab import checkpoint_identity
+
+    run = tmp_path / "run"
+    ViTReproConfig.from_variant("ViT-L/16").save_pretrained(run / "final")
+    assert checkpoint_identity(str(run / "final"), run) == {"model": "ViT-L/16", "pretraining": None}
+    (run / runs.RECIPE).write_text("mode: pretrain\ndata:\n  task: imagenet21k\n")
+    assert checkpoint_identity(str(run / "final"), run) == {"model": "ViT-L/16", "pretraining": "ImageNet-21k"}
+    assert checkpoint_identity(str(run / "final"), run, "JFT")["pretraining"] == "JFT-300M"
+    (run / runs.RECIPE).write_text("mode: finetune\ndata:\n  task: vtab/dtd\n")  # not a pretraining run
+    assert checkpoint_identity(str(run / "final"), run)["pretraining"] is None
+    with pytest.raises(ValueError, match="pretraining-data"):
+        checkpoint_identity(str(run / "final"), run, "laion")

@@ -68,11 +68,15 @@ def add_cli(subparsers) -> None:
     _add_source_arguments(p)
     p.add_argument("--split", default="test", help="train, test, validation, train800, val200, train800val200 (default test)")
     p.add_argument("--rows", type=int, default=3, help="rows to print (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="VTAB-1k draw seed (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the VTAB-1k draws: val200 where its official rows are not published, both parts "
+                   "for tasks outside VTAB (default 0)")
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("export-vtab", help="write the VTAB-1k train800/val200 row indices of a task to JSON")
     _add_source_arguments(p)
     p.add_argument("output", help="JSON file to write")
-    p.add_argument("--seed", type=int, default=0, help="VTAB-1k draw seed (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the VTAB-1k draws: val200 where its official rows are not published, both parts "
+                   "for tasks outside VTAB (default 0)")
     p.set_defaults(func=_cmd_export_vtab)

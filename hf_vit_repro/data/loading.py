@@ -7,13 +7,17 @@ exactly two columns: "image" (`datasets.Image`, a PIL image on access) and "labe
 (`ClassLabel` with the task's number of classes), whatever the source calls them, with the VTAB
 label transform applied where the source does not store final labels.
 
-VTAB-1k splits ("train800", "val200", "train800val200") are drawn from the source's train split
-(and, where task_adaptation takes the validation examples from a separate split, from that
-split) by `vtab1k_indices`: the rows ranked by a SplitMix64 hash of (seed, row index), integer
-arithmetic only, so every machine and every datasets / NumPy version picks the same 1000 rows
-for a given source. `export_vtab1k_indices` writes them to JSON (with webdataset keys, where the
-source has them, so a re-import can check it reads the same files) and `load_task(...,
-indices=path)` reads them back.
+VTAB-1k splits ("train800", "val200", "train800val200") follow task_adaptation where the
+published data allows it (`vtab1k_indices`, registry docstring): for a VTAB task train800 is the
+first 800 rows of the train split, and val200 the official 200 rows where a published split holds
+them (`TaskSpec.vtab_val_rows`), else the first 200 rows, in a SplitMix64 ranking of (seed, row
+index), that are not in train800 (integer arithmetic only: every machine and every datasets /
+NumPy version picks the same rows). Other tasks have no official rows: both parts are drawn from
+that ranking. Sources whose keys give the export order (`TaskSpec.key_order`: the clip-benchmark
+webdatasets, whose shards `datasets` reads in text order 0, 1, 10, 11, ..., 2) are sorted by
+`__key__` first, so "the first 800 rows" are the first 800 exported. `export_vtab1k_indices`
+writes the indices to JSON (with webdataset keys, where the source has them, so a re-import can
+check it reads the same files) and `load_task(..., indices=path)` reads them back.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import functools
 import io
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,10 +34,19 @@ from typing import Any
 import numpy as np
 
 from .collate import mix64, stable_permutation
-from .registry import LABEL_TRANSFORMS, TASKS, VTAB_SPLITS, TaskSpec, UnknownTaskError, get_task, unknown_task_message
+from .registry import (
+    LABEL_TRANSFORMS,
+    TASKS,
+    VTAB1K_TRAIN,
+    VTAB1K_VAL,
+    VTAB_SPLITS,
+    TaskSpec,
+    UnknownTaskError,
+    get_task,
+    unknown_task_message,
+)
 
 VTAB1K_SEED = 0
-VTAB1K_TRAIN, VTAB1K_VAL = 800, 200
 DIGITS_TEST_SIZE = 300
 DIGITS_SEED = 0
 FEWSHOT_SHOTS = (1, 5, 10, 25)
@@ -145,10 +159,11 @@ class _AdhocSpec:
         self.num_classes = None
         self.vtab_group = None
         self.data_files = None
-        self.vtab_val_split = None
+        self.vtab_val_rows = None
         self.label_transform = None
-        self.flip = True
+        self.crop = self.flip = True
         self.source_format = "auto"
+        self.key_order = False
         self.is_vtab = False
 
     @property
@@ -195,7 +210,12 @@ def _load_source_split(spec, source_split: str, data_dir, *, streaming: bool, nu
     if revision and not os.path.isdir(path):
         kwargs["revision"] = revision
     try:
-        return datasets.load_dataset(path, **kwargs)
+        dataset = datasets.load_dataset(path, **kwargs)
+        if spec.key_order and not streaming and "__key__" in (dataset.column_names or []):
+            with warnings.catch_warnings():  # pyarrow 25 deprecates an argument datasets' sort passes
+                warnings.filterwarnings("ignore", message=".*null_placement.*", category=FutureWarning)
+                dataset = dataset.sort("__key__")  # the export order; the shards were read in text order
+        return dataset
     except ValueError as err:
         if "corresponds to no data" in str(err):
             raise DataError(f"{spec.name}: split {source_split!r} is empty in {path!r}; check the split name and the data files") from err
@@ -346,25 +366,52 @@ def _label_array(dataset) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def vtab1k_indices(num_train: int, seed: int = VTAB1K_SEED, num_val_source: int | None = None) -> dict[str, list[int]]:
+def vtab1k_indices(
+    num_train: int,
+    seed: int = VTAB1K_SEED,
+    num_val_source: int | None = None,
+    *,
+    official_train: bool = False,
+    val_offset: int | None = None,
+) -> dict[str, list[int]]:
     """Row indices of VTAB-1k's train800 and val200 (sorted ascending).
 
-    With `num_val_source=None` both come from the train split (`num_train` rows): the 1000 rows
-    ranked first by `stable_permutation(num_train, seed)`, the first 800 of them train800, the
-    other 200 val200 (disjoint). Otherwise val200 indexes the separate validation split
-    (`num_val_source` rows), ranked with an independent seed.
+    train800: rows 0..799 of the train split (`num_train` rows) with `official_train` (a VTAB
+    task: task_adaptation's `train[:800]`), else the first 800 rows of the ranking
+    `stable_permutation(num_train, seed)`.
+    val200 comes from the train split when `num_val_source` is None, else from a separate split
+    of `num_val_source` rows. With `val_offset`, it is rows val_offset .. val_offset + 199 of
+    that split (official rows, e.g. validation[:200]); otherwise it is drawn: the first 200 rows
+    of the same ranking that are not in train800 (from the train split), or of
+    `stable_permutation(num_val_source, mix64(seed, 1))` (from a separate split).
     """
-    if num_val_source is None:
-        if num_train < VTAB1K_TRAIN + VTAB1K_VAL:
-            raise DataError(f"the train split has {num_train} rows; VTAB-1k needs at least {VTAB1K_TRAIN + VTAB1K_VAL}")
-        order = stable_permutation(num_train, seed)
-        return {"train800": sorted(order[:VTAB1K_TRAIN].tolist()), "val200": sorted(order[VTAB1K_TRAIN : VTAB1K_TRAIN + VTAB1K_VAL].tolist())}
-    if num_train < VTAB1K_TRAIN or num_val_source < VTAB1K_VAL:
-        raise DataError(f"VTAB-1k needs {VTAB1K_TRAIN} train and {VTAB1K_VAL} validation rows; the source has {num_train} and {num_val_source}")
-    return {
-        "train800": sorted(stable_permutation(num_train, seed)[:VTAB1K_TRAIN].tolist()),
-        "val200": sorted(stable_permutation(num_val_source, mix64(seed, 1))[:VTAB1K_VAL].tolist()),
-    }
+    val_rows = num_train if num_val_source is None else num_val_source
+    need_train = VTAB1K_TRAIN + (VTAB1K_VAL if num_val_source is None else 0)
+    if num_train < need_train or val_rows < VTAB1K_VAL:
+        where = "the train split" if num_val_source is None else f"a train and a validation split of {num_val_source}"
+        raise DataError(
+            f"VTAB-1k needs {VTAB1K_TRAIN} train and {VTAB1K_VAL} validation rows from {where}; the train split has {num_train}"
+        )
+    order = stable_permutation(num_train, seed)
+    train800 = list(range(VTAB1K_TRAIN)) if official_train else sorted(order[:VTAB1K_TRAIN].tolist())
+    if val_offset is not None:
+        val200 = list(range(int(val_offset), int(val_offset) + VTAB1K_VAL))
+        if val200[-1] >= val_rows or (num_val_source is None and set(val200) & set(train800)):
+            raise DataError(f"val200 rows {val200[0]}..{val200[-1]} do not fit a split of {val_rows} rows beside train800")
+    elif num_val_source is None:
+        val200 = sorted(order[~np.isin(order, train800)][:VTAB1K_VAL].tolist())
+    else:
+        val200 = sorted(stable_permutation(num_val_source, mix64(seed, 1))[:VTAB1K_VAL].tolist())
+    return {"train800": train800, "val200": val200}
+
+
+def _vtab_plan(spec) -> dict[str, Any]:
+    """How `spec`'s VTAB-1k rows are chosen: `vtab1k_indices` keyword arguments, the split val200
+    is read from, and the rule in words (recorded by `export_vtab1k_indices`)."""
+    rows = getattr(spec, "vtab_val_rows", None)
+    official = bool(getattr(spec, "is_vtab", False))
+    val_split, offset = rows if rows is not None else ("train", None)
+    return {"official_train": official, "val_offset": offset, "val_split": val_split}
 
 
 def _read_indices(indices, spec, sizes: Mapping[str, int]) -> dict[str, list[int]]:
@@ -455,19 +502,27 @@ def load_task(
     return dataset
 
 
-def _vtab_sources(spec, data_dir, num_proc, revision):
-    train_split = spec.splits.get("train", "train") if spec.splits else "train"
-    train = _standardise(
-        _load_source_split(spec, train_split, data_dir, streaming=False, num_proc=num_proc, revision=revision),
-        spec, image_column=None, label_column=None, streaming=False,
-    )
+def _vtab_sources(spec, data_dir, num_proc, revision, raw: bool = False):
+    """(train, val or None) for VTAB-1k: the standardised train split and, where val200 is read
+    from another split (`TaskSpec.vtab_val_rows`), that split. `raw=True` returns the train
+    split before standardising too (its `__key__` column), as a third item."""
+    def load(split):
+        return _load_source_split(spec, spec.splits.get(split, split) if spec.splits else split, data_dir,
+                                  streaming=False, num_proc=num_proc, revision=revision)
+
+    train_raw = load("train")
+    train = _standardise(train_raw, spec, image_column=None, label_column=None, streaming=False)
+    val_split = _vtab_plan(spec)["val_split"]
     val = None
-    if spec.vtab_val_split:
-        val = _standardise(
-            _load_source_split(spec, spec.splits[spec.vtab_val_split], data_dir, streaming=False, num_proc=num_proc, revision=revision),
-            spec, image_column=None, label_column=None, streaming=False,
-        )
-    return train, val
+    if val_split != "train":
+        val = _standardise(load(val_split), spec, image_column=None, label_column=None, streaming=False)
+    return (train, val, train_raw) if raw else (train, val)
+
+
+def _vtab_chosen(spec, train, val, seed) -> dict[str, list[int]]:
+    plan = _vtab_plan(spec)
+    return vtab1k_indices(len(train), seed, None if val is None else len(val), official_train=plan["official_train"],
+                          val_offset=plan["val_offset"])
 
 
 def _load_vtab1k(spec, split, data_dir, *, seed, indices, num_proc, revision):
@@ -475,7 +530,7 @@ def _load_vtab1k(spec, split, data_dir, *, seed, indices, num_proc, revision):
 
     train, val = _vtab_sources(spec, data_dir, num_proc, revision)
     sizes = {"train": len(train), **({"validation": len(val)} if val is not None else {})}
-    chosen = _read_indices(indices, spec, sizes) if indices is not None else vtab1k_indices(len(train), seed, None if val is None else len(val))
+    chosen = _read_indices(indices, spec, sizes) if indices is not None else _vtab_chosen(spec, train, val, seed)
     val_source = train if val is None else val
     for name_, rows, source in (("train800", chosen["train800"], train), ("val200", chosen["val200"], val_source)):
         if rows and (min(rows) < 0 or max(rows) >= len(source)):
@@ -501,15 +556,16 @@ def export_vtab1k_indices(
     from ..runs import write_json
 
     spec = resolve_task(name, image_column, label_column)
-    train_raw = _load_source_split(spec, spec.splits.get("train", "train") if spec.splits else "train", data_dir, streaming=False, num_proc=None, revision=None)
-    train, val = _vtab_sources(spec, data_dir, None, None)
+    train, val, train_raw = _vtab_sources(spec, data_dir, None, None, raw=True)
     sizes = {"train": len(train), **({"validation": len(val)} if val is not None else {})}
-    chosen = vtab1k_indices(len(train), seed, None if val is None else len(val))
+    chosen = _vtab_chosen(spec, train, val, seed)
+    plan = _vtab_plan(spec)
     record: dict[str, Any] = {
         "task": spec.name,
         "hub_id": spec.hub_id,
         "seed": seed,
-        "val_source": "validation" if val is not None else "train",
+        "val_source": plan["val_split"],
+        "rows": getattr(spec, "vtab_rows", None) or "seeded draw of 800 + 200 from train",
         "source_rows": sizes,
         "indices": chosen,
     }

@@ -11,8 +11,12 @@ exported by LAION's CLIP_benchmark through task_adaptation's own data classes
 (`clip_benchmark/datasets/builder.py`, `build_vtab_dataset` + `webdataset_builder.py`), so:
 
 - their "train" split is task_adaptation's "train" split (e.g. CIFAR-100 train[:45000],
-  Caltech101 2754 images, SVHN 65931) and their "test" split its "test" split; the "val" split
-  is not published, so VTAB-1k's 800 + 200 are both drawn (disjointly) from "train";
+  Caltech101 2754 images, SVHN 65931, RESISC45 18900, SmallNORB 24300: the sizes the Hub's viewer
+  shows) and their "test" split its "test" split; task_adaptation's "val" split is not published;
+- rows keep the export order in their keys (`s0000000`, `s0000001`, ...: `webdataset_builder.py`
+  writes "s%07d" % index while iterating task_adaptation's `get_tf_data(split, for_eval=True)`,
+  which does not shuffle), but `datasets` reads the shards in text order (0, 1, 10, 11, ..., 2),
+  so row i is not key i: `load_task` sorts these sources by `__key__` (`key_order=True`);
 - their labels already went through task_adaptation's preprocessing (CLEVR count - 3, the
   distance bins, ...), except dSprites: CLIP_benchmark built it without `num_classes`, so the
   repo holds the raw 32 x-positions / 40 orientations and `load_task` bins them into 16 as VTAB
@@ -23,6 +27,25 @@ exported by LAION's CLIP_benchmark through task_adaptation's own data classes
   builder and returns the shard count as a text dataset (the Hub's own parquet conversion of
   wds_vtab-cifar10 shows this). The registry therefore always names the shards explicitly
   (`data_files={"train": "train/*.tar", ...}`).
+
+VTAB-1k rows (task_adaptation `data/*.py`, the `tfds_splits` of each task): train800 is
+`train[:800]` for every task; val200 is `validation[:200]` for DTD, Flowers, SUN397, Patch
+Camelyon, Retinopathy, DMLab and KITTI, `test[:200]` for SmallNORB, and `train[N:N+200]` for the
+others, N being the size of task_adaptation's train split (the first rows of its "val" split).
+`load_task` takes train800 as the first 800 rows (sorted by key) everywhere, and val200 from the
+official rows where a published split holds them (`TaskSpec.vtab_val_rows`: SUN397's validation
+split); elsewhere those rows are not published, and val200 is drawn with a seed from the
+published train split's rows after the first 800 (`loading.vtab1k_indices`). `TaskSpec.vtab_val200`
+keeps task_adaptation's definition for the record.
+
+Training pre-processing per task (`TaskSpec.crop`, `TaskSpec.flip`): the paper follows BiT's
+VTAB pre-processing, but at one resolution, 384 px, for every task (Appendix B.1.1). BiT
+(Kolesnikov et al. 2020, Sec. 3.3) resizes to a square, takes a random crop and flips at random
+during training, and leaves out the flip or the crop on the tasks whose label either would
+change: no flip on dSprites location and orientation and SmallNORB azimuth (a mirror moves or
+turns the object), no random crop on CLEVR count and distance, DMLab, KITTI distance and dSprites
+location (a crop removes objects or shifts positions). How the crop is done is
+`transforms.finetune_transform`'s.
 
 Every function here is light (no `datasets` import); loading lives in `loading.py`.
 """
@@ -38,6 +61,7 @@ from typing import Any
 NATURAL, SPECIALIZED, STRUCTURED = "natural", "specialized", "structured"
 VTAB_GROUPS = (NATURAL, SPECIALIZED, STRUCTURED)
 VTAB_SPLITS = ("train800", "val200", "train800val200")
+VTAB1K_TRAIN, VTAB1K_VAL = 800, 200
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,11 +142,14 @@ class TaskSpec:
     name ("train" and "test" always; "validation" where the source has one).
     data_files: source split -> file pattern inside the repo (None: let `datasets` infer).
     num_classes: K after any label transform. vtab_group: natural / specialized / structured,
-    or None outside VTAB-1k. vtab_val_split: the source split VTAB's val200 comes from (None:
-    drawn from the train split, disjoint from train800). label_rule: the VTAB label definition
-    in words. label_transform: key of `LABEL_TRANSFORMS` that `load_task` applies to the source
-    label (None when the source already stores final labels). flip: whether a horizontal flip
-    keeps the label (False where it mirrors a position or orientation). why: why this repo.
+    or None outside VTAB-1k. vtab_val200: task_adaptation's definition of val200 (its slice of
+    the TFDS splits, for the record). vtab_val_rows: (our split, first row) where a published
+    split holds those 200 rows, so val200 is read there (official rows); None: val200 is drawn
+    with a seed (`loading.vtab1k_indices`). label_rule: the VTAB label definition in words.
+    label_transform: key of `LABEL_TRANSFORMS` that `load_task` applies to the source label (None
+    when the source already stores final labels). crop / flip: whether a random crop / a
+    horizontal flip keeps the label when fine-tuning (BiT's rule; module docstring). key_order:
+    the source's `__key__` gives the export order (rows are sorted by it). why: why this repo.
     """
 
     name: str
@@ -133,11 +160,14 @@ class TaskSpec:
     num_classes: int
     vtab_group: str | None = None
     data_files: dict[str, str] | None = None
-    vtab_val_split: str | None = None
+    vtab_val200: str = ""
+    vtab_val_rows: tuple[str, int] | None = None
     label_rule: str = ""
     label_transform: str | None = None
+    crop: bool = True
     flip: bool = True
     source_format: str = "parquet"
+    key_order: bool = False
     why: str = ""
     paper_role: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -151,10 +181,28 @@ class TaskSpec:
             raise ValueError(f"{self.name}: unknown label transform {self.label_transform!r}")
         if "train" not in self.splits and "test" not in self.splits:
             raise ValueError(f"{self.name}: needs a train or a test split")
+        if self.vtab_val_rows is not None:
+            split, first = self.vtab_val_rows
+            if split not in self.splits or first < 0 or (split == "train" and first < VTAB1K_TRAIN):
+                raise ValueError(f"{self.name}: vtab_val_rows {self.vtab_val_rows} must name a split and a first row "
+                                 f"(past train800's {VTAB1K_TRAIN} rows when it is the train split)")
 
     @property
     def is_vtab(self) -> bool:
         return self.vtab_group is not None
+
+    @property
+    def vtab_rows(self) -> str:
+        """Which rows VTAB-1k's splits are, in words (the registry table's column)."""
+        if not self.is_vtab:
+            return "seeded draw of 800 + 200 from train (no official VTAB-1k rows)"
+        official = f"task_adaptation: {self.vtab_val200}" if self.vtab_val200 else "task_adaptation's val200"
+        if self.vtab_val_rows is not None:
+            split, first = self.vtab_val_rows
+            val = f"val200 = {split}[{first}:{first + VTAB1K_VAL}], official ({official})"
+        else:
+            val = f"val200 = seeded draw from train[{VTAB1K_TRAIN}:] ({official}, not published)"
+        return f"train800 = train[:{VTAB1K_TRAIN}], official; {val}"
 
     @property
     def available_splits(self) -> tuple[str, ...]:
@@ -168,8 +216,10 @@ class TaskSpec:
 _WDS_WHY = "task_adaptation's train/test splits and labels, exported by CLIP_benchmark (LAION)"
 
 
-def _wds(name, repo, num_classes, group, *, rule="", transform=None, flip=True, why="", image="webp"):
-    """A clip-benchmark webdataset line (train/test, `.webp` + `.cls`)."""
+def _wds(name, repo, num_classes, group, val200, *, rule="", transform=None, crop=True, flip=True, why="", image="webp"):
+    """A clip-benchmark webdataset line (train/test, `.webp` + `.cls`, rows in key order).
+    `val200`: task_adaptation's val200 slice; its rows are not published (train is its "train"
+    split, test its "test" split), so val200 is a seeded draw."""
     return TaskSpec(
         name=name,
         hub_id=f"clip-benchmark/{repo}",
@@ -179,10 +229,13 @@ def _wds(name, repo, num_classes, group, *, rule="", transform=None, flip=True, 
         data_files={"train": "train/*.tar", "test": "test/*.tar"},
         num_classes=num_classes,
         vtab_group=group,
+        vtab_val200=val200,
         label_rule=rule,
         label_transform=transform,
+        crop=crop,
         flip=flip,
         source_format="webdataset",
+        key_order=True,
         why=why or _WDS_WHY,
         paper_role="VTAB-1k",
     )
@@ -191,12 +244,15 @@ def _wds(name, repo, num_classes, group, *, rule="", transform=None, flip=True, 
 
 _TASK_LIST: list[TaskSpec] = [
     # --- VTAB-1k, Natural ------------------------------------------------------------------
-    _wds("vtab/caltech101", "wds_vtab-caltech101", 102, NATURAL, rule="101 categories + background"),
-    _wds("vtab/cifar100", "wds_vtab-cifar100", 100, NATURAL),
-    _wds("vtab/dtd", "wds_vtab-dtd", 47, NATURAL),
-    _wds("vtab/flowers102", "wds_vtab-flowers", 102, NATURAL),
-    _wds("vtab/pets", "wds_vtab-pets", 37, NATURAL),
-    _wds("vtab/svhn", "wds_vtab-svhn", 10, NATURAL),
+    # val200 as task_adaptation defines it: train[N:N+200] with N the size of its train split
+    # (caltech.py 90% of 3060, cifar.py 90% of 50000, oxford_iiit_pet.py 80% of 3680, svhn.py 90%
+    # of 73257, ...), or validation[:200], or (smallnorb.py) test[:200].
+    _wds("vtab/caltech101", "wds_vtab-caltech101", 102, NATURAL, "train[2754:2954]", rule="101 categories + background"),
+    _wds("vtab/cifar100", "wds_vtab-cifar100", 100, NATURAL, "train[45000:45200]"),
+    _wds("vtab/dtd", "wds_vtab-dtd", 47, NATURAL, "validation[:200]"),
+    _wds("vtab/flowers102", "wds_vtab-flowers", 102, NATURAL, "validation[:200]"),
+    _wds("vtab/pets", "wds_vtab-pets", 37, NATURAL, "train[2944:3144]"),
+    _wds("vtab/svhn", "wds_vtab-svhn", 10, NATURAL, "train[65931:66131]"),
     TaskSpec(
         name="vtab/sun397",
         hub_id="dpdl-benchmark/sun397",
@@ -205,35 +261,40 @@ _TASK_LIST: list[TaskSpec] = [
         splits={"train": "train", "validation": "validation", "test": "test"},
         num_classes=397,
         vtab_group=NATURAL,
-        vtab_val_split="validation",
+        vtab_val200="validation[:200]",
+        vtab_val_rows=("validation", 0),
         why="clip-benchmark has no VTAB SUN397 (its wds_sun397 is torchvision's, test only); this "
         "parquet mirror of TFDS sun397/tfds has exactly task_adaptation's train/validation/test "
-        "(76128 / 10875 / 21750), so val200 comes from validation as in task_adaptation; column "
-        "names assumed from the TFDS schema it mirrors (not seen on the repo page)",
+        "(76128 / 10875 / 21750), so val200 is validation[:200] as in task_adaptation (assuming the "
+        "mirror keeps TFDS's row order); column names assumed from the TFDS schema it mirrors (not "
+        "seen on the repo page)",
         paper_role="VTAB-1k",
     ),
     # --- VTAB-1k, Specialized --------------------------------------------------------------
-    _wds("vtab/patch_camelyon", "wds_vtab-pcam", 2, SPECIALIZED),
-    _wds("vtab/eurosat", "wds_vtab-eurosat", 10, SPECIALIZED, rule="RGB subset"),
-    _wds("vtab/resisc45", "wds_vtab-resisc45", 45, SPECIALIZED),
-    _wds("vtab/diabetic_retinopathy", "wds_vtab-diabetic_retinopathy", 5, SPECIALIZED, rule="btgraham-300 config, grades 0-4"),
+    _wds("vtab/patch_camelyon", "wds_vtab-pcam", 2, SPECIALIZED, "validation[:200]"),
+    _wds("vtab/eurosat", "wds_vtab-eurosat", 10, SPECIALIZED, "train[16200:16400]", rule="RGB subset"),
+    _wds("vtab/resisc45", "wds_vtab-resisc45", 45, SPECIALIZED, "train[18900:19100]"),
+    _wds("vtab/diabetic_retinopathy", "wds_vtab-diabetic_retinopathy", 5, SPECIALIZED, "validation[:200]",
+         rule="btgraham-300 config, grades 0-4"),
     # --- VTAB-1k, Structured ---------------------------------------------------------------
-    _wds("vtab/clevr_count", "wds_vtab-clevr_count_all", 8, STRUCTURED,
-         rule="number of objects - 3 (3..10 objects -> 0..7); applied in the source"),
-    _wds("vtab/clevr_distance", "wds_vtab-clevr_closest_object_distance", 6, STRUCTURED,
-         rule="closest object depth binned at 0, 8, 8.5, 9, 9.5, 10, 100; applied in the source"),
-    _wds("vtab/dmlab", "wds_vtab-dmlab", 6, STRUCTURED, rule="{close, far, very far} x {positive, negative reward}"),
-    _wds("vtab/kitti_distance", "wds_vtab-kitti_closest_vehicle_distance", 4, STRUCTURED,
-         rule="closest car/van/truck depth binned at -100, 8, 20, 999 m (3 = no vehicle); applied in the source"),
-    _wds("vtab/dsprites_location", "wds_vtab-dsprites_label_x_position", 16, STRUCTURED,
+    _wds("vtab/clevr_count", "wds_vtab-clevr_count_all", 8, STRUCTURED, "train[63000:63200]",
+         rule="number of objects - 3 (3..10 objects -> 0..7); applied in the source", crop=False),
+    _wds("vtab/clevr_distance", "wds_vtab-clevr_closest_object_distance", 6, STRUCTURED, "train[63000:63200]",
+         rule="closest object depth binned at 0, 8, 8.5, 9, 9.5, 10, 100; applied in the source", crop=False),
+    _wds("vtab/dmlab", "wds_vtab-dmlab", 6, STRUCTURED, "validation[:200]",
+         rule="{close, far, very far} x {positive, negative reward}", crop=False),
+    _wds("vtab/kitti_distance", "wds_vtab-kitti_closest_vehicle_distance", 4, STRUCTURED, "validation[:200]",
+         rule="closest car/van/truck depth binned at -100, 8, 20, 999 m (3 = no vehicle); applied in the source",
+         crop=False),
+    _wds("vtab/dsprites_location", "wds_vtab-dsprites_label_x_position", 16, STRUCTURED, "train[589824:590024]",
          rule="x position, 32 values binned into 16 (floor(v / 2)); applied by load_task",
-         transform="dsprites_bin16_position", flip=False),
-    _wds("vtab/dsprites_orientation", "wds_vtab-dsprites_label_orientation", 16, STRUCTURED,
+         transform="dsprites_bin16_position", crop=False, flip=False),
+    _wds("vtab/dsprites_orientation", "wds_vtab-dsprites_label_orientation", 16, STRUCTURED, "train[589824:590024]",
          rule="orientation, 40 values binned into 16 (floor(v / 2.5)); applied by load_task",
          transform="dsprites_bin16_orientation", flip=False),
-    _wds("vtab/smallnorb_azimuth", "wds_vtab-smallnorb_label_azimuth", 18, STRUCTURED,
+    _wds("vtab/smallnorb_azimuth", "wds_vtab-smallnorb_label_azimuth", 18, STRUCTURED, "test[:200]",
          rule="azimuth 0, 20, ..., 340 degrees -> 18 classes", flip=False),
-    _wds("vtab/smallnorb_elevation", "wds_vtab-smallnorb_label_elevation", 9, STRUCTURED,
+    _wds("vtab/smallnorb_elevation", "wds_vtab-smallnorb_label_elevation", 9, STRUCTURED, "test[:200]",
          rule="elevation 30, 35, ..., 70 degrees -> 9 classes"),
     # --- The paper's transfer sets -----------------------------------------------------------
     TaskSpec(
@@ -358,8 +419,9 @@ def unknown_task_message(name: str) -> str:
 def registry_markdown() -> str:
     """The registry as a Markdown table (the README's copy is generated from this)."""
     lines = [
-        "| task | Hub dataset | image / label columns | splits | classes | VTAB group | label rule | flip | why this repo |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | Hub dataset | image / label columns | splits | classes | VTAB group | label rule | crop | flip "
+        "| VTAB-1k rows | why this repo |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for spec in TASKS.values():
         splits = ", ".join(f"{ours}={theirs}" if ours != theirs else ours for ours, theirs in spec.splits.items())
@@ -367,6 +429,6 @@ def registry_markdown() -> str:
         lines.append(
             f"| `{spec.name}` | {f'`{spec.hub_id}`' if spec.hub_id else 'local'} | `{spec.image_column}` / "
             f"`{spec.label_column}` | {splits} | {spec.num_classes} | {spec.vtab_group or '-'} | {rule} | "
-            f"{'yes' if spec.flip else 'no'} | {spec.why} |"
+            f"{'yes' if spec.crop else 'no'} | {'yes' if spec.flip else 'no'} | {spec.vtab_rows} | {spec.why} |"
         )
     return "\n".join(lines)

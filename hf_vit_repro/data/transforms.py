@@ -11,14 +11,21 @@ Sources (see shared/PAPER.md, "Training"):
   `input_pipeline.py`): Inception-style crop, `tf.image.sample_distorted_bounding_box` with
   area in [5%, 100%] and aspect ratio in [3/4, 4/3], resized to the model's resolution, then a
   random horizontal flip.
-- Fine-tuning on the natural transfer sets (same file, `inception_crop=False` branch; big_vision
-  `configs/transfer.py` "resize_crop"): resize to a square a little larger than the resolution,
-  random crop to the resolution, random flip. VTAB (Zhai et al. 2019, as used by BiT and the
-  paper): resize straight to the resolution, no crop, and no flip where a flip changes the label
-  (`TaskSpec.flip`).
+- Fine-tuning (BiT, Kolesnikov et al. 2020, Sec. 3.3, whose VTAB pre-processing the paper
+  follows, Appendix B.1.1): resize to a square a little larger than the resolution, take a random
+  crop of the resolution (a plain window: no scale or aspect jitter), flip at random. This is
+  google-research/big_transfer `input_pipeline_tf2_or_jax.py` (`tf.image.resize` to
+  `resize_size`, `tf.image.random_crop` to `crop_size`, flip) with BiT's sizes 448 -> 384 for
+  images above 96 x 96 (the paper's resolution; `bit_hyperrule.py` picks the pair), and big_vision
+  `configs/transfer.py`'s `resize_crop` (`resize(448)|random_crop(384)|flip_lr`). Per task (the
+  registry's `TaskSpec.crop` / `TaskSpec.flip`, `task_transforms`): no flip where a mirror changes
+  the label, no crop where a crop does (VTAB's dSprites, SmallNORB azimuth, CLEVR, DMLab,
+  KITTI); without the crop the image is resized straight to the resolution.
 - Evaluation: resize straight to the resolution (the original code: "usage of crop_size here is
-  intentional"), or, with `crop=True`, resize the shorter side and take the central crop
-  (big_vision's `resize_small|central_crop`).
+  intentional"; BiT's test-time pre-processing too), or a central crop: `crop="resize_small"`
+  (or `True`) resizes the shorter side first (big_vision's `resize_small|central_crop`),
+  `crop="resize"` resizes to a square first (big_vision's `resize|central_crop`, its few-shot
+  pre-processing: `resize(256)|central_crop(224)`, `configs/common_fewshot.py`; `fewshot_transform`).
 - Normalisation: `(x / 255 - mean) / std` per channel with the checkpoint's image processor's
   mean/std; the ViT checkpoints use 0.5/0.5, so inputs lie in [-1, 1] (the original code's
   `(im - 127.5) / 127.5`).
@@ -254,12 +261,21 @@ class ResizeCropTransform(_ToTensor):
         return {**super()._describe(), "flip": self.flip, "random_crop": self.random_crop, "resize_size": self.resize_size}
 
 
+EVAL_CROPS = ("resize_small", "resize")
+
+
 class EvalTransform(_ToTensor):
-    """Deterministic evaluation transform (`eval_transform`)."""
+    """Deterministic evaluation transform (`eval_transform`, `fewshot_transform`). `crop`: False
+    (resize straight to the resolution), "resize_small" (or True: shorter side to `resize_size`,
+    then the central crop) or "resize" (a `resize_size` square, then the central crop)."""
 
     def __init__(self, image_size, mean=VIT_MEAN, std=VIT_STD, crop=False, resize_size=None):
         super().__init__(image_size, mean, std)
-        self.crop = bool(crop)
+        if crop is True:
+            crop = "resize_small"
+        if crop not in (False, None, *EVAL_CROPS):
+            raise ValueError(f"crop must be False, True or one of {EVAL_CROPS}, got {crop!r}")
+        self.crop = crop or False
         self.resize_size = resize_size if resize_size is None else int(resize_size)
         if self.crop and self.resize_size is not None and self.resize_size < max(self.image_size):
             raise ValueError(f"resize_size {self.resize_size} is smaller than the crop {self.image_size}")
@@ -271,9 +287,12 @@ class EvalTransform(_ToTensor):
         height, width = self.image_size
         short = self.resize_size or round(max(height, width) * RESIZE_RATIO)
         w, h = image.size
-        factor = short / min(w, h)
-        new_w, new_h = max(width, round(w * factor)), max(height, round(h * factor))
-        left, top = (new_w - width) // 2, (new_h - height) // 2
+        if self.crop == "resize":
+            new_w = new_h = short
+        else:
+            factor = short / min(w, h)
+            new_w, new_h = max(width, round(w * factor)), max(height, round(h * factor))
+        left, top = (new_w - width) // 2, (new_h - height) // 2  # big_vision's central_crop offsets
         image = image.resize((new_w, new_h), Image.Resampling.BILINEAR).crop((left, top, left + width, top + height))
         return self._to_tensor(image)
 
@@ -303,10 +322,11 @@ def finetune_transform(
     random_crop: bool = True,
     resize_size: int | Sequence[int] | None = None,
 ) -> ResizeCropTransform:
-    """The paper's transfer preprocessing: resize to `resize_size` (default 7/6 of the
-    resolution, big_vision's 448 -> 384), random crop to `image_size`, random flip when `flip`.
-    VTAB tasks use `random_crop=False` (resize straight to the resolution) and `flip=task.flip`;
-    `task_transforms` picks these for a registry task. Output (3, H, W) float32."""
+    """The paper's transfer preprocessing (BiT's): resize to a `resize_size` square (default
+    7/6 of the resolution, BiT's and big_vision's 448 -> 384), random crop to `image_size`,
+    random flip when `flip`. `random_crop=False` resizes straight to the resolution (VTAB tasks
+    whose label a crop changes); `task_transforms` picks both switches for a registry task.
+    Output (3, H, W) float32."""
     return ResizeCropTransform(image_size, mean, std, flip=flip, random_crop=random_crop, resize_size=resize_size)
 
 
@@ -319,9 +339,32 @@ def eval_transform(
     resize_size: int | None = None,
 ) -> EvalTransform:
     """Evaluation preprocessing: resize to `image_size` (the original code), or with `crop=True`
-    resize the shorter side to `resize_size` (default 7/6 of the resolution) and take the
-    central crop (big_vision). Output (3, H, W) float32."""
+    (or "resize_small") resize the shorter side to `resize_size` (default 7/6 of the resolution)
+    and take the central crop, or with `crop="resize"` resize to a `resize_size` square first
+    (big_vision's two variants). Output (3, H, W) float32."""
     return EvalTransform(image_size, mean, std, crop=crop, resize_size=resize_size)
+
+
+#: big_vision's few-shot pre-processing resizes to 256 for a 224 crop (`configs/common_fewshot.py`).
+FEWSHOT_RESIZE_RATIO: float = 256 / 224
+
+
+def fewshot_resize_size(image_size: int) -> int:
+    """The square big_vision's few-shot evaluator resizes to before its central crop:
+    round(image_size * 256 / 224) (224 -> 256, 384 -> 439, 32 -> 37)."""
+    return int(round(int(image_size) * FEWSHOT_RESIZE_RATIO))
+
+
+def fewshot_transform(
+    image_size: int,
+    mean: Sequence[float] = VIT_MEAN,
+    std: Sequence[float] = VIT_STD,
+) -> EvalTransform:
+    """big_vision's few-shot pre-processing (`configs/common_fewshot.py`: `resize(256)|
+    central_crop(224)`, at other resolutions the same ratio): resize the image to a
+    `fewshot_resize_size(image_size)` square, take the central `image_size` crop (offset
+    (resized - size) // 2), normalise. Output (3, S, S) float32."""
+    return EvalTransform(image_size, mean, std, crop="resize", resize_size=fewshot_resize_size(image_size))
 
 
 def task_transforms(
@@ -332,12 +375,13 @@ def task_transforms(
 ) -> tuple[ResizeCropTransform, EvalTransform]:
     """(train, eval) transforms for fine-tuning on a registry task (name or `TaskSpec`).
 
-    VTAB-1k tasks: resize straight to the resolution (no crop), flip only where the task's
-    `flip` says a mirror image keeps its label. Other tasks: the paper's transfer preprocessing
-    (resize, random crop, flip). Evaluation: resize to the resolution.
+    Training: the paper's transfer preprocessing (resize to a 7/6 larger square, random crop,
+    random flip) with the task's own switches: no random crop where `spec.crop` is False (the
+    image is resized straight to the resolution) and no flip where `spec.flip` is False, BiT's
+    per-task rule for VTAB (registry docstring). Evaluation: resize to the resolution.
     """
     from .registry import get_task
 
     spec = get_task(task) if isinstance(task, str) else task
-    train = finetune_transform(image_size, mean, std, flip=spec.flip, random_crop=not spec.is_vtab)
+    train = finetune_transform(image_size, mean, std, flip=spec.flip, random_crop=spec.crop)
     return train, eval_transform(image_size, mean, std)

@@ -6,9 +6,10 @@
 
 Modules: `classification` (`evaluate_model`, `evaluate_checkpoint`: top-1/top-5, per-class, ReaL
 through the `evaluate` modules of `hf_vit_repro.metrics`, data-parallel under Accelerate),
-`fewshot` (the paper's closed-form regularised least squares on frozen pre-logits features, with
-a feature cache), `vtab` (the VTAB-1k protocol, task by task, resumable), `common` (checkpoint
-loading and fingerprints). Heavy imports happen inside functions.
+`fewshot` (the paper's closed-form regularised least squares on frozen pre-logits features,
+big_vision's protocol by default, with a feature cache), `vtab` (the VTAB-1k protocol, the
+paper's or a per-task sweep, task by task, resumable), `common` (checkpoint loading and
+fingerprints). Heavy imports happen inside functions.
 
 Layering: `classification`, `fewshot` and `common` sit below `hf_vit_repro.training` (the training
 loop scores with `classification.evaluate_model`); `vtab` fine-tunes with the training package and
@@ -21,6 +22,7 @@ from __future__ import annotations
 from .classification import evaluate_checkpoint, evaluate_model, real_label_sets
 from .common import LoadedCheckpoint, load_checkpoint, model_fingerprint
 from .fewshot import (
+    DEFAULT_L2,
     L2_GRID,
     FeatureCache,
     LeastSquares,
@@ -28,11 +30,12 @@ from .fewshot import (
     extract_features,
     fewshot_checkpoint,
     fewshot_evaluate,
+    fewshot_protocol,
     fit_least_squares,
 )
 
 #: Names re-exported from `vtab` on first use (see the layering note above).
-_VTAB_NAMES = ("DEFAULT_LR_SWEEP", "aggregate", "resolve_tasks", "run_vtab", "vtab_table")
+_VTAB_NAMES = ("DEFAULT_LR_SWEEP", "PAPER_SETTING", "aggregate", "resolve_tasks", "run_vtab", "vtab_report", "vtab_table")
 
 
 def __getattr__(name: str):
@@ -61,16 +64,20 @@ __all__ = [
     "model_fingerprint",
     "fewshot_evaluate",
     "fewshot_checkpoint",
+    "fewshot_protocol",
     "fit_least_squares",
     "accuracy_by_l2",
     "extract_features",
     "FeatureCache",
     "LeastSquares",
     "L2_GRID",
+    "DEFAULT_L2",
     "run_vtab",
     "resolve_tasks",
     "aggregate",
     "vtab_table",
+    "vtab_report",
+    "PAPER_SETTING",
     "DEFAULT_LR_SWEEP",
     "add_cli",
 ]

@@ -6,22 +6,31 @@ has one; a BiT ResNet's globally average-pooled final features) of k labelled
 images per class is frozen; a regularised least-squares regression maps it to {-1, 1}^K targets
 in closed form; accuracy is the argmax of that map on the full test split.
 
-What is done, step by step (as big_vision's `evaluators/fewshot_lsr.py`, in float64):
+The default is big_vision's protocol (`configs/common_fewshot.py`, `evaluators/fewshot_lsr.py`,
+the released evaluator of the paper's authors): the pre-logits representation, exactly k images
+per class, a fixed l2 regularisation of 2^10 (`DEFAULT_L2`), 1 / 5 / 10 / 25 shots, 3 seeds, and
+the pre-processing `resize(256)|central_crop(224)`: a square resize to round(size * 256 / 224)
+then the central `size` crop (`data.fewshot_transform`; 224 -> 256, 384 -> 439). Step by step
+(as `fewshot_lsr.py`, in float64):
 
 1. Standardise each feature with the mean and standard deviation (+ 1e-5) of the k-shot set, and
    append a constant feature 100 (the bias; large, so the ridge penalty barely touches it).
 2. Solve W = argmin ||X W - T||^2 + l2 ||W||^2 for all l2 at once from one eigendecomposition:
    with X^T X = Q diag(e) Q^T (N >= D) W = Q diag(1 / (e + l2)) Q^T X^T T; with X X^T (N < D, the
    usual few-shot case) W = X^T Q diag(1 / (e + l2)) Q^T T.
-3. The regularisation: `l2_reg="select"` (default) picks l2 from `L2_GRID` (2^-10 ... 2^20) by
-   accuracy on a held-out set drawn from the *training* split, disjoint from the k shots: the
-   next `val_shots` images of every class in the same seeded ranking (`data.fewshot_subset`); the
-   largest l2 among equally good ones. This is a choice of ours: big_vision fixes l2 per config
-   (2^10 in its ImageNet few-shot configs), which `l2_reg=1024.0` reproduces and which uses
-   exactly k labels per class. The held-out images add `val_shots` labels per class for model
-   selection only; the JSON records which rule was used.
+3. The regularisation: a number fixes it (default 2^10). `l2_reg="select"` is an option of ours,
+   labelled as such in the output: it picks l2 from `L2_GRID` (2^-10 ... 2^20) by accuracy on a
+   held-out set drawn from the *training* split, disjoint from the k shots (the next `val_shots`
+   images of every class in the same seeded ranking, `data.fewshot_subset`; the largest l2 among
+   equally good ones), so it uses `val_shots` more labels per class than k.
 4. Seeds: each seed draws its own k-shot set (and held-out set); results are the mean and the
    standard deviation over seeds. For one seed the 1-shot images are among the 5-shot ones, etc.
+   (big_vision draws each class's shots from one permutation per seed too; its draws are NumPy's
+   and ours `stable_permutation`'s, so the images differ, not the protocol.)
+
+`preprocessing="resize"` resizes straight to the resolution instead (the original fine-tuning
+code's evaluation), also labelled in the output. fewshot.json's `protocol` names the protocol
+(`fewshot_protocol`): "big_vision" only for the fixed 2^10, the central crop and pre-logits.
 
 Features are extracted once per image and cached on disk (`FeatureCache`): the key holds the
 model's fingerprint (every weight and the architecture, `common.model_fingerprint`), the
@@ -49,9 +58,14 @@ from .common import default_device, default_output_dir, format_table, image_size
 BIAS_CONSTANT = 100.0
 STD_EPS = 1e-5
 L2_GRID: tuple[float, ...] = tuple(2.0**i for i in range(-10, 21))
+#: big_vision's fixed l2 regularisation (`configs/common_fewshot.py`: `l2_reg=2.0 ** 10`).
+DEFAULT_L2 = 2.0**10
 DEFAULT_SHOTS: tuple[int, ...] = (1, 5, 10, 25)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 DEFAULT_VAL_SHOTS = 10
+#: "central_crop": big_vision's resize to round(size * 256 / 224) + central crop (the default);
+#: "resize": straight to the resolution.
+PREPROCESSINGS = ("central_crop", "resize")
 
 
 # ============================================================================ closed form
@@ -179,6 +193,7 @@ def extract_features(
     mean: Sequence[float] = (0.5, 0.5, 0.5),
     std: Sequence[float] = (0.5, 0.5, 0.5),
     image_size: int | None = None,
+    preprocessing: str = "central_crop",
     batch_size: int = 64,
     num_workers: int = 0,
     cache: FeatureCache | None = None,
@@ -188,18 +203,22 @@ def extract_features(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pre-logits features (len(rows), D) float32 and labels (len(rows),) of `dataset` rows.
 
-    Images are resized to `image_size` (default the model's; another size runs the model with
-    interpolated position embeddings) and normalised with mean/std. With a `cache` and
-    `cache_key` (anything that names the data: task, split, source), rows already cached for
-    this model, resolution and preprocessing are read back, the others computed and added.
+    Images are pre-processed at `image_size` (default the model's; another size runs the model
+    with interpolated position embeddings): `preprocessing="central_crop"` is big_vision's
+    few-shot resize + central crop (`data.fewshot_transform`), "resize" a plain resize; then
+    normalised with mean/std. With a `cache` and `cache_key` (anything that names the data: task,
+    split, source), rows already cached for this model, resolution and preprocessing are read
+    back, the others computed and added.
     """
     from tqdm.auto import tqdm
 
-    from ..data import eval_transform, make_dataloader
+    from ..data import eval_transform, fewshot_transform, make_dataloader
 
+    if preprocessing not in PREPROCESSINGS:
+        raise ValueError(f"preprocessing must be one of {', '.join(PREPROCESSINGS)}, got {preprocessing!r}")
     size = int(image_size or image_size_of(model))
     interpolate = size != image_size_of(model)
-    transform = eval_transform(size, mean, std)
+    transform = fewshot_transform(size, mean, std) if preprocessing == "central_crop" else eval_transform(size, mean, std)
     labels_all = np.asarray(dataset.with_format("numpy", columns=["label"])["label"], dtype=np.int64)
     rows = [int(r) for r in rows]
     key = meta = None
@@ -251,12 +270,13 @@ def fewshot_evaluate(
     shots: Sequence[int] = DEFAULT_SHOTS,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     *,
-    l2_reg: float | str = "select",
+    l2_reg: float | str = DEFAULT_L2,
     val_shots: int = DEFAULT_VAL_SHOTS,
     l2_grid: Sequence[float] = L2_GRID,
     mean: Sequence[float] = (0.5, 0.5, 0.5),
     std: Sequence[float] = (0.5, 0.5, 0.5),
     image_size: int | None = None,
+    preprocessing: str = "central_crop",
     batch_size: int = 64,
     num_workers: int = 0,
     cache_dir: str | os.PathLike | None = None,
@@ -265,18 +285,19 @@ def fewshot_evaluate(
 ) -> dict[str, dict[str, Any]]:
     """Few-shot linear evaluation of `model` (a classifier or encoder; its head is not used).
 
-    `train_dataset` gives the k-shot images (every class needs max(shots) images, plus
-    `val_shots` with `l2_reg="select"`), `test_dataset` is scored in full (both "image" and
-    "label" columns, e.g. `load_task(task, "train")` / `load_task(task, "test")`). `l2_reg`: a
-    number fixes the penalty; "select" picks it per (shots, seed) on held-out training images
-    (module docstring). Features are cached under `cache_dir` (None: no cache) keyed by the
-    model's fingerprint, the resolution, the preprocessing and `data_key` (say which task and
-    split the datasets are; without it the datasets' sizes alone name them, so give one whenever
-    a cache is used).
+    The defaults are big_vision's protocol (module docstring): exactly k images per class of
+    `train_dataset` (every class needs max(shots); plus `val_shots` with `l2_reg="select"`),
+    `l2_reg` fixed at 2^10, `preprocessing="central_crop"`; `test_dataset` is scored in full
+    (both "image" and "label" columns, e.g. `load_task(task, "train")` / `load_task(task,
+    "test")`). `l2_reg="select"` picks the penalty per (shots, seed) on held-out training images
+    instead. Features are cached under `cache_dir` (None: no cache) keyed by the model's
+    fingerprint, the resolution, the preprocessing and `data_key` (say which task and split the
+    datasets are; without it the datasets' sizes alone name them, so give one whenever a cache
+    is used).
 
     Returns {str(k): {"mean", "std", "seeds", "accuracy" (one per seed), "l2_reg" (one per
-    seed), "num_test_images", "l2_selection"}}, accuracies in [0, 1] (the shape of
-    fewshot.json's `results[task]`).
+    seed), "num_test_images", "train_images_per_class" (k), "l2_selection" ("fixed" or the
+    held-out rule)}}, accuracies in [0, 1] (the shape of fewshot.json's `results[task]`).
     """
     shots = sorted({int(k) for k in shots})
     seeds = [int(s) for s in seeds]
@@ -304,8 +325,8 @@ def fewshot_evaluate(
         plan[seed] = (per_k, held_out)
 
     cache = FeatureCache(cache_dir)
-    common = dict(mean=mean, std=std, image_size=image_size, batch_size=batch_size, num_workers=num_workers,
-                  cache=cache, progress=progress)
+    common = dict(mean=mean, std=std, image_size=image_size, preprocessing=preprocessing, batch_size=batch_size,
+                  num_workers=num_workers, cache=cache, progress=progress)
     train_rows = sorted({r for per_k, held in plan.values() for rows in (*per_k.values(), held) for r in rows})
     train_x, train_y = extract_features(model, train_dataset, train_rows, cache_key={**(data_key or {}), "role": "train"},
                                         desc="few-shot train features", **common)
@@ -338,9 +359,55 @@ def fewshot_evaluate(
             "accuracy": accuracies,
             "l2_reg": l2s,
             "num_test_images": len(test_dataset),
+            "train_images_per_class": k,
             "l2_selection": f"held-out {val_shots}/class of the training split" if select else "fixed",
         }
     return results
+
+
+def fewshot_protocol(
+    *,
+    l2_reg: float | str = DEFAULT_L2,
+    preprocessing: str = "central_crop",
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    resolution: int,
+    val_shots: int = DEFAULT_VAL_SHOTS,
+    train_split: str = "train",
+    test_split: str = "test",
+) -> dict[str, Any]:
+    """fewshot.json's `protocol`: its `name` ("big_vision" for the fixed 2^10 with the central
+    crop; "l2 selection on held-out images (not big_vision's)" or "custom" otherwise) and every
+    setting that decides the numbers, the pre-processing in words at this resolution."""
+    select = l2_reg == "select"
+    if select:
+        name = "l2 selection on held-out images (not big_vision's)"
+    elif float(l2_reg) == DEFAULT_L2 and preprocessing == "central_crop":
+        name = "big_vision"
+    else:
+        name = "custom"
+    if preprocessing == "central_crop":
+        from ..data.transforms import fewshot_resize_size
+
+        words = f"resize to {fewshot_resize_size(resolution)} x {fewshot_resize_size(resolution)}, central crop {resolution}"
+    else:
+        words = f"resize to {resolution} x {resolution}"
+    return {
+        "name": name,
+        "representation": "pre-logits (pooler_output), frozen",
+        "solver": "closed-form ridge regression to {-1, 1}^K targets, features standardised, bias feature 100",
+        "l2_reg": l2_reg,
+        "l2_grid": [min(L2_GRID), max(L2_GRID)] if select else None,
+        "val_shots": val_shots if select else None,
+        "train_images_per_class": "k" + (f" (+ {val_shots} held out for choosing l2)" if select else ""),
+        "preprocessing": preprocessing,
+        "preprocessing_steps": words,
+        "shots": sorted({int(k) for k in shots}),
+        "seeds": [int(s) for s in seeds],
+        "train_split": train_split,
+        "test_split": test_split,
+        "resolution": resolution,
+    }
 
 
 def fewshot_checkpoint(
@@ -372,19 +439,11 @@ def fewshot_checkpoint(
         path = Path(output)
     else:
         path = Path(output or default_output_dir(checkpoint, loaded.run_dir, "fewshot")) / runs.FEWSHOT
-    l2_reg = kwargs.get("l2_reg", "select")
-    protocol = {
-        "representation": "pre-logits (pooler_output), frozen",
-        "solver": "closed-form ridge regression to {-1, 1}^K targets, features standardised, bias feature 100",
-        "l2_reg": l2_reg,
-        "l2_grid": [min(L2_GRID), max(L2_GRID)] if l2_reg == "select" else None,
-        "val_shots": kwargs.get("val_shots", DEFAULT_VAL_SHOTS) if l2_reg == "select" else None,
-        "shots": sorted({int(k) for k in shots}),
-        "seeds": [int(s) for s in seeds],
-        "train_split": train_split,
-        "test_split": test_split,
-        "resolution": size,
-    }
+    protocol = fewshot_protocol(
+        l2_reg=kwargs.get("l2_reg", DEFAULT_L2), preprocessing=kwargs.get("preprocessing", "central_crop"), shots=shots,
+        seeds=seeds, resolution=size, val_shots=kwargs.get("val_shots", DEFAULT_VAL_SHOTS), train_split=train_split,
+        test_split=test_split,
+    )
     record: dict[str, Any] = {"checkpoint": str(checkpoint), "protocol": protocol, "results": {}}
     if path.is_file():
         previous = runs.read_json(path)
@@ -433,8 +492,12 @@ def _cmd_fewshot(args) -> int:
         args.checkpoint, args.tasks, shots=args.shots, seeds=range(args.seeds), train_split=args.train_split,
         test_split=args.test_split, data_dirs=data_dirs, resolution=args.resolution, output=args.output,
         device=args.device, cache_dir=args.cache_dir or (None if args.no_cache else True), l2_reg=l2,
-        val_shots=args.val_shots, batch_size=args.batch_size, progress=not args.no_progress,
+        val_shots=args.val_shots, preprocessing=args.preprocessing, batch_size=args.batch_size,
+        progress=not args.no_progress,
     )
+    protocol = record["protocol"]
+    print(f"Protocol: {protocol['name']} (l2 {protocol['l2_reg']}, {protocol['preprocessing_steps']}, "
+          f"{protocol['train_images_per_class']} training images per class)")
     print(fewshot_table(record))
     print(f"Wrote {path}")
     return 0
@@ -444,17 +507,24 @@ def add_fewshot_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "fewshot",
         help="few-shot linear evaluation (closed-form least squares on frozen pre-logits features)",
-        description="The paper's few-shot evaluation: for k images per class (seeded draws) fit a regularised "
-        "least-squares map from the frozen pre-logits representation to {-1, 1}^K in closed form and report its "
-        "accuracy on the full test split, mean ± std over seeds. Writes fewshot.json. Features are cached "
+        description="The paper's few-shot evaluation with big_vision's protocol by default: for exactly k images "
+        "per class (seeded draws) fit a least-squares map with l2 regularisation 2^10 from the frozen pre-logits "
+        "representation to {-1, 1}^K in closed form and report its accuracy on the full test split, mean ± std over "
+        "seeds; images are resized to round(resolution x 256 / 224) squared and centrally cropped (224 -> 256 -> "
+        "224). Writes fewshot.json, whose protocol.name says whether it was big_vision's. Features are cached "
         "(key: model fingerprint, resolution, preprocessing, task, split).",
     )
     p.add_argument("checkpoint", help="checkpoint folder, run folder (uses RUN/final) or Hub model id")
     p.add_argument("tasks", nargs="+", help="registry tasks, Hub dataset ids or local dataset folders")
     p.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS), help="k values (default 1 5 10 25)")
     p.add_argument("--seeds", type=int, default=len(DEFAULT_SEEDS), help="number of seeds (default 3)")
-    p.add_argument("--l2-reg", default="select", help="'select' (held-out choice, default) or a fixed value, e.g. 1024")
+    p.add_argument("--l2-reg", default=f"{DEFAULT_L2:g}",
+                   help="a fixed l2 regularisation (default 1024 = 2^10, big_vision's) or 'select' (ours: chosen from "
+                   "2^-10..2^20 on --val-shots further training images per class; labelled in fewshot.json)")
     p.add_argument("--val-shots", type=int, default=DEFAULT_VAL_SHOTS, help="held-out images per class for 'select'")
+    p.add_argument("--preprocessing", choices=PREPROCESSINGS, default="central_crop",
+                   help="central_crop (default, big_vision's: square resize to resolution x 256/224, central crop) or "
+                   "resize (straight to the resolution)")
     p.add_argument("--train-split", default="train", help="split the shots come from (default: train)")
     p.add_argument("--test-split", default="test", help="split that is scored (default: test)")
     p.add_argument("--data-dir", action="append", metavar="TASK=FOLDER", help="local copy of a task (repeatable)")

@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 from .card import (
-    PAPER_SOURCE,
-    PAPER_TABLE_2,
     TEMPLATE_PATH,
     Sources,
     count_parameters,
@@ -20,6 +18,7 @@ from .card import (
     eval_results,
     locate,
     model_card,
+    pretraining_of,
     read_metrics,
     recipe_metadata,
 )
@@ -28,8 +27,6 @@ from .push import HubPushError, build_repo_folder, push_run, push_to_hub, valida
 from .redaction import active_token, redact
 
 __all__ = [
-    "PAPER_SOURCE",
-    "PAPER_TABLE_2",
     "TEMPLATE_PATH",
     "HubPushError",
     "Sources",
@@ -41,6 +38,7 @@ __all__ = [
     "eval_results",
     "locate",
     "model_card",
+    "pretraining_of",
     "push_run",
     "push_to_hub",
     "read_metrics",

@@ -4,7 +4,7 @@ The card is rendered from `model_cards/modelcard_template.md` with the run's own
 model (config.json and the weights' headers), the training (recipe.yaml, train_summary.json), the
 results (metrics/*.json, fewshot.json, vtab.json; the `model-index` metadata is built from the
 metrics files) and the figures (analysis/*.png). Every number in a card comes from a file that is
-uploaded next to it. The only constants are the paper's own numbers (`PAPER_TABLE_2`, and
+uploaded next to it; the paper's own numbers come from `hf_vit_repro.paper_results` (and
 `variants.PAPER_PARAMETER_COUNTS` for Table 1), always labelled as the paper's.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,39 +28,6 @@ DEFAULT_LICENSE = "apache-2.0"  # the license of this package's code; pass `lice
 BASE_TAGS = ["vision-transformer", "vit", "image-classification", "hf-vit-repro"]
 #: Tags of a BiT ResNet's card (the paper's CNN baseline; transformers' own model_type "bit").
 BIT_TAGS = ["bit", "resnet", "image-classification", "hf-vit-repro"]
-
-#: Paper, Table 2 (Dosovitskiy et al., ICLR 2021): accuracy (%) after fine-tuning, for the
-#: paper's own models, keyed by variant -> pretraining data -> benchmark. A card shows these next
-#: to a run's numbers only for the same variant, in columns labelled as the paper's.
-PAPER_TABLE_2: dict[str, dict[str, dict[str, float]]] = {
-    "ViT-H/14": {
-        "JFT-300M": {"imagenet": 88.55, "imagenet_real": 90.72, "cifar10": 99.50, "cifar100": 94.55,
-                     "pets": 97.56, "flowers102": 99.68, "vtab": 77.63},
-    },
-    "ViT-L/16": {
-        "JFT-300M": {"imagenet": 87.76, "imagenet_real": 90.54, "cifar10": 99.42, "cifar100": 93.90,
-                     "pets": 97.32, "flowers102": 99.74, "vtab": 76.28},
-        "ImageNet-21k": {"imagenet": 85.30, "imagenet_real": 88.62, "cifar10": 99.15, "cifar100": 93.25,
-                         "pets": 94.67, "flowers102": 99.61, "vtab": 72.72},
-    },
-    # Table 2's "BiT-L (ResNet152x4)" column (Kolesnikov et al. 2020, as the paper quotes it).
-    "BiT-R152x4": {
-        "JFT-300M": {"imagenet": 87.54, "imagenet_real": 90.54, "cifar10": 99.37, "cifar100": 93.51,
-                     "pets": 96.62, "flowers102": 99.63, "vtab": 76.29},
-    },
-}
-PAPER_SOURCE = "Dosovitskiy et al., ICLR 2021, Table 2 (fine-tuned top-1 accuracy, %)"
-
-# Task names (lower case, letters and digits only) that are the paper's Table 2 benchmarks. Only
-# the task name is matched: a VTAB-1k task ("vtab/cifar100") is not the full benchmark.
-_BENCHMARKS = {
-    "imagenet": {"imagenet", "imagenet1k", "ilsvrc2012", "imagenetval"},
-    "imagenet_real": {"imagenetreal", "real", "imagenet1kreal"},
-    "cifar10": {"cifar10"},
-    "cifar100": {"cifar100"},
-    "pets": {"pets", "oxfordpets", "oxfordiiitpet", "oxfordiiitpets"},
-    "flowers102": {"flowers", "flowers102", "oxfordflowers102", "oxfordflowers"},
-}
 
 # Recipe keys (at any depth of recipe.yaml) the card reads for its metadata. A dataset value is a
 # task of `hf_vit_repro.data.TASKS` (its Hub id is used) or a "namespace/name" Hub id; a base
@@ -209,23 +175,40 @@ def recipe_metadata(recipe: Any, anchors: list[Path]) -> tuple[list[str], str | 
 
 
 
+def _local_folder(value: Any, anchors: list[Path]) -> Path | None:
+    """`value` as an existing folder: as given, or relative to any of `anchors` and their parents."""
+    if not isinstance(value, str) or not value:
+        return None
+    candidates = [Path(value)] + [p / value for a in anchors for p in (a, *a.parents)]
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def pretraining_of(recipe: Any, anchors: list[Path], given: str | None = None) -> str | None:
+    """The paper's name of the data a checkpoint was pretrained on ("ImageNet-21k", ...): `given`
+    (ValueError if it is not one of the paper's), else the `data.task` of the first recipe with
+    `mode: pretrain` along the `model.init_from` chain of run folders starting at `recipe`
+    (local folders only: a Hub id or a converted checkpoint says nothing), else None."""
+    from .. import paper_results
+
+    if given:
+        name = paper_results.pretraining_name(given)
+        if name is None:
+            raise ValueError(f"pretraining data {given!r} is not one of the paper's: ImageNet, ImageNet-21k, JFT-300M")
+        return name
+    for _ in range(8):  # a chain of fine-tunings; bounded against a cycle of folders
+        if not isinstance(recipe, dict):
+            return None
+        if recipe.get("mode") == "pretrain":
+            return paper_results.pretraining_name((recipe.get("data") or {}).get("task"))
+        folder = _local_folder((recipe.get("model") or {}).get("init_from"), anchors)
+        if folder is None:
+            return None
+        run = folder.parent if folder.name == runs.FINAL_DIR else folder
+        recipe = _read_yaml(run / runs.RECIPE) if (run / runs.RECIPE).is_file() else None
+    return None
+
+
 # ============================================================================ describing the model
-def _size_name(config: dict) -> str | None:
-    """"B" when (width, depth, heads, MLP) is a row of `variants.SIZES`, else None."""
-    from ..variants import SIZES
-
-    dims = (config.get("hidden_size"), config.get("num_hidden_layers"), config.get("num_attention_heads"), config.get("intermediate_size"))
-    return next((size for size, row in SIZES.items() if tuple(row) == dims), None)
-
-
-def _backbone_name(backbone: dict) -> str | None:
-    """The hybrid's named CNN ("R50") when its stage depths and widths match `variants.BACKBONES`."""
-    from .. import variants
-
-    stages = (tuple(backbone.get("depths") or ()), tuple(backbone.get("hidden_sizes") or ()))
-    return next((name for name, row in getattr(variants, "BACKBONES", {}).items() if tuple(map(tuple, row)) == stages), None)
-
-
 def _pair_text(value) -> str:
     if isinstance(value, (list, tuple)):
         return " x ".join(str(v) for v in value)
@@ -241,7 +224,7 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
     row of `variants`, else "custom ViT" / "ResNet+ViT" with the numbers in the table.
     """
     from ..configuration_vit_repro import ViTReproConfig
-    from ..variants import PAPER_PARAMETER_COUNTS, PATCH_SIZES
+    from ..variants import PAPER_PARAMETER_COUNTS, variant_of
 
     checkpoint = Path(checkpoint)
     raw = runs.read_json(checkpoint / "config.json")
@@ -254,18 +237,9 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
         )
     config = ViTReproConfig.from_pretrained(checkpoint)
     backbone = raw.get("backbone_config") or None
-    size = _size_name(raw)
     stride_h, stride_w = getattr(config, "token_stride_hw", config.patch_hw)
-    variant = None
-    if backbone is None:
-        if size and stride_h == stride_w and stride_h in PATCH_SIZES:
-            variant = f"ViT-{size}/{stride_h}"
-        name = variant or "custom ViT"
-    else:
-        cnn = _backbone_name(backbone)
-        if size and cnn and stride_h == stride_w:
-            variant = f"{cnn}+ViT-{size}/{stride_h}"
-        name = variant or "ResNet+ViT hybrid"
+    variant = variant_of(config)
+    name = variant or ("ResNet+ViT hybrid" if backbone else "custom ViT")
     id2label = config.id2label or {}
     parameters = count_parameters(checkpoint)
     rows = [
@@ -377,11 +351,6 @@ def describe_bit_model(checkpoint: Path, raw: dict) -> dict[str, Any]:
 
 
 # ============================================================================ results
-def _benchmark(task: str) -> str | None:
-    key = re.sub(r"[^a-z0-9]", "", task.lower())
-    return next((bench for bench, names in _BENCHMARKS.items() if key in names), None)
-
-
 def _pct(value: float) -> str:
     return f"{100 * value:.2f}"
 
@@ -436,34 +405,55 @@ def eval_results(records: list[dict]):
     return results
 
 
-def _paper_columns(variant: str | None) -> list[tuple[str, dict[str, float]]]:
-    return [(f"paper: {variant}, {data}", numbers) for data, numbers in PAPER_TABLE_2.get(variant or "", {}).items()]
+def _paper_cell(record: dict, variant: str | None, pretraining: str | None, recipe: dict | None):
+    """The paper's number matching one metrics record, or None: Table 2 for ImageNet / ReaL
+    fine-tuned at 512 or 518 px with Polyak averaging 0.9999 (the paper's headline setting),
+    Table 5 for its six benchmarks fine-tuned at 384 px; only for the same variant and pretraining
+    data. A VTAB-1k task ("vtab/cifar100") is not the full benchmark and matches nothing."""
+    from .. import paper_results
+
+    bench = paper_results.benchmark_name(record.get("task"))
+    if not (bench and variant and pretraining):
+        return None
+    resolution = record.get("resolution")
+    resolution = resolution[0] if isinstance(resolution, (list, tuple)) and len(set(resolution)) == 1 else resolution
+    ema = ((recipe or {}).get("train") or {}).get("ema_decay")
+    if bench in ("imagenet", "imagenet_real") and resolution in (512, 518) and ema == 0.9999:
+        return paper_results.sota_row(variant, pretraining, bench)
+    if resolution == 384:
+        return paper_results.transfer_row(variant, pretraining, bench)
+    return None
 
 
-def _evaluation_table(records: list[dict], variant: str | None) -> dict | None:
+def _evaluation_table(records: list[dict], variant: str | None, pretraining: str | None,
+                      recipe: dict | None) -> dict | None:
+    """The metrics files as a table, with a "paper (%)" column holding the paper's matching
+    number or "no matching row" (`_paper_cell`), and the citation of every number shown."""
     if not records:
         return None
     metric_names = list(dict.fromkeys(name for record in records for name in record["metrics"]))
-    paper = _paper_columns(variant)
     header = ["task", "dataset", "split", "resolution", "images"] + [
         f"{name} (%)" if "acc" in name.lower() else name for name in metric_names
-    ] + [f"{label} (%)" for label, _ in paper]
-    rows, any_paper = [], False
+    ] + ["paper (%)"]
+    rows, citations = [], []
     for record in records:
         dataset = record["dataset"]
         row = [_cell(record["task"]), f"[{dataset}](https://huggingface.co/datasets/{dataset})" if "/" in dataset else _cell(dataset),
                _cell(record["split"]), _cell(record.get("resolution", "")), _cell(record.get("num_images", ""))]
         row += [_metric_text(n, record["metrics"][n]) if n in record["metrics"] else "" for n in metric_names]
-        bench = _benchmark(record["task"])
-        for _, numbers in paper:
-            value = numbers.get(bench) if bench else None
-            any_paper |= value is not None
-            row.append(f"{value:.2f}" if value is not None else "")
+        paper = _paper_cell(record, variant, pretraining, recipe)
+        if paper is None:
+            row.append("no matching row")
+        else:
+            row.append(f"{paper.value:.2f}" + (f" ± {paper.std:.2f}" if paper.std is not None else ""))
+            citations.append(paper.citation)
         rows.append(row)
-    if not any_paper:  # no benchmark of the paper's table among the tasks: no paper columns
-        header = header[: len(header) - len(paper)]
-        rows = [row[: len(row) - len(paper)] for row in rows]
-    return {"header": header, "rows": rows, "paper": any_paper}
+    if not citations:  # nothing to set beside: the card says so once instead of a column of "no matching row"
+        header, rows = header[:-1], [row[:-1] for row in rows]
+    identity = (f"{variant or 'an architecture outside the paper’s variants'} pretrained on "
+                f"{pretraining or 'data the run folders do not name (pass --pretraining-data)'}")
+    return {"header": header, "rows": rows, "paper": bool(citations), "citations": list(dict.fromkeys(citations)),
+            "identity": identity}
 
 
 def _fewshot_table(fewshot: dict | None) -> dict | None:
@@ -486,25 +476,45 @@ def _fewshot_table(fewshot: dict | None) -> dict | None:
                 text += f" ({len(entry['seeds'])} seeds)"
             row.append(text)
         rows.append(row)
-    return {"header": ["task"] + [f"{k}-shot (%)" for k in shots], "rows": rows}
+    protocol = (fewshot.get("protocol") or {}).get("name") or "unrecorded (an older fewshot.json)"
+    return {"header": ["task"] + [f"{k}-shot (%)" for k in shots], "rows": rows, "protocol": protocol}
 
 
-def _vtab_table(vtab: dict | None, variant: str | None) -> dict | None:
+def _vtab_table(vtab: dict | None) -> dict | None:
+    """vtab.json as a table labelled with its protocol; a "paper (%)" column from the paper's
+    Table 9 only where vtab.json itself found the row comparable (the paper's protocol, no
+    departures, the same variant and pretraining data: `evaluation.vtab.paper_comparison`), and
+    the paper's mean only beside a 19-task mean. Otherwise vtab.json's note says why not."""
+    from .. import paper_results
+
     tasks = (vtab or {}).get("tasks") or {}
     if not tasks:
         return None
+    comparison = vtab.get("paper") or {}
+    row = None
+    if comparison.get("comparable"):
+        row = next((r for r in paper_results.vtab_rows() if r.label == comparison.get("row")), None)
     groups = ("natural", "specialized", "structured")
     order = sorted(tasks, key=lambda t: (groups.index(tasks[t].get("group")) if tasks[t].get("group") in groups else 3, t))
     rows = []
     for task in order:
         entry = tasks[task]
         hyper = entry.get("hyperparameters") or {}
-        rows.append([task, entry.get("group", ""), _pct(entry["accuracy"]), _cell(", ".join(f"{k}={v}" for k, v in hyper.items()))])
+        paper = [f"{row.tasks[task]:.1f}" if task in row.tasks else "no matching row"] if row else []
+        rows.append([task, entry.get("group", ""), _pct(entry["accuracy"]), *paper,
+                     _cell(", ".join(f"{k}={v}" for k, v in hyper.items()))])
     summary = [[f"mean, {group}", _pct(value)] for group, value in (vtab.get("group_means") or {}).items()]
     if vtab.get("mean") is not None:
         summary.append([f"mean, all {len(tasks)} tasks", _pct(vtab["mean"])])
-    paper = [f"{label}: {numbers['vtab']:.2f}" for label, numbers in _paper_columns(variant) if "vtab" in numbers]
-    return {"header": ["task", "group", "accuracy (%)", "hyperparameters"], "rows": rows, "summary": summary, "paper": paper}
+    full = row is not None and set(row.tasks) <= set(tasks)
+    if full:
+        summary.append([f"paper mean, 19 tasks ({row.label})", f"{row.mean:.1f}"])
+    protocol = vtab.get("protocol") or {}
+    header = ["task", "group", "accuracy (%)"] + (["paper (%)"] if row else []) + ["hyperparameters"]
+    return {"header": header, "rows": rows, "summary": summary,
+            "protocol": protocol.get("name") or "unrecorded (an older vtab.json)",
+            "paper_citation": row.citation if row else None,
+            "paper_note": comparison.get("note") or "no matching row: vtab.json names no row of the paper's Table 9."}
 
 
 def _duration(seconds: float) -> str:
@@ -575,6 +585,7 @@ def model_card(
     token: str | None = None,
     template_path: str | os.PathLike | None = None,
     recipe_root: str | os.PathLike | None = None,
+    pretraining_data: str | None = None,
 ):
     """Render the model card (`huggingface_hub.ModelCard`) of a run folder, a checkpoint folder or
     a staged repo folder, from `model_cards/modelcard_template.md`.
@@ -584,15 +595,19 @@ def model_card(
     (argument or the recipe's `BASE_MODEL_KEYS` when a Hub id; local folders are looked for next
     to `recipe_root`, default the run folder, and its parents), and a `model-index` with one entry
     per metric of each `metrics/*.json`. Body: the model (from config.json and the weights), the
-    training (recipe.yaml, train_summary.json), results (metrics, fewshot.json, vtab.json, with
-    the paper's Table 2 numbers for the same variant, labelled), figures (analysis/*.png), usage,
-    limitations, citation. A file that is absent is said to be absent.
+    training (recipe.yaml, train_summary.json), results (metrics, fewshot.json, vtab.json, each
+    with the paper's matching number beside it, labelled and cited, or "no matching row": see
+    `_paper_cell` and `_vtab_table`), figures (analysis/*.png), usage, limitations, citation. A
+    file that is absent is said to be absent. `pretraining_data` names the data the checkpoint was
+    pretrained on ("ImageNet-21k"...) where the run folders do not (`pretraining_of`).
 
     `converted_from` (e.g. "google/vit-base-patch16-224") marks published weights converted with
     `hf_vit_repro.convert`: the card then names the source and its `license` (required) and says
     that the weights, and what they score, are the source's.
     """
     from huggingface_hub import ModelCard, ModelCardData
+
+    from .. import paper_results
 
     if converted_from and not license:
         raise ValueError(
@@ -626,7 +641,9 @@ def model_card(
         model_name=model_name,
         eval_results=results or None,
     )
-    evaluation = _evaluation_table(records, model["variant"])
+    anchors = [Path(recipe_root or sources.run).resolve()]
+    pretraining = pretraining_of(recipe, anchors, pretraining_data)
+    evaluation = _evaluation_table(records, model["variant"], pretraining, recipe)
     context = {
         "repo_id": repo_id,
         "model_name": model_name,
@@ -635,8 +652,8 @@ def model_card(
         "training": training,
         "evaluation": evaluation,
         "fewshot": _fewshot_table(fewshot),
-        "vtab": _vtab_table(vtab, model["variant"]),
-        "paper_source": PAPER_SOURCE,
+        "vtab": _vtab_table(vtab),
+        "paper_citation": paper_results.CITATION,
         "figures": _figures(sources),
         "has_logs": (sources.run / runs.LOGS_DIR).is_dir(),
     }

@@ -35,6 +35,7 @@ def _push(args: argparse.Namespace):
         datasets=args.dataset,
         base_model=args.base_model,
         converted_from=args.converted_from,
+        pretraining_data=args.pretraining_data,
         timeout=args.timeout,
     )
 
@@ -60,6 +61,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--dataset", action="append", default=None, help="Hub id of a training dataset (repeatable)")
     p.add_argument("--base-model", default=None, help="Hub id of the checkpoint this one was fine-tuned from")
     p.add_argument("--converted-from", default=None, help="source of converted published weights (e.g. google/vit-base-patch16-224)")
+    p.add_argument("--pretraining-data", default=None,
+                   help="what the checkpoint was pretrained on (ImageNet, ImageNet-21k, JFT-300M), where its run folders "
+                   "do not say: the card then sets the paper's matching numbers beside the results")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help=f"seconds one request may wait for the Hub before the push stops (default {DEFAULT_TIMEOUT:g})")
     p.set_defaults(func=_cmd_push)
