@@ -33,15 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .convert_common import (
-    _TIMM_RESAMPLE,
-    ConversionError,
-    _jax_to_torch,
-    _name_list,
-    _rename,
-    image_processor,
-    load_exactly,
-)
+from .convert_common import _TIMM_RESAMPLE, ConversionError, _jax_to_torch, _name_list, _rename
+from .convert_common import image_processor, load_exactly
 
 #: timm architecture names of BiT's ResNets: resnetv2_50x1_bit, resnetv2_152x4_bit, ...
 TIMM_BIT_NAME = re.compile(r"^resnetv2_(\d+)x(\d+)_bit$")

@@ -265,7 +265,7 @@ def test_fewshot_of_a_bit_run_uses_its_pooled_features(bit_run, tmp_path):
 
     model = AutoModelForImageClassification.from_pretrained(bit_run / runs.FINAL_DIR).eval()
     test = load_task("digits", "test")
-    features, labels = extract_features(model, test, range(6), progress=False)
+    features, labels = extract_features(model, test, range(6), preprocessing="resize", progress=False)
     images = [np.asarray(image.convert("RGB").resize((32, 32), resample=2), dtype=np.float32) for image in test.select(range(6))["image"]]
     x = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) / 255.0 - 0.5) / 0.5
     with torch.no_grad():
@@ -278,15 +278,22 @@ def test_fewshot_of_a_bit_run_uses_its_pooled_features(bit_run, tmp_path):
     assert set(result) == {"1", "5"} and 0.0 <= result["5"]["mean"] <= 1.0
 
 
-def test_vtab_uses_bit_hyperrule_for_a_bit_checkpoint(bit_run):
+def test_vtab_protocols_for_a_bit_checkpoint(bit_run):
+    """The paper's protocol runs a ResNet too (its recipe's dropout switched off: a ResNet has
+    none); `bit-hyperrule` is BiT's own one setting, from recipes/finetune_bit_vtab.yaml."""
     from hf_vit_repro.evaluation.vtab import base_recipe, default_recipe_path
 
-    final = bit_run / runs.FINAL_DIR
-    assert default_recipe_path(final).name == "finetune_bit_vtab.yaml"
-    assert default_recipe_path(None).name == "finetune_vtab.yaml"
-    base = base_recipe(None, [], str(final))
-    assert (base.optim.lr, base.optim.lr_sweep, base.optim.schedule, base.train.steps) == (0.003, [], "step", 500)
-    assert base.model.dropout == 0.0 and base.model.init_from == str(final)
+    final = str(bit_run / runs.FINAL_DIR)
+    assert default_recipe_path("bit-hyperrule").name == "finetune_bit_vtab.yaml"
+    assert default_recipe_path().name == "finetune_vtab.yaml"
+    bit = base_recipe(None, [], final, protocol="bit-hyperrule")
+    assert (bit.optim.lr, bit.optim.lr_sweep, bit.optim.schedule, bit.train.steps) == (0.003, [], "step", 500)
+    assert bit.model.dropout == 0.0 and bit.model.init_from == final
+    paper = base_recipe(None, [], final)
+    assert (paper.optim.lr, paper.train.steps, paper.model.image_size, paper.optim.schedule) == (0.01, 2500, 384, "cosine")
+    assert paper.model.dropout == 0.0  # finetune_vtab.yaml says 0.1 for its ViT
+    model = training.build_model(paper.replace(**{"model.variant": None, "model.config": {}}), num_classes=5)
+    assert isinstance(model, BitForImageClassification) and model.classifier[1].out_features == 5
 
 
 def test_analysis_refuses_a_bit_model(tiny_bit):
