@@ -32,7 +32,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import Impl, add_measurement_arguments, interleaved_samples, save_results, train_memory_mb  # noqa: E402
+from bench_models import (  # noqa: E402
+    Impl,
+    add_measurement_arguments,
+    default_results_path,
+    interleaved_samples,
+    save_results,
+    train_memory_mb,
+)
 
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification  # noqa: E402
 
@@ -123,7 +130,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, from {list(PATHS)}")
     add_measurement_arguments(parser)
-    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/ablation_<machine>.json)")
+    parser.add_argument("--out", default=None,
+                        help="results JSON (default: a new benchmarks/results/ablation_<machine>-<date>-<time>.json)")
     args = parser.parse_args(argv)
     paths = [p for p in args.paths.split(",") if p]
     unknown = [p for p in paths if p not in PATHS]
@@ -134,7 +142,7 @@ def main(argv=None) -> int:
     results = [run_path(path, args.batch_size, args.repeats, args.steps) for path in tqdm(paths, desc="paths")]
     print(table(results))
     machine = f"cpu-{platform.machine()}-{os.cpu_count()}cores"
-    save_results(Path(args.out or Path(__file__).parent / "results" / f"ablation_{machine}.json"), machine, results)
+    save_results(Path(args.out) if args.out else default_results_path(f"ablation_{machine}"), machine, results)
     return 0
 
 

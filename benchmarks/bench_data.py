@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="0,1", help="comma-separated DataLoader worker counts (default 0,1)")
     parser.add_argument("--repeats", type=int, default=3, help="epochs per pipeline and worker count (median taken)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads in the main process (default 1)")
-    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/data_<machine>.json)")
+    parser.add_argument("--out", default=None,
+                        help="results JSON (default: a new benchmarks/results/data_<machine>-<date>-<time>.json)")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -155,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     from importlib.metadata import version
 
     versions = {**software_versions(), "torchvision": version("torchvision"), "pillow": version("pillow")}
-    out = Path(args.out or Path(__file__).parent / "results" / f"data_{machine}.json")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_models import default_results_path
+
+    out = Path(args.out) if args.out else default_results_path(f"data_{machine}")
     write_json(out, {
         "benchmark": "input pipeline", "size": args.size, "images": args.images, "batch_size": args.batch_size,
         "repeats": args.repeats, "cpu_count": os.cpu_count(), "platform": platform.platform(),

@@ -5,7 +5,10 @@ process, interleaved repeat by repeat (A B C A B C ...) so machine drift hits al
 figure is the median of the repeats after warm-up (2 iterations), and each ratio compares medians of one run.
 
 Columns:
-  infer img/s   forward passes under torch.inference_mode()
+  infer img/s   forward passes under torch.inference_mode(); the "onnxruntime" rows run our model
+                exported with `hf_vit_repro.export` (ONNX, dynamic batch) in an ONNX Runtime session
+                (CPU execution provider, default graph optimisations, as many intra-op threads as
+                torch uses); inference only
   train img/s   forward + cross-entropy + backward + AdamW step (the same optimizer for all:
                 torch's fused AdamW by default, as transformers' Trainer and our training loop
                 use it; `--optimizer foreach` for torch's default multi-tensor one)
@@ -15,19 +18,19 @@ Columns:
 
     python benchmarks/bench_models.py                 # the CPU table (what `make bench` runs)
     python benchmarks/bench_models.py --rows vit_s16 --batch-size 4 --repeats 5
+    python benchmarks/bench_models.py --rows vit_s16,vit_b16 --batch-size 1 --modes infer --out ...
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -55,12 +58,35 @@ ROWS = {
 @dataclass
 class Impl:
     name: str
-    model: torch.nn.Module
+    model: torch.nn.Module | None  # None: not a torch module (an ONNX Runtime session)
     logits: Callable[[torch.Tensor], torch.Tensor]
+    trains: bool = True
 
 
-def build(row: str, num_classes: int = 1000) -> list[Impl]:
-    """Our model, transformers' ViT (plain rows only) and timm's, with identical architectures."""
+def onnxruntime_impl(model: torch.nn.Module, threads: int) -> Impl:
+    """`model` exported to ONNX by `hf_vit_repro.export.export_model` (checked against PyTorch
+    there) and run in an ONNX Runtime session with `threads` intra-op threads."""
+    from hf_vit_repro.export import export_model, load_exported
+
+    with tempfile.TemporaryDirectory(prefix="bench_onnx_") as tmp:
+        export_model(model, Path(tmp) / "export", format="onnx", progress=False)
+        run = load_exported(Path(tmp) / "export", intra_op_num_threads=threads)  # the session holds the graph
+    return Impl("onnxruntime", None, lambda x: run(x)["logits"], trains=False)
+
+
+def onnxruntime_available() -> bool:
+    try:
+        from hf_vit_repro.export import require_onnx
+
+        require_onnx()
+        return True
+    except ImportError:
+        return False
+
+
+def build(row: str, num_classes: int = 1000, onnxruntime: bool = False) -> list[Impl]:
+    """Our model, transformers' ViT (plain rows only) and timm's, with identical architectures;
+    with `onnxruntime`, also our model exported to ONNX and served by ONNX Runtime."""
     import timm
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -85,6 +111,8 @@ def build(row: str, num_classes: int = 1000) -> list[Impl]:
     counts = {impl.name: sum(p.numel() for p in impl.model.parameters()) for impl in impls}
     if len(set(counts.values())) != 1:
         raise RuntimeError(f"{row}: the implementations differ in size: {counts}")
+    if onnxruntime:
+        impls.insert(1, onnxruntime_impl(ours, torch.get_num_threads()))
     return impls
 
 
@@ -108,7 +136,8 @@ def measure(impl: Impl, x: torch.Tensor, labels: torch.Tensor, mode: str, steps:
     model = impl.model
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     if mode == "infer":
-        model.eval()
+        if model is not None:
+            model.eval()
         with torch.inference_mode():
             sync()
             start = time.perf_counter()
@@ -131,7 +160,9 @@ def measure(impl: Impl, x: torch.Tensor, labels: torch.Tensor, mode: str, steps:
 
 def interleaved_samples(impls: list[Impl], x, labels, mode: str, repeats: int, steps: int) -> dict[str, list[float]]:
     """Images/s of each implementation, `repeats` times, in the order A B C A B C ... after two
-    warm-up iterations each, so drift of the machine hits all alike."""
+    warm-up iterations each, so drift of the machine hits all alike. Training leaves out the
+    implementations that only infer."""
+    impls = [impl for impl in impls if mode == "infer" or impl.trains]
     for impl in impls:
         measure(impl, x, labels, mode, 2)
     samples = {impl.name: [] for impl in impls}
@@ -145,6 +176,21 @@ def add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5, help="measurements per implementation (median taken)")
     parser.add_argument("--steps", type=int, default=2, help="iterations per measurement")
+
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def default_results_path(stem: str) -> Path:
+    """`results/<stem>-<YYYYmmdd-HHMMSS>.json`, a file that does not exist yet: a run never
+    overwrites the committed results the READMEs cite (pass --out to choose the file)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = RESULTS_DIR / f"{stem}-{stamp}.json"
+    number = 1
+    while path.exists():
+        number += 1
+        path = RESULTS_DIR / f"{stem}-{stamp}-{number}.json"
+    return path
 
 
 def save_results(out: Path, machine: str, rows: list[dict]) -> None:
@@ -178,13 +224,16 @@ def train_memory_mb(impl: Impl, x: torch.Tensor, labels: torch.Tensor) -> float:
 
 def run_row(
     row: str, batch_size: int, repeats: int, steps: int, device: str, amp: str | None = None, compile: bool = False,
-    optimizer: str = "fused",
+    optimizer: str = "fused", modes: tuple[str, ...] = ("infer", "train"), onnxruntime: bool = False,
 ) -> dict:
     """Measure one row. On a GPU, `amp="bf16"` runs under bf16 autocast and `compile=True` wraps
-    every implementation in torch.compile (the same settings for all)."""
+    every implementation in torch.compile (the same settings for all); `onnxruntime` adds our
+    model served by ONNX Runtime (CPU, float32, inference only)."""
     torch.manual_seed(0)
-    impls = build(row)
+    impls = build(row, onnxruntime=onnxruntime)
     for impl in impls:
+        if impl.model is None:
+            continue
         call = torch.compile(impl.logits) if compile else impl.logits
         if amp:
             dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
@@ -198,8 +247,9 @@ def run_row(
     x = torch.randn(batch_size, 3, resolution, resolution, device=device)
     labels = torch.randint(0, 1000, (batch_size,), device=device)
     for impl in impls:
-        impl.model.to(device)
-        impl.optimizer = torch.optim.AdamW(impl.model.parameters(), lr=1e-5, **{optimizer: True})
+        if impl.model is not None:
+            impl.model.to(device)
+            impl.optimizer = torch.optim.AdamW(impl.model.parameters(), lr=1e-5, **{optimizer: True})
     from hf_vit_repro import ViTReproConfig
 
     config = ViTReproConfig.from_variant(ROWS[row][0], num_labels=1000)
@@ -209,32 +259,45 @@ def run_row(
     result = {"row": row, "variant": ROWS[row][0], "batch_size": batch_size, "resolution": resolution,
               "amp": amp, "compile": compile, "optimizer": f"AdamW({optimizer}=True)",
               "forward_gflops_per_image": flops / 1e9, "ours_forward_gflops_per_image": flops_of["hf_vit_repro"] / 1e9,
-              "parameters": sum(p.numel() for p in impls[0].model.parameters()), "impls": {}}
-    for mode in ("infer", "train"):
-        samples = interleaved_samples(impls, x, labels, mode, repeats, steps)
-        for impl in impls:
-            entry = result["impls"].setdefault(impl.name, {})
-            entry[f"{mode}_img_s"] = statistics.median(samples[impl.name])
-            entry[f"{mode}_samples"] = samples[impl.name]
+              "parameters": sum(p.numel() for p in impls[0].model.parameters()), "modes": list(modes),
+              "threads": torch.get_num_threads(), "impls": {}}
     for impl in impls:
-        result["impls"][impl.name]["train_mb"] = train_memory_mb(impl, x, labels)
+        result["impls"][impl.name] = {}
+    for mode in modes:
+        samples = interleaved_samples(impls, x, labels, mode, repeats, steps)
+        for name, values in samples.items():
+            entry = result["impls"][name]
+            entry[f"{mode}_img_s"] = statistics.median(values)
+            entry[f"{mode}_samples"] = values
+    if "train" in modes:
+        for impl in impls:
+            if impl.trains:
+                result["impls"][impl.name]["train_mb"] = train_memory_mb(impl, x, labels)
     peak = gpu_peak_flops(torch.cuda.get_device_name()) if device.startswith("cuda") else None
     if peak:
         for name, entry in result["impls"].items():  # each model's own FLOPs: MFU counts work done
-            entry["infer_mfu"] = entry["infer_img_s"] * flops_of[name] / peak
-            entry["train_mfu"] = entry["train_img_s"] * 3 * flops_of[name] / peak
+            if "infer_img_s" in entry:
+                entry["infer_mfu"] = entry["infer_img_s"] * flops_of[name] / peak
+            if "train_img_s" in entry:
+                entry["train_mfu"] = entry["train_img_s"] * 3 * flops_of[name] / peak
     ours = result["impls"]["hf_vit_repro"]
     for name, entry in result["impls"].items():
-        if name != "hf_vit_repro":
-            ours[f"infer_x_{name}"] = ours["infer_img_s"] / entry["infer_img_s"]
-            ours[f"train_x_{name}"] = ours["train_img_s"] / entry["train_img_s"]
-            ours[f"mem_x_{name}"] = ours["train_mb"] / entry["train_mb"]
+        if name == "hf_vit_repro":
+            continue
+        for key, column in (("infer_img_s", "infer_x"), ("train_img_s", "train_x"), ("train_mb", "mem_x")):
+            if key in entry:
+                ours[f"{column}_{name}"] = ours[key] / entry[key]
     return result
 
 
 def table(results: list[dict]) -> str:
+    """The results as text; "-" where an implementation or a mode was not measured."""
     mfu = any("infer_mfu" in e for r in results for e in r["impls"].values())
-    head = f"{'row':<9} {'impl':<13} {'infer img/s':>11} {'train img/s':>11} {'train MB':>9}"
+
+    def cell(value, fmt: str, width: int) -> str:
+        return f"{value:>{width}{fmt}}" if value is not None else f"{'-':>{width}}"
+
+    head = f"{'row':<9} {'batch':>5} {'impl':<13} {'infer img/s':>11} {'train img/s':>11} {'train MB':>9}"
     head += f" {'infer MFU':>9} {'train MFU':>9}" if mfu else ""
     lines = [head + "   ours vs it (infer, train, memory)"]
     for res in results:
@@ -242,13 +305,16 @@ def table(results: list[dict]) -> str:
         for name, entry in res["impls"].items():
             ratio = ""
             if name != "hf_vit_repro":
-                ratio = f"   {ours[f'infer_x_{name}']:.2f}x  {ours[f'train_x_{name}']:.2f}x  {ours[f'mem_x_{name}']:.2f}x"
+                ratio = "   " + "  ".join(
+                    cell(ours.get(f"{column}_{name}"), ".2f", 4) + ("x" if f"{column}_{name}" in ours else " ")
+                    for column in ("infer_x", "train_x", "mem_x")
+                )
             line = (
-                f"{res['row']:<9} {name:<13} {entry['infer_img_s']:>11.1f} {entry['train_img_s']:>11.1f} "
-                f"{entry['train_mb']:>9.0f}"
+                f"{res['row']:<9} {res['batch_size']:>5} {name:<13} {cell(entry.get('infer_img_s'), '.1f', 11)} "
+                f"{cell(entry.get('train_img_s'), '.1f', 11)} {cell(entry.get('train_mb'), '.0f', 9)}"
             )
             if mfu:
-                line += f" {entry['infer_mfu']:>9.1%} {entry['train_mfu']:>9.1%}"
+                line += f" {cell(entry.get('infer_mfu'), '.1%', 9)} {cell(entry.get('train_mfu'), '.1%', 9)}"
             lines.append(line + ratio)
     return "\n".join(lines)
 
@@ -262,21 +328,40 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile every implementation")
     parser.add_argument("--optimizer", choices=["fused", "foreach"], default="fused",
                         help="torch.optim.AdamW implementation, the same for every model (default: fused)")
-    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<machine>.json)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads, and ONNX Runtime's (default: torch's default, all cores)")
+    parser.add_argument("--modes", default="infer,train", help="comma-separated: infer, train (default both)")
+    parser.add_argument("--no-onnxruntime", dest="onnxruntime", action="store_false",
+                        help="leave out the ONNX Runtime rows (they need the [export] extra; CPU, fp32 only)")
+    parser.add_argument("--out", default=None,
+                        help="results JSON (default: a new benchmarks/results/<machine>-<date>-<time>.json)")
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    modes = tuple(m for m in args.modes.split(",") if m)
+    if not modes or set(modes) - {"infer", "train"}:
+        parser.error(f"--modes takes infer and/or train, got {args.modes!r}")
+    # ONNX Runtime serves the float32 model on the CPU: no rows under autocast, compile or on a GPU.
+    onnxruntime = args.onnxruntime and args.device == "cpu" and not args.amp and not args.compile
+    if onnxruntime and not onnxruntime_available():
+        print("onnx/onnxruntime not installed (pip install 'hf-vit-repro[export]'): no ONNX Runtime rows")
+        onnxruntime = False
     from tqdm import tqdm
 
     results = [
-        run_row(row, args.batch_size, args.repeats, args.steps, args.device, args.amp, args.compile, args.optimizer)
+        run_row(row, args.batch_size, args.repeats, args.steps, args.device, args.amp, args.compile, args.optimizer,
+                modes, onnxruntime)
         for row in tqdm(rows, desc="rows")
     ]
     print(table(results))
     machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu-{platform.machine()}-{os.cpu_count()}cores"
-    save_results(Path(args.out or Path(__file__).parent / "results" / f"{machine.replace(' ', '_')}.json"), machine, results)
+    save_results(Path(args.out) if args.out else default_results_path(machine.replace(" ", "_")), machine, results)
     return 0
 
 

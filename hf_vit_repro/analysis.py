@@ -17,7 +17,8 @@ and writing one PNG:
 
 :func:`analyze_model` / :func:`analyze_checkpoint` draw all four and write the numbers to
 `analysis.json` (the run-folder names of `runs.py`); `vit-repro analyze` is the command-line door.
-:func:`attention_distance_trend` answers "does mean attention distance grow with depth?".
+:func:`attention_distance_trend` relates mean attention distance to depth (Spearman's rho, its
+permutation p-value and the number of layers: with few layers a bare "it grows" means little).
 
 Attention is read through forward hooks on the attention modules with the eager kernel (the only
 one that materialises weights); each hook reduces its layer's `(B, heads, S, S)` weights at once
@@ -54,6 +55,8 @@ ATTENTION_DISTANCE_PNG = "mean_attention_distance.png"
 ATTENTION_ROLLOUT_PNG = "attention_rollout.png"
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+# The VTAB-1k splits of the data registry, drawn by row index (no streaming).
+_VTAB1K_SPLITS = frozenset({"train800", "val200", "train800val200"})
 # Files that mark a folder as a datasets layout (read by `datasets.load_dataset`) rather than a
 # plain folder of images.
 _DATASET_FILE_EXTENSIONS = frozenset({".parquet", ".arrow", ".tar", ".jsonl", ".csv"})
@@ -427,6 +430,28 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return (np.bincount(inverse, weights=ranks) / np.bincount(inverse))[inverse]
 
 
+#: Up to this many layers the permutation p-value of Spearman's rho enumerates every ordering (8! =
+#: 40,320); deeper models draw `_PERMUTATION_SAMPLES` random orderings with a fixed seed.
+_EXACT_PERMUTATION_LAYERS = 8
+_PERMUTATION_SAMPLES = 100_000
+
+
+def _spearman_p_greater(ranks: np.ndarray, rho: float) -> float:
+    """One-sided permutation p-value of Spearman's rho between depth and `ranks` (the per-layer
+    means' ranks): the share of orderings of the layers whose rho is at least `rho`, exact for up
+    to `_EXACT_PERMUTATION_LAYERS` layers (no normal or t approximation, which is poor for few
+    layers), else estimated from a fixed-seed sample."""
+    n = len(ranks)
+    if n <= _EXACT_PERMUTATION_LAYERS:
+        orderings = np.array(list(itertools.permutations(ranks)))
+    else:
+        orderings = np.random.default_rng(0).permuted(np.tile(ranks, (_PERMUTATION_SAMPLES, 1)), axis=1)
+    depth = np.arange(n, dtype=np.float64) - (n - 1) / 2
+    centred = orderings - orderings.mean(axis=1, keepdims=True)
+    rhos = centred @ depth / (np.linalg.norm(centred, axis=1) * np.linalg.norm(depth))
+    return float(np.mean(rhos >= rho - 1e-9))
+
+
 def attention_distance_trend(mean_distance: np.ndarray | Sequence[Sequence[float]]) -> dict[str, Any]:
     """Does mean attention distance grow with depth? (the paper's Figure 7 right: it does.)
 
@@ -435,28 +460,42 @@ def attention_distance_trend(mean_distance: np.ndarray | Sequence[Sequence[float
 
     - `spearman_rho`: Spearman's rank correlation (ties averaged); 1 when every layer attends
       farther than the one below, -1 when every layer attends nearer;
-    - `slope_pixels_per_layer`: least-squares slope of the per-layer mean;
-    - `grows_with_depth`: `spearman_rho > 0` (None when it is undefined: fewer than two layers,
-      or all layers equal).
+    - `spearman_p_value`: one-sided permutation p-value of rho (how often an ordering of the L
+      layers at random correlates at least as well; exact up to 8 layers). With 4 layers even a
+      perfect rho of 1 has p = 1/24: read rho together with `num_layers` and this p-value;
+    - `num_layers`, `slope_pixels_per_layer`: the layers compared, least-squares slope of the mean;
+    - `grows_with_depth`: the sign alone, `spearman_rho > 0` (None when rho is undefined: fewer
+      than two layers, or all layers equal), not a test of significance;
+    - `summary`: one line with the statistic, its value, the number of layers and the p-value,
+      what the command line, the demo and reports show.
     """
     distance = np.asarray(mean_distance, dtype=np.float64)
     if distance.ndim != 2 or distance.size == 0:
         raise ValueError(f"Expected distances of shape (layers, heads), got shape {distance.shape}.")
     layer_mean = distance.mean(axis=1)
     depth = np.arange(1, len(layer_mean) + 1, dtype=np.float64)
-    rho = slope = None
+    rho = slope = p_value = None
     if len(layer_mean) >= 2:
         slope = float(np.polyfit(depth, layer_mean, 1)[0])
         ranks = _average_ranks(layer_mean)
         if np.ptp(ranks) > 0:
             rho = float(np.corrcoef(_average_ranks(depth), ranks)[0, 1])
+            p_value = _spearman_p_greater(ranks, rho)
+    layers = len(layer_mean)
+    if rho is None:
+        summary = f"Spearman's rho undefined over {layers} layer{'s' if layers != 1 else ''} (fewer than 2, or all equal)"
+    else:
+        summary = f"Spearman's rho = {rho:.2f} over {layers} layers (one-sided permutation p = {p_value:.2g})"
     return {
         "layer_mean_pixels": layer_mean.tolist(),
         "first_layer_mean_pixels": float(layer_mean[0]),
         "last_layer_mean_pixels": float(layer_mean[-1]),
+        "num_layers": layers,
         "spearman_rho": rho,
+        "spearman_p_value": p_value,
         "slope_pixels_per_layer": slope,
         "grows_with_depth": None if rho is None else bool(rho > 0),
+        "summary": summary,
     }
 
 
@@ -465,38 +504,77 @@ def attention_distance_trend(mean_distance: np.ndarray | Sequence[Sequence[float
 
 def iter_images(
     source: str | os.PathLike, split: str | None = None, image_column: str = "image"
-) -> Iterator[Any]:
-    """PIL images from a folder of image files, or from a `datasets` dataset.
+) -> Iterable[Any]:
+    """PIL images from a folder of image files, a task of the data registry, or a `datasets` dataset.
 
     - A local folder holding image files (searched recursively, sorted by path, so class
       sub-folders work) and no dataset files (.parquet, .arrow, .tar, .jsonl, .csv) is read
-      directly with PIL.
-    - Anything else (a Hub dataset id such as `"cifar10"`, or a local folder in a Hub dataset's
-      layout) goes to `datasets.load_dataset(source, streaming=True)`, so only the images used are
-      read. `split` defaults to the first of "test", "validation", "train" present; the images are
-      the `image_column` column.
+      directly with PIL; the result has a `len()`.
+    - A registry task (`vit-repro data tasks`: "digits", "cifar10", "vtab/dtd", ...) is read with
+      `data.load_task` (streamed where the source allows), as the other commands read it.
+    - Anything else (a Hub dataset id, or a local folder in a Hub dataset's layout) goes to
+      `datasets.load_dataset(source, streaming=True)`, so only the images used are read.
+    `split` defaults to the first of "test", "validation", "train" present; for datasets, the images
+    are the `image_column` column.
     """
+    from .data import TASKS
+
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
         if images and not any(p.suffix.lower() in _DATASET_FILE_EXTENSIONS for p in files):
-            return _read_image_files(images)
+            return _ImageFiles(images)
     elif path.is_file():
         raise ValueError(f"--images must be a folder of images or a dataset, got the file {str(source)!r}.")
+    elif str(source) in TASKS:
+        return _task_images(str(source), split, None if image_column == "image" else image_column)
     return _dataset_images(str(source), split, image_column)
 
 
-def _read_image_files(paths: list[Path]) -> Iterator[Any]:
-    from PIL import Image, UnidentifiedImageError
+class _ImageFiles:
+    """The images of a list of files, opened one at a time as they are iterated; `len()` is the
+    number of files (the progress bar's total)."""
 
-    for p in paths:
-        try:
-            with Image.open(p) as image:
-                image.load()
-                yield image
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"Cannot read image {str(p)!r}: {err}") from err
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Any]:
+        from PIL import Image, UnidentifiedImageError
+
+        for p in self.paths:
+            try:
+                with Image.open(p) as image:
+                    image.load()
+                    yield image
+            except (UnidentifiedImageError, OSError) as err:
+                raise ValueError(f"Cannot read image {str(p)!r}: {err}") from err
+
+
+def _task_images(task: str, split: str | None, image_column: str | None) -> Iterable[Any]:
+    from .data import TASKS, load_task
+
+    if split is None:
+        available = TASKS[task].available_splits
+        split = next((s for s in ("test", "validation", "train") if s in available), "test")
+    loaded = load_task(task, split, image_column=image_column, streaming=split not in _VTAB1K_SPLITS)
+    return _DatasetImages(loaded) if hasattr(loaded, "__len__") else (row["image"] for row in loaded)
+
+
+class _DatasetImages:
+    """The "image" column of a `datasets.Dataset`, decoded one row at a time, with its `len()`."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (row["image"] for row in self.dataset)
 
 
 def _dataset_images(source: str, split: str | None, image_column: str) -> Iterator[Any]:
@@ -505,9 +583,16 @@ def _dataset_images(source: str, split: str | None, image_column: str) -> Iterat
     try:
         loaded = datasets.load_dataset(source, split=split, streaming=True)
     except Exception as err:  # noqa: BLE001 - datasets raises many types; the user needs one message
+        hint = ""
+        if "/" not in source:  # a bare name: most likely a mistyped registry task
+            from .data.registry import close_task_names
+
+            close = close_task_names(source)
+            hint = f" Did you mean the task {' or '.join(map(repr, close))}?" if close else ""
         raise ValueError(
-            f"Cannot read images from {source!r}: it is not a folder of image files, and "
-            f"datasets.load_dataset({source!r}) failed ({type(err).__name__}: {err})."
+            f"Cannot read images from {source!r}: it is not a folder of image files, a registry task "
+            f"(vit-repro data tasks), and datasets.load_dataset({source!r}) failed ({type(err).__name__}: "
+            f"{' '.join(str(err).split())}).{hint}"
         ) from err
     if split is None:
         available = list(loaded)
@@ -730,9 +815,10 @@ def _stats_for(
     if isinstance(images, (str, os.PathLike)):
         images = iter_images(images, split=split, image_column=image_column)
     processor = image_processor or default_image_processor(config)
+    # The bar counts images: its total is what will be read, when the source knows its size.
     expected = len(images) if hasattr(images, "__len__") else None
-    if num_images is not None:
-        expected = num_images if expected is None else min(expected, num_images)
+    if num_images is not None and expected is not None:
+        expected = min(expected, num_images)
     batches = _pixel_batches(images, processor, config, batch_size, num_images)
     total = (expected or True) if progress else False
     return attention_statistics(model, batches, rollout_images, renormalize, progress=total)
@@ -906,9 +992,11 @@ def load_for_analysis(checkpoint: str | os.PathLike, device: str | torch.device 
     source, _ = resolve_checkpoint(checkpoint)
     try:
         # Load the class that was saved (a classifier keeps its head), so nothing is reported unused.
-        architectures = AutoConfig.from_pretrained(source).architectures or []
+        architectures = runs.load_pretrained(AutoConfig, source).architectures or []
         saved_classifier = any(name.endswith("ForImageClassification") for name in architectures)
-        model = (AutoModelForImageClassification if saved_classifier else AutoModel).from_pretrained(source)
+        model = runs.load_pretrained(AutoModelForImageClassification if saved_classifier else AutoModel, source)
+    except runs.CheckpointError:
+        raise
     except (OSError, ValueError) as err:
         raise ValueError(
             f"Cannot load a model from {source!r}: expected a save_pretrained folder (config.json and weights), "
@@ -967,12 +1055,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         renormalize=not args.no_renormalize,
         split=args.split,
         image_column=args.image_column,
+        progress=not args.no_progress,
     )
     out = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint)[1] / runs.ANALYSIS_DIR
     trend = result["mean_attention_distance"]["trend"]
     print(f"Wrote figures and {runs.ANALYSIS_JSON} to {out} ({result['images']['num_images']} images)")
     means = ", ".join(f"{v:.1f}" for v in trend["layer_mean_pixels"])
-    print(f"Mean attention distance per layer (pixels): {means}; grows with depth: {trend['grows_with_depth']}")
+    print(f"Mean attention distance per layer (pixels): {means}; grows with depth? {trend['summary']}")
     return 0
 
 
@@ -987,7 +1076,8 @@ def add_cli(subparsers) -> None:
     p.add_argument(
         "--images",
         required=True,
-        help="folder of image files, or a datasets id / local dataset folder with an image column",
+        help="folder of image files, a registry task (digits, cifar10, vtab/dtd; see `vit-repro data tasks`), "
+        "or a datasets id / local dataset folder with an image column",
     )
     p.add_argument("--out", default=None, help="output folder (default for a run folder: RUN/analysis)")
     p.add_argument("--split", default=None, help="dataset split (default: test, validation or train)")
@@ -997,6 +1087,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--num-filters", type=int, default=28, help="principal components of E to draw (default 28)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--no-renormalize",
         action="store_true",

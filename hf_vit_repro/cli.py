@@ -78,7 +78,7 @@ def _auto_class_of(folder) -> str:
 # Modules that add their own subcommands: each defines `add_cli(subparsers)`, which adds a parser
 # whose `func(args) -> int` default runs the command. Such modules keep their heavy imports
 # (matplotlib, datasets, ...) inside functions so `vit-repro --help` stays fast.
-SUBCOMMAND_MODULES: list[str] = ["analysis", "data", "evaluation", "evaluation.vtab", "training", "demo", "hub"]
+SUBCOMMAND_MODULES: list[str] = ["analysis", "data", "evaluation", "evaluation.vtab", "training", "demo", "hub", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,13 +135,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_error_message(err: BaseException) -> str | None:
+    """The one-line message of an error caused by bad input, or None for anything else (a bug,
+    which keeps its traceback).
+
+    Bad input is what the library raises as ValueError (and its subclasses: ConversionError,
+    runs.CheckpointError, ...), OSError (missing or unreadable files) or KeyError, and what
+    huggingface_hub's strict config validation raises (StrictDataclassError, whose cause holds the
+    message of the rule broken). Line breaks are folded: the user sees one line."""
+    if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        message = err.args[0]  # str(KeyError) would quote it
+    elif isinstance(err, (ValueError, OSError, KeyError)):
+        message = str(err)
+    else:
+        strict = sys.modules.get("huggingface_hub.errors")  # loaded by whatever raised it
+        if strict is None or not isinstance(err, strict.StrictDataclassError):
+            return None
+        message = str(err.__cause__ or err)
+    return " ".join(message.split()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one `vit-repro` command. Bad input prints `vit-repro CMD: error: MESSAGE` on one line
+    and exits 2 (no traceback); Ctrl-C prints `vit-repro CMD: interrupted` and exits 130."""
+    from .runs import library_progress_bars
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (ValueError, OSError, KeyError) as err:
-        # Errors the library raises for bad input carry a message meant for the user.
-        print(f"vit-repro {args.command}: error: {err}", file=sys.stderr)
+        with library_progress_bars(not getattr(args, "no_progress", False)):
+            return args.func(args)
+    except KeyboardInterrupt:
+        print(f"\nvit-repro {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
+            raise
+        print(f"vit-repro {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

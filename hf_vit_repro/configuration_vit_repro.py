@@ -50,6 +50,10 @@ HYBRID_BACKBONE_DEFAULTS = {
 }
 
 
+class ModelSizeError(ValueError):
+    """Sizes a model cannot be built from (`ViTReproConfig.check_model_sizes`)."""
+
+
 def _pair(value, name: str) -> tuple[int, int]:
     """``224`` or ``(224, 320)`` -> ``(height, width)``; raises ValueError naming ``name``."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -99,7 +103,10 @@ class ViTReproConfig(PreTrainedConfig):
         backbone_config (`BitConfig` or `dict`, *optional*): makes the model a hybrid: the patch
             embedding is applied to `patch_size` patches (1 x 1 in the paper) of the last feature map of
             this BiT ResNet instead of image patches. Dict entries override
-            `HYBRID_BACKBONE_DEFAULTS`; `num_channels` and `out_features` are set from this config.
+            `HYBRID_BACKBONE_DEFAULTS`; `out_features` is set to the last stage, and `num_channels`
+            is this config's: `config.num_channels` is the one source, copied into the backbone
+            config whenever it is set (so `config.num_channels = 1` after construction makes a
+            greyscale hybrid) and again when a model is built.
 
         Self-supervision (read only by `ViTReproForMaskedPatchPrediction` and
         `ViTReproForMaskedImageModeling`; the other classes ignore them):
@@ -118,6 +125,12 @@ class ViTReproConfig(PreTrainedConfig):
             `pixel_values * std + mean`, clipped to [0, 1]. The model itself never normalises.
         encoder_stride (`int`, *optional*): upsampling factor of the masked-image-modeling decoder (transformers'
             `ViTConfig.encoder_stride`); `None` means the patch size, the value that reconstructs the input's size.
+
+    Validation: rules about one field (positive sizes, known choices, probabilities) are checked at
+    construction and name the field. Rules relating fields (the heads divide `hidden_size`; patches,
+    times a hybrid's CNN stride, tile `image_size`) are checked by :meth:`check_model_sizes` when a
+    model is built, as transformers' own `ViTConfig` accepts `ViTConfig(hidden_size=37)` and leaves
+    it to the model: generic tooling builds a config and then changes its fields one at a time.
     """
 
     model_type = "vit_repro"
@@ -160,6 +173,13 @@ class ViTReproConfig(PreTrainedConfig):
             backbone.set_output_features_output_indices(out_features=[backbone.stage_names[-1]], out_indices=None)
         self.backbone_config = backbone
         super().__post_init__(**kwargs)
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "num_channels":  # the hybrid's CNN reads the same images (see the class docstring)
+            backbone = self.__dict__.get("backbone_config")
+            if isinstance(backbone, BitConfig):
+                backbone.num_channels = value
 
     # ----------------------------------------------------------------- derived values
     @property
@@ -225,7 +245,8 @@ class ViTReproConfig(PreTrainedConfig):
 
     # ----------------------------------------------------------------- validation
     # Each `validate_*` runs at construction (huggingface_hub's @strict) and names the
-    # field, the value received and the rule it breaks.
+    # field, the value received and the rule it breaks; `check_model_sizes` runs when a model
+    # is built (see the class docstring).
     def validate_positive_sizes(self):
         for name in ("num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
             value = getattr(self, name)
@@ -239,20 +260,21 @@ class ViTReproConfig(PreTrainedConfig):
         if self.layer_norm_eps <= 0:
             raise ValueError(f"`layer_norm_eps` must be > 0, got {self.layer_norm_eps}.")
 
-    def validate_heads_divide_width(self):
+    def check_model_sizes(self) -> None:
+        """Raise `ModelSizeError` (a ValueError) unless a model can be built from these sizes: the heads divide
+        `hidden_size`, and the token cells (patch size, times a hybrid's CNN stride) tile
+        `image_size`. Called when a model is built and when position embeddings are resized."""
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise ModelSizeError(
                 f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
                 f"({self.num_attention_heads}): each head gets hidden_size / num_attention_heads channels."
             )
-
-    def validate_patches_tile_image(self):
         (h, w), (sh, sw) = self.image_hw, self.token_stride_hw
         if h % sh or w % sw:
             rule = f"`patch_size` {self.patch_size}"
             if self.is_hybrid:
                 rule += f" times the backbone's stride {self.backbone_stride}"
-            raise ValueError(
+            raise ModelSizeError(
                 f"`image_size` {self.image_size} must be divisible by {rule}: each token covers a "
                 f"{sh}x{sw} pixel cell and the cells must tile the {h}x{w} image."
             )
@@ -343,4 +365,4 @@ class ViTReproConfig(PreTrainedConfig):
         return cls(**{**variant_kwargs(name), **overrides})
 
 
-__all__ = ["ViTReproConfig", "MPP_TARGETS", "POSITION_EMBEDDING_INTERPOLATIONS"]
+__all__ = ["ViTReproConfig", "ModelSizeError", "MPP_TARGETS", "POSITION_EMBEDDING_INTERPOLATIONS"]

@@ -63,6 +63,7 @@ from .modeling_vit_repro import (
     ViTReproForMaskedImageModeling,
     ViTReproForMaskedPatchPrediction,
 )
+from .runs import check_weights_file, load_pretrained
 from .variants import BACKBONES, PATCH_SIZES, R50_FOUR_STAGES, SIZES, variant_kwargs
 
 logger = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ def read_state_file(path: str | Path, allow_pickle: bool = False) -> dict[str, t
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(path)
+        return load_file(check_weights_file(path))
     if path.suffix not in PICKLE_SUFFIXES:
         raise ConversionError(f"{path}: unknown weights format {path.suffix!r}; expected .safetensors or a pickle file.")
     if not allow_pickle:
@@ -389,11 +390,12 @@ def from_transformers_model(hf_model):
 
 
 def _from_pretrained_safely(cls, source, allow_pickle: bool):
-    """`cls.from_pretrained(source)` that reads safetensors only unless `allow_pickle`."""
+    """`cls.from_pretrained(source)` that reads safetensors only unless `allow_pickle` (through
+    `runs.load_pretrained`: damaged weights and invalid config values are named)."""
     if allow_pickle:
-        return cls.from_pretrained(source)
+        return load_pretrained(cls, source)
     try:
-        return cls.from_pretrained(source, use_safetensors=True)
+        return load_pretrained(cls, source, use_safetensors=True)
     except OSError as err:
         pickled = _source_file(source, "pytorch_model.bin") if "safetensors" in str(err) else None
         if pickled is not None:
@@ -611,6 +613,10 @@ def _load_timm(timm_config: Mapping, state_dict, overrides):
     state = convert_timm_state_dict(state_dict)
     if "vit.pooler.dense.weight" in state:
         overrides = {"representation_size": int(state["vit.pooler.dense.weight"].shape[0]), **overrides}
+    # The weights know their class count (a bare file has no config.json saying it; timm's
+    # models have 1000 classes unless built otherwise); an explicit `num_labels` still wins.
+    num_labels = int(state["classifier.weight"].shape[0]) if "classifier.weight" in state else 0
+    overrides = {"num_labels": num_labels, **overrides}
     config = config_from_timm(timm_config, **overrides)
     return load_converted(config, state), _timm_processor(config, timm_config)
 
@@ -853,9 +859,14 @@ def _check_npz_name(file_name: str, config: ViTReproConfig) -> None:
 
 
 def _read_npz(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
+    import zipfile
+
+    check_weights_file(path)  # a truncated archive or a file that is no .npz at all is named as such
     try:
         with np.load(path, allow_pickle=allow_pickle) as archive:
             return {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, EOFError) as err:  # a member cut short or corrupted (CRC)
+        raise ConversionError(f"{path} is truncated or corrupted (interrupted download?): {err}. Download it again.") from None
     except ValueError as err:
         if "allow_pickle" in str(err):
             raise _pickle_refusal(path) from err

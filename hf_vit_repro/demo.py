@@ -11,7 +11,8 @@ ResNet stem and stage under the same ViT):
 4. few-shot linear evaluation of the pretrained representation (1/5/10/25 shots, 3 seeds;
    `vit-repro fewshot`), written to the pretraining run's fewshot.json;
 5. the paper's inspection figures of the fine-tuned model (`vit-repro analyze`) in its run's
-   analysis/ folder, and whether mean attention distance grows with depth;
+   analysis/ folder, and how mean attention distance relates to depth (Spearman's rho over the
+   layers, with its permutation p-value);
 6. the Hub repo folder each fine-tuned model would be published as, model card included
    (`vit-repro push --dry-run`), under OUTPUT_DIR/hub/;
 and write `OUTPUT_DIR/summary.json` (per model: parameter count, test accuracy, few-shot accuracy,
@@ -123,7 +124,8 @@ def run_demo(output_dir: str | Path = DEFAULT_OUTPUT_DIR, models: list[str] | No
                          "checkpoint": str(fin.run_dir / runs.FINAL_DIR)},
             "fewshot_accuracy": {shots: entry["mean"] for shots, entry in fewshot.items()},
             "mean_attention_distance_px": analysis["layer_mean_pixels"],
-            "attention_distance_grows_with_depth": analysis["grows_with_depth"],
+            "attention_distance_grows_with_depth": analysis["grows_with_depth"],  # the sign of rho only
+            "attention_distance_vs_depth": {key: analysis[key] for key in ("spearman_rho", "spearman_p_value", "num_layers")},
             "model_card": str(card_dir / "README.md"),
             "commands": commands,
         }
@@ -164,7 +166,7 @@ def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, 
     trend = result["mean_attention_distance"]["trend"]
     means = ", ".join(f"{value:.1f}" for value in trend["layer_mean_pixels"])
     print(f"figures in {fin.run_dir / runs.ANALYSIS_DIR}; mean attention distance per layer {means} px; "
-          f"grows with depth: {trend['grows_with_depth']}")
+          f"against depth: {trend['summary']}")
     commands.append(f"vit-repro analyze {fin.run_dir} --images <folder of test images>")
 
     _heading(f"[{number}/{total}] {name}: the Hub repo folder and model card it would be published with")
@@ -179,11 +181,19 @@ def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, 
     return fewshot, trend, Path(card_dir)
 
 
+def _rho_cell(trend: dict[str, Any] | None) -> str:
+    """"0.40 (4 layers, p = 0.38)": the statistic, its value, the layers and the p-value."""
+    if not trend or trend.get("spearman_rho") is None:
+        return "n/a"
+    return f"{trend['spearman_rho']:.2f} ({trend['num_layers']} layers, p = {trend['spearman_p_value']:.2g})"
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """The summary as a small Markdown table (what the demo prints at the end)."""
     rows = [
         "| model | parameters | test accuracy (32 px, fine-tuned) | test accuracy (16 px, pretrained) "
-        "| 10-shot linear (pretrained) | attention distance grows with depth | training time |",
+        "| 10-shot linear (pretrained) | attention distance vs depth: Spearman's rho (layers, one-sided p) "
+        "| training time |",
         "|---|---|---|---|---|---|---|",
     ]
     for entry in summary["models"].values():
@@ -193,7 +203,7 @@ def format_table(summary: dict[str, Any]) -> str:
         rows.append(
             f"| {entry['name']} | {entry['parameters']:,} | {pct(entry['test_accuracy'])} | "
             f"{pct(entry['pretrain_test_accuracy'])} | {pct(entry.get('fewshot_accuracy', {}).get('10'))} | "
-            f"{entry.get('attention_distance_grows_with_depth', 'n/a')} | {entry['train_time_s']:.1f} s |"
+            f"{_rho_cell(entry.get('attention_distance_vs_depth'))} | {entry['train_time_s']:.1f} s |"
         )
     return "\n".join(rows) + f"\n\nwhole demo: {summary['total_time_s']:.1f} s"
 

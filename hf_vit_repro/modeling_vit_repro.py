@@ -30,7 +30,8 @@ from transformers.modeling_outputs import (
     MaskedImageModelingOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -97,6 +98,7 @@ def resize_position_embeddings_in_state_dict(
     new config whose `image_size` is the new one.
     """
     new_config = config.__class__.from_dict({**config.to_dict(), "image_size": image_size})
+    new_config.check_model_sizes()
     keys = [k for k in state_dict if k.endswith("embeddings.position_embeddings")]
     if len(keys) != 1:
         raise KeyError(f"Expected one '*embeddings.position_embeddings' entry in the state dict, found {keys}.")
@@ -144,6 +146,7 @@ class ViTReproPatchEmbeddings(nn.Module):
         if config.backbone_config is not None:
             from transformers import BitBackbone
 
+            config.backbone_config.num_channels = config.num_channels  # one source: the ViT config's
             # The CNN has no attention; a kernel requested for the whole model (e.g. from_pretrained(...,
             # attn_implementation="sdpa")) is meant for the ViT, and BitBackbone only accepts "eager".
             config.backbone_config._attn_implementation = "eager"
@@ -294,7 +297,7 @@ class ViTReproAttention(nn.Module):
         hidden_states: torch.Tensor,
         output_attentions: bool = False,
         num_queries: int | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`(B, S, D)` -> `(B, S, D)`; with `num_queries=n`, only the first n tokens' outputs
         `(B, n, D)` (they still attend to all S tokens): queries are projected for those tokens only."""
@@ -422,7 +425,11 @@ class ViTReproLayer(GradientCheckpointingLayer):
         )
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False, num_queries: int | None = None, **kwargs
+        self,
+        hidden_states: torch.Tensor,
+        output_attentions: bool = False,
+        num_queries: int | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         """`(B, S, D)` -> `(B, S, D)`, or with `num_queries=n` the first n tokens' outputs `(B, n, D)`:
         the block is per-token apart from attention, so when only the class token's final state is
@@ -501,6 +508,12 @@ class ViTReproPreTrainedModel(PreTrainedModel):
     # Trainer: our forward takes **kwargs but computes a per-batch mean loss itself, so gradient
     # accumulation must not rescale it (see DESIGN.md, pitfalls).
     accepts_loss_kwargs = False
+
+    def __init__(self, config: ViTReproConfig, *inputs, **kwargs):
+        # Sizes that relate two fields are checked when the model is built, not by the config
+        # (as transformers' ViTConfig accepts them; see ViTReproConfig's docstring).
+        config.check_model_sizes()
+        super().__init__(config, *inputs, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         """The original code's initialisation (google-research/vision_transformer, models_vit.py).
@@ -649,7 +662,7 @@ class ViTReproModel(ViTReproPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         bool_masked_pos: torch.Tensor | None = None,
         replacement_index: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         """`bool_masked_pos` `(B, N)` (True: the patch embedding is replaced by the [mask] embedding) and
         `replacement_index` `(B, N)` (position n takes patch `replacement_index[b, n]`'s embedding) corrupt
@@ -723,7 +736,7 @@ class ViTReproForImageClassification(ViTReproPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutput:
         outputs: BaseModelOutputWithPooling = self.vit(
             pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, _pooled_only=True, **kwargs
@@ -986,7 +999,7 @@ class ViTReproForMaskedPatchPrediction(ViTReproPreTrainedModel):
         replacement_index: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
         generator: torch.Generator | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MaskedPatchPredictionOutput:
         """`pixel_values` `(B, C, H, W)`, normalised as by the image processor. `corruption` `(B, N)`
         int codes (`PatchCorruption`) and `replacement_index` `(B, N)` (read at `RANDOM` positions)
@@ -1066,7 +1079,7 @@ class ViTReproForMaskedImageModeling(ViTReproPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         bool_masked_pos: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MaskedImageModelingOutput:
         """`pixel_values` `(B, C, H, W)`; `bool_masked_pos` `(B, N)` bool, True where the patch is masked
         (optional: without it, no loss). Returns `MaskedImageModelingOutput` with `reconstruction`."""

@@ -20,6 +20,7 @@ All JSON is written atomically (`write_json`): a crash never leaves a half-writt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -51,6 +52,112 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> tuple[str, Path | None]
             "save_pretrained folder (holding config.json)."
         )
     return str(checkpoint), None
+
+
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool):
+    """With `enabled=False`, the bars transformers, datasets and huggingface_hub draw themselves
+    (loading and writing weights, preparing a split, downloads) are off, and turned back on after:
+    a command's `--no-progress` (or a recipe's `run.progress_bar: false`) means no bar at all, not
+    only the command's own. `cli.main` wraps every command with it."""
+    if enabled:
+        yield
+        return
+    import datasets
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    was = (transformers_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(),
+           not hub_utils.are_progress_bars_disabled())
+    transformers_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was[0]:
+            transformers_logging.enable_progress_bar()
+        if was[1]:
+            datasets.enable_progress_bars()
+        if was[2]:
+            hub_utils.enable_progress_bars()
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read as it is (a truncated or foreign weights file, a config.json
+    with an invalid value); the message names the file and says what to do."""
+
+
+def check_weights_file(path: str | os.PathLike) -> Path:
+    """Raise `CheckpointError` naming `path` unless it is a complete `.safetensors` file (its header
+    parses and its data covers exactly what the header lists) or an `.npz` file that is a zip
+    archive with an intact directory. Cheap: only headers are read. Other suffixes pass unchecked.
+
+    This is the one check every loader runs before handing a weights file to safetensors, numpy
+    or transformers, whose own errors (SafetensorError, BadZipFile, "pickled data") name neither
+    the file nor the likely cause, an interrupted download.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except SafetensorError as err:
+            raise CheckpointError(
+                f"{path} is truncated or not a safetensors file (interrupted download?): {err}. "
+                "Download or save it again."
+            ) from None
+    elif path.suffix == ".npz":
+        import zipfile
+
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        # np.load falls back to unpickling whatever is not a zip or .npy file; only a file that
+        # starts as a pickle (protocol >= 2) is one. Anything else is not an .npz at all.
+        if not magic.startswith(b"PK") and not magic.startswith(b"\x80") and magic != b"\x93NUMPY":
+            raise CheckpointError(f"{path} is not an .npz archive (it does not start as a zip file); check the file.")
+        if magic.startswith(b"PK"):
+            try:
+                zipfile.ZipFile(path).close()
+            except zipfile.BadZipFile as err:
+                raise CheckpointError(
+                    f"{path} is truncated or not an .npz archive (interrupted download?): {err}. Download it again."
+                ) from None
+    return path
+
+
+def check_checkpoint_files(source: str | os.PathLike) -> None:
+    """`check_weights_file` on a weights file, or on every weights file of a local checkpoint
+    folder (shards included). A Hub id has no local files yet: nothing to check."""
+    path = Path(source)
+    if path.is_file():
+        check_weights_file(path)
+    elif path.is_dir():
+        for weights in sorted(path.glob("*.safetensors")):
+            check_weights_file(weights)
+
+
+def load_pretrained(loader: Any, source: str | os.PathLike, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(source, **kwargs)` (a model class or an Auto class) with errors that
+    name the file: the weights are checked first (`check_checkpoint_files`), and an invalid value in
+    config.json (huggingface_hub's strict validation, or sizes the model cannot be built from)
+    becomes a `CheckpointError` saying which file and field. Every command that loads a checkpoint
+    goes through here."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    from .configuration_vit_repro import ModelSizeError
+
+    check_checkpoint_files(source)
+    config_file = Path(source) / "config.json" if Path(source).is_dir() else f"config.json of {source}"
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except StrictDataclassError as err:
+        reason = err.__cause__ or err
+        raise CheckpointError(f"{config_file}: {' '.join(str(reason).split())} Fix the value in that file.") from None
+    except ModelSizeError as err:  # valid fields that cannot build a model together
+        raise CheckpointError(f"{config_file}: {err} Fix the sizes in that file.") from None
 
 
 def metrics_path(run_dir: str | Path, task: str, split: str) -> Path:
@@ -85,12 +192,13 @@ def metrics_record(
     }
 
 
-def software_versions() -> dict[str, str]:
-    """Versions of Python and of the libraries a result depends on."""
+def software_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of Python and of the libraries a result depends on (plus the distributions named
+    in `extra`, e.g. onnxruntime for an export); libraries not installed are left out."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
-    for name in ("hf-vit-repro", "torch", "transformers", "accelerate", "datasets", "evaluate", "timm"):
+    for name in ("hf-vit-repro", "torch", "transformers", "accelerate", "datasets", "evaluate", "timm", *extra):
         try:
             versions[name] = version(name)
         except PackageNotFoundError:

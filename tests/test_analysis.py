@@ -300,6 +300,34 @@ def test_attention_distance_trend_against_scipy():
     assert trend["grows_with_depth"] == (stats.spearmanr(depth, means).statistic > 0)
 
 
+def test_attention_distance_trend_reports_rho_layers_and_p_value():
+    """rho = 0.4 over 4 layers is not evidence of growth: the trend reports the statistic, its
+    value, the number of layers and a one-sided permutation p-value (issue 14, item 19), checked
+    against scipy's exact permutation test."""
+    from scipy import stats
+
+    def scipy_p(means):
+        depth = np.arange(1, len(means) + 1)
+        statistic = lambda y: stats.spearmanr(depth, y).statistic  # noqa: E731
+        return stats.permutation_test((means,), statistic, permutation_type="pairings", alternative="greater").pvalue
+
+    weak = np.array([[1.0], [3.0], [2.0], [2.5]])  # rho = 0.4 over 4 layers
+    trend = analysis.attention_distance_trend(weak)
+    assert trend["spearman_rho"] == pytest.approx(0.4) and trend["num_layers"] == 4
+    assert trend["spearman_p_value"] == pytest.approx(9 / 24) == pytest.approx(scipy_p(weak[:, 0]))
+    assert trend["summary"] == "Spearman's rho = 0.40 over 4 layers (one-sided permutation p = 0.38)"
+    assert "True" not in trend["summary"]
+    six = np.random.default_rng(1).random((6, 3))
+    assert analysis.attention_distance_trend(six)["spearman_p_value"] == pytest.approx(scipy_p(six.mean(1)))
+    # 12 layers (ViT-B): a fixed-seed sample of orderings, close to the exact share
+    twelve = np.random.default_rng(2).random((12, 2)).cumsum(axis=0)
+    twelve[[3, 7]] = twelve[[7, 3]]
+    p_twelve = analysis.attention_distance_trend(twelve)["spearman_p_value"]
+    assert p_twelve == analysis.attention_distance_trend(twelve)["spearman_p_value"]  # reproducible
+    assert p_twelve == pytest.approx(scipy_p(twelve.mean(1)), abs=0.01) and 0 < p_twelve < 0.01
+    assert analysis.attention_distance_trend(np.ones((3, 2)))["summary"].startswith("Spearman's rho undefined over 3 layers")
+
+
 # ----------------------------------------------------------------------------- image sources
 
 
@@ -420,3 +448,36 @@ def test_analyze_command_help_and_errors(tmp_path, tiny_checkpoint, capsys):
     assert "Cannot load a model from" in capsys.readouterr().err
     code = main(["analyze", str(tiny_checkpoint), "--images", missing, "--out", str(tmp_path / "o")])
     assert code == 2 and "not a folder of image files" in capsys.readouterr().err
+
+
+def test_analyze_reads_registry_tasks_like_the_other_commands(tmp_path, tiny_checkpoint, capsys):
+    """`--images digits` (a registry task, as `evaluate` and `fewshot` take it) reads the task's
+    test split through `data.load_task` (issue 14, item 16)."""
+    out = tmp_path / "from-task"
+    argv = ["analyze", str(tiny_checkpoint), "--images", "digits", "--out", str(out), "--num-images", "3",
+            "--rollout-images", "1", "--no-progress"]
+    assert main(argv) == 0
+    result = json.loads((out / "analysis.json").read_text())
+    assert result["images"]["source"] == "digits" and result["images"]["num_images"] == 3
+    from hf_vit_repro.data import load_task
+
+    first = next(iter(analysis.iter_images("digits")))
+    assert np.array_equal(np.asarray(first), np.asarray(load_task("digits", "test")[0]["image"]))
+    capsys.readouterr()
+    assert main(["analyze", str(tiny_checkpoint), "--images", "digitz", "--out", str(out)]) == 2
+    assert "Did you mean the task 'digits'?" in capsys.readouterr().err  # as the other commands suggest it
+
+
+def test_analyze_progress_bar_counts_images_and_honours_no_progress(tmp_path, tiny_checkpoint, capsys):
+    """Two images with the default --num-images 128: the bar says 2/2, not 2/128; with
+    --no-progress no bar is drawn, neither ours nor transformers' "Loading weights" (item 20)."""
+    images = write_png_folder(tmp_path / "two", [i.convert("RGB") for i in digit_images(2)])
+    capsys.readouterr()
+    assert main(["analyze", str(tiny_checkpoint), "--images", str(images), "--out", str(tmp_path / "a")]) == 0
+    out, err = capsys.readouterr()
+    assert "2/2" in err and "/128" not in err
+    # the trend is printed as its statistic, value, layers and p-value (item 19)
+    assert "grows with depth? Spearman's rho = " in out and "over 2 layers (one-sided permutation p = " in out
+    assert main(["analyze", str(tiny_checkpoint), "--images", str(images), "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "attention" not in err and "Loading weights" not in err and "it/s" not in err, err

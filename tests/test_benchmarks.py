@@ -9,7 +9,7 @@ import torch
 
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification
 
-from .conftest import tiny_kwargs
+from .conftest import randomize_, tiny_kwargs
 
 spec = importlib.util.spec_from_file_location(
     "bench_models", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_models.py"
@@ -65,3 +65,59 @@ def test_ablation_switches_turn_each_fast_path_off():
     with torch.no_grad():
         ablate._logits(hybrid)(x), ablate._nchw(hybrid)(x)
     assert layouts == [True, False]
+
+
+def test_onnxruntime_rows_serve_our_export_and_only_infer():
+    """The harness's ONNX Runtime implementation runs our model's export (same logits within
+    1e-4), is measured in inference only, and the table shows "-" where it was not measured."""
+    torch.manual_seed(0)
+    model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs()))).eval()
+    ort_impl = bench.onnxruntime_impl(model, threads=1)
+    assert ort_impl.model is None and not ort_impl.trains
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ort_impl.logits(x), model(x).logits, atol=1e-4, rtol=0)
+    ours = bench.Impl("hf_vit_repro", model, lambda t: model(t).logits)
+    ours.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    labels = torch.zeros(3, dtype=torch.long)
+    assert set(bench.interleaved_samples([ours, ort_impl], x, labels, "infer", 1, 1)) == {"hf_vit_repro", "onnxruntime"}
+    assert set(bench.interleaved_samples([ours, ort_impl], x, labels, "train", 1, 1)) == {"hf_vit_repro"}
+    result = {"row": "tiny", "batch_size": 3, "impls": {
+        "hf_vit_repro": {"infer_img_s": 10.0, "infer_x_onnxruntime": 0.5},
+        "onnxruntime": {"infer_img_s": 20.0},
+    }}
+    lines = bench.table([result]).splitlines()
+    assert lines[2].split()[:4] == ["tiny", "3", "onnxruntime", "20.0"] and lines[2].split()[4:7] == ["-", "-", "0.50x"]
+
+
+def test_default_output_never_overwrites_committed_results(tmp_path, monkeypatch):
+    """`bench_models.py` and `ablate_models.py` without --out write a new timestamped file next to
+    the committed results, which stay untouched (issue 14, item 18)."""
+    import json
+    import os
+    import platform
+
+    spec = importlib.util.spec_from_file_location(
+        "ablate_models", Path(__file__).resolve().parents[1] / "benchmarks" / "ablate_models.py"
+    )
+    ablate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablate)
+    machine = f"cpu-{platform.machine()}-{os.cpu_count()}cores"
+    committed = {tmp_path / f"{machine}.json": "models", tmp_path / f"ablation_{machine}.json": "ablation"}
+    for path, content in committed.items():
+        path.write_text(content)
+    monkeypatch.setattr(bench, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(bench, "run_row", lambda row, *args: {"row": row, "impls": {}})
+    monkeypatch.setattr(bench, "table", lambda results: "")
+    monkeypatch.setattr(ablate, "run_path", lambda path, *args: {"path": path})
+    monkeypatch.setattr(ablate, "table", lambda results: "")
+    for _ in range(2):
+        assert bench.main(["--rows", "vit_s16", "--device", "cpu"]) == 0
+        assert ablate.main(["--paths", "fused_adamw"]) == 0
+    assert {path: path.read_text() for path in committed} == committed
+    new = sorted(p.name for p in tmp_path.glob("*.json") if p not in committed)
+    assert len(new) == 4, new  # two runs of each, two files each
+    assert sum(name.startswith(f"{machine}-") for name in new) == 2
+    assert sum(name.startswith(f"ablation_{machine}-") for name in new) == 2
+    rows = [json.loads((tmp_path / name).read_text())["rows"] for name in new]
+    assert {"row": "vit_s16", "impls": {}} in [r[0] for r in rows]

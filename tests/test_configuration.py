@@ -31,9 +31,6 @@ def test_non_square_image_and_derived_values():
 @pytest.mark.parametrize(
     "overrides, field, rule",
     [
-        ({"hidden_size": 30, "num_attention_heads": 4}, "hidden_size", "divisible by `num_attention_heads`"),
-        ({"image_size": 30}, "image_size", "divisible by `patch_size`"),
-        ({"image_size": (32, 36)}, "image_size", "divisible by `patch_size`"),
         ({"pooling": "mean"}, "pooling", "must be one of"),
         ({"classifier_init": "xavier"}, "classifier_init", "must be one of"),
         ({"position_embedding_interpolation": "lanczos"}, "position_embedding_interpolation", "must be one of"),
@@ -57,6 +54,33 @@ def test_invalid_configs_raise_naming_field_value_and_rule(overrides, field, rul
     assert field in message and rule in message
     value = overrides[field] if field in overrides else next(iter(overrides.values()))
     assert str(value if not isinstance(value, tuple) else value[0]) in message
+
+
+@pytest.mark.parametrize(
+    "overrides, field, rule",
+    [
+        ({"hidden_size": 30, "num_attention_heads": 4}, "hidden_size", "divisible by `num_attention_heads`"),
+        ({"hidden_size": 37, "num_attention_heads": 12}, "hidden_size", "divisible by `num_attention_heads`"),
+        ({"image_size": 30}, "image_size", "divisible by `patch_size`"),
+        ({"image_size": (32, 36)}, "image_size", "divisible by `patch_size`"),
+    ],
+)
+def test_sizes_relating_fields_are_checked_when_the_model_is_built(overrides, field, rule):
+    """As transformers' ViTConfig: `ViTConfig(hidden_size=37)` is a valid config; the model says
+    what is wrong when it is built (issue 14, item 4)."""
+    from transformers import ViTConfig
+
+    ViTConfig(**{k: v for k, v in overrides.items() if k != "image_size" or isinstance(v, int)})  # accepted there
+    config = ViTReproConfig(**tiny_kwargs(**overrides))  # accepted here
+    for model_cls in (ViTReproModel, ViTReproForImageClassification):
+        with pytest.raises(ValueError) as info:
+            model_cls(config)
+        message = str(info.value)
+        assert field in message and rule in message and str(overrides[field]) in message
+    # Generic tooling changes fields one at a time: an odd intermediate state is fine.
+    config = ViTReproConfig(**tiny_kwargs(hidden_size=30))
+    config.hidden_size = 32
+    assert ViTReproModel(config).config.hidden_size == 32
 
 
 def test_self_supervision_fields_defaults_round_trip_and_variants(tmp_path):

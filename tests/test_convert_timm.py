@@ -297,3 +297,26 @@ def test_hub_repo_id_reads_through_hf_hub_download(converted, tmp_path, monkeypa
         torch.testing.assert_close(model(x).logits, reference(x), atol=ATOL, rtol=0)
     with pytest.raises(ConversionError, match="could not be fetched"):
         convert("timm/not-in-the-cache", tmp_path / "none")
+
+
+def test_bare_1000_class_timm_file_reads_its_class_count(tmp_path, capsys):
+    """A real-sized bare timm file (ViT-Ti/16 with its 1000-class head, as timm builds it) converts
+    from its architecture name alone: the class count comes from the weights (issue 14, item 7)."""
+    reference = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(reference.head.weight, std=0.02)  # timm starts the head at zero
+    assert reference.head.out_features == 1000
+    save_file(reference.state_dict(), tmp_path / "vit_tiny.safetensors")
+    out = tmp_path / "out"
+    assert main(["convert", str(tmp_path / "vit_tiny.safetensors"), str(out), "--timm-architecture", "vit_tiny_patch16_224"]) == 0
+    model = AutoModelForImageClassification.from_pretrained(out).eval()
+    assert model.config.num_labels == 1000 and model.classifier.out_features == 1000
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, reference(x), atol=ATOL, rtol=0)
+    # --num-labels still swaps the head afterwards (fine-tuning), and a wrong explicit count is named
+    assert main(["convert", str(tmp_path / "vit_tiny.safetensors"), str(tmp_path / "ten"), "--timm-architecture",
+                 "vit_tiny_patch16_224", "--num-labels", "10"]) == 0
+    assert AutoModelForImageClassification.from_pretrained(tmp_path / "ten").config.num_labels == 10
+    with pytest.raises(ConversionError, match=r"classifier\.bias: checkpoint \(1000,\) vs model \(2,\)"):
+        load_checkpoint(tmp_path / "vit_tiny.safetensors", architecture="vit_tiny_patch16_224", num_labels=2)

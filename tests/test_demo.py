@@ -53,3 +53,15 @@ def test_demo_smoke_writes_summary_and_table(tmp_path, monkeypatch, capsys):
     }
     assert (out / "hub" / "vit" / "README.md").is_file() and not (out / "hub" / "vit" / "stale.txt").exists()
     assert sorted(p.name for p in (out / "hub").iterdir()) == ["hybrid", "vit"]
+
+
+def test_demo_table_shows_rho_with_layers_and_p_value():
+    """The summary table reports the statistic, not a bare True (issue 14, item 19)."""
+    from hf_vit_repro.demo import format_table
+
+    entry = {"name": "ViT", "parameters": 1000, "test_accuracy": 0.5, "pretrain_test_accuracy": 0.4,
+             "fewshot_accuracy": {"10": 0.3}, "train_time_s": 1.0, "attention_distance_grows_with_depth": True,
+             "attention_distance_vs_depth": {"spearman_rho": 0.4, "spearman_p_value": 0.375, "num_layers": 4}}
+    table = format_table({"models": {"vit": entry}, "total_time_s": 2.0})
+    assert "Spearman's rho" in table.splitlines()[0]
+    assert "| 0.40 (4 layers, p = 0.38) |" in table and "True" not in table

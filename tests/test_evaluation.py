@@ -121,3 +121,23 @@ def test_real_labels_matched_by_file_name(classifier, tmp_path):
     short.write_text(json.dumps([[1]] * 5))
     with pytest.raises(ValueError, match="cannot match"):
         real_label_sets(no_names, short)
+
+
+def test_a_task_with_more_classes_than_the_head_is_refused(checkpoint, classifier, tmp_path, capsys):
+    """A 100-class task whose rows happen to use 10 labels: the task's label feature decides, in
+    evaluate_model and in `vit-repro evaluate` (issue 14, item 14)."""
+    features = Features({"image": Image(), "label": ClassLabel(num_classes=100)})
+    rows = {"image": [{"bytes": _png(10 * i), "path": None} for i in range(10)], "label": list(range(10))}
+    hundred = Dataset.from_dict(rows, features=features)
+    with pytest.raises(ValueError, match="the task has 100 classes but the model's head has 10 classes"):
+        evaluate_model(classifier, hundred, progress=False)
+    folder = tmp_path / "hundred"
+    folder.mkdir()
+    hundred.to_parquet(str(folder / "test.parquet"))
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(checkpoint), str(folder), "--output", str(tmp_path / "m.json"), "--no-progress"]) == 2
+    assert "the task has 100 classes but the model's head has 10 classes" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+    # the same rows labelled as the 10-class task they are: evaluated
+    ten = Dataset.from_dict(rows, features=Features({"image": Image(), "label": ClassLabel(num_classes=10)}))
+    assert evaluate_model(classifier, ten, progress=False)["num_images"] == 10

@@ -401,13 +401,18 @@ def get_task(name: str) -> TaskSpec:
         raise UnknownTaskError(unknown_task_message(name)) from None
 
 
-def unknown_task_message(name: str) -> str:
+def close_task_names(name: str) -> list[str]:
+    """Up to 4 registry names close to `name` (also by the bare name: "cifar" ~ "vtab/cifar100")."""
     names = list(TASKS)
-    # Match the bare name too ("cifar" ~ "vtab/cifar100").
     short = {n.split("/")[-1]: n for n in names}
     close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
     close += [short[s] for s in difflib.get_close_matches(name.split("/")[-1], list(short), n=4, cutoff=0.5)]
-    close = list(dict.fromkeys(close))[:4]
+    return list(dict.fromkeys(close))[:4]
+
+
+def unknown_task_message(name: str) -> str:
+    names = list(TASKS)
+    close = close_task_names(name)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return (
         f"unknown task {name!r}.{hint} Known tasks: {', '.join(names)}. A Hub dataset id "

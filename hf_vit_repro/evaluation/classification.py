@@ -24,7 +24,7 @@ import torch
 from .. import runs
 from ..models import image_size as size_of
 from ..models import set_image_size
-from .common import dataset_label, default_output_dir, format_table, image_size_of, load_checkpoint
+from .common import check_resolution, dataset_label, default_output_dir, format_table, image_size_of, load_checkpoint
 
 _REAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
 
@@ -55,6 +55,8 @@ def evaluate_model(
     "mean_per_class_accuracy", and "real_accuracy" when `real_labels` is given}, values in [0, 1]),
     `num_images`, `per_class_accuracy` ({class name: accuracy or None}), and with ReaL
     `real_num_images`. `real_labels[i]` is the ReaL label set of row i (may be empty).
+    A task with more classes than the model's head (its ClassLabel feature, or the labels seen)
+    is refused.
     `top_k`: the k of the top-k metric (default 1 and 5). Images are resized to the model's
     resolution (`crop=True`: shorter side, then central crop) and normalised with mean/std.
     Unreadable images raise `CorruptImageError` naming the row and its file (`strict`, the default:
@@ -72,6 +74,13 @@ def evaluate_model(
         raise ValueError("the dataset is empty; nothing to evaluate")
     labels = _labels(dataset)
     num_classes = int(model.config.num_labels)
+    task_classes = getattr(dataset.features["label"], "num_classes", None)
+    if task_classes is not None and task_classes > num_classes:
+        # The task's label feature says how many classes it has, even where these rows use fewer.
+        raise ValueError(
+            f"the task has {task_classes} classes but the model's head has {num_classes} classes; evaluate a checkpoint "
+            "fine-tuned on this task (or fine-tune it first: vit-repro train with mode: finetune)"
+        )
     if labels.max() >= num_classes:
         raise ValueError(
             f"the data has class ids up to {int(labels.max())} but the model's head has {num_classes} classes; "
@@ -221,8 +230,10 @@ def evaluate_checkpoint(
     accelerator = make_accelerator(cpu)
     loaded = load_checkpoint(checkpoint, device=accelerator.device)
     model = loaded.model
-    if resolution is not None and (size_of(model) is None or int(resolution) != image_size_of(model)):
-        set_image_size(model, int(resolution))  # a ViT resamples its position embeddings; a ResNet records it
+    if resolution is not None:
+        resolution = check_resolution(model, int(resolution))
+        if size_of(model) is None or resolution != image_size_of(model):
+            set_image_size(model, resolution)  # a ViT resamples its position embeddings; a ResNet records it
     dataset = load_task(task, split, data_dir, image_column=image_column, label_column=label_column)
     real, real_match = (None, None)
     if real_labels is not None:

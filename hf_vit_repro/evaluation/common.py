@@ -41,12 +41,14 @@ def load_checkpoint(checkpoint: str | os.PathLike, device: str | torch.device | 
     import hf_vit_repro  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModelForImageClassification
 
-    from ..runs import resolve_checkpoint
+    from ..runs import CheckpointError, load_pretrained, resolve_checkpoint
     from ..data import VIT_MEAN, VIT_STD, image_stats
 
     source, run_dir = resolve_checkpoint(checkpoint)
     try:
-        model = AutoModelForImageClassification.from_pretrained(source)
+        model = load_pretrained(AutoModelForImageClassification, source)
+    except CheckpointError:
+        raise
     except (OSError, ValueError) as err:
         raise ValueError(
             f"cannot load a classifier from {source!r}: expected a save_pretrained folder (config.json and weights), "
@@ -77,6 +79,28 @@ def image_size_of(model) -> int:
             "evaluate at (--resolution / image_size=...)"
         )
     return size
+
+
+def check_resolution(model, resolution: int) -> int:
+    """`resolution` if the model can run at it (a positive multiple of its token stride: the patch
+    size, times the CNN's stride for hybrids; a BiT ResNet runs at any positive size), else a
+    ValueError saying which sizes work."""
+    from ..models import is_bit
+
+    if is_bit(model):
+        if resolution < 1:
+            raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
+        return int(resolution)
+    stride = model.config.token_stride_hw[0]
+    if model.config.token_stride_hw[1] != stride:
+        raise ValueError(f"the model's patches are {model.config.token_stride_hw}; evaluation uses square images")
+    if resolution < 1 or resolution % stride:
+        nearest = max(stride, round(resolution / stride) * stride)
+        what = "patch size" if not model.config.is_hybrid else "patch size times its CNN's stride"
+        raise ValueError(
+            f"resolution {resolution} is not a multiple of the model's {what} ({stride} px); use e.g. {nearest}"
+        )
+    return int(resolution)
 
 
 def model_fingerprint(model) -> str:
@@ -140,6 +164,7 @@ __all__ = [
     "load_checkpoint",
     "default_device",
     "image_size_of",
+    "check_resolution",
     "model_fingerprint",
     "dataset_label",
     "default_output_dir",

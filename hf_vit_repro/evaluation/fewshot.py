@@ -53,7 +53,7 @@ import torch
 
 from .. import runs
 from ..models import pre_logits
-from .common import default_device, default_output_dir, format_table, image_size_of, model_fingerprint
+from .common import check_resolution, default_device, default_output_dir, format_table, image_size_of, model_fingerprint
 
 BIAS_CONSTANT = 100.0
 STD_EPS = 1e-5
@@ -434,7 +434,7 @@ def fewshot_checkpoint(
     from .common import load_checkpoint
 
     loaded = load_checkpoint(checkpoint, device=device or default_device())
-    size = int(resolution or image_size_of(loaded.model))
+    size = check_resolution(loaded.model, int(resolution)) if resolution is not None else image_size_of(loaded.model)
     if output is not None and str(output).endswith(".json"):
         path = Path(output)
     else:

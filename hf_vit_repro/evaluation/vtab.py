@@ -593,6 +593,8 @@ def _cmd_vtab(args) -> int:
     # `--tasks a b key=value` also works: overrides typed after the task names are overrides.
     tasks = [t for t in args.tasks if "=" not in t] or ["all"]
     overrides = list(args.overrides) + [t for t in args.tasks if "=" in t]
+    if args.no_progress:
+        overrides.append("run.progress_bar=false")
     record = run_vtab(
         args.checkpoint, tasks, protocol=args.protocol, output_dir=args.output, recipe=args.recipe, overrides=overrides,
         data_root=args.data_root, data_dirs=data_dirs, pretraining_data=args.pretraining_data,
@@ -637,6 +639,7 @@ def add_vtab_cli(subparsers) -> None:
     p.add_argument("--output", default=None, help="results folder (default: the run folder, else outputs/vtab/...)")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep training checkpoints and sweep models of finished tasks (default: deleted)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (the recipe's run.progress_bar=false)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides (right after the checkpoint)")
     p.set_defaults(func=_cmd_vtab)
 

@@ -235,7 +235,7 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
             f"{checkpoint}/config.json is a {raw.get('model_type')!r} model, not {ViTReproConfig.model_type!r} or "
             "'bit' (a BiT ResNet): convert it first (`vit-repro convert`)."
         )
-    config = ViTReproConfig.from_pretrained(checkpoint)
+    config = runs.load_pretrained(ViTReproConfig, checkpoint)
     backbone = raw.get("backbone_config") or None
     stride_h, stride_w = getattr(config, "token_stride_hw", config.patch_hw)
     variant = variant_of(config)

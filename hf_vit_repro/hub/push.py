@@ -92,6 +92,7 @@ def build_repo_folder(
     half-written. `card_options` go to `model_card`."""
     check_repo_id(repo_id)
     sources = locate(source)
+    runs.check_checkpoint_files(sources.checkpoint)  # a truncated download is named before anything is staged
     token = active_token(token)
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
@@ -182,7 +183,7 @@ def _load_problems(folder: Path) -> list[str]:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     try:
-        _, info = AutoModelForImageClassification.from_pretrained(folder, output_loading_info=True)
+        _, info = runs.load_pretrained(AutoModelForImageClassification, folder, output_loading_info=True)
         AutoImageProcessor.from_pretrained(folder)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         return [f"the checkpoint does not load: {err}"]

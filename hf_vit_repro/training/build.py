@@ -219,7 +219,7 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
                 f"`model.init_from` {m.init_from!r} is a BiT ResNet, which has no dropout and no pre-logits layer: "
                 "set model.dropout and model.attention_dropout to 0 and model.representation_size to null."
             )
-        model = classifier_class(config).from_pretrained(source, config=config)
+        model = runs.load_pretrained(classifier_class(config), source, config=config)
         if recipe.mode == "finetune":
             keep = m.representation_size is not None and getattr(config, "representation_size", None) is not None
             reset_classifier(model, num_classes, id2label=id2label, keep_representation=keep)
@@ -270,7 +270,7 @@ def load_checkpoint_config(source: str):
     from ..models import MODEL_TYPES
 
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = runs.load_pretrained(AutoConfig, source)
     except (OSError, ValueError) as err:
         if not Path(source).exists():
             raise RecipeError(

@@ -127,6 +127,7 @@ def train(
         torch.set_num_threads(recipe.run.torch_threads)
     try:
         with contextlib.ExitStack() as cleanup:
+            cleanup.enter_context(runs.library_progress_bars(recipe.run.progress_bar))  # off means all bars
             return _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup)
     finally:
         torch.set_num_threads(threads)

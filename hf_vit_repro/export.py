@@ -1,0 +1,683 @@
+"""Deployment export: a checkpoint -> an ONNX model (for ONNX Runtime) or a torch.export
+ExportedProgram, checked against PyTorch before the folder is written.
+
+    vit-repro export outputs/run1 vit-onnx                         # ONNX, dynamic batch axis
+    vit-repro export my-vit vit-pt2 --format exported-program --image-size 384
+    vit-repro verify-export vit-onnx --checkpoint outputs/run1     # check an existing folder
+
+The output folder describes itself:
+
+    OUT/
+      model.onnx | model.pt2      the artefact (a model over 2 GB adds model.onnx.data)
+      config.json                 the model's config (`image_size` = the exported resolution)
+      preprocessor_config.json    the checkpoint's ViTImageProcessor, resizing to that resolution
+      export_report.json          format, opset, input/output names and shapes, dynamic axes,
+                                  SHA-256 of the artefact, the parity check, software versions
+
+One input, `pixel_values` `(B, C, H, W)` float32, normalised as the image processor says. The
+outputs are those of the class the checkpoint's config names in `architectures` (table
+`EXPORT_OUTPUTS`): `logits` `(B, K)` for the classifier; `last_hidden_state` `(B, S, D)` and
+`pooler_output` `(B, D)` for the bare encoder.
+
+The resolution is baked in: the export runs at the checkpoint's `image_size`, or at `image_size=`
+after resampling the position embeddings for good with the model's own
+`resize_position_embeddings` (paper Sec. 3.2). Height and width are not dynamic: the model's
+`resample_position_embeddings` turns the target grid into Python ints (and skips an unchanged
+grid), which torch.export specialises to the traced size. The batch axis is dynamic by default.
+
+Verification (paper-independent, always on): the exported artefact (ONNX Runtime's CPU execution
+provider for ONNX, the ExportedProgram's module for pt2) and the PyTorch model run on the same
+seeded random inputs, at batch sizes 1 and 3 when the batch is dynamic (traced at 2) or at the
+traced size; the largest absolute difference of every output must be within `tolerance` (1e-4 by
+default, for float32). Everything is written into a temporary sibling folder that is renamed to
+`OUT` only after the check passes, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import runs
+
+# The outputs each exportable class returns, in order. A new head (e.g. masked-image modeling)
+# is one line here: class name -> names of the fields of its output dataclass to export.
+EXPORT_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "ViTReproModel": ("last_hidden_state", "pooler_output"),
+    "ViTReproForImageClassification": ("logits",),
+}
+INPUT_NAME = "pixel_values"
+FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
+REPORT = "export_report.json"
+DEFAULT_TOLERANCE = 1e-4
+TRACED_BATCH_SIZE = 2
+DYNAMIC_CHECK_BATCH_SIZES = (1, 3)  # neither is the traced size
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+
+
+class ExportError(ValueError):
+    """An export that cannot be made or trusted: the parity check failed, the artefact is missing,
+    damaged or does not belong to the checkpoint."""
+
+
+def require_onnx() -> None:
+    """Import the `[export]` extra (onnx, onnxscript, onnxruntime) or say how to install it."""
+    missing = []
+    for name in ONNX_PACKAGES:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ImportError(
+            f"ONNX export needs {', '.join(missing)}: install them with pip install 'hf-vit-repro[export]'"
+        )
+
+
+class ExportableModel(nn.Module):
+    """`pixel_values (B, C, H, W)` -> a tuple of the output tensors named by `EXPORT_OUTPUTS`:
+    the plain tensor-in, tensors-out signature exporters and runtimes want."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        name = type(model).__name__
+        if name not in EXPORT_OUTPUTS:
+            raise ValueError(f"cannot export a {name}; exportable classes: {', '.join(EXPORT_OUTPUTS)}")
+        self.model = model
+        self.output_names = EXPORT_OUTPUTS[name]
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(pixel_values=pixel_values)
+        return tuple(outputs[name] for name in self.output_names)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def load_for_export(checkpoint: str | os.PathLike, progress: bool = True):
+    """`(model, image_processor, source)` for a run folder (its `final/`), a save_pretrained folder
+    or a Hub id: the class named in the config's `architectures`, float32, eval mode, on the CPU.
+    The image processor is the one saved beside the weights, else `default_image_processor`
+    (mean = std = 0.5, with a warning). `progress=False` hides transformers' loading bar."""
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        return _load_for_export(checkpoint)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+
+
+def checkpoint_config(checkpoint: str | os.PathLike):
+    """`(source, config)` of an exportable checkpoint, read without loading weights (so bad
+    arguments are reported before any heavy work)."""
+    import hf_vit_repro  # noqa: F401  (registers the Auto classes)
+    from transformers import AutoConfig
+
+    path = Path(checkpoint)
+    looks_local = path.is_absolute() or str(checkpoint).startswith((".", "~")) or len(path.parts) > 2
+    if not path.exists() and looks_local:
+        raise FileNotFoundError(
+            f"checkpoint {str(checkpoint)!r} does not exist: pass a run folder, a save_pretrained folder or a Hub model id"
+        )
+    source, _ = runs.resolve_checkpoint(checkpoint)
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"cannot read a config from {source!r}: expected a run folder, a save_pretrained folder or a Hub model "
+            f"id ({type(err).__name__}: {_one_line(err)})"
+        ) from err
+    architectures = list(getattr(config, "architectures", None) or [])
+    if config.model_type != "vit_repro" or not architectures or architectures[0] not in EXPORT_OUTPUTS:
+        raise ValueError(
+            f"{source!r} holds a {config.model_type!r} model of class {architectures or 'unknown'}; exportable: "
+            f"vit_repro checkpoints of class {', '.join(EXPORT_OUTPUTS)}"
+        )
+    return source, config
+
+
+def _load_for_export(checkpoint):
+    from transformers import AutoImageProcessor
+
+    from . import modeling_vit_repro
+    from .analysis import default_image_processor
+
+    source, config = checkpoint_config(checkpoint)
+    model_class = getattr(modeling_vit_repro, config.architectures[0])
+    try:
+        model = model_class.from_pretrained(source, dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot load the weights of {source!r} ({type(err).__name__}: {_one_line(err)})") from err
+    try:
+        processor = AutoImageProcessor.from_pretrained(source)
+    except (OSError, ValueError):
+        warnings.warn(f"no image processor saved with {source!r}; the export folder gets mean = std = 0.5", stacklevel=2)
+        processor = default_image_processor(model.config)
+    return model.eval(), processor, source
+
+
+def _check_image_size(config, image_size: int) -> None:
+    (sh, sw) = config.token_stride_hw
+    if not isinstance(image_size, int) or image_size <= 0:
+        raise ValueError(f"image size must be a positive integer, got {image_size!r}")
+    if image_size % sh or image_size % sw:
+        what = "patch size" if not config.is_hybrid else "patch size times the CNN's stride"
+        raise ValueError(f"image size {image_size} is not a multiple of the model's {what} ({sh}x{sw}); pick one that is")
+
+
+# ----------------------------------------------------------------------------- running an export
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ort_session(path: Path, intra_op_num_threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if intra_op_num_threads is not None:
+        options.intra_op_num_threads = intra_op_num_threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def load_exported(folder: str | os.PathLike, intra_op_num_threads: int | None = None) -> Callable:
+    """A callable `pixel_values (B, C, H, W) tensor -> {output name: tensor}` that runs the artefact
+    of an export folder: an ONNX Runtime session (CPU execution provider, default graph
+    optimisations; `intra_op_num_threads` as given, else ONNX Runtime's default) or the
+    ExportedProgram's module. No check is made here; see `verify`."""
+    folder = Path(folder)
+    report = _read_report(folder)
+    artefact = folder / report["artefact"]
+    names = [o["name"] for o in report["outputs"]]
+    if report["format"] == "onnx":
+        require_onnx()
+        session = _ort_session(artefact, intra_op_num_threads)
+
+        def run(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+            arrays = session.run(names, {INPUT_NAME: pixel_values.detach().cpu().float().numpy()})
+            return {name: torch.from_numpy(a) for name, a in zip(names, arrays)}
+
+        run.session = session
+        return run
+    module = torch.export.load(str(artefact)).module()
+
+    def run(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return dict(zip(names, module(pixel_values.float())))
+
+    return run
+
+
+def random_pixel_values(batch_size: int, config, seed: int = 0) -> torch.Tensor:
+    """Seeded N(0, 1) inputs `(B, C, H, W)` at the config's resolution (normalised pixels are of
+    that scale)."""
+    height, width = config.image_hw
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch_size, config.num_channels, height, width, generator=generator)
+
+
+def check_parity(
+    run: Callable, model: nn.Module, batch_sizes, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0
+) -> dict[str, Any]:
+    """Run the exported `run` and the PyTorch `model` on the same seeded random inputs of each batch
+    size; returns the largest absolute difference per output and whether all are within
+    `tolerance`."""
+    exportable = ExportableModel(model).eval()
+    diffs = {name: 0.0 for name in exportable.output_names}
+    for i, batch in enumerate(batch_sizes):
+        x = random_pixel_values(batch, model.config, seed=seed + i)
+        with torch.no_grad():
+            expected = exportable(x)
+        got = run(x)
+        for name, want in zip(exportable.output_names, expected):
+            if name not in got or tuple(got[name].shape) != tuple(want.shape):
+                shape = tuple(got[name].shape) if name in got else "missing"
+                raise ExportError(
+                    f"the exported model's output {name!r} has shape {shape} at batch size {batch}, PyTorch's "
+                    f"{tuple(want.shape)}: the export does not match the model"
+                )
+            diff = float((got[name].float() - want.float()).abs().max())
+            diffs[name] = max(diffs[name], diff if diff == diff else float("inf"))  # NaN counts as a failure
+    return {
+        "batch_sizes": list(batch_sizes),
+        "tolerance": tolerance,
+        "max_abs_diff": diffs,
+        "passed": all(d <= tolerance for d in diffs.values()),
+    }
+
+
+def _onnx_signature(path: Path) -> tuple[list[dict], list[dict], dict, int]:
+    """Inputs and outputs (name, shape with symbolic dims as names, dtype), dynamic axes and the
+    default-domain opset of a saved ONNX model (read without loading external weights)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def describe(values):
+        out = []
+        for v in values:
+            dims = [d.dim_param if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name
+            out.append({"name": v.name, "shape": dims, "dtype": dtype})
+        return out
+
+    inputs, outputs = describe(model.graph.input), describe(model.graph.output)
+    dynamic = {
+        v["name"]: {str(i): d for i, d in enumerate(v["shape"]) if isinstance(d, str)} for v in inputs + outputs
+    }
+    dynamic = {k: v for k, v in dynamic.items() if v}
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return inputs, outputs, dynamic, opset
+
+
+def _export_onnx(exportable, x, path: Path, opset: int | None, dynamic_shapes) -> None:
+    with warnings.catch_warnings():
+        # The exporter's progress prints and advice for other models are not the user's business.
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            exportable, (x,), dynamo=True, verbose=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=list(exportable.output_names), dynamic_shapes=dynamic_shapes,
+        )  # fmt: skip
+    program.save(str(path))
+
+
+def _export_program(exportable, x, path: Path, dynamic_shapes) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(exportable, (x,), dynamic_shapes=dynamic_shapes)
+    torch.export.save(program, str(path))
+
+
+def _prepare_output_dir(output_dir: Path, checkpoint_source: str | None) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"{output_dir} exists and is not a folder; choose another output folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / REPORT).is_file():
+        raise FileExistsError(
+            f"{output_dir} already holds files and is not an export folder (no {REPORT}); choose a new or empty folder"
+        )
+    if checkpoint_source is not None and Path(checkpoint_source).resolve() == output_dir.resolve():
+        raise FileExistsError(f"{output_dir} is the checkpoint itself; choose another output folder")
+
+
+def _check_options(format: str, opset: int | None, tolerance: float) -> None:
+    """Bad arguments are refused before any loading or tracing."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
+    if format == "onnx":
+        require_onnx()
+    if opset is not None and format != "onnx":
+        raise ValueError("--opset applies to the onnx format only")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be positive, got {tolerance}")
+
+
+def export_model(
+    model: nn.Module,
+    output_dir: str | os.PathLike,
+    *,
+    format: str = "onnx",
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+    image_size: int | None = None,
+    image_processor=None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    progress: bool = True,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """Export an in-memory model (a class of `EXPORT_OUTPUTS`) to `output_dir`; see the module
+    docstring for the folder. `image_size` resamples a copy's position embeddings for good before
+    export; `opset` defaults to torch.onnx's (20 with torch 2.14). Returns the export report.
+
+    Raises `ExportError` (and writes nothing) when the exported model's outputs differ from
+    PyTorch's by more than `tolerance`; `ImportError` naming `pip install 'hf-vit-repro[export]'`
+    when ONNX export is asked for without onnx, onnxscript and onnxruntime."""
+    import copy
+
+    from tqdm.auto import tqdm
+
+    from .analysis import default_image_processor
+
+    _check_options(format, opset, tolerance)
+    ExportableModel(model)  # refuses classes without an output table before any work
+    if image_size is not None:
+        _check_image_size(model.config, image_size)
+    output_dir = Path(output_dir)
+    _prepare_output_dir(output_dir, source)
+
+    steps = tqdm(total=4, desc=f"export {format}", unit="step", disable=not progress)
+    model = copy.deepcopy(model).float().cpu().eval()
+    if image_size is not None:
+        model.resize_position_embeddings(image_size)
+    exportable = ExportableModel(model).eval()
+    x = random_pixel_values(TRACED_BATCH_SIZE, model.config, seed=1234)
+    dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim("batch")}} if dynamic_batch else None
+    check_batches = DYNAMIC_CHECK_BATCH_SIZES if dynamic_batch else (TRACED_BATCH_SIZE,)
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.tmp-"))
+    try:
+        artefact = tmp / FORMATS[format]
+        steps.set_postfix_str("tracing")
+        if format == "onnx":
+            _export_onnx(exportable, x, artefact, opset, dynamic_shapes)
+        else:
+            _export_program(exportable, x, artefact, dynamic_shapes)
+        steps.update()
+
+        steps.set_postfix_str("writing config and image processor")
+        # The config loads with trust_remote_code (configuration_vit_repro.py is copied beside it);
+        # the folder holds no PyTorch weights, so the model entries of auto_map are dropped.
+        auto_map = getattr(model.config, "auto_map", None) or {}
+        model.config.auto_map = {k: v for k, v in auto_map.items() if k == "AutoConfig"} or None
+        model.config.save_pretrained(tmp)
+        processor = copy.deepcopy(image_processor) if image_processor is not None else default_image_processor(model.config)
+        height, width = model.config.image_hw
+        processor.size = {"height": height, "width": width}
+        processor.save_pretrained(tmp)
+        steps.update()
+
+        steps.set_postfix_str("describing")
+        report = _describe(format, tmp, artefact, exportable, x, dynamic_batch, opset, model, source)
+        runs.write_json(tmp / REPORT, report)  # load_exported reads names from it
+        steps.update()
+
+        steps.set_postfix_str("checking against PyTorch")
+        parity = check_parity(load_exported(tmp), model, check_batches, tolerance)
+        parity["runtime"] = _runtime_name(format)
+        report["parity"] = parity
+        if not parity["passed"]:
+            raise ExportError(
+                f"the exported model differs from PyTorch by more than {tolerance:g} "
+                f"(max abs diff {_diff_summary(parity)}); nothing was written to {output_dir}"
+            )
+        runs.write_json(tmp / REPORT, report)
+        steps.update()
+        steps.close()
+        runs.replace_dir(tmp, output_dir)
+    finally:
+        steps.close()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+def _diff_summary(parity: dict) -> str:
+    return ", ".join(f"{name} {diff:.2e}" for name, diff in parity["max_abs_diff"].items())
+
+
+def _runtime_name(format: str) -> str:
+    if format == "onnx":
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)"
+    return f"torch {torch.__version__} (torch.export.load(...).module())"
+
+
+def _describe(format, folder: Path, artefact: Path, exportable, x, dynamic_batch, opset, model, source) -> dict:
+    """The export report, less the parity check."""
+    files = {
+        p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name.startswith("model.")
+    }
+    if format == "onnx":
+        inputs, outputs, dynamic_axes, actual_opset = _onnx_signature(artefact)
+        if opset is not None and actual_opset != opset:
+            raise ExportError(
+                f"torch.onnx could not produce opset {opset} (it wrote opset {actual_opset}); choose an opset "
+                f"between 18 and the installed onnx's {_max_onnx_opset()}"
+            )
+    else:
+        with torch.no_grad():
+            sample = exportable(x)
+        batch = "batch" if dynamic_batch else x.shape[0]
+        inputs = [{"name": INPUT_NAME, "shape": [batch, *x.shape[1:]], "dtype": "float32"}]
+        outputs = [
+            {"name": name, "shape": [batch, *t.shape[1:]], "dtype": str(t.dtype).removeprefix("torch.")}
+            for name, t in zip(exportable.output_names, sample)
+        ]
+        dynamic_axes = {v["name"]: {"0": "batch"} for v in inputs + outputs} if dynamic_batch else {}
+        actual_opset = None
+    height, width = model.config.image_hw
+    versions = runs.software_versions(extra=ONNX_PACKAGES if format == "onnx" else ())
+    return {
+        "format": format,
+        "artefact": artefact.name,
+        "files": files,
+        "architecture": type(model).__name__,
+        "checkpoint": source,
+        "opset": actual_opset,
+        "inputs": inputs,
+        "outputs": outputs,
+        "dynamic_axes": dynamic_axes,
+        "image_size": [height, width],
+        "traced_batch_size": int(x.shape[0]),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "versions": versions,
+    }
+
+
+def _max_onnx_opset() -> int:
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
+
+
+def export(
+    checkpoint: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    format: str = "onnx",
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+    image_size: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Export a checkpoint (run folder, save_pretrained folder or Hub id) to `output_dir` as
+    `format` ("onnx" or "exported-program"), check it against PyTorch and write the folder only if
+    the check passes. Returns the export report (also in `output_dir/export_report.json`)."""
+    _check_options(format, opset, tolerance)
+    source, config = checkpoint_config(checkpoint)
+    if image_size is not None:
+        _check_image_size(config, image_size)
+    _prepare_output_dir(Path(output_dir), source)
+    model, processor, source = load_for_export(checkpoint, progress=progress)
+    return export_model(
+        model, output_dir, format=format, opset=opset, dynamic_batch=dynamic_batch, image_size=image_size,
+        image_processor=processor, tolerance=tolerance, progress=progress, source=source,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- verifying a folder
+
+
+def _read_report(folder: Path) -> dict:
+    path = folder / REPORT
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder; expected an export folder written by vit-repro export")
+    if not path.is_file():
+        raise ExportError(f"{folder} has no {REPORT}: it is not an export folder written by vit-repro export")
+    try:
+        report = runs.read_json(path)
+    except ValueError as err:
+        raise ExportError(f"{path} is not valid JSON ({_one_line(err)}): re-export the folder") from err
+    missing = [key for key in ("format", "artefact", "files", "outputs", "architecture", "image_size") if key not in report]
+    if missing or report.get("format") not in FORMATS:
+        raise ExportError(f"{path} lacks {missing or 'a known format'}: re-export the folder")
+    return report
+
+
+def verify(
+    folder: str | os.PathLike, checkpoint: str | os.PathLike | None = None, tolerance: float | None = None
+) -> dict[str, Any]:
+    """Check an export folder: its artefact files are those the report describes (SHA-256), it
+    loads and runs, its outputs are the architecture's, and it matches `checkpoint` (default: the
+    checkpoint named in the report) within `tolerance` (default: the report's) on fresh random
+    inputs. Returns the parity result; raises `ExportError` with what is wrong."""
+    folder = Path(folder)
+    report = _read_report(folder)
+    for name, expected in report["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise ExportError(f"{path} is missing: re-export the folder")
+        if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
+            raise ExportError(
+                f"{path} is not the file that was exported and checked (size or SHA-256 differs from {REPORT}): "
+                "it was changed or damaged after export; re-export the folder"
+            )
+    if report["format"] == "onnx":
+        require_onnx()
+        import onnx
+
+        try:
+            onnx.checker.check_model(str(folder / report["artefact"]), full_check=False)
+        except Exception as err:  # onnx raises its own ValidationError and protobuf's DecodeError
+            raise ExportError(f"{folder / report['artefact']} is not a valid ONNX model ({_one_line(err)[:300]})") from err
+    try:
+        run = load_exported(folder)
+    except Exception as err:
+        raise ExportError(f"cannot load {folder / report['artefact']} ({type(err).__name__}: {_one_line(err)[:300]})") from err
+
+    checkpoint = checkpoint if checkpoint is not None else report.get("checkpoint")
+    if checkpoint is None:
+        raise ValueError(f"{REPORT} names no checkpoint; pass the checkpoint to compare with")
+    model, _, source = load_for_export(checkpoint)
+    if type(model).__name__ != report["architecture"]:
+        raise ExportError(
+            f"{folder} holds a {report['architecture']} export but {source!r} is a {type(model).__name__}: "
+            "they do not match"
+        )
+    if list(model.config.image_hw) != list(report["image_size"]):
+        height, width = report["image_size"]
+        if height != width:
+            raise ExportError(f"{folder} was exported at {height}x{width}; only square resizes are reproducible")
+        model.resize_position_embeddings(height)
+    tolerance = report.get("parity", {}).get("tolerance", DEFAULT_TOLERANCE) if tolerance is None else tolerance
+    dynamic = bool(report.get("dynamic_axes"))
+    batches = DYNAMIC_CHECK_BATCH_SIZES if dynamic else (report.get("traced_batch_size", TRACED_BATCH_SIZE),)
+    try:
+        parity = check_parity(run, model, batches, tolerance, seed=100)
+    except ExportError:
+        raise
+    except Exception as err:  # a runtime error on a damaged or foreign graph
+        raise ExportError(f"running {folder / report['artefact']} failed ({type(err).__name__}: {_one_line(err)[:300]})") from err
+    parity["runtime"] = _runtime_name(report["format"])
+    if not parity["passed"]:
+        raise ExportError(
+            f"{folder} does not match {source!r}: max abs diff {_diff_summary(parity)} exceeds {tolerance:g}"
+        )
+    return parity
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    try:
+        report = export(
+            args.checkpoint, args.output_dir, format=args.format, opset=args.opset, dynamic_batch=args.dynamic_batch,
+            image_size=args.image_size, tolerance=args.tolerance, progress=not args.no_progress,
+        )  # fmt: skip
+    except ImportError as err:
+        print(f"vit-repro export: error: {err}", file=sys.stderr)
+        return 2
+    parity = report["parity"]
+    shapes = ", ".join(f"{o['name']} {o['shape']}" for o in report["outputs"])
+    print(f"Wrote {Path(args.output_dir) / report['artefact']} ({report['architecture']}, {report['format']}"
+          + (f", opset {report['opset']}" if report["opset"] else "") + f"): {INPUT_NAME} {report['inputs'][0]['shape']} -> {shapes}")
+    print(f"Parity with PyTorch ({parity['runtime']}, batch sizes {parity['batch_sizes']}): max abs diff "
+          f"{_diff_summary(parity)} <= {parity['tolerance']:g}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        parity = verify(args.folder, args.checkpoint, args.tolerance)
+    except ImportError as err:
+        print(f"vit-repro verify-export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.folder}: OK ({parity['runtime']}, batch sizes {parity['batch_sizes']}): max abs diff "
+          f"{_diff_summary(parity)} <= {parity['tolerance']:g}")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """`vit-repro export` and `vit-repro verify-export`."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a checkpoint to ONNX or a torch.export ExportedProgram, checked against PyTorch",
+        description="Export a checkpoint (run folder, save_pretrained folder or Hub id) for deployment: OUT gets "
+        f"model.onnx (or model.pt2), config.json, preprocessor_config.json and {REPORT}. The export is run on "
+        "random inputs and compared with PyTorch; the folder is written only when every output is within the "
+        "tolerance. The resolution is fixed (the checkpoint's, or --image-size); the batch axis is dynamic "
+        "unless --static-batch. ONNX needs pip install 'hf-vit-repro[export]'.",
+    )
+    p.add_argument("checkpoint", help="run folder (uses RUN/final), save_pretrained folder or Hub model id")
+    p.add_argument("output_dir", help="folder to write (a new or empty folder, or an earlier export to replace)")
+    p.add_argument("--format", default="onnx", metavar="{onnx,exported-program}",
+                   help="onnx (torch.onnx dynamo exporter, for ONNX Runtime; default) or exported-program (torch.export, .pt2)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch.onnx's, 20)")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--dynamic-batch", dest="dynamic_batch", action="store_true", default=True,
+                       help="dynamic batch axis (default)")
+    batch.add_argument("--static-batch", dest="dynamic_batch", action="store_false",
+                       help=f"fixed batch size {TRACED_BATCH_SIZE}")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="resample the position embeddings to this resolution for good before export (e.g. 384)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"largest absolute difference allowed between export and PyTorch (default {DEFAULT_TOLERANCE:g})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_export)
+
+    p = subparsers.add_parser(
+        "verify-export",
+        help="check an export folder: files intact, loads, and matches its checkpoint",
+        description=f"Check a folder written by vit-repro export: the artefact's SHA-256 against {REPORT}, that it "
+        "loads and runs, and that its outputs match the checkpoint's on fresh random inputs.",
+    )
+    p.add_argument("folder", help="export folder")
+    p.add_argument("--checkpoint", default=None, help=f"checkpoint to compare with (default: the one named in {REPORT})")
+    p.add_argument("--tolerance", type=float, default=None, help="largest absolute difference allowed (default: the report's)")
+    p.set_defaults(func=_cmd_verify)
+
+
+__all__ = [
+    "EXPORT_OUTPUTS",
+    "FORMATS",
+    "REPORT",
+    "DEFAULT_TOLERANCE",
+    "ExportError",
+    "ExportableModel",
+    "export",
+    "export_model",
+    "verify",
+    "load_exported",
+    "load_for_export",
+    "check_parity",
+    "require_onnx",
+    "add_cli",
+]
