@@ -37,34 +37,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-def vit_flops_per_image(config, resolution: int = 224, class_token_only_last_block: bool = False) -> int:
-    """Forward FLOPs of one image, counting a multiply-add as 2 FLOPs (matmuls only).
-
-    Per encoder block with S tokens, q of them queried (q = S but in the class-token-only last
-    block, where q = 1), width D, MLP width M:
-        k, v 2*S*D*2D + q 2*q*D*D + scores 2*q*S*D + weighted values 2*q*S*D + output 2*q*D*D
-        + MLP 2*2*q*D*M
-      = 4*S*D*D + 2*q*(2*D*D + 2*D*M) + 4*q*S*D        (q = S: 2*S*(4*D*D + 2*D*M) + 4*S*S*D)
-    plus the patch embedding 2*N*(P*P*C_in)*D (C_in = channels, or the CNN's width for hybrids,
-    whose convolutions are not counted) and the head 2*D*K. A training step is 3x forward
-    (backward = 2x). Attention softmax, norms and activations are left out, as usual for MFU.
-    `class_token_only_last_block`: what this package's classifier computes with token pooling
-    (the references run every block on all tokens).
-    """
-    d, m, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    (sh, sw) = config.token_stride_hw
-    n = (resolution // sh) * (resolution // sw)
-    s = n + config.num_prefix_tokens
-
-    def block(q: int) -> int:
-        return 4 * s * d * d + 2 * q * (2 * d * d + 2 * d * m) + 4 * q * s * d
-
-    last_queries = 1 if class_token_only_last_block and config.pooling == "token" else s
-    ph, pw = config.patch_hw
-    c_in = config.backbone_config.hidden_sizes[-1] if config.is_hybrid else config.num_channels
-    encoder = (layers - 1) * block(s) + block(last_queries)
-    return encoder + 2 * n * ph * pw * c_in * d + 2 * config.pooled_size * max(config.num_labels, 0)
-
+from hf_vit_repro.flops import forward_flops  # forward FLOPs per image of any config (matmuls and convs)
 
 # Dense bf16 tensor-core peak, FLOP/s, from the vendors' data sheets (SXM parts).
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
@@ -280,9 +253,9 @@ def run_row(
     from hf_vit_repro import ViTReproConfig
 
     config = ViTReproConfig.from_variant(ROWS[row][0], num_labels=1000)
-    flops = vit_flops_per_image(config, resolution)
+    flops = forward_flops(config, resolution)
     flops_of = {impl.name: flops for impl in impls}
-    flops_of["hf_vit_repro"] = vit_flops_per_image(config, resolution, class_token_only_last_block=True)
+    flops_of["hf_vit_repro"] = forward_flops(config, resolution, class_token_only_last_block=True)
     result = {"row": row, "variant": ROWS[row][0], "batch_size": batch_size, "resolution": resolution,
               "amp": amp, "compile": compile, "optimizer": f"AdamW({optimizer}=True)",
               "forward_gflops_per_image": flops / 1e9, "ours_forward_gflops_per_image": flops_of["hf_vit_repro"] / 1e9,

@@ -69,7 +69,14 @@ def _encoder(model: torch.nn.Module) -> torch.nn.Module:
     """The `ViTReproModel` inside `model` (itself, or `.vit` of the classification model)."""
     from .configuration_vit_repro import ViTReproConfig
 
+    from .models import is_bit
+
     encoder = getattr(model, "base_model", model)
+    if is_bit(encoder):
+        raise ValueError(
+            "This is a BiT ResNet: the analysis figures (patch-embedding filters, position-embedding similarity, "
+            "attention distance and rollout, paper Sec. 4.5) exist only for Vision Transformers and hybrids."
+        )
     if not isinstance(getattr(encoder, "config", None), ViTReproConfig) or not hasattr(encoder, "layers"):
         raise ValueError(
             f"Expected a hf_vit_repro model (ViTReproModel or ViTReproForImageClassification), got "

@@ -25,7 +25,25 @@ def _cmd_variants(args: argparse.Namespace) -> int:
         count = sum(p.numel() for p in model.parameters())
         print(f"{name:<13} {config.num_hidden_layers:>6} {config.hidden_size:>6} {config.intermediate_size:>6} "
               f"{config.num_attention_heads:>5} {count / 1e6:>16.1f}M")
+    if args.patch is None:
+        _print_bit_variants()
     return 0
+
+
+def _print_bit_variants() -> None:
+    """The BiT ResNets (`variants.BIT_VARIANTS`), counted as `BitModel` without a head (resolution-free)."""
+    import torch
+    from transformers import BitModel
+
+    from .variants import BIT_VARIANTS, bit_config
+
+    print(f"\n{'BiT ResNet':<11} {'depth':>5} {'width':>5} {'blocks per stage':>17} {'params (no head)':>17}")
+    for name, (depth, width) in BIT_VARIANTS.items():
+        config = bit_config(name)
+        with torch.device("meta"):
+            count = sum(p.numel() for p in BitModel(config).parameters())
+        blocks = ", ".join(map(str, config.depths))
+        print(f"{name:<11} {depth:>5} {'x' + str(width):>5} {blocks:>17} {count / 1e6:>16.1f}M")
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -70,31 +88,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("variants", help="print the table of named ViT variants with parameter counts")
-    p.add_argument("--image-size", type=int, default=224, help="resolution the counts are for (default 224)")
-    p.add_argument("--patch", type=int, default=None, help="only this patch size")
+    p = sub.add_parser("variants", help="print the tables of named ViT variants and BiT ResNets with parameter counts")
+    p.add_argument("--image-size", type=int, default=224, help="resolution the ViT counts are for (default 224)")
+    p.add_argument("--patch", type=int, default=None, help="only ViTs of this patch size (and no BiT table)")
     p.set_defaults(func=_cmd_variants)
 
     p = sub.add_parser(
         "convert",
-        help="convert a published ViT checkpoint to this package's format",
+        help="convert a published ViT or BiT ResNet checkpoint to this package's format",
         description="Convert a published ViT checkpoint into a folder that AutoModelForImageClassification."
         "from_pretrained loads, with or without this package installed, with a ViTImageProcessor config matching "
         "the source's preprocessing (a transformers ViTForMaskedImageModeling becomes this package's "
         "masked-image-modeling class, for AutoModelForMaskedImageModeling). Sources: a transformers ViT (folder or "
         "Hub repo id), a timm hub repo (folder or repo id with config.json + model.safetensors; plain ViTs and the BiT hybrids), an original JAX .npz "
         "(google-research/vision_transformer, AugReg or big_vision layout; the architecture is read off the "
-        "arrays), or a bare timm weights file with --timm-architecture.",
+        "arrays), or a bare timm weights file with --timm-architecture. BiT ResNets (timm's resnetv2_*_bit repos, "
+        "google-research/big_transfer's BiT-M-R50x1.npz-style files) become transformers' own "
+        "BitForImageClassification (model_type 'bit', no remote code).",
     )
     p.add_argument(
         "source",
-        help="folder, Hub repo id (google/vit-base-patch16-224, timm/vit_base_patch16_224.augreg2_in21k_ft_in1k), "
-        ".npz file (ViT-B_16.npz, R50+ViT-B_16.npz) or weights file",
+        help="folder, Hub repo id (google/vit-base-patch16-224, timm/vit_base_patch16_224.augreg2_in21k_ft_in1k, "
+        "timm/resnetv2_50x1_bit.goog_in21k), .npz file (ViT-B_16.npz, R50+ViT-B_16.npz, BiT-M-R50x1.npz) or weights file",
     )
     p.add_argument("output_dir", help="folder to write (config, safetensors weights, code, image processor)")
     p.add_argument(
         "--image-size", type=int, default=None,
-        help="resample position embeddings to this resolution (e.g. 384 for a checkpoint trained at 224)",
+        help="resample position embeddings to this resolution (e.g. 384 for a checkpoint trained at 224); for a "
+        "BiT ResNet, the resolution recorded with it and its image processor",
     )
     p.add_argument("--num-labels", type=int, default=None, help="replace the head by a zero-initialised K-way one")
     p.add_argument(

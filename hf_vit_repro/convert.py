@@ -22,6 +22,10 @@ Sources handled here (`detect_source_kind` tells them apart):
 - ``"vit_repro"``: a checkpoint of this package (to resize it or give it a new head); it keeps its class
   (classifier, masked image modeling, masked patch prediction).
 
+BiT ResNets, the paper's CNN baselines, convert from timm's hub repos (`resnetv2_*_bit`) and from
+google-research/big_transfer's `.npz` files into transformers' own `BitForImageClassification`
+(`convert_bit`); the same `convert` / `load_checkpoint` tell them apart from the ViTs.
+
 Pickle files are refused unless the caller opts in (`allow_pickle=True`, `--allow-pickle`):
 unpickling can run arbitrary code. Weights that have no place in the model, and places in the
 model that get no weights, are errors that name them; nothing is dropped silently.
@@ -44,6 +48,16 @@ import numpy as np
 import torch
 
 from .configuration_vit_repro import ViTReproConfig
+from .convert_bit import is_bit_npz, is_timm_bit, load_bit_npz, load_timm_bit
+from .convert_common import (
+    _TIMM_RESAMPLE,
+    ConversionError,
+    _jax_to_torch,
+    _name_list,
+    _rename,
+    image_processor,
+    load_exactly,
+)
 from .modeling_vit_repro import (
     ViTReproForImageClassification,
     ViTReproForMaskedImageModeling,
@@ -96,32 +110,7 @@ _TIMM_RULES = [
 ]
 
 
-class ConversionError(ValueError):
-    """A source checkpoint does not fit the target layout; the message names the keys."""
-
-
-def _name_list(names, limit: int = 20) -> str:
-    """Sorted names for an error message, the first `limit` of them and a count of the rest."""
-    names = sorted(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
-
-
 # ============================================================================ shared weight surgery
-
-
-def _rename(state_dict: dict[str, torch.Tensor], rules) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Apply the first matching (pattern, replacement) rule to each key; returns (renamed, unmatched)."""
-    renamed, unmatched = {}, []
-    for key, value in state_dict.items():
-        for pattern, replacement in rules:
-            new_key, hits = re.subn(pattern, replacement, key)
-            if hits:
-                renamed[new_key] = value
-                break
-        else:
-            unmatched.append(key)
-    return renamed, unmatched
 
 
 def _fuse_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -144,28 +133,9 @@ def load_converted(
     """Build our model (`model_class`, the classifier by default) from `config` and a converted state dict.
 
     Every missing key, unexpected key and shape disagreement is an error that names it (nothing is
-    dropped silently and no parameter keeps its random initialisation).
+    dropped silently and no parameter keeps its random initialisation; `convert_common.load_exactly`).
     """
-    model = model_class(config)
-    expected = model.state_dict()
-    mismatched = [
-        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-        for key, value in state_dict.items()
-        if key in expected and tuple(value.shape) != tuple(expected[key].shape)
-    ]
-    missing = set(expected) - set(state_dict)
-    unexpected = set(state_dict) - set(expected)
-    if mismatched or missing or unexpected:
-        problems = []
-        if mismatched:
-            problems.append(f"Shapes differ: {_name_list(mismatched)}.")
-        if missing:
-            problems.append(f"Missing: {_name_list(missing)}.")
-        if unexpected:
-            problems.append(f"Unexpected: {_name_list(unexpected)}.")
-        raise ConversionError("Converted weights do not fit the model. " + " ".join(problems))
-    model.load_state_dict(state_dict, strict=True)
-    return model.eval()
+    return load_exactly(model_class(config), state_dict)
 
 
 def config_from_state_dict(state_dict: Mapping[str, torch.Tensor], **fields) -> ViTReproConfig:
@@ -241,19 +211,6 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor], **fields) -> 
             )
         image_size = side * sh if sh == sw else [side * sh, side * sw]
     return ViTReproConfig(**kwargs, image_size=image_size)
-
-
-def _image_processor(config: ViTReproConfig, mean, std, resample=None):
-    """transformers' stock `ViTImageProcessor` for `config.image_size` with the source's mean/std
-    and resampling filter (a PIL code: 2 bilinear, 3 bicubic). It resizes straight to the model's
-    size; a center crop (timm's `crop_pct`) has no counterpart in it."""
-    from transformers import ViTImageProcessor
-
-    height, width = config.image_hw
-    kwargs = {} if resample is None else {"resample": resample}
-    return ViTImageProcessor(
-        size={"height": height, "width": width}, image_mean=list(mean), image_std=list(std), **kwargs
-    )
 
 
 # ============================================================================ reading sources
@@ -368,6 +325,11 @@ def detect_source_kind(source: str | Path) -> tuple[str, dict | None]:
         return "transformers", config
     if model_type == ViTReproConfig.model_type:
         return "vit_repro", config
+    if model_type == "bit":
+        raise ConversionError(
+            f"{source} is already a transformers BiT checkpoint (model_type 'bit'): it needs no conversion; train, "
+            "evaluate or publish it as it is (`model.init_from`, `vit-repro evaluate`, `vit-repro push`)."
+        )
     raise ConversionError(
         f"{source} holds a {model_type!r} model, not a transformers ViT ('vit'), a timm ViT (config.json "
         "with 'architecture') or a checkpoint of this package ('vit_repro')."
@@ -498,7 +460,6 @@ _TIMM_PLAIN_VALUES = {
 }
 # Arguments read together further on (pooling, MLP width).
 _TIMM_COMBINED_ARGS = {"mlp_ratio", "global_pool", "fc_norm", "class_token"}
-_TIMM_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3}
 
 
 def timm_architectures() -> list[str]:
@@ -638,7 +599,7 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
 def _timm_processor(config: ViTReproConfig, timm_config: Mapping):
     pretrained = timm_config.get("pretrained_cfg") or timm_config
     interpolation = pretrained.get("interpolation", "bicubic")
-    return _image_processor(
+    return image_processor(
         config,
         pretrained.get("mean", (0.5, 0.5, 0.5)),
         pretrained.get("std", (0.5, 0.5, 0.5)),
@@ -647,6 +608,8 @@ def _timm_processor(config: ViTReproConfig, timm_config: Mapping):
 
 
 def _load_timm(timm_config: Mapping, state_dict, overrides):
+    if is_timm_bit(timm_config):  # BiT's ResNets: transformers' BitForImageClassification
+        return load_timm_bit(timm_config, state_dict, overrides)
     state = convert_timm_state_dict(state_dict)
     if "vit.pooler.dense.weight" in state:
         overrides = {"representation_size": int(state["vit.pooler.dense.weight"].shape[0]), **overrides}
@@ -718,19 +681,6 @@ def npz_layout(keys) -> NpzLayout:
         "Not a ViT checkpoint of google-research/vision_transformer or big_vision: no 'embedding/kernel' array "
         f"(looked under the prefixes '', 'opt/target/', 'params/', 'params/img/'). First arrays: {_name_list(keys, 8)}."
     )
-
-
-def _jax_to_torch(array: np.ndarray, kind: str) -> torch.Tensor:
-    """One JAX array -> the torch layout: "conv" HWIO -> OIHW, "dense" (in, out) -> (out, in),
-    "vector" flattened (GroupNorm scales are stored (1, 1, 1, C) in some BiT files), "raw" as is."""
-    array = np.asarray(array, dtype=np.float32)
-    if kind == "conv":
-        array = array.transpose(3, 2, 0, 1)
-    elif kind == "dense":
-        array = array.T
-    elif kind == "vector":
-        array = array.reshape(-1)
-    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def convert_npz_state_dict(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -974,12 +924,14 @@ def _npz_source(source, allow_pickle: bool, overrides: dict):
         if path is None:
             raise ConversionError(f"The Hub repo {hub[0]!r} has no file {hub[1]!r}.")
     arrays = _read_npz(path, allow_pickle)
+    if is_bit_npz(arrays):  # google-research/big_transfer's ResNets
+        return load_bit_npz(arrays, str(source), overrides)
     layout = npz_layout(arrays)
     state = convert_npz_state_dict(arrays)
     config = _npz_config(layout, arrays, state, overrides)
     _check_npz_name(str(source), config)
     # Both JAX codebases feed images scaled to [-1, 1]: mean = std = 0.5; tf.image.resize is bilinear.
-    return load_converted(config, state), _image_processor(config, (0.5,) * 3, (0.5,) * 3, resample=2)
+    return load_converted(config, state), image_processor(config, (0.5,) * 3, (0.5,) * 3, resample=2)
 
 
 # ============================================================================ any source -> folder
@@ -988,11 +940,14 @@ def _npz_source(source, allow_pickle: bool, overrides: dict):
 def load_checkpoint(
     source: str | Path, allow_pickle: bool = False, architecture: str | None = None, **overrides
 ):
-    """Any supported checkpoint (see `SOURCE_KINDS`) -> (our model, its `ViTImageProcessor`).
+    """Any supported checkpoint (see `SOURCE_KINDS`) -> (our model, its `ViTImageProcessor`); a BiT
+    ResNet (timm `resnetv2_*_bit` repo or weights file, big_transfer `.npz`) -> (transformers'
+    `BitForImageClassification`, its `ViTImageProcessor`).
 
     `architecture` names the timm model of a bare weights file; `overrides` are `ViTReproConfig`
-    fields for the timm, npz and state-dict kinds (what the source cannot say, e.g. a test model's
-    `backbone_config`; `image_size` here is the size the weights were trained at).
+    (or, for BiT, `BitConfig`) fields for the timm, npz and state-dict kinds (what the source cannot
+    say, e.g. a test model's `backbone_config`; `image_size` here is the size the weights were
+    trained at).
     """
     kind, config = detect_source_kind(source)
     if overrides and kind in ("transformers", "vit_repro"):
@@ -1023,7 +978,7 @@ def load_checkpoint(
         processor = AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError):
         logger.warning("%s has no image processor config; writing one with mean = std = 0.5.", source)
-        processor = _image_processor(model.config, (0.5,) * 3, (0.5,) * 3)
+        processor = image_processor(model.config, (0.5,) * 3, (0.5,) * 3)
     return model, processor
 
 
@@ -1068,25 +1023,33 @@ def convert(
     `source`: a transformers ViT folder or repo id (`ViTForMaskedImageModeling` becomes
     `ViTReproForMaskedImageModeling`), a timm hub folder or repo id, an `.npz` file
     (original, AugReg or big_vision layout), a bare timm weights file (with `architecture`), or a
-    checkpoint of this package. `image_size` resamples the position embeddings for good (a
-    checkpoint trained at 224 used at 384); `num_labels` replaces the head by a zero-initialised one
-    (the paper's fine-tuning step, which also drops the pre-logits layer). Both act after loading:
+    checkpoint of this package; BiT ResNets from a timm repo (`resnetv2_*_bit`) or a big_transfer
+    `.npz` become transformers' `BitForImageClassification`. `image_size` resamples the position
+    embeddings for good (a checkpoint trained at 224 used at 384; for a ResNet only the recorded
+    resolution and the image processor change); `num_labels` replaces the head by a zero-initialised
+    one (the paper's fine-tuning step, which also drops a ViT's pre-logits layer). Both act after loading:
     config `overrides` (passed to `load_checkpoint`) describe the source and so cannot include them.
     Pickle files need `allow_pickle=True`. Files are written to a temporary sibling folder first and
     moved into `output_dir` one by one; other files already there are left alone.
     """
+    from .models import image_size as image_size_of
+    from .models import is_bit, reset_classifier, set_image_size
+
     model, processor = load_checkpoint(source, allow_pickle=allow_pickle, architecture=architecture, **overrides)
-    if num_labels is not None and not isinstance(model, ViTReproForImageClassification):
+    if num_labels is not None and not (isinstance(model, ViTReproForImageClassification) or is_bit(model)):
         raise ConversionError(
             f"{source} converts to a {type(model).__name__}, which has no classification head for num_labels "
             f"(--num-labels) to replace: convert without it, then load the folder with "
             "ViTReproForImageClassification.from_pretrained(folder, num_labels=K)."
         )
     if image_size is not None:
-        model.resize_position_embeddings(image_size)
+        set_image_size(model, image_size)
     if num_labels is not None:
-        model.reset_classifier(num_labels)
-    height, width = model.config.image_hw
+        reset_classifier(model, num_labels)
+    if is_bit(model):
+        height = width = model.config.image_size = image_size_of(model) or 224  # BiT pretrains at 224
+    else:
+        height, width = model.config.image_hw
     processor.size = {"height": height, "width": width}
     output_dir = Path(output_dir)
     _write_folder(model, processor, output_dir)

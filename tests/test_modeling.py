@@ -392,7 +392,6 @@ def test_memory_saving_mlp_matches_autograd(act, fused):
 
 
 def test_memory_saving_mlp_saves_less_for_backward():
-    from hf_vit_repro.modeling_vit_repro import ViTReproMLP
 
     model = make().train()
     model.set_mlp_activation_recompute()

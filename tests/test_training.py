@@ -124,6 +124,40 @@ def test_schedule_matches_formula_at_warmup_end_and_last_step(schedule):
     assert used[-1] == pytest.approx({"linear": 0.0, "cosine": 0.0, "constant": base}[schedule], abs=1e-12)
 
 
+def test_step_schedule_is_bit_hyperrule():
+    """BiT-HyperRule (BiT Sec. 3.3): linear warm-up, then the base rate divided by 10 after 30%, 60%
+    and 90% of the updates."""
+    base, warmup, total = 0.003, 10, 100
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.SGD(params, lr=base)
+    scheduler = training.build_scheduler(optimizer, total, warmup, "step")
+    used = []
+    for _ in range(total):
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [base * min(1.0, t / warmup) * 0.1 ** ((t > 30) + (t > 60) + (t > 90)) for t in range(1, total + 1)]
+    assert used == pytest.approx(expected, rel=1e-12)
+    assert used[29] == pytest.approx(base) and used[30] == pytest.approx(base / 10) and used[-1] == pytest.approx(base / 1000)
+
+
+def test_mixup_mixes_images_and_losses_as_the_formula_says():
+    generator = torch.Generator().manual_seed(0)
+    pixels, labels = torch.randn(6, 3, 4, 4, generator=generator), torch.tensor([0, 1, 2, 3, 4, 5])
+    mixed, other, lam = training.mixup(pixels, labels, 0.1, (0, 7, 1, 0))
+    perm = other  # labels are their own row indices here
+    assert 0.0 <= lam <= 1.0 and sorted(perm.tolist()) == list(range(6))
+    torch.testing.assert_close(mixed, lam * pixels + (1 - lam) * pixels[perm])
+    again = training.mixup(pixels, labels, 0.1, (0, 7, 1, 0))
+    assert again[2] == lam and torch.equal(again[1], other)  # the key decides everything (exact resume)
+    assert training.mixup(pixels, labels, 0.1, (0, 7, 2, 0))[2] == lam  # one lambda per update
+    assert training.mixup(pixels, labels, 0.1, (0, 8, 1, 0))[2] != lam
+    logits = torch.randn(6, 6, generator=generator)
+    loss = training.classification_loss(logits, labels, "softmax_xent", 0.1, mixed=(other, lam))
+    f = torch.nn.functional.cross_entropy
+    torch.testing.assert_close(loss, lam * f(logits, labels, label_smoothing=0.1) + (1 - lam) * f(logits, other, label_smoothing=0.1))
+
+
 def test_ema_is_polyak_average():
     model = torch.nn.Linear(2, 1)
     ema = training.EMA(model, 0.9)

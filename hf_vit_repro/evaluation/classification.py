@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from .. import runs
+from ..models import image_size as size_of
+from ..models import set_image_size
 from .common import check_resolution, dataset_label, default_output_dir, format_table, image_size_of, load_checkpoint
 
 _REAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
@@ -215,8 +217,9 @@ def evaluate_checkpoint(
     metrics JSON (`runs.metrics_record`: checkpoint, task, dataset, split, resolution, number of
     images, metrics, software versions; plus per-class accuracy and the evaluation settings).
 
-    `resolution`: evaluate at this size, the position embeddings resampled once (paper Sec. 3.2);
-    default the checkpoint's. `output`: a .json file, or a folder that gets
+    `resolution`: evaluate at this size, the position embeddings resampled once (paper Sec. 3.2; a
+    BiT ResNet just runs at it); default the checkpoint's (needed for a BiT checkpoint that
+    records no `image_size`). `output`: a .json file, or a folder that gets
     `metrics/<task>_<split>.json`; default the run folder's metrics/ (a run folder), else
     `outputs/evaluate/<checkpoint>/metrics/`. `max_images`: only the first N rows (smoke tests).
     `strict=False` skips unreadable images and records how many (`num_skipped`).
@@ -227,8 +230,10 @@ def evaluate_checkpoint(
     accelerator = make_accelerator(cpu)
     loaded = load_checkpoint(checkpoint, device=accelerator.device)
     model = loaded.model
-    if resolution is not None and check_resolution(model, int(resolution)) != image_size_of(model):
-        model.resize_position_embeddings(int(resolution))
+    if resolution is not None:
+        resolution = check_resolution(model, int(resolution))
+        if size_of(model) is None or resolution != image_size_of(model):
+            set_image_size(model, resolution)  # a ViT resamples its position embeddings; a ResNet records it
     dataset = load_task(task, split, data_dir, image_column=image_column, label_column=label_column)
     real, real_match = (None, None)
     if real_labels is not None:

@@ -67,22 +67,30 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def encoder(model):
-    """The ViT encoder of a classifier (`model.vit`) or the encoder itself; its `pooler_output` is
-    the paper's representation y (pre-logits)."""
-    return getattr(model, "base_model", model)
-
-
 def image_size_of(model) -> int:
-    height, width = model.config.image_hw
-    if height != width:
-        raise ValueError(f"the model's image_size is {height}x{width}; evaluation uses square images")
-    return int(height)
+    """The square resolution a model runs at (`models.image_size`: a ViT's `image_size`, the size a
+    BiT ResNet was trained at as stored in its config)."""
+    from ..models import image_size
+
+    size = image_size(model)
+    if size is None:
+        raise ValueError(
+            "the model's config records no image_size (a BiT ResNet trained elsewhere); pass the resolution to "
+            "evaluate at (--resolution / image_size=...)"
+        )
+    return size
 
 
 def check_resolution(model, resolution: int) -> int:
     """`resolution` if the model can run at it (a positive multiple of its token stride: the patch
-    size, times the CNN's stride for hybrids), else a ValueError saying which sizes work."""
+    size, times the CNN's stride for hybrids; a BiT ResNet runs at any positive size), else a
+    ValueError saying which sizes work."""
+    from ..models import is_bit
+
+    if is_bit(model):
+        if resolution < 1:
+            raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
+        return int(resolution)
     stride = model.config.token_stride_hw[0]
     if model.config.token_stride_hw[1] != stride:
         raise ValueError(f"the model's patches are {model.config.token_stride_hw}; evaluation uses square images")
@@ -155,7 +163,6 @@ __all__ = [
     "LoadedCheckpoint",
     "load_checkpoint",
     "default_device",
-    "encoder",
     "image_size_of",
     "check_resolution",
     "model_fingerprint",

@@ -1,7 +1,8 @@
 """Few-shot linear evaluation (paper Sec. 4.1 "Metrics", and shared/PAPER.md "Few-shot").
 
-The representation y (pre-logits: `model.vit(x).pooler_output`, the final class-token state after
-the last LayerNorm, or after the pre-logits layer where the checkpoint has one) of k labelled
+The representation y (pre-logits, `models.pre_logits`: a ViT's `model.vit(x).pooler_output`, the
+final class-token state after the last LayerNorm, or after the pre-logits layer where the checkpoint
+has one; a BiT ResNet's globally average-pooled final features) of k labelled
 images per class is frozen; a regularised least-squares regression maps it to {-1, 1}^K targets
 in closed form; accuracy is the argmax of that map on the full test split.
 
@@ -51,15 +52,8 @@ import numpy as np
 import torch
 
 from .. import runs
-from .common import (
-    check_resolution,
-    default_device,
-    default_output_dir,
-    encoder,
-    format_table,
-    image_size_of,
-    model_fingerprint,
-)
+from ..models import pre_logits
+from .common import check_resolution, default_device, default_output_dir, format_table, image_size_of, model_fingerprint
 
 BIAS_CONSTANT = 100.0
 STD_EPS = 1e-5
@@ -244,12 +238,12 @@ def extract_features(
         loader = make_dataloader(subset, transform, batch_size, shuffle=False, num_workers=num_workers, strict=True)
         device = next(model.parameters()).device
         computed = []
-        vit = encoder(model).eval()
+        model.eval()
         with torch.no_grad():
             for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
-                out = vit(batch["pixel_values"].to(device), interpolate_pos_encoding=interpolate).pooler_output
+                out = pre_logits(model, batch["pixel_values"].to(device), interpolate_pos_encoding=interpolate)
                 if out is None:
-                    raise ValueError("the model returns no pooler_output (pre-logits features); few-shot needs a ViT encoder")
+                    raise ValueError("the model returns no pooler_output (pre-logits features); few-shot needs a ViT or BiT encoder")
                 computed.append(out.float().cpu().numpy())
         features = np.concatenate(computed)
         for r, f in zip(missing, features):

@@ -4,8 +4,9 @@
     vit-repro vtab RUN --protocol sweep                       # per-task learning-rate selection
     vit-repro vtab CHECKPOINT --pretraining-data ImageNet-21k  # to find the paper's Table 9 row
     vit-repro vtab RUN smoke=true --tasks dtd eurosat clevr_count      # a few CPU steps per task
+    vit-repro vtab BIT_RUN --protocol bit-hyperrule           # a BiT ResNet as BiT fine-tunes it
 
-Two protocols, recorded by name in vtab.json (`protocol.name`) and vtab.md:
+Three protocols, recorded by name in vtab.json (`protocol.name`) and vtab.md:
 
 - `paper` (the default): the paper's ONE setting for all 19 tasks, learning rate 0.01, 2500
   steps, batch 512, 384 px (`PAPER_SETTING`; the paper chose it once, from two rates and two
@@ -18,6 +19,13 @@ Two protocols, recorded by name in vtab.json (`protocol.name`) and vtab.md:
   (0.001, 0.003, 0.01, 0.03, the paper's sweep for the other transfer sets) on train800, keep the
   best on val200, fine-tune with it on train800val200 and score the test split. Its numbers are
   never put beside the paper's: vtab.md says the paper's row is not comparable.
+- `bit-hyperrule` (BiT's, for BiT ResNets): the one setting of recipes/finetune_bit_vtab.yaml,
+  BiT-HyperRule for 1000 images (Kolesnikov et al. 2020, Sec. 3.3; how the paper's BiT-L VTAB
+  number in Table 2 was obtained): learning rate 0.003, 500 steps, the rate divided by 10 after
+  30/60/90% of them, no clipping, no per-task sweep. Not the paper's ViT protocol either.
+
+A BiT ResNet checkpoint runs under any of them; the recipe's ViT-only settings (dropout, a
+pre-logits layer) are switched off for it, as a ResNet has neither.
 
 Both fine-tune with the package's one training loop (`training.run_recipe`): a zero-initialised
 head, the pre-logits layer dropped, position embeddings resampled to the recipe's resolution,
@@ -52,7 +60,7 @@ from typing import Any
 from .. import runs
 from .common import default_output_dir, format_table, write_text_atomic
 
-PROTOCOLS = ("paper", "sweep")
+PROTOCOLS = ("paper", "sweep", "bit-hyperrule")
 DEFAULT_PROTOCOL = "paper"
 #: The paper's one VTAB-1k setting (Appendix B.1.1; Table 4, row "VTAB (19 tasks)"): recipe key ->
 #: value, the same for every task, no per-task selection.
@@ -71,6 +79,9 @@ PROTOCOL_TEXT = {
     "sweep), fine-tuned on train800val200 (1000 images), scored on the full test split (Appendix B.1.1, Table 4)",
     "sweep": "not the paper's protocol: per task, the learning rate is chosen on val200 after fine-tuning on "
     "train800, then the task is fine-tuned on train800val200 and scored on the full test split",
+    "bit-hyperrule": "BiT-HyperRule (Kolesnikov et al. 2020), not the paper's ViT protocol: one setting for all tasks "
+    "(learning rate 0.003 divided by 10 after 30/60/90% of 500 steps, batch 512, 384 px, no per-task sweep), "
+    "fine-tuned on train800val200 (1000 images), scored on the full test split",
 }
 TABLE = "vtab.md"
 PLOT = "vtab.png"
@@ -103,9 +114,11 @@ def resolve_tasks(selection: str | Sequence[str] = "all") -> list[str]:
     return sorted(dict.fromkeys(chosen), key=order.__getitem__)
 
 
-def default_recipe_path() -> Path:
-    """recipes/finetune_vtab.yaml of the source tree (the paper's VTAB-1k fine-tuning settings)."""
-    return Path(__file__).resolve().parents[2] / "recipes" / "finetune_vtab.yaml"
+def default_recipe_path(protocol: str = DEFAULT_PROTOCOL) -> Path:
+    """recipes/finetune_vtab.yaml of the source tree (the paper's VTAB-1k fine-tuning settings), or
+    recipes/finetune_bit_vtab.yaml for the `bit-hyperrule` protocol."""
+    name = "finetune_bit_vtab.yaml" if protocol == "bit-hyperrule" else "finetune_vtab.yaml"
+    return Path(__file__).resolve().parents[2] / "recipes" / name
 
 
 def base_recipe(
@@ -129,7 +142,7 @@ def base_recipe(
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown VTAB protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    path = Path(recipe) if recipe is not None else default_recipe_path()
+    path = Path(recipe) if recipe is not None else default_recipe_path(protocol)
     if not path.is_file():
         raise ValueError(
             f"no VTAB recipe at {str(path)!r}; pass --recipe with a fine-tuning recipe (the source tree's "
@@ -151,16 +164,25 @@ def base_recipe(
             section, name = key.split(".")
             values[section][name] = list(value) if isinstance(value, list) else value
         values["train"].pop("epochs", None)
+    elif protocol == "bit-hyperrule":
+        values["optim"]["lr_sweep"] = []  # BiT-HyperRule tunes nothing per task
     elif not values["optim"].get("lr_sweep"):
         values["optim"]["lr_sweep"] = list(DEFAULT_LR_SWEEP)
     if checkpoint is not None:
         values["model"]["init_from"] = str(checkpoint)
+        if _is_bit_checkpoint(checkpoint):  # a ResNet has no dropout and no pre-logits layer to configure
+            values["model"].update(dropout=0.0, attention_dropout=0.0, representation_size=None)
     with tempfile.TemporaryDirectory() as folder:
         resolved = Path(folder) / path.name
         resolved.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
         loaded = load_recipe(resolved, list(overrides))
     loaded.source = str(path)  # type: ignore[attr-defined]
     return loaded
+
+
+def _is_bit_checkpoint(checkpoint: str | os.PathLike) -> bool:
+    config = Path(checkpoint) / "config.json"
+    return config.is_file() and runs.read_json(config).get("model_type") == "bit"
 
 
 def _value(recipe, dotted: str) -> Any:
@@ -273,8 +295,9 @@ def paper_comparison(protocol: Mapping[str, Any], identity: Mapping[str, str | N
         note = (f"no matching row: the paper's Table 9 reports {labels}; this checkpoint is {this}"
                 + ("" if data else " (give --pretraining-data)") + ".")
     elif protocol["name"] != "paper":
-        note = (f"the paper's row {row.label} is not comparable: this run chose a learning rate per task "
-                "(sweep protocol), the paper used one setting for all tasks.")
+        how = ("chose a learning rate per task (sweep protocol)" if protocol["name"] == "sweep"
+               else f"used another setting ({protocol['name']} protocol)")
+        note = f"the paper's row {row.label} is not comparable: this run {how}, the paper used one setting for all tasks."
     elif protocol.get("departures"):
         note = (f"the paper's row {row.label} is not comparable: this run departs from the paper's setting "
                 f"({'; '.join(protocol['departures'])}).")
@@ -488,7 +511,7 @@ def run_vtab(
     keep_checkpoints: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the VTAB-1k `protocol` ("paper" or "sweep", module docstring) for `tasks` and write
+    """Run the VTAB-1k `protocol` ("paper", "sweep" or "bit-hyperrule", module docstring) for `tasks` and write
     vtab.json / vtab.md / vtab.png to `output_dir` (default: the run folder of `checkpoint`, else
     outputs/vtab/<checkpoint>); per-task training runs go to `output_dir/vtab/<task>/`.
 
@@ -593,7 +616,8 @@ def add_vtab_cli(subparsers) -> None:
         "(learning rate 0.01, 2500 steps, batch 512, 384 px, no per-task sweep), fine-tuned on all 1000 images "
         "(train800val200), the full test split scored. --protocol sweep: per task, fine-tune on train800 for each "
         "learning rate of the sweep, pick the best on val200, then fine-tune on all 1000 (not the paper's protocol; "
-        "never compared with its numbers). Writes vtab.json (protocol, per-task accuracy, settings, rows, group "
+        "never compared with its numbers). --protocol bit-hyperrule: BiT-HyperRule's one setting for a BiT ResNet "
+        "(recipes/finetune_bit_vtab.yaml: lr 0.003, 500 steps, step decay). Writes vtab.json (protocol, per-task accuracy, settings, rows, group "
         "means, overall mean, the paper's matching Table 9 row), vtab.md (this run and the paper in separate "
         "columns, or 'no matching row') and vtab.png; a finished task is not re-run. key=value arguments after the "
         "checkpoint (or after the task names) override the recipe as in `vit-repro train` (e.g. train.steps=500, "
@@ -603,11 +627,13 @@ def add_vtab_cli(subparsers) -> None:
     p.add_argument("--tasks", nargs="+", default=["all"],
                    help="all (default), natural, specialized, structured, or task names (dtd, vtab/eurosat, ...)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
-                   help="paper (default): one setting for all tasks; sweep: a learning rate chosen per task on val200")
+                   help="paper (default): one setting for all tasks; sweep: a learning rate chosen per task on val200; "
+                   "bit-hyperrule: BiT-HyperRule's one setting (BiT ResNets)")
     p.add_argument("--pretraining-data", default=None, metavar="NAME",
                    help="the checkpoint's pretraining data (ImageNet, ImageNet-21k, JFT-300M), to find the paper's "
                    "Table 9 row (default: read from the run's recipe when it was a pretraining run)")
-    p.add_argument("--recipe", default=None, help="base fine-tuning recipe (default: recipes/finetune_vtab.yaml)")
+    p.add_argument("--recipe", default=None, help="base fine-tuning recipe (default: recipes/finetune_vtab.yaml, "
+                   "recipes/finetune_bit_vtab.yaml for --protocol bit-hyperrule)")
     p.add_argument("--data-root", default=None, help="folder holding local copies at <root>/<Hub id of the task>")
     p.add_argument("--data-dir", action="append", metavar="TASK=FOLDER", help="local copy of one task (repeatable)")
     p.add_argument("--output", default=None, help="results folder (default: the run folder, else outputs/vtab/...)")

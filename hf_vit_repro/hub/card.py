@@ -26,6 +26,8 @@ LIBRARY_NAME = "transformers"
 PIPELINE_TAG = "image-classification"
 DEFAULT_LICENSE = "apache-2.0"  # the license of this package's code; pass `license=` for the weights'
 BASE_TAGS = ["vision-transformer", "vit", "image-classification", "hf-vit-repro"]
+#: Tags of a BiT ResNet's card (the paper's CNN baseline; transformers' own model_type "bit").
+BIT_TAGS = ["bit", "resnet", "image-classification", "hf-vit-repro"]
 
 # Recipe keys (at any depth of recipe.yaml) the card reads for its metadata. A dataset value is a
 # task of `hf_vit_repro.data.TASKS` (its Hub id is used) or a "namespace/name" Hub id; a base
@@ -226,10 +228,12 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
 
     checkpoint = Path(checkpoint)
     raw = runs.read_json(checkpoint / "config.json")
+    if raw.get("model_type") == "bit":
+        return describe_bit_model(checkpoint, raw)
     if raw.get("model_type") != ViTReproConfig.model_type:
         raise ValueError(
-            f"{checkpoint}/config.json is a {raw.get('model_type')!r} model, not {ViTReproConfig.model_type!r}: "
-            "convert it first (`vit-repro convert`)."
+            f"{checkpoint}/config.json is a {raw.get('model_type')!r} model, not {ViTReproConfig.model_type!r} or "
+            "'bit' (a BiT ResNet): convert it first (`vit-repro convert`)."
         )
     config = runs.load_pretrained(ViTReproConfig, checkpoint)
     backbone = raw.get("backbone_config") or None
@@ -263,10 +267,83 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
     ]
     return {
         "name": name,
+        "family": "vit",
         "variant": variant,
         "hybrid": backbone is not None,
         "parameters": parameters,
         "paper_parameters": PAPER_PARAMETER_COUNTS.get(variant) if variant else None,
+        "rows": rows,
+        "labels": [id2label[k] for k in sorted(id2label)][:10],
+        "num_labels": len(id2label),
+    }
+
+
+def _bit_variant_name(config) -> str | None:
+    """"BiT-R50x1" when a BitConfig is a row of `variants.BIT_VARIANTS` (blocks, widths, stem, block
+    type, padding and groups as BiT builds them), else None."""
+    from ..variants import BIT_VARIANTS, bit_config
+
+    for name in BIT_VARIANTS:
+        if _bit_shape(bit_config(name)) == _bit_shape(config):
+            return name
+    return None
+
+
+def _bit_shape(config) -> dict[str, Any]:
+    """What decides a BiT ResNet's computation, for naming it (the width factor folded into the widths)."""
+    from transformers.models.bit.modeling_bit import make_div
+
+    return {
+        "depths": list(config.depths),
+        "widths": [make_div(w * config.width_factor) for w in config.hidden_sizes],
+        "stem": config.embedding_size,
+        "layer_type": config.layer_type,
+        "padding": config.global_padding,
+        "groups": config.num_groups,
+    }
+
+
+def describe_bit_model(checkpoint: Path, raw: dict) -> dict[str, Any]:
+    """What a card says about a BiT ResNet (transformers' `BitConfig`, model_type "bit"): the
+    variant's name when the config is a row of `variants.BIT_VARIANTS`, depth (3 convolutions per
+    bottleneck unit + the stem + the head), width factor, blocks and widths per stage, the
+    parameters counted in the weights, and the published count of the same variant (timm's cards
+    of BiT's released weights) when there is one."""
+    from transformers import BitConfig
+
+    from ..variants import BIT_PUBLISHED_PARAMETERS, BIT_STAGE_WIDTHS
+
+    config = BitConfig.from_dict(raw)
+    variant = _bit_variant_name(config)
+    widths = _bit_shape(config)["widths"]
+    depth = 3 * sum(config.depths) + 2
+    factor = widths[-1] / BIT_STAGE_WIDTHS[-1] if len(widths) == len(BIT_STAGE_WIDTHS) else None
+    id2label = config.id2label or {}
+    parameters = count_parameters(checkpoint)
+    resolution = raw.get("image_size")
+    rows = [
+        ("Architecture", f"{variant or 'custom BiT ResNet'}: ResNet-v2 ({config.layer_type} bottleneck units) with Group "
+                         "Normalization and Weight Standardization (BiT, Kolesnikov et al. 2020)"),
+        ("Parameters", f"{parameters / 1e6:.1f}M ({parameters:,}, counted in the uploaded weights)"),
+        ("Depth / width factor", f"{depth} / " + (f"{factor:g}" if factor else "custom")),
+        ("Blocks per stage", ", ".join(map(str, config.depths))),
+        ("Stage widths", ", ".join(map(str, widths)) + f" (stem {config.embedding_size})"),
+        ("GroupNorm groups", str(config.num_groups)),
+        ("Resolution", _pair_text(resolution) if resolution else "not recorded (a ResNet runs at any size)"),
+        ("Pre-logits features", f"{widths[-1]} (global average pooling of the last stage)"),
+        ("Classes", str(len(id2label))),
+    ]
+    published = BIT_PUBLISHED_PARAMETERS.get(variant) if variant else None
+    return {
+        "name": variant or "custom BiT",
+        "family": "bit",
+        "variant": variant,
+        "hybrid": False,
+        "parameters": parameters,
+        "paper_parameters": None,
+        "published_parameters": (
+            {"millions": published[0], "classes": published[1], "source": published[2]} if published else None
+        ),
         "rows": rows,
         "labels": [id2label[k] for k in sorted(id2label)][:10],
         "num_labels": len(id2label),
@@ -550,7 +627,8 @@ def model_card(
     recipe_datasets, recipe_base = recipe_metadata(recipe, [Path(recipe_root or sources.run).resolve()])
     train_datasets = list(dict.fromkeys(list(datasets or []) + recipe_datasets))
     base_model = base_model or recipe_base
-    tags = BASE_TAGS + (["hybrid"] if model["hybrid"] else []) + (["converted"] if converted_from else [])
+    base_tags = BIT_TAGS if model["family"] == "bit" else BASE_TAGS
+    tags = base_tags + (["hybrid"] if model["hybrid"] else []) + (["converted"] if converted_from else [])
     results = eval_results(records)
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(

@@ -123,7 +123,8 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
     """Check a staged repo folder before it is uploaded; raises ValueError listing every problem.
 
     Checks: the files a checkpoint needs (config.json with a complete `auto_map` whose code files
-    are present, safetensors weights, preprocessor_config.json, README.md); the card's metadata
+    are present, except for a BiT ResNet, transformers' own model_type "bit" that loads without
+    remote code; safetensors weights, preprocessor_config.json, README.md); the card's metadata
     parses with huggingface_hub (license, library_name, pipeline_tag, tags) and its `model-index`
     equals the metrics files in the folder; every relative link in the card points to a file in the
     folder; no file holds the token; and (`load_model`) the weights load into the config's model
@@ -138,8 +139,9 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
             problems.append(f"{name} is missing")
     if not (folder / "model.safetensors").exists() and not (folder / "model.safetensors.index.json").exists():
         problems.append("the safetensors weights are missing")
-    if (folder / "config.json").exists():
-        auto_map = runs.read_json(folder / "config.json").get("auto_map") or {}
+    config = runs.read_json(folder / "config.json") if (folder / "config.json").exists() else None
+    if config is not None and config.get("model_type") != "bit":  # transformers' own BiT needs no remote code
+        auto_map = config.get("auto_map") or {}
         for auto in ("AutoConfig", "AutoModel", "AutoModelForImageClassification"):
             if auto not in auto_map:
                 problems.append(f"config.json's auto_map lacks {auto}: the checkpoint will not load without this package")

@@ -185,11 +185,15 @@ def benchmark_name(name: str | None) -> str | None:
 
 
 def _model_name(model: str | None) -> str | None:
-    """A ViT or hybrid name in its canonical spelling; other names (ResNets) as given."""
+    """A ViT or hybrid name in its canonical spelling; other names (ResNets) as given: the tables
+    spell them their own way ("R50x1" in Table 3, "ResNet152x4" in Table 2), which
+    `variants.canonical_name` would turn into the package's "BiT-R50x1"."""
     if not model:
         return None
-    from ..variants import canonical_name
+    from ..variants import canonical_name, is_bit_variant
 
+    if is_bit_variant(str(model)):
+        return str(model).strip()
     try:
         return canonical_name(model)
     except ValueError:

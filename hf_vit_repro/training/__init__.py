@@ -72,7 +72,7 @@ from .objectives import (
     evaluate_masked_patch_prediction,
     objective_for,
 )
-from .optim import EMA, build_optimizer, build_scheduler, classification_loss, lr_multiplier, parameter_groups
+from .optim import EMA, build_optimizer, build_scheduler, classification_loss, lr_multiplier, mixup, parameter_groups
 from .recipe import (
     AUGMENTATIONS,
     LOSSES,
@@ -83,6 +83,7 @@ from .recipe import (
     SCHEDULES,
     SECTIONS,
     SMOKE_BACKBONE,
+    SMOKE_BIT,
     SMOKE_MODEL,
     DataRecipe,
     ModelRecipe,
@@ -103,13 +104,13 @@ __all__ = [
     "ARCHITECTURE_FIELDS", "AUGMENTATIONS", "DataRecipe", "EMA", "LOSSES", "MIXED_PRECISIONS", "MODES",
     "ModelRecipe", "OBJECTIVES", "OBJECTIVE_CLASSES", "OPTIMIZERS", "Objective", "OptimRecipe",
     "PatchCorruptionDraw", "Recipe", "RecipeError", "RunData", "RunRecipe", "SCHEDULES", "SECTIONS",
-    "SHARDED_MODEL_DIR", "SMOKE_BACKBONE", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR", "TRAINER_STATE",
-    "TRAIN_LOG", "TrainRecipe", "TrainResult", "TrainState", "TrainingDivergedError", "add_cli",
-    "apply_overrides", "architecture", "build_data", "build_model", "build_optimizer", "build_scheduler",
-    "check_checkpoint_compatible", "check_checkpoint_layout", "check_same_recipe", "checkpoint_name",
-    "classification_loss", "describe_architecture", "evaluate", "evaluate_masked_patch_prediction",
-    "latest_checkpoint", "list_checkpoints", "load_checkpoint_config", "load_recipe", "lr_multiplier",
-    "objective_for", "parameter_groups", "parse_overrides", "push_run_to_hub", "recipe_differences",
-    "resolve_checkpoint", "resolve_key", "resume_point", "run_recipe", "save_checkpoint",
-    "save_final_model", "smoke_recipe", "sweep_member", "train",
+    "SHARDED_MODEL_DIR", "SMOKE_BACKBONE", "SMOKE_BIT", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR",
+    "TRAINER_STATE", "TRAIN_LOG", "TrainRecipe", "TrainResult", "TrainState", "TrainingDivergedError",
+    "add_cli", "apply_overrides", "architecture", "build_data", "build_model", "build_optimizer",
+    "build_scheduler", "check_checkpoint_compatible", "check_checkpoint_layout", "check_same_recipe",
+    "checkpoint_name", "classification_loss", "describe_architecture", "evaluate",
+    "evaluate_masked_patch_prediction", "latest_checkpoint", "list_checkpoints", "load_checkpoint_config",
+    "load_recipe", "lr_multiplier", "mixup", "objective_for", "parameter_groups", "parse_overrides",
+    "push_run_to_hub", "recipe_differences", "resolve_checkpoint", "resolve_key", "resume_point",
+    "run_recipe", "save_checkpoint", "save_final_model", "smoke_recipe", "sweep_member", "train",
 ]

@@ -129,9 +129,23 @@ ARCHITECTURE_FIELDS = (
 )
 
 
+#: The same for a BiT ResNet (transformers' BitConfig): what decides its weights' shapes and outputs.
+BIT_ARCHITECTURE_FIELDS = ("depths", "hidden_sizes", "embedding_size", "num_channels", "layer_type", "num_groups",
+                           "global_padding", "width_factor")
+
+
 def architecture(config) -> dict[str, Any]:
     """The shape-deciding part of a config: width, depth, heads, MLP, patch, channels, pooling,
-    and the hybrid's ResNet stages (None for a plain ViT)."""
+    and the hybrid's ResNet stages (None for a plain ViT); for a BiT ResNet its blocks per stage,
+    widths, channels, block type, groups and padding (with `"family": "BiT ResNet"`)."""
+    from ..models import is_bit
+
+    if is_bit(config):
+        arch = {"family": "BiT ResNet"}
+        for key in BIT_ARCHITECTURE_FIELDS:
+            value = getattr(config, key, None)
+            arch[key] = list(value) if isinstance(value, (list, tuple)) else value
+        return arch
     arch = {key: getattr(config, key, None) for key in ARCHITECTURE_FIELDS}
     arch["patch_size"] = list(config.patch_hw) if hasattr(config, "patch_hw") else arch["patch_size"]
     backbone = getattr(config, "backbone_config", None)
@@ -140,6 +154,9 @@ def architecture(config) -> dict[str, Any]:
 
 
 def describe_architecture(arch: dict[str, Any]) -> str:
+    if arch.get("family") == "BiT ResNet":
+        return (f"BiT ResNet, blocks per stage {arch['depths']}, stage widths {arch['hidden_sizes']}, "
+                f"stem {arch['embedding_size']}, {arch['layer_type']} blocks, {arch['num_groups']} groups")
     text = (
         f"width {arch['hidden_size']}, {arch['num_hidden_layers']} layers, {arch['num_attention_heads']} heads, "
         f"MLP {arch['intermediate_size']}, patch {arch['patch_size']}, pooling {arch['pooling']}"
@@ -171,16 +188,21 @@ def _recipe_config_kwargs(recipe: Recipe, num_classes: int) -> dict[str, Any]:
 
 
 def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | None = None):
-    """The model a recipe trains: the objective's class (`ViTReproForImageClassification`, or
-    `ViTReproForMaskedPatchPrediction` with the data's mean/std as `mpp_image_mean` / `_std`).
-    From scratch: `ViTReproConfig.from_variant(variant, ...)` (or `ViTReproConfig(**model.config)`).
-    From `init_from`: the checkpoint, with dropout (and `mpp_*` fields) from the recipe; in
-    fine-tuning mode its head is replaced by a zero-initialised K-way one (the pre-logits layer
-    dropped unless `representation_size` is set; a masked-patch-prediction checkpoint's prediction
-    head and mask token are left behind) and its position embeddings are resampled to
-    `model.image_size` once (paper Sec. 3.2). A checkpoint whose architecture differs from
-    `model.variant` / `model.config` raises `RecipeError`."""
+    """The model a recipe trains: the objective's class for the config's family
+    (`objectives.Objective.model_class_for`: `ViTReproForImageClassification` or transformers'
+    `BitForImageClassification` for a BiT ResNet; `ViTReproForMaskedPatchPrediction`, with the
+    data's mean/std as `mpp_image_mean` / `_std`, for masked patch prediction).
+    From scratch: `models.config_from_variant(variant, ...)` (a `ViTReproConfig`, or transformers'
+    `BitConfig` for a BiT ResNet such as "BiT-R50x1"), or `ViTReproConfig(**model.config)` without
+    a variant. From `init_from`: the checkpoint (either family), with dropout (and `mpp_*` fields)
+    from the recipe; in fine-tuning mode its head is replaced by a zero-initialised K-way one (a
+    ViT's pre-logits layer dropped unless `representation_size` is set; a masked-patch-prediction
+    checkpoint's prediction head and mask token are left behind) and a ViT's position embeddings
+    are resampled to `model.image_size` once (paper Sec. 3.2; a ResNet runs at any size). A
+    checkpoint whose architecture differs from `model.variant` / `model.config` raises
+    `RecipeError`."""
     from ..configuration_vit_repro import ViTReproConfig
+    from ..models import config_from_variant, is_bit, reset_classifier
 
     m = recipe.model
     objective = objective_for(recipe)
@@ -190,8 +212,8 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
         kwargs.update(id2label=id2label, label2id={v: k for k, v in id2label.items()})
         kwargs.update(objective.config_updates())
         try:
-            config = ViTReproConfig.from_variant(m.variant, **kwargs) if m.variant else ViTReproConfig(**kwargs)
-            model = objective.model_class(config)
+            config = config_from_variant(m.variant, **kwargs) if m.variant else ViTReproConfig(**kwargs)
+            model = objective.model_class_for(config)(config)
         except (TypeError, ValueError, StrictDataclassError) as err:
             raise RecipeError(f"`model`: cannot build the model: {_reason(err)}") from None
     else:
@@ -199,10 +221,7 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
         config = load_checkpoint_config(source)
         wanted = None
         if m.variant is not None or m.config:
-            from ..variants import variant_kwargs
-
-            expected = {"backbone_config": None, **variant_kwargs(m.variant)} if m.variant else {}
-            wanted = architecture(ViTReproConfig(**{**config.to_dict(), **expected, **m.config}))
+            wanted = _recipe_architecture(m, config)
         found = architecture(config)
         if wanted is not None and wanted != found:
             raise RecipeError(
@@ -210,7 +229,13 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
                 f"checkpoint: {describe_architecture(found)}; recipe ({m.variant or 'model.config'}): "
                 f"{describe_architecture(wanted)}. Point init_from at a matching checkpoint or change model.variant."
             )
-        config.hidden_dropout_prob, config.attention_probs_dropout_prob = m.dropout, m.attention_dropout
+        if not is_bit(config):
+            config.hidden_dropout_prob, config.attention_probs_dropout_prob = m.dropout, m.attention_dropout
+        elif m.dropout or m.attention_dropout or m.representation_size:
+            raise RecipeError(
+                f"`model.init_from` {m.init_from!r} is a BiT ResNet, which has no dropout and no pre-logits layer: "
+                "set model.dropout and model.attention_dropout to 0 and model.representation_size to null."
+            )
         try:  # the recipe's own settings first: an error there is the recipe's, not the checkpoint's
             for key, value in objective.config_updates().items():
                 setattr(config, key, value)
@@ -218,20 +243,22 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
         except (ValueError, StrictDataclassError) as err:
             raise RecipeError(f"`model`: {_reason(err)}") from None
         try:
-            model = runs.load_pretrained(objective.model_class, source, config=config)
+            model = runs.load_pretrained(objective.model_class_for(config), source, config=config)
         except runs.CheckpointError:
             raise
         except ValueError as err:  # the objective's model refuses this checkpoint (e.g. MPP: a pre-logits layer)
             raise RecipeError(f"`model.init_from` {m.init_from!r}: cannot build the model: {err}") from None
         if recipe.mode == "finetune":
-            keep = m.representation_size is not None and config.representation_size is not None
-            model.reset_classifier(num_classes, id2label=id2label, keep_representation=keep)
+            keep = m.representation_size is not None and getattr(config, "representation_size", None) is not None
+            reset_classifier(model, num_classes, id2label=id2label, keep_representation=keep)
         elif objective.needs_labels and model.config.num_labels != num_classes:
             raise RecipeError(
                 f"`mode: pretrain` continues {m.init_from!r} with its {model.config.num_labels}-way head, but the data "
                 f"has {num_classes} classes; use `mode: finetune` to attach a new head."
             )
-        if tuple(model.config.image_hw) != (m.image_size, m.image_size):
+        if is_bit(model):
+            model.config.image_size = m.image_size  # a ResNet runs at any size: only recorded
+        elif tuple(model.config.image_hw) != (m.image_size, m.image_size):
             model.resize_position_embeddings(m.image_size)
     if m.gradient_checkpointing:
         model.activation_checkpointing_enable()
@@ -245,12 +272,35 @@ def _reason(err: Exception) -> Exception:
     return err.__cause__ if isinstance(err, StrictDataclassError) and err.__cause__ is not None else err
 
 
+def _recipe_architecture(m, checkpoint_config) -> dict[str, Any]:
+    """The architecture a recipe's `model.variant` / `model.config` asks for, completed by the
+    checkpoint's config where the recipe says nothing (to compare with the checkpoint's)."""
+    from ..configuration_vit_repro import ViTReproConfig
+    from ..models import is_bit
+    from ..variants import bit_config, is_bit_variant, variant_kwargs
+
+    try:
+        if is_bit_variant(m.variant):
+            return architecture(bit_config(m.variant, **m.config))
+        if m.variant is None and is_bit(checkpoint_config):
+            from transformers import BitConfig
+
+            return architecture(BitConfig(**{**checkpoint_config.to_dict(), **m.config}))
+        if is_bit(checkpoint_config):  # a ViT variant asked of a BiT checkpoint
+            return architecture(ViTReproConfig.from_variant(m.variant, **m.config))
+        expected = {"backbone_config": None, **variant_kwargs(m.variant)} if m.variant else {}
+        return architecture(ViTReproConfig(**{**checkpoint_config.to_dict(), **expected, **m.config}))
+    except (TypeError, ValueError, StrictDataclassError) as err:
+        raise RecipeError(f"`model`: cannot build the model the recipe names: {_reason(err)}") from None
+
+
 def load_checkpoint_config(source: str):
-    """The `ViTReproConfig` of a checkpoint folder or Hub id; a checkpoint of another model type
-    (a transformers or timm ViT, a ResNet...) raises `RecipeError` pointing at `vit-repro convert`."""
+    """The config of a checkpoint folder or Hub id: `ViTReproConfig`, or transformers' `BitConfig`
+    for a BiT ResNet; a checkpoint of another model type (a transformers or timm ViT...) raises
+    `RecipeError` pointing at `vit-repro convert`."""
     from transformers import AutoConfig
 
-    from ..configuration_vit_repro import ViTReproConfig
+    from ..models import MODEL_TYPES
 
     try:
         config = runs.load_pretrained(AutoConfig, source)
@@ -262,10 +312,9 @@ def load_checkpoint_config(source: str):
                 "or point model.init_from at a checkpoint."
             ) from None
         raise RecipeError(f"`model.init_from`: cannot read a model config from {source!r}: {err}") from None
-    if not isinstance(config, ViTReproConfig):
+    if config.model_type not in MODEL_TYPES:
         raise RecipeError(
             f"`model.init_from` {source!r} is a {type(config).__name__} (model_type {config.model_type!r}), not a "
-            "vit_repro checkpoint. Convert it first: `vit-repro convert SOURCE OUTPUT_DIR`."
+            "vit_repro or BiT (bit) checkpoint. Convert it first: `vit-repro convert SOURCE OUTPUT_DIR`."
         )
     return config
-

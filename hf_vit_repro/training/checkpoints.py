@@ -90,12 +90,14 @@ def check_checkpoint_compatible(checkpoint: Path, model) -> None:
     its sharded checkpoint's metadata)."""
     config_file = checkpoint / "config.json"
     if config_file.is_file():
-        from ..configuration_vit_repro import ViTReproConfig
+        from ..models import MODEL_TYPES, config_from_dict
 
         saved = json.loads(config_file.read_text())
-        if saved.get("model_type") != "vit_repro":
-            raise RecipeError(f"Checkpoint {checkpoint} is not a vit_repro checkpoint (model_type {saved.get('model_type')!r}).")
-        theirs = architecture(ViTReproConfig.from_dict(saved))
+        if saved.get("model_type") not in MODEL_TYPES:
+            raise RecipeError(
+                f"Checkpoint {checkpoint} is not a vit_repro or BiT checkpoint (model_type {saved.get('model_type')!r})."
+            )
+        theirs = architecture(config_from_dict(saved))
         ours = architecture(model.config)
         if theirs != ours:
             raise RecipeError(

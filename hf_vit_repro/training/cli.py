@@ -60,7 +60,7 @@ def add_cli(subparsers) -> None:
         "values; bare field names work where unambiguous, e.g. `smoke=true`, `resume=auto`, `lr=0.003`). "
         "The run folder (run.output_dir, default outputs/<name>) receives recipe.yaml, checkpoints/, final/, "
         "logs/ (TensorBoard), metrics/ and train_summary.json.",
-        epilog=f"Recipe keys: {keys}; and model.config.<any ViTReproConfig field>.",
+        epilog=f"Recipe keys: {keys}; and model.config.<any ViTReproConfig field, or BitConfig field for a BiT variant>.",
     )
     p.add_argument("recipe", help="recipe YAML file, e.g. recipes/finetune_cifar10.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. optim.lr=0.01 smoke=true")

@@ -224,7 +224,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
                 if len(batch["pixel_values"]) == 0:  # every image of the batch was unreadable (skipped)
                     loss = sum(p.sum() for p in model.parameters()) * 0.0
                 else:
-                    loss = objective.step_loss(model, batch)
+                    # (seed, update, micro-batch, process): what a step's random draws (MixUp) are seeded by
+                    loss = objective.step_loss(model, batch, (t.seed, step, micro, accelerator.process_index))
                 # Mean of k micro-batch means = the mean over the k-times larger batch.
                 accelerator.backward(loss / accumulation)
             totals[0] += loss.detach().double() / accumulation

@@ -2,14 +2,14 @@
 
     objective = objective_for(recipe)
     loader = make_dataloader(..., **objective.loader_options(model))
-    loss = objective.step_loss(model, batch)                        # one micro-batch, a scalar
+    loss = objective.step_loss(model, batch, key)  # one micro-batch, a scalar; key seeds its draws
     result = objective.evaluate(model, dataset, recipe, accelerator)
 
 Everything else (accumulation, clipping, schedules, checkpoints, exact resume, data parallelism)
 is the loop's and the same for every objective.
 
 - `classification`: labelled images, the classifier's cross entropy (`train.loss`, label
-  smoothing), scored by `hf_vit_repro.evaluation.classification.evaluate_model` (accuracy, top-5,
+  smoothing, MixUp when `train.mixup_alpha` > 0), a ViT, hybrid or BiT ResNet, scored by `hf_vit_repro.evaluation.classification.evaluate_model` (accuracy, top-5,
   per class).
 - `masked_patch_prediction` (paper Sec. 4.6, Appendix B.1.2): no labels are read. The corruption
   of every image (`sample_patch_corruption`) is drawn in the data pipeline by `PatchCorruptionDraw`
@@ -38,7 +38,8 @@ from ..modeling_vit_repro import (
     masked_patch_prediction_losses,
     sample_patch_corruption,
 )
-from .optim import classification_loss
+from ..models import classifier_class
+from .optim import classification_loss, mixup
 from .recipe import Recipe
 
 
@@ -55,6 +56,10 @@ class Objective:
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
 
+    def model_class_for(self, config) -> type:
+        """The model class trained for `config` (a `ViTReproConfig`, or a `BitConfig`)."""
+        return self.model_class
+
     def config_updates(self) -> dict[str, Any]:
         """`ViTReproConfig` fields the objective sets from the recipe (on a new or a loaded config)."""
         return {}
@@ -63,8 +68,9 @@ class Objective:
         """Keyword arguments of `make_dataloader` for the training batches of `model`."""
         return {"labels": self.needs_labels}
 
-    def step_loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The loss of one micro-batch (a scalar, mean over the batch)."""
+    def step_loss(self, model, batch: dict[str, torch.Tensor], key: tuple[int, ...]) -> torch.Tensor:
+        """The loss of one micro-batch (a scalar, mean over the batch). `key` = (seed, update,
+        micro-batch, process) seeds whatever the step draws, so a resumed step draws the same."""
         raise NotImplementedError
 
     def evaluate(self, model, dataset, recipe: Recipe, accelerator) -> dict[str, Any]:
@@ -75,10 +81,17 @@ class Objective:
 class Classification(Objective):
     name = "classification"
 
-    def step_loss(self, model, batch):
-        logits = model(pixel_values=batch["pixel_values"]).logits
+    def model_class_for(self, config):
+        return classifier_class(config)
+
+    def step_loss(self, model, batch, key):
         t = self.recipe.train
-        return classification_loss(logits, batch["labels"], t.loss, t.label_smoothing)
+        pixels, mixed = batch["pixel_values"], None
+        if t.mixup_alpha:  # BiT-HyperRule's MixUp
+            pixels, other, lam = mixup(pixels, batch["labels"], t.mixup_alpha, key)
+            mixed = (other, lam)
+        logits = model(pixel_values=pixels).logits
+        return classification_loss(logits, batch["labels"], t.loss, t.label_smoothing, mixed)
 
     def evaluate(self, model, dataset, recipe, accelerator):
         return evaluate(model, dataset, recipe, accelerator)
@@ -100,7 +113,7 @@ class MaskedPatchPrediction(Objective):
     def loader_options(self, model):
         return {"labels": False, "per_image": PatchCorruptionDraw.from_config(model.config)}
 
-    def step_loss(self, model, batch):
+    def step_loss(self, model, batch, key):
         return model(
             pixel_values=batch["pixel_values"], corruption=batch["corruption"],
             replacement_index=batch["replacement_index"],

@@ -8,20 +8,32 @@ the classification losses (paper Appendix B.1).
   `create_learning_rate_schedule`): `base * min(1, t / warmup) * decay(progress)` with
   `progress = clip((t - warmup) / (T - warmup), 0, 1)`: it reaches `base` exactly at the end of
   warm-up and 0 at the last update for linear and cosine decay.
+- BiT-HyperRule's fine-tuning schedule (Kolesnikov et al. 2020, Sec. 3.3) is `step`: after the
+  same linear warm-up, the rate is divided by 10 once t passes 30%, 60% and 90% of T.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from .recipe import SCHEDULES, OptimRecipe
 
+#: BiT-HyperRule's step decay (BiT paper Sec. 3.3): "decay the learning rate by a factor of 10 at
+#: 30%, 60% and 90% of the training steps". (The released bit_hyperrule.py decays its 500-step
+#: schedule at steps 200, 300, 400 after a 100-step warm-up; the longer ones at 30/60/90%.)
+STEP_DECAY_AT: tuple[float, ...] = (0.3, 0.6, 0.9)
+STEP_DECAY_FACTOR = 0.1
+
 def parameter_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     """Two optimizer groups: parameters named by `model.no_weight_decay()` (biases, norms,
-    position embeddings, class token) with weight decay 0, all others with `weight_decay`.
-    Frozen parameters are left out. Each group carries `names` for inspection."""
-    skip = set(model.no_weight_decay())
+    position embeddings, class token; for a BiT ResNet its 1-D parameters, `models.no_weight_decay`)
+    with weight decay 0, all others with `weight_decay`. Frozen parameters are left out. Each group
+    carries `names` for inspection."""
+    from ..models import no_weight_decay
+
+    skip = set(no_weight_decay(model))
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     unknown = skip - {n for n, _ in model.named_parameters()}
     if unknown:
@@ -58,10 +70,14 @@ def lr_multiplier(update: int, total_steps: int, warmup_steps: int, schedule: st
     `create_learning_rate_schedule`): `min(1, update / warmup) * decay(progress)`, with
     `progress = clip((update - warmup) / (total - warmup), 0, 1)` and decay `1 - progress`
     (linear), `(1 + cos(pi * progress)) / 2` (cosine) or 1 (constant). It is exactly 1 at the
-    end of warm-up and 0 at the last update for linear and cosine decay."""
+    end of warm-up and 0 at the last update for linear and cosine decay. `step` (BiT-HyperRule)
+    multiplies the warm-up factor by `STEP_DECAY_FACTOR` for every fraction f of `STEP_DECAY_AT`
+    with `update > f * total_steps`."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; one of {SCHEDULES}")
     factor = min(1.0, update / warmup_steps) if warmup_steps > 0 else 1.0
+    if schedule == "step":
+        return factor * STEP_DECAY_FACTOR ** sum(update > f * total_steps for f in STEP_DECAY_AT)
     if schedule == "constant" or total_steps <= warmup_steps:
         return factor
     progress = min(max((update - warmup_steps) / (total_steps - warmup_steps), 0.0), 1.0)
@@ -134,9 +150,31 @@ def _full_tensor(tensor):
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
-def classification_loss(logits, labels, loss: str = "softmax_xent", label_smoothing: float = 0.0):
+def mixup(pixel_values, labels, alpha: float, key: Sequence[int]):
+    """MixUp (Zhang et al. 2018) as BiT-HyperRule applies it (BiT Sec. 3.3; big_transfer's
+    `mixup_data`): `x = lam * x + (1 - lam) * x[perm]`, returning (mixed images, labels[perm], lam).
+
+    lam ~ Beta(alpha, alpha) is drawn from `key[:2]` (seed, update) and the permutation of the
+    micro-batch from the whole `key` (seed, update, micro-batch, process), with numpy generators
+    seeded by them: the same step mixes the same way after a resume, whatever ran before.
+    pixel_values (B, C, H, W), labels (B,)."""
+    import numpy as np
+    import torch
+
+    lam = float(np.random.default_rng([int(k) for k in key[:2]]).beta(alpha, alpha))
+    perm = torch.from_numpy(np.random.default_rng([int(k) for k in key]).permutation(labels.shape[0]))
+    perm = perm.to(labels.device)
+    return lam * pixel_values + (1.0 - lam) * pixel_values[perm], labels[perm], lam
+
+
+def classification_loss(logits, labels, loss: str = "softmax_xent", label_smoothing: float = 0.0, mixed=None):
     """Mean over the batch of softmax cross-entropy, or of sigmoid cross-entropy summed over the
-    K classes on (smoothed) one-hot targets. Computed in float32. logits (B, K), labels (B,)."""
+    K classes on (smoothed) one-hot targets. Computed in float32. logits (B, K), labels (B,).
+    `mixed` = (other labels, lam) from `mixup`: lam * loss(labels) + (1 - lam) * loss(other)."""
+    if mixed is not None:
+        other, lam = mixed
+        return (lam * classification_loss(logits, labels, loss, label_smoothing)
+                + (1.0 - lam) * classification_loss(logits, other, loss, label_smoothing))
     import torch.nn.functional as F
 
     logits = logits.float()

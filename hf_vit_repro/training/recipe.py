@@ -24,7 +24,7 @@ from typing import Any
 
 MODES = ("pretrain", "finetune")
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "step")
 LOSSES = ("softmax_xent", "sigmoid_xent")
 OBJECTIVES = ("classification", "masked_patch_prediction")
 AUGMENTATIONS = ("inception_crop", "finetune", "none")
@@ -37,8 +37,11 @@ class RecipeError(ValueError):
 
 @dataclass
 class ModelRecipe:
-    """The network. `variant` names a row of the variant table ("ViT-B/16", "R50+ViT-B/16");
-    `config` sets any other `ViTReproConfig` field (a tiny demo model, `pooling: gap`...).
+    """The network. `variant` names a row of the variant table ("ViT-B/16", "R50+ViT-B/16", or a
+    BiT ResNet such as "BiT-R50x1", built as transformers' `BitConfig`); `config` sets any other
+    field of that config (a tiny demo model, `pooling: gap`, a BiT's `depths` / `hidden_sizes` /
+    `embedding_size` / `num_groups`...). A BiT ResNet has no dropout, pre-logits layer or memory
+    options: `dropout`, `attention_dropout` must be 0 and `representation_size` null for it.
     `init_from` fine-tunes a checkpoint: a run folder (its `final/` is used), a `save_pretrained`
     folder or a Hub repo id. `representation_size` is the pre-logits width (pretraining; `null`
     drops it when fine-tuning). `image_size` differs from the checkpoint's when fine-tuning at a
@@ -99,7 +102,9 @@ class OptimRecipe:
     """Optimizer and schedule. `adamw` is the paper's pretraining Adam with decoupled weight decay
     (multiplied by the learning rate, as the original code applies it); `sgd` uses `momentum` and
     the paper's fine-tuning has no weight decay. Parameters named by `model.no_weight_decay()`
-    never decay. `lr_sweep` lists learning rates to choose from on the validation split before
+    never decay (for a BiT ResNet: every 1-D parameter). `schedule`: `cosine`, `linear`,
+    `constant`, or `step` (BiT-HyperRule: the rate divided by 10 after 30%, 60% and 90% of the
+    steps). `lr_sweep` lists learning rates to choose from on the validation split before
     the final run (`run_recipe`). `grad_clip_norm: null` disables clipping. `fused` updates all
     parameters in one kernel (torch's fused AdamW / SGD, the default of transformers' Trainer
     too): a ViT-S/16 training step on CPU is about 4 % faster than with torch's default
@@ -124,6 +129,9 @@ class TrainRecipe:
     (`global_batch_size` images per update, reached with micro-batches of `micro_batch_size` per
     process and gradient accumulation), objective, loss (`softmax_xent`, or `sigmoid_xent` on
     one-hot targets), label smoothing, Polyak averaging (`ema_decay`), seed, evaluation interval.
+    `mixup_alpha` > 0 turns on MixUp as BiT-HyperRule uses it (alpha 0.1 for 20k+ training images):
+    each update draws lambda ~ Beta(alpha, alpha), every micro-batch is mixed with a permutation of
+    itself and the loss is lambda L(y) + (1 - lambda) L(y_permuted) (`optim.mixup`).
 
     `objective`: `classification` (labels, the classifier's loss and accuracy) or
     `masked_patch_prediction`, the paper's self-supervised pretraining (Sec. 4.6, Appendix
@@ -139,6 +147,7 @@ class TrainRecipe:
     micro_batch_size: int = 64
     loss: str = "softmax_xent"
     label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
     ema_decay: float | None = None
     seed: int = 0
     eval_every: int = 0
@@ -280,12 +289,14 @@ class Recipe:
         if not self.name or any(c in self.name for c in "/\\"):
             raise RecipeError(f"`name` must be a non-empty name without slashes, got {self.name!r}.")
         if m.variant is not None:
-            from ..variants import canonical_name
+            from ..variants import canonical_name, is_bit_variant
 
             try:
                 m.variant = canonical_name(m.variant)
             except ValueError as err:
                 raise RecipeError(f"`model.variant`: {err}") from None
+            if is_bit_variant(m.variant):
+                _check_bit_model(m)
         elif m.init_from is None and not m.config:
             raise RecipeError(
                 "The recipe names no model: set `model.variant` (e.g. 'ViT-B/16'), `model.config` "
@@ -346,6 +357,7 @@ class Recipe:
             )
         if not 0.0 <= t.label_smoothing < 1.0:
             raise RecipeError(f"`train.label_smoothing` must lie in [0, 1), got {t.label_smoothing}.")
+        positive("train.mixup_alpha", t.mixup_alpha, allow_zero=True)
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
             raise RecipeError(f"`train.ema_decay` must lie in (0, 1) or be null, got {t.ema_decay}.")
         if t.objective == "masked_patch_prediction":
@@ -371,6 +383,8 @@ class Recipe:
     def _validate_masked_patch_prediction(self) -> None:
         """What `train.objective: masked_patch_prediction` rules out: it pretrains a plain ViT
         without labels, a classifier head or a pre-logits layer."""
+        from ..variants import is_bit_variant
+
         m, t, o = self.model, self.train, self.optim
         what = "`train.objective: masked_patch_prediction`"
         if self.mode != "pretrain":
@@ -383,11 +397,18 @@ class Recipe:
                 f"{what} trains no pre-logits layer: set `model.representation_size: null` (got "
                 f"{m.representation_size}); fine-tuning adds the classifier head."
             )
+        if is_bit_variant(m.variant):
+            raise RecipeError(
+                f"{what} is defined for plain ViTs only: {m.variant} is a BiT ResNet, which has no patch tokens to "
+                "corrupt; choose a ViT `model.variant`."
+            )
         if (m.variant is not None and "+" in m.variant) or m.config.get("backbone_config"):
             raise RecipeError(
                 f"{what} is defined for plain ViTs only (a hybrid's CNN sees the corrupted patches' pixels): "
                 f"choose a ViT `model.variant` instead of {m.variant or 'a backbone_config'}."
             )
+        if t.mixup_alpha:
+            raise RecipeError(f"{what} mixes no labels: set `train.mixup_alpha: 0` (got {t.mixup_alpha}).")
         if t.loss != "softmax_xent" or t.label_smoothing:
             raise RecipeError(
                 f"{what} has its own loss (from `model.config.mpp_target`): leave `train.loss` at 'softmax_xent' and "
@@ -398,6 +419,19 @@ class Recipe:
                 f"{what} has no validation accuracy to sweep the learning rate on: set one `optim.lr` (the paper "
                 "uses 2e-4) and leave `optim.lr_sweep` empty."
             )
+
+
+def _check_bit_model(m: ModelRecipe) -> None:
+    """A BiT ResNet has none of the ViT's dropout, pre-logits layer or memory options."""
+    wrong = [f"model.{key}={getattr(m, key)!r}" for key, off in (
+        ("dropout", 0.0), ("attention_dropout", 0.0), ("representation_size", None),
+        ("gradient_checkpointing", False), ("recompute_mlp_activation", False),
+    ) if getattr(m, key) != off]
+    if wrong:
+        raise RecipeError(
+            f"`model.variant` {m.variant} is a BiT ResNet, which has no dropout, pre-logits layer or ViT memory "
+            f"options; remove {', '.join(wrong)} (dropout 0, representation_size null, the options false)."
+        )
 
 
 _CONFIG_KEY_OWNERS = {
@@ -552,10 +586,13 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] | Sequence[tup
 SMOKE_MODEL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, patch_size=8)
 #: ... and its hybrid version: a one-stage BiT ResNet (stride 4) under 2 x 2 "patches".
 SMOKE_BACKBONE = dict(depths=[1], hidden_sizes=[64], embedding_size=32, num_groups=8)
+#: A BiT ResNet shrunk the same way: two stages of one pre-activation unit, 16-32-64 channels.
+SMOKE_BIT = dict(depths=[1, 1], hidden_sizes=[32, 64], embedding_size=16, num_groups=8)
 
 
 def smoke_recipe(recipe: Recipe) -> Recipe:
-    """The same recipe shrunk to a few CPU steps: tiny model (hybrid stays hybrid), 32-pixel
+    """The same recipe shrunk to a few CPU steps: tiny model (hybrid stays hybrid, a BiT ResNet a
+    tiny BiT ResNet), 32-pixel
     images, scikit-learn's digits unless a local `data.data_dir` is given, 3 steps of global
     batch 8 in micro-batches of 4 (so accumulation runs), checkpoint every 2 steps, a sweep over
     at most 2 learning rates. `init_from` is dropped unless it exists locally."""
@@ -564,7 +601,11 @@ def smoke_recipe(recipe: Recipe) -> Recipe:
     hybrid = bool(m.config.get("backbone_config")) or (m.variant is not None and "+" in m.variant)
     if m.init_from is not None and not Path(m.init_from).exists():
         m.init_from = None
-    if m.init_from is None:
+    from ..variants import is_bit_variant
+
+    if m.init_from is None and is_bit_variant(m.variant):
+        m.config = {**m.config, **SMOKE_BIT}
+    elif m.init_from is None:
         m.config = {**m.config, **SMOKE_MODEL}
         if hybrid:
             m.config.update(patch_size=2, backbone_config=dict(SMOKE_BACKBONE))
