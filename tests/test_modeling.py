@@ -392,7 +392,6 @@ def test_memory_saving_mlp_matches_autograd(act, fused):
 
 
 def test_memory_saving_mlp_saves_less_for_backward():
-
     model = make().train()
     model.set_mlp_activation_recompute()
     mlp = model.vit.layers[0].mlp
