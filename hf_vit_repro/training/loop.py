@@ -45,6 +45,7 @@ from .checkpoints import (
     save_checkpoint,
     save_final_model,
 )
+from .compute import compute_record, device_description
 from .distributed import make_accelerator, micro_batches
 from .early_stopping import EarlyStopping
 from .optim import EMA, build_optimizer, build_scheduler, classification_loss
@@ -320,6 +321,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
         "global_batch_size": t.global_batch_size,
         "gradient_accumulation_steps": accumulation,
         "train_examples": len(data.train),
+        "compute": compute_record(accelerator.unwrap_model(model).config, recipe.model.image_size, images_seen,
+                                  train_time, n_proc, device_description(accelerator.device)),
         **({"early_stopping": stopper.summary(step)} if stopper is not None else {}),
         "eval": None if evaluation is None else {"split": data.eval_name, **evaluation["metrics"],
                                                  "num_images": evaluation["num_images"]},

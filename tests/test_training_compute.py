@@ -1,0 +1,61 @@
+"""Compute accounting (paper Sec. 4.4, Table 6): the forward FLOPs of an architecture
+(`hf_vit_repro.flops.forward_flops`) against torch's FlopCounterMode and against the paper's own
+pretraining exaFLOPs, and the `compute` entry that every training run writes."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from hf_vit_repro import ViTReproConfig, ViTReproModel, runs
+from hf_vit_repro.flops import forward_flops
+from hf_vit_repro.training import Recipe, train
+
+from .conftest import tiny_kwargs
+
+TINY_BACKBONE = dict(depths=[1, 1], hidden_sizes=[32, 64], embedding_size=16, num_groups=8)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"representation_size": 24},  # the pretraining head's pre-logits layer
+    {"pooling": "gap", "image_size": 48},
+    {"patch_size": 1, "backbone_config": TINY_BACKBONE, "representation_size": 16},  # hybrid: CNN, then 1x1 patches
+])
+def test_forward_flops_match_torch_flop_counter(overrides):
+    """Every block on all tokens (the architecture; ViTReproModel computes exactly that) plus the
+    classifier head. The hybrid's CNN is itself counted with FlopCounterMode until the BiT
+    branch's formula lands (hf_vit_repro/flops.py); the rest is the formula."""
+    config = ViTReproConfig(**tiny_kwargs(**overrides))
+    model = ViTReproModel(config).eval()
+    model.set_attn_implementation("eager")  # torch's counter does not see the CPU flash-attention kernel
+    size = config.image_hw[0]
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.randn(1, 3, size, size))
+    head = 2 * config.pooled_size * config.num_labels
+    assert forward_flops(config, size) == counter.get_total_flops() + head
+
+
+def test_every_run_summary_carries_its_compute(tmp_path):
+    recipe = Recipe.from_dict({
+        "name": "compute",
+        "mode": "pretrain",
+        "model": {"variant": None, "image_size": 16, "representation_size": 16,
+                  "config": {k: v for k, v in tiny_kwargs().items() if k not in ("image_size", "num_labels")}},
+        "data": {"task": "digits", "augmentation": "none", "max_train_examples": 24, "eval_split": None},
+        "optim": {"optimizer": "adamw", "lr": 1e-3, "warmup_steps": 1},
+        "train": {"steps": 3, "global_batch_size": 8, "micro_batch_size": 4},
+        "run": {"output_dir": str(tmp_path / "run"), "checkpoint_every": 0, "progress_bar": False, "trackers": []},
+    })
+    result = train(recipe)
+    summary = runs.read_json(result.run_dir / runs.TRAIN_SUMMARY)
+    compute = summary["compute"]
+    config = ViTReproConfig.from_pretrained(result.run_dir / runs.FINAL_DIR)
+    assert config.representation_size == 16 and config.num_labels == 10
+    assert compute["forward_flops_per_image"] == forward_flops(config, 16)
+    assert compute["images_seen"] == summary["images_seen"] == 24 and compute["image_size"] == 16
+    assert compute["training_flops"] == 3 * compute["forward_flops_per_image"] * 24
+    assert compute["training_exaflops"] == compute["training_flops"] / 1e18
+    assert compute["num_devices"] == 1 and compute["device"].startswith("cpu")
+    assert compute["device_seconds"] == pytest.approx(summary["train_time_s"], abs=2e-3) and compute["device_seconds"] > 0
+    assert summary["train_examples"] == 24
