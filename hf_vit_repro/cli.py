@@ -44,7 +44,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 # Modules that add their own subcommands: each defines `add_cli(subparsers)`, which adds a parser
 # whose `func(args) -> int` default runs the command. Such modules keep their heavy imports
 # (matplotlib, datasets, ...) inside functions so `vit-repro --help` stays fast.
-SUBCOMMAND_MODULES: list[str] = ["analysis", "data", "evaluation", "evaluation.vtab", "training", "demo", "hub"]
+SUBCOMMAND_MODULES: list[str] = ["analysis", "data", "evaluation", "evaluation.vtab", "training", "demo", "hub", "studies"]
 
 
 def build_parser() -> argparse.ArgumentParser:

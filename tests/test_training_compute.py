@@ -8,11 +8,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hf_vit_repro import ViTReproConfig, ViTReproModel, runs
 from hf_vit_repro.flops import forward_flops
+from hf_vit_repro.studies import paper_table6
 from hf_vit_repro.training import Recipe, train
+from hf_vit_repro.training.compute import EXA
+from hf_vit_repro.variants import canonical_name
 
 from .conftest import tiny_kwargs
 
 TINY_BACKBONE = dict(depths=[1, 1], hidden_sizes=[32, 64], embedding_size=16, num_groups=8)
+#: JFT-300M: 303M images (paper Sec. 4.1) and about 18k classes.
+JFT_IMAGES, JFT_CLASSES = 303e6, 18291
 
 
 @pytest.mark.parametrize("overrides", [
@@ -34,6 +39,31 @@ def test_forward_flops_match_torch_flop_counter(overrides):
         model(torch.randn(1, 3, size, size))
     head = 2 * config.pooled_size * config.num_labels
     assert forward_flops(config, size) == counter.get_total_flops() + head
+
+
+def _table6_rows():
+    rows = []
+    for row in paper_table6():
+        name = row["model"].replace("R50x1+", "R50+")
+        try:
+            rows.append((canonical_name(name), row["epochs"], row["pretrain_exaflops"]))
+        except ValueError:  # a variant this package does not define (stage-4 hybrids, ResNets)
+            continue
+    return rows
+
+
+def test_training_flops_reproduce_the_papers_table6():
+    """3 x forward x images seen, with the paper's 303M JFT images and 7 or 14 epochs, gives the
+    pretraining exaFLOPs of Table 6 within 3% for every ViT and R50 hybrid this package defines.
+    (The largest gap is R50x1+ViT-L/16 at 7 epochs: the paper prints 859, half its own 14-epoch
+    1668 is 834, and 834 is what the formula gives.)"""
+    rows = _table6_rows()
+    assert {name for name, _, _ in rows} >= {"ViT-B/32", "ViT-B/16", "ViT-L/32", "ViT-L/16", "ViT-H/14",
+                                              "R50+ViT-B/16", "R50+ViT-L/16"}
+    for name, epochs, paper in rows:
+        config = ViTReproConfig.from_variant(name, num_labels=JFT_CLASSES)
+        ours = 3 * forward_flops(config, 224) * epochs * JFT_IMAGES / EXA
+        assert ours == pytest.approx(paper, rel=0.03), (name, epochs, ours, paper)
 
 
 def test_every_run_summary_carries_its_compute(tmp_path):

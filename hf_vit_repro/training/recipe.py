@@ -489,6 +489,24 @@ def apply_overrides(recipe: Recipe, overrides: Sequence[tuple[str, Any]], source
     return recipe
 
 
+def read_yaml_file(path: str | os.PathLike, what: str = "Recipe file",
+                   listed: str = "The recipes are listed in recipes/README.md.") -> tuple[Path, Any]:
+    """`(path, parsed YAML)` of a config file; a relative path that is not found from the working
+    directory is looked up in the source checkout. `RecipeError` for a missing file or bad YAML."""
+    import yaml
+
+    path = Path(path)
+    checkout = Path(__file__).resolve().parents[2]
+    if not path.is_file() and not path.is_absolute() and (checkout / path).is_file():
+        path = checkout / path  # "recipes/..." from outside the source checkout
+    if not path.is_file():
+        raise RecipeError(f"{what} {str(path)!r} does not exist. {listed}")
+    try:
+        return path, yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+
+
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] | Sequence[tuple[str, Any]] = ()) -> Recipe:
     """Read a YAML recipe, apply `key=value` overrides, then the smoke switch if on. A relative
     path that is not found from the working directory is looked up in the source checkout
@@ -498,18 +516,7 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] | Sequence[tup
     `smoke=true train.steps=5` runs 5 steps). Raises `RecipeError` (a ValueError) for a missing
     file, bad YAML, unknown keys or invalid values, before anything is trained.
     """
-    import yaml
-
-    path = Path(path)
-    checkout = Path(__file__).resolve().parents[2]
-    if not path.is_file() and not path.is_absolute() and (checkout / path).is_file():
-        path = checkout / path  # "recipes/..." from outside the source checkout
-    if not path.is_file():
-        raise RecipeError(f"Recipe file {str(path)!r} does not exist. The recipes are listed in recipes/README.md.")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    path, values = read_yaml_file(path)
     pairs = [item if isinstance(item, tuple) else parse_overrides([str(item)])[0] for item in overrides]
     recipe = Recipe.from_dict(values, source=str(path), validate=False)
     apply_overrides(recipe, pairs)
