@@ -89,3 +89,17 @@ def test_every_run_summary_carries_its_compute(tmp_path):
     assert compute["num_devices"] == 1 and compute["device"].startswith("cpu")
     assert compute["device_seconds"] == pytest.approx(summary["train_time_s"], abs=2e-3) and compute["device_seconds"] > 0
     assert summary["train_examples"] == 24
+
+
+def test_an_architecture_without_a_formula_keeps_its_run_and_says_why(monkeypatch):
+    from hf_vit_repro import flops
+    from hf_vit_repro.training.compute import compute_record
+
+    def no_formula(config, image_size):
+        raise NotImplementedError("no FLOPs formula for this test architecture")
+
+    monkeypatch.setattr(flops, "forward_flops", no_formula)
+    record = compute_record(ViTReproConfig(**tiny_kwargs()), 32, 100, 2.5, 2, "cpu: Test CPU")
+    assert record["training_exaflops"] is None and record["forward_flops_per_image"] is None
+    assert record["flops_unavailable"] == "NotImplementedError: no FLOPs formula for this test architecture"
+    assert record["device_seconds"] == 5.0 and record["num_devices"] == 2 and record["images_seen"] == 100

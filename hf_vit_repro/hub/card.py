@@ -470,15 +470,17 @@ def _training(sources: Sources, token: str | None) -> dict | None:
 def _compute(compute: Any, facts: list) -> dict | None:
     """The training summary's `compute` entry (`hf_vit_repro.training.compute`): facts rows for
     the training compute and device time, and the numbers the card's sentence on them needs."""
-    if not isinstance(compute, dict) or compute.get("training_exaflops") is None:
+    if not isinstance(compute, dict):
         return None
-    exaflops = f"{float(compute['training_exaflops']):.3g}"
-    facts.append(("Training compute", f"{exaflops} exaFLOPs"))
+    if compute.get("training_exaflops") is not None:
+        facts.append(("Training compute", f"{float(compute['training_exaflops']):.3g} exaFLOPs"))
     if compute.get("device_seconds") is not None:
         devices = f"{compute.get('num_devices', 1)} x {compute.get('device', 'unknown device')}"
         facts.append(("Device time", f"{_duration(float(compute['device_seconds']))} ({devices})"))
+    if compute.get("training_exaflops") is None:
+        return None
     return {
-        "exaflops": exaflops,
+        "exaflops": f"{float(compute['training_exaflops']):.3g}",
         "forward_gflops": f"{float(compute.get('forward_flops_per_image', 0)) / 1e9:.4g}",
         "image_size": compute.get("image_size"),
         "images_seen": f"{int(compute.get('images_seen', 0)):,}",

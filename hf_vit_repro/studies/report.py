@@ -138,6 +138,10 @@ def _pct(value) -> str:
     return "" if value is None else f"{100 * value:.1f}"
 
 
+def _exaflops(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
 def _seconds(value) -> str:
     return "" if value is None else f"{value:,.0f} s"
 
@@ -158,7 +162,7 @@ def study_table(study: dict[str, Any]) -> str:
             c = r["compute"]
             rows.append([r["family"], r["model"], f"{r['epochs']:g}", f"{r['num_parameters']:,}"]
                         + [_pct(m[2](r)) for m in measures]
-                        + [f"{c['training_exaflops']:.3g}", _seconds(c["device_seconds"])])
+                        + [_exaflops(c["training_exaflops"]), _seconds(c["device_seconds"])])
     else:
         header = ["model", "family", "pretraining examples", "steps (best at)", "best validation (%)"]
         header += [m[1] for m in measures] + ["pretraining exaFLOPs", "device time"]
@@ -167,7 +171,7 @@ def study_table(study: dict[str, Any]) -> str:
             c = r["compute"]
             rows.append([r["model"], r["family"], f"{r['train_examples']:,}", f"{r['steps']} ({r['best_step']})",
                          _pct(r["best_validation_accuracy"])] + [_pct(m[2](r)) for m in measures]
-                        + [f"{c['training_exaflops']:.3g}", _seconds(c["device_seconds"])])
+                        + [_exaflops(c["training_exaflops"]), _seconds(c["device_seconds"])])
     devices = sorted({f"{r['compute']['num_devices']} x {r['compute']['device']}" for r in records})
     note = f"\n\nDevice time: training wall time x devices ({'; '.join(devices)})." if devices else ""
     return format_table(header, rows) + note
