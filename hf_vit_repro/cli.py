@@ -37,8 +37,22 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         allow_pickle=args.allow_pickle,
         architecture=args.timm_architecture,
     )
-    print(f"Wrote {out} (load it with AutoModelForImageClassification.from_pretrained({str(out)!r}))")
+    print(f"Wrote {out} (load it with {_auto_class_of(out)}.from_pretrained({str(out)!r}))")
     return 0
+
+
+def _auto_class_of(folder) -> str:
+    """The Auto class that loads the model class a checkpoint folder was saved from."""
+    import json
+    from pathlib import Path
+
+    from .modeling_vit_repro import AUTO_MAP
+
+    architectures = json.loads((Path(folder) / "config.json").read_text()).get("architectures") or []
+    for auto_class, target in AUTO_MAP.items():
+        if target.rsplit(".", 1)[-1] in architectures:
+            return auto_class
+    return "AutoModel"
 
 
 # Modules that add their own subcommands: each defines `add_cli(subparsers)`, which adds a parser
@@ -64,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert a published ViT checkpoint to this package's format",
         description="Convert a published ViT checkpoint into a folder that AutoModelForImageClassification."
         "from_pretrained loads, with or without this package installed, with a ViTImageProcessor config matching "
-        "the source's preprocessing. Sources: a transformers ViT (folder or Hub repo id), a timm hub repo (folder "
-        "or repo id with config.json + model.safetensors; plain ViTs and the BiT hybrids), an original JAX .npz "
+        "the source's preprocessing (a transformers ViTForMaskedImageModeling becomes this package's "
+        "masked-image-modeling class, for AutoModelForMaskedImageModeling). Sources: a transformers ViT (folder or "
+        "Hub repo id), a timm hub repo (folder or repo id with config.json + model.safetensors; plain ViTs and the BiT hybrids), an original JAX .npz "
         "(google-research/vision_transformer, AugReg or big_vision layout; the architecture is read off the "
         "arrays), or a bare timm weights file with --timm-architecture.",
     )

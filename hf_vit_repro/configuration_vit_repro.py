@@ -17,6 +17,11 @@ from transformers.configuration_utils import SubConfigSpec
 POOLING_MODES = ("token", "gap")
 CLASSIFIER_INITS = ("zeros", "normal")
 
+# Masked patch prediction targets (paper Appendix B.1.2, "Self-supervision"): the 3-bit mean colour
+# of the patch (512-way), the patch downsized to 4x4 with a 3-bit colour per cell (16 predictions of
+# 512 ways each), or L2 regression on the patch's (normalised) pixels.
+MPP_TARGETS = ("mean_color_3bit", "downsized_4x4_3bit", "l2_patch")
+
 # How patch-grid position embeddings are resampled to another grid. Each entry is
 # (torch.nn.functional.interpolate mode, align_corners, antialias) and cites who uses it.
 POSITION_EMBEDDING_INTERPOLATIONS = {
@@ -95,6 +100,24 @@ class ViTReproConfig(PreTrainedConfig):
             embedding is applied to `patch_size` patches (1 x 1 in the paper) of the last feature map of
             this BiT ResNet instead of image patches. Dict entries override
             `HYBRID_BACKBONE_DEFAULTS`; `num_channels` and `out_features` are set from this config.
+
+        Self-supervision (read only by `ViTReproForMaskedPatchPrediction` and
+        `ViTReproForMaskedImageModeling`; the other classes ignore them):
+
+        mpp_corruption_rate (`float`, defaults to 0.5): fraction of an image's patch embeddings that masked
+            patch prediction corrupts and predicts (paper Sec. 4.6: 50%; Appendix B.1.2: 15% is "slightly
+            worse"); round(rate * N) patches per image.
+        mpp_corruption_split (`(mask, random, keep)`, defaults to `(0.8, 0.1, 0.1)`): how the corrupted patches
+            are corrupted: replaced by the learned [mask] embedding, by the embedding of a random other patch of
+            the same image, or kept as they are. Non-negative, summing to 1.
+        mpp_target (`str`, defaults to `"mean_color_3bit"`): what is predicted for each corrupted patch; one of
+            :data:`MPP_TARGETS` (Appendix B.1.2).
+        mpp_image_mean, mpp_image_std (`list[float]`, *optional*): the normalisation the model's inputs went
+            through (the image processor's `image_mean` / `image_std`, one value per channel; `None`: 0.5, the
+            original code's [-1, 1] inputs). Colour targets are computed on the de-normalised pixels
+            `pixel_values * std + mean`, clipped to [0, 1]. The model itself never normalises.
+        encoder_stride (`int`, *optional*): upsampling factor of the masked-image-modeling decoder (transformers'
+            `ViTConfig.encoder_stride`); `None` means the patch size, the value that reconstructs the input's size.
     """
 
     model_type = "vit_repro"
@@ -117,6 +140,12 @@ class ViTReproConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     position_embedding_interpolation: str = "bilinear"
     backbone_config: dict | PreTrainedConfig | None = None
+    mpp_corruption_rate: float | int = 0.5
+    mpp_corruption_split: list[float | int] | tuple[float | int, ...] = (0.8, 0.1, 0.1)
+    mpp_target: str = "mean_color_3bit"
+    mpp_image_mean: list[float | int] | tuple[float | int, ...] | None = None
+    mpp_image_std: list[float | int] | tuple[float | int, ...] | None = None
+    encoder_stride: int | None = None
 
     sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=BitConfig, optional=True)}
 
@@ -185,6 +214,14 @@ class ViTReproConfig(PreTrainedConfig):
     def pooled_size(self) -> int:
         """Width of the pooled output fed to the classifier (the pre-logits width if any)."""
         return self.representation_size or self.hidden_size
+
+    @property
+    def mpp_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """`(mean, std)` per channel that the inputs were normalised with (`mpp_image_mean` /
+        `mpp_image_std`, 0.5 where unset): masked patch prediction de-normalises with them."""
+        mean = self.mpp_image_mean if self.mpp_image_mean is not None else [0.5] * self.num_channels
+        std = self.mpp_image_std if self.mpp_image_std is not None else [0.5] * self.num_channels
+        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     # ----------------------------------------------------------------- validation
     # Each `validate_*` runs at construction (huggingface_hub's @strict) and names the
@@ -265,6 +302,33 @@ class ViTReproConfig(PreTrainedConfig):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"`{name}` must be a probability in [0, 1), got {value}.")
 
+    def validate_self_supervision(self):
+        rate = self.mpp_corruption_rate
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"`mpp_corruption_rate` must be in (0, 1] (the paper corrupts 0.5), got {rate}.")
+        split = list(self.mpp_corruption_split)
+        if len(split) != 3 or any(p < 0 for p in split) or abs(sum(split) - 1.0) > 1e-6:
+            raise ValueError(
+                f"`mpp_corruption_split` must be three non-negative fractions (mask, random other patch, keep) "
+                f"summing to 1, e.g. (0.8, 0.1, 0.1); got {self.mpp_corruption_split!r}."
+            )
+        if self.mpp_target not in MPP_TARGETS:
+            choices = ", ".join(map(repr, MPP_TARGETS))
+            raise ValueError(f"`mpp_target` must be one of {choices}; got {self.mpp_target!r}.")
+        for name in ("mpp_image_mean", "mpp_image_std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.num_channels:
+                raise ValueError(
+                    f"`{name}` must hold one value per input channel (num_channels={self.num_channels}), got "
+                    f"{list(value)}: pass the image processor's `{name.removeprefix('mpp_')}`."
+                )
+        if self.mpp_image_std is not None and any(s <= 0 for s in self.mpp_image_std):
+            raise ValueError(f"`mpp_image_std` must be positive, got {list(self.mpp_image_std)}.")
+        if self.encoder_stride is not None and self.encoder_stride <= 0:
+            raise ValueError(
+                f"`encoder_stride` must be a positive integer or None (the patch size), got {self.encoder_stride}."
+            )
+
     # ----------------------------------------------------------------- variants
     @classmethod
     def from_variant(cls, name: str, **overrides) -> "ViTReproConfig":
@@ -279,4 +343,4 @@ class ViTReproConfig(PreTrainedConfig):
         return cls(**{**variant_kwargs(name), **overrides})
 
 
-__all__ = ["ViTReproConfig", "POSITION_EMBEDDING_INTERPOLATIONS"]
+__all__ = ["ViTReproConfig", "MPP_TARGETS", "POSITION_EMBEDDING_INTERPOLATIONS"]

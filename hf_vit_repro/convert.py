@@ -1,12 +1,15 @@
 """Published ViT weights -> this package's weights.
 
 Every converter is a pure function from a source's weights to a state dict with the names of
-`ViTReproForImageClassification`; a loader per source reads a local folder or file, or a Hub
-repo id, through one code path (`_source_file`: a local folder, else `hf_hub_download`).
+`ViTReproForImageClassification` (or, for transformers' `ViTForMaskedImageModeling`, of
+`ViTReproForMaskedImageModeling`: the same names plus `vit.embeddings.mask_token` and `decoder.0`);
+a loader per source reads a local folder or file, or a Hub repo id, through one code path
+(`_source_file`: a local folder, else `hf_hub_download`).
 
 Sources handled here (`detect_source_kind` tells them apart):
 
-- ``"transformers"``: transformers' own ViT (`ViTModel`, `ViTForImageClassification`; the v5 names
+- ``"transformers"``: transformers' own ViT (`ViTModel`, `ViTForImageClassification`,
+  `ViTForMaskedImageModeling`; the v5 names
   and the v4 names that Hub checkpoints such as `google/vit-base-patch16-224` still carry).
 - ``"timm"``: timm's hub repos (`config.json` with an ``"architecture"`` plus `model.safetensors` or
   `pytorch_model.bin`), plain ViTs and the BiT hybrids, e.g. `vit_base_patch16_224.augreg2_in21k_ft_in1k`
@@ -16,7 +19,8 @@ Sources handled here (`detect_source_kind` tells them apart):
   array shapes (`config_from_state_dict`).
 - ``"state_dict"``: a bare timm state-dict file (`.safetensors`, or pickled `.pth`/`.bin`), given
   with its timm architecture name.
-- ``"vit_repro"``: a checkpoint of this package (to resize it or give it a new head).
+- ``"vit_repro"``: a checkpoint of this package (to resize it or give it a new head); it keeps its class
+  (classifier, masked image modeling, masked patch prediction).
 
 Pickle files are refused unless the caller opts in (`allow_pickle=True`, `--allow-pickle`):
 unpickling can run arbitrary code. Weights that have no place in the model, and places in the
@@ -40,7 +44,11 @@ import numpy as np
 import torch
 
 from .configuration_vit_repro import ViTReproConfig
-from .modeling_vit_repro import ViTReproForImageClassification
+from .modeling_vit_repro import (
+    ViTReproForImageClassification,
+    ViTReproForMaskedImageModeling,
+    ViTReproForMaskedPatchPrediction,
+)
 from .variants import BACKBONES, PATCH_SIZES, SIZES, variant_kwargs
 
 logger = logging.getLogger(__name__)
@@ -50,6 +58,7 @@ logger = logging.getLogger(__name__)
 #   embeddings.patch_embeddings.backbone.bit.{embedder, encoder.stages.S.layers.U}   (hybrids)
 #   layers.N.{layernorm_before, attention.qkv, attention.o_proj, layernorm_after, mlp.fc1, mlp.fc2}
 #   layernorm, pooler.dense (pre-logits), classifier (outside "vit.")
+#   masked image modeling: vit.embeddings.mask_token, decoder.0.{weight,bias} (outside "vit.")
 
 SOURCE_KINDS = ("transformers", "timm", "npz", "state_dict", "vit_repro")
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".ckpt")
@@ -128,13 +137,15 @@ def _fuse_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return fused
 
 
-def load_converted(config: ViTReproConfig, state_dict: dict[str, torch.Tensor]) -> ViTReproForImageClassification:
-    """Build our model from `config` and a converted state dict.
+def load_converted(
+    config: ViTReproConfig, state_dict: dict[str, torch.Tensor], model_class=ViTReproForImageClassification
+):
+    """Build our model (`model_class`, the classifier by default) from `config` and a converted state dict.
 
     Every missing key, unexpected key and shape disagreement is an error that names it (nothing is
     dropped silently and no parameter keeps its random initialisation).
     """
-    model = ViTReproForImageClassification(config)
+    model = model_class(config)
     expected = model.state_dict()
     mismatched = [
         f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
@@ -366,14 +377,16 @@ def detect_source_kind(source: str | Path) -> tuple[str, dict | None]:
 
 
 def convert_transformers_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers `ViTModel` / `ViTForImageClassification` state dict (v4 or v5 names) -> ours.
+    """transformers `ViTModel` / `ViTForImageClassification` / `ViTForMaskedImageModeling` state dict
+    (v4 or v5 names) -> ours.
 
     `ViTModel`'s `pooler.dense` (the pre-logits layer of the in21k checkpoints) becomes our
-    representation layer `vit.pooler.dense`.
+    representation layer `vit.pooler.dense`; the masked-image-modeling `vit.embeddings.mask_token`
+    and `decoder.0` keep their names.
     """
     state = {}
     for key, value in state_dict.items():
-        if key.startswith("classifier."):
+        if key.startswith(("classifier.", "decoder.")):
             state[key] = value
         else:
             state["vit." + key.removeprefix("vit.")] = value
@@ -394,9 +407,16 @@ def config_from_transformers(hf_config, **overrides) -> ViTReproConfig:
     return ViTReproConfig(**{**kwargs, **overrides})
 
 
-def from_transformers_model(hf_model) -> ViTReproForImageClassification:
-    """An in-memory transformers ViT (`ViTModel` or `ViTForImageClassification`) -> our model with the same weights."""
+def from_transformers_model(hf_model):
+    """An in-memory transformers ViT -> our model with the same weights: `ViTModel` and
+    `ViTForImageClassification` give `ViTReproForImageClassification`, `ViTForMaskedImageModeling`
+    gives `ViTReproForMaskedImageModeling` (with the source's `encoder_stride`)."""
+    from transformers import ViTForMaskedImageModeling
+
     state = convert_transformers_state_dict(hf_model.state_dict())
+    if isinstance(hf_model, ViTForMaskedImageModeling):
+        config = config_from_transformers(hf_model.config, encoder_stride=hf_model.config.encoder_stride)
+        return load_converted(config, state, ViTReproForMaskedImageModeling)
     overrides = {}
     if "vit.pooler.dense.weight" in state:
         overrides["representation_size"] = state["vit.pooler.dense.weight"].shape[0]
@@ -419,15 +439,19 @@ def _from_pretrained_safely(cls, source, allow_pickle: bool):
         raise
 
 
-def load_transformers_checkpoint(source: str | Path, allow_pickle: bool = False) -> ViTReproForImageClassification:
-    """A transformers ViT checkpoint (local folder or Hub repo id) -> our model."""
-    from transformers import AutoConfig, ViTForImageClassification, ViTModel
+def load_transformers_checkpoint(source: str | Path, allow_pickle: bool = False):
+    """A transformers ViT checkpoint (local folder or Hub repo id) -> our model (see `from_transformers_model`)."""
+    from transformers import AutoConfig, ViTForImageClassification, ViTForMaskedImageModeling, ViTModel
 
     hf_config = AutoConfig.from_pretrained(source)
     if hf_config.model_type != "vit":
         raise ConversionError(f"{source} holds a {hf_config.model_type!r} model, not a transformers ViT ('vit').")
     architectures = hf_config.architectures or []
-    cls = ViTForImageClassification if "ViTForImageClassification" in architectures else ViTModel
+    cls = ViTModel
+    if "ViTForImageClassification" in architectures:
+        cls = ViTForImageClassification
+    elif "ViTForMaskedImageModeling" in architectures:
+        cls = ViTForMaskedImageModeling
     return from_transformers_model(_from_pretrained_safely(cls, source, allow_pickle))
 
 
@@ -981,7 +1005,7 @@ def load_checkpoint(
     from transformers import AutoImageProcessor
 
     if kind == "vit_repro":
-        model = _from_pretrained_safely(ViTReproForImageClassification, source, allow_pickle).eval()
+        model = _from_pretrained_safely(_vit_repro_class(config), source, allow_pickle).eval()
     else:
         model = load_transformers_checkpoint(source, allow_pickle=allow_pickle)
     try:
@@ -990,6 +1014,17 @@ def load_checkpoint(
         logger.warning("%s has no image processor config; writing one with mean = std = 0.5.", source)
         processor = _image_processor(model.config, (0.5,) * 3, (0.5,) * 3)
     return model, processor
+
+
+def _vit_repro_class(config: dict):
+    """The class a checkpoint of this package was saved from (its `architectures`), so that a
+    re-conversion keeps a masked-image-modeling or masked-patch-prediction head; the classifier
+    when the config names none."""
+    classes = {cls.__name__: cls for cls in (ViTReproForMaskedImageModeling, ViTReproForMaskedPatchPrediction)}
+    for name in config.get("architectures") or []:
+        if name in classes:
+            return classes[name]
+    return ViTReproForImageClassification
 
 
 def _write_folder(model, processor, output_dir: Path) -> None:
@@ -1019,7 +1054,8 @@ def convert(
     loads, with an image processor config matching the source's preprocessing (mean/std, resampling
     filter; size = the model's resolution).
 
-    `source`: a transformers ViT folder or repo id, a timm hub folder or repo id, an `.npz` file
+    `source`: a transformers ViT folder or repo id (`ViTForMaskedImageModeling` becomes
+    `ViTReproForMaskedImageModeling`), a timm hub folder or repo id, an `.npz` file
     (original, AugReg or big_vision layout), a bare timm weights file (with `architecture`), or a
     checkpoint of this package. `image_size` resamples the position embeddings for good (a
     checkpoint trained at 224 used at 384); `num_labels` replaces the head by a zero-initialised one
@@ -1029,6 +1065,12 @@ def convert(
     moved into `output_dir` one by one; other files already there are left alone.
     """
     model, processor = load_checkpoint(source, allow_pickle=allow_pickle, architecture=architecture, **overrides)
+    if num_labels is not None and not isinstance(model, ViTReproForImageClassification):
+        raise ConversionError(
+            f"{source} converts to a {type(model).__name__}, which has no classification head for num_labels "
+            f"(--num-labels) to replace: convert without it, then load the folder with "
+            "ViTReproForImageClassification.from_pretrained(folder, num_labels=K)."
+        )
     if image_size is not None:
         model.resize_position_embeddings(image_size)
     if num_labels is not None:

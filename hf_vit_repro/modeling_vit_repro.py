@@ -14,6 +14,8 @@ S = N + (1 if token pooling) tokens, h heads of D / h channels each.
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +24,13 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    ImageClassifierOutput,
+    MaskedImageModelingOutput,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -168,21 +175,39 @@ def _zero_init_last_norms(backbone: nn.Module) -> None:
 
 
 class ViTReproEmbeddings(nn.Module):
-    """Class token + patch embeddings + learned 1-D position embeddings, then dropout (Eq. 1)."""
+    """Class token + patch embeddings + learned 1-D position embeddings, then dropout (Eq. 1).
 
-    def __init__(self, config: ViTReproConfig):
+    With `use_mask_token` (the self-supervised heads) it holds a learned [mask] embedding
+    `(1, 1, D)` that replaces the patch embeddings `bool_masked_pos` selects, before the class
+    token and the position embeddings are added (as transformers' `ViTEmbeddings`).
+    """
+
+    def __init__(self, config: ViTReproConfig, use_mask_token: bool = False):
         super().__init__()
         self.config = config
         self.patch_embeddings = ViTReproPatchEmbeddings(config)
         dim = config.hidden_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.num_prefix_tokens else None
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if use_mask_token else None
         rows, cols = config.grid_size
         self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_prefix_tokens + rows * cols, dim))
         self.dropout = nn.Dropout(config.hidden_dropout_prob) if config.hidden_dropout_prob else nn.Identity()
 
-    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        bool_masked_pos: torch.Tensor | None = None,
+        replacement_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`(B, C, H, W)` -> `(B, S, D)`. `replacement_index` `(B, N)`: position n takes the patch
+        embedding of patch `replacement_index[b, n]` (masked patch prediction's "random other patch";
+        the identity changes nothing); then `bool_masked_pos` `(B, N)` puts the [mask] embedding where
+        True. Position embeddings stay those of the position."""
         height, width = pixel_values.shape[-2:]
         embeddings = self.patch_embeddings(pixel_values)
+        if replacement_index is not None or bool_masked_pos is not None:
+            embeddings = self._corrupt(embeddings, bool_masked_pos, replacement_index)
         position_embeddings = self.position_embeddings
         if interpolate_pos_encoding:
             (sh, sw) = self.config.token_stride_hw
@@ -196,6 +221,27 @@ class ViTReproEmbeddings(nn.Module):
         if self.cls_token is not None:
             embeddings = torch.cat([self.cls_token.expand(embeddings.shape[0], -1, -1), embeddings], dim=1)
         return self.dropout(embeddings + position_embeddings)
+
+    def _corrupt(self, embeddings: torch.Tensor, bool_masked_pos, replacement_index) -> torch.Tensor:
+        batch, num_patches, dim = embeddings.shape
+        for name, value in (("replacement_index", replacement_index), ("bool_masked_pos", bool_masked_pos)):
+            if value is not None and tuple(value.shape) != (batch, num_patches):
+                raise ValueError(
+                    f"`{name}` must have shape (batch, num_patches) = ({batch}, {num_patches}), got {tuple(value.shape)}."
+                )
+        if replacement_index is not None:
+            index = replacement_index.to(device=embeddings.device, dtype=torch.long)
+            embeddings = embeddings.gather(1, index.unsqueeze(-1).expand(-1, -1, dim))
+        if bool_masked_pos is not None:
+            if self.mask_token is None:
+                raise ValueError(
+                    "`bool_masked_pos` needs a [mask] embedding, which this model does not have: use "
+                    "ViTReproForMaskedImageModeling / ViTReproForMaskedPatchPrediction (or ViTReproModel(config, "
+                    "use_mask_token=True))."
+                )
+            mask = bool_masked_pos.to(device=embeddings.device, dtype=torch.bool).unsqueeze(-1)
+            embeddings = torch.where(mask, self.mask_token.to(embeddings.dtype), embeddings)
+        return embeddings
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -428,11 +474,13 @@ class ViTReproPooler(nn.Module):
 # ----------------------------------------------------------------------------- models
 
 # What `save_pretrained` writes into config.json so that a checkpoint folder (or Hub repo) resolves
-# all three Auto classes with trust_remote_code=True, whichever class was saved.
+# every Auto class with trust_remote_code=True, whichever class was saved.
 AUTO_MAP = {
     "AutoConfig": "configuration_vit_repro.ViTReproConfig",
     "AutoModel": "modeling_vit_repro.ViTReproModel",
     "AutoModelForImageClassification": "modeling_vit_repro.ViTReproForImageClassification",
+    "AutoModelForMaskedImageModeling": "modeling_vit_repro.ViTReproForMaskedImageModeling",
+    "AutoModelForPreTraining": "modeling_vit_repro.ViTReproForMaskedPatchPrediction",
 }
 
 
@@ -488,6 +536,8 @@ class ViTReproPreTrainedModel(PreTrainedModel):
             init.normal_(module.position_embeddings, std=std)
             if module.cls_token is not None:
                 init.zeros_(module.cls_token)
+            if module.mask_token is not None:
+                init.zeros_(module.mask_token)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -515,12 +565,12 @@ class ViTReproPreTrainedModel(PreTrainedModel):
                 module.recompute_activation = bool(enabled)
 
     def no_weight_decay(self) -> set[str]:
-        """Names of the parameters that skip weight decay: position embeddings, class token,
-        norm weights and all biases (every parameter that is not a matrix or a conv kernel)."""
+        """Names of the parameters that skip weight decay: position embeddings, class and mask
+        tokens, norm weights and all biases (every parameter that is not a matrix or a conv kernel)."""
         return {
             name
             for name, param in self.named_parameters()
-            if param.ndim <= 1 or name.endswith(("position_embeddings", "cls_token"))
+            if param.ndim <= 1 or name.endswith(("position_embeddings", "cls_token", "mask_token"))
         }
 
     def resize_position_embeddings(self, image_size) -> None:
@@ -540,11 +590,14 @@ class ViTReproModel(ViTReproPreTrainedModel):
     `pooler_output` `(B, D)` (or `(B, representation_size)`), and on request `hidden_states`
     (L + 1 tensors: the embeddings, then each block's output, before the final norm) and
     `attentions` (L tensors `(B, h, S, S)`).
+
+    `use_mask_token=True` adds the learned [mask] embedding that `bool_masked_pos` puts in place of
+    patch embeddings (the masked-image-modeling and masked-patch-prediction heads build it so).
     """
 
-    def __init__(self, config: ViTReproConfig):
+    def __init__(self, config: ViTReproConfig, use_mask_token: bool = False):
         super().__init__(config)
-        self.embeddings = ViTReproEmbeddings(config)
+        self.embeddings = ViTReproEmbeddings(config, use_mask_token=use_mask_token)
         self.layers = nn.ModuleList([ViTReproLayer(config) for _ in range(config.num_hidden_layers)])
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = ViTReproPooler(config)
@@ -594,8 +647,13 @@ class ViTReproModel(ViTReproPreTrainedModel):
         self,
         pixel_values: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        replacement_index: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
+        """`bool_masked_pos` `(B, N)` (True: the patch embedding is replaced by the [mask] embedding) and
+        `replacement_index` `(B, N)` (position n takes patch `replacement_index[b, n]`'s embedding) corrupt
+        the patch embeddings; see `ViTReproEmbeddings.forward`."""
         interpolate_pos_encoding = bool(interpolate_pos_encoding)
         pixel_values = self._check_pixel_values(pixel_values, interpolate_pos_encoding)
         output_attentions = bool(kwargs.pop("output_attentions", None) or self.config.output_attentions)
@@ -607,7 +665,12 @@ class ViTReproModel(ViTReproPreTrainedModel):
             and not output_attentions
             and not kwargs.get("output_hidden_states", self.config.output_hidden_states)
         )
-        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        hidden_states = self.embeddings(
+            pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            bool_masked_pos=bool_masked_pos,
+            replacement_index=replacement_index,
+        )
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             num_queries = self.config.num_prefix_tokens if pooled_only and index == last else None
@@ -674,10 +737,373 @@ class ViTReproForImageClassification(ViTReproPreTrainedModel):
         )
 
 
+# ----------------------------------------------------------------------------- self-supervision
+#
+# Paper Sec. 4.6 and Appendix B.1.2 ("Self-supervision"): masked patch prediction, the analogue of
+# BERT's masked language modelling. The original code does not include it; what is not stated in
+# the paper (how the corrupted patches are drawn, the colour bins, the loss normalisation) is
+# stated here where it is decided.
+
+
+class PatchCorruption(IntEnum):
+    """What masked patch prediction does to one patch embedding (the codes of `corruption` tensors).
+
+    `NONE`: left alone and not predicted (no loss). `MASK`: replaced by the learned [mask]
+    embedding. `RANDOM`: replaced by the embedding of a random other patch of the same image.
+    `KEEP`: left as it is, but predicted (as BERT's unchanged 10%).
+    """
+
+    NONE = 0
+    MASK = 1
+    RANDOM = 2
+    KEEP = 3
+
+
+def sample_patch_corruption(
+    num_patches: int,
+    *,
+    rate: float = 0.5,
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw the masked-patch-prediction corruption of ONE image of `num_patches` patches.
+
+    Exactly `floor(rate * N + 0.5)` patches are chosen, uniformly without replacement (paper: 50%);
+    each chosen patch independently becomes `MASK`, `RANDOM` or `KEEP` with the probabilities
+    `split` = (mask, random, keep) (paper: 80/10/10). A `RANDOM` patch n takes the embedding of a
+    patch drawn uniformly from the N - 1 others, never itself.
+
+    Every random number comes from `generator` (a CPU `torch.Generator`; the global one when None)
+    in a fixed order: a permutation of the N patches, one uniform per chosen patch for its kind,
+    one partner per chosen patch. The same generator state therefore gives the same corruption
+    whatever else runs, which makes a per-image generator (seeded from seed, epoch and row) give
+    the same batches under any number of processes.
+
+    Returns:
+        `corruption` `(N,)` int64 `PatchCorruption` codes, and `replacement_index` `(N,)` int64: the
+        patch whose embedding each position carries (its own index except at `RANDOM` positions).
+    """
+    split = tuple(float(p) for p in split)
+    if num_patches < 1:
+        raise ValueError(f"`num_patches` must be >= 1, got {num_patches}.")
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"`rate` must be in (0, 1], got {rate}.")
+    if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1.0) > 1e-6:
+        raise ValueError(f"`split` must be three non-negative fractions (mask, random, keep) summing to 1; got {split}.")
+    if num_patches < 2 and split[1] > 0:
+        raise ValueError("Replacing a patch by a random other patch needs at least 2 patches per image.")
+    num_chosen = int(math.floor(rate * num_patches + 0.5))
+    chosen = torch.randperm(num_patches, generator=generator)[:num_chosen]
+    uniform = torch.rand(num_chosen, generator=generator, dtype=torch.float64)
+    partner = torch.randint(0, max(num_patches - 1, 1), (num_chosen,), generator=generator)
+    partner = partner + (partner >= chosen).long()  # skip the patch itself: uniform over the others
+    kinds = torch.full((num_chosen,), int(PatchCorruption.KEEP), dtype=torch.long)
+    kinds[uniform < split[0] + split[1]] = int(PatchCorruption.RANDOM)
+    kinds[uniform < split[0]] = int(PatchCorruption.MASK)
+    corruption = torch.zeros(num_patches, dtype=torch.long)
+    corruption[chosen] = kinds
+    replacement_index = torch.arange(num_patches)
+    is_random = kinds == int(PatchCorruption.RANDOM)
+    replacement_index[chosen[is_random]] = partner[is_random]
+    return corruption, replacement_index
+
+
+def patchify(pixel_values: torch.Tensor, patch_hw: tuple[int, int]) -> torch.Tensor:
+    """`(B, C, H, W)` -> `(B, N, C, ph, pw)`, patches in the row-major order of the tokens."""
+    batch, channels, height, width = pixel_values.shape
+    ph, pw = patch_hw
+    rows, cols = height // ph, width // pw
+    patches = pixel_values.reshape(batch, channels, rows, ph, cols, pw).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(batch, rows * cols, channels, ph, pw)
+
+
+COLOR_BITS = 3  # Appendix B.1.2: 3-bit colours, 8 levels per channel, 512 colours for RGB
+
+
+def masked_patch_prediction_targets(
+    pixel_values: torch.Tensor,
+    patch_hw: tuple[int, int],
+    target: str = "mean_color_3bit",
+    image_mean=(0.5, 0.5, 0.5),
+    image_std=(0.5, 0.5, 0.5),
+) -> torch.Tensor:
+    """The masked-patch-prediction target of every patch (Appendix B.1.2), from normalised inputs.
+
+    Colour targets are computed on the de-normalised pixels `x = clip(pixel_values * std + mean,
+    0, 1)` (`image_mean` / `image_std`: the normalisation the image processor applied, per
+    channel). A colour is quantised per channel to `floor(8 x)` (8 equal bins of [0, 1], x = 1 in
+    the top bin) and numbered `sum_c bin_c * 8^(C-1-c)`: for RGB, `64 r + 8 g + b` in [0, 512).
+
+    - `"mean_color_3bit"`: the mean colour of each patch: `(B, N)` int64.
+    - `"downsized_4x4_3bit"`: each patch downsized to 4 x 4 by area averaging
+      (`adaptive_avg_pool2d`), a colour per cell in row-major order: `(B, N, 16)` int64.
+    - `"l2_patch"`: the patch's normalised pixels as given (no de-normalisation), flattened in
+      (C, ph, pw) order: `(B, N, C * ph * pw)` float32.
+    """
+    patches = patchify(pixel_values.float(), patch_hw)  # (B, N, C, ph, pw)
+    if target == "l2_patch":
+        return patches.flatten(2)
+    channels = pixel_values.shape[1]
+    mean = torch.tensor(image_mean, dtype=torch.float32, device=pixel_values.device).view(channels, 1, 1)
+    std = torch.tensor(image_std, dtype=torch.float32, device=pixel_values.device).view(channels, 1, 1)
+    patches = (patches * std + mean).clamp(0.0, 1.0)
+    if target == "mean_color_3bit":
+        cells = patches.mean(dim=(-2, -1))  # (B, N, C)
+    elif target == "downsized_4x4_3bit":
+        batch, num_patches = patches.shape[:2]
+        cells = F.adaptive_avg_pool2d(patches.flatten(0, 1), 4)  # (B * N, C, 4, 4)
+        cells = cells.reshape(batch, num_patches, channels, 16).transpose(2, 3)  # (B, N, 16, C)
+    else:
+        raise ValueError(f"Unknown masked patch prediction target {target!r}.")
+    levels = 2**COLOR_BITS
+    bins = (cells * levels).floor().clamp(max=levels - 1).long()
+    weights = levels ** torch.arange(channels - 1, -1, -1, device=bins.device)
+    return (bins * weights).sum(-1)
+
+
+def masked_patch_prediction_output_size(config: ViTReproConfig) -> int:
+    """Width of the prediction head per patch: 8^C colour classes (512 for RGB), 16 x that for the
+    4 x 4 target, C * ph * pw pixel values for L2 regression."""
+    classes = (2**COLOR_BITS) ** config.num_channels
+    if config.mpp_target == "mean_color_3bit":
+        return classes
+    if config.mpp_target == "downsized_4x4_3bit":
+        return 16 * classes
+    ph, pw = config.patch_hw
+    return config.num_channels * ph * pw
+
+
+def _check_self_supervised_config(config: ViTReproConfig, what: str) -> None:
+    """The self-supervised heads corrupt patch embeddings of a plain ViT."""
+    if config.is_hybrid:
+        raise ValueError(
+            f"{what} is defined for plain ViTs only (the paper has no hybrid variant of it): a hybrid's CNN "
+            "sees every pixel, so corrupting its patch embeddings would not hide a patch's content from its "
+            "neighbours. Remove `backbone_config`."
+        )
+    if config.representation_size:
+        raise ValueError(
+            f"{what} does not train the pre-logits layer (`representation_size`={config.representation_size}); "
+            "set representation_size=None (a classifier initialised from this checkpoint adds its own head)."
+        )
+
+
+@dataclass
+class MaskedPatchPredictionOutput(ModelOutput):
+    """Output of `ViTReproForMaskedPatchPrediction`.
+
+    Args:
+        loss: scalar, the mean over the corrupted patches of the batch of their cross entropy (colour
+            targets; for the 4 x 4 target the mean over the 16 cells) or of their mean squared error
+            (`"l2_patch"`); uncorrupted patches contribute nothing.
+        logits: predictions for every patch: `(B, N, 8^C)`, `(B, N, 16, 8^C)` or `(B, N, C * ph * pw)`.
+        targets: `masked_patch_prediction_targets` of the inputs: `(B, N)`, `(B, N, 16)` or
+            `(B, N, C * ph * pw)`.
+        corruption: `(B, N)` `PatchCorruption` codes used.
+        replacement_index: `(B, N)`, the patch whose embedding each position carried.
+        hidden_states, attentions: as `ViTReproModel`'s, when asked for.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    targets: torch.Tensor | None = None
+    corruption: torch.LongTensor | None = None
+    replacement_index: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class ViTReproForMaskedPatchPrediction(ViTReproPreTrainedModel):
+    """Masked patch prediction, the paper's self-supervised pretraining (Sec. 4.6, Appendix B.1.2).
+
+    A fraction `config.mpp_corruption_rate` (0.5) of each image's patch embeddings is corrupted,
+    `config.mpp_corruption_split` (0.8, 0.1, 0.1) of them by the learned [mask] embedding
+    (`vit.embeddings.mask_token`), by the embedding of a random other patch, or not at all; a
+    linear head on each corrupted patch's final representation predicts `config.mpp_target` (the
+    3-bit mean colour, 512-way); the loss covers the corrupted patches only.
+
+    The corruption is drawn in `forward` (per image, `sample_patch_corruption`, from `generator`)
+    unless given as `corruption` / `replacement_index` tensors (a data pipeline that draws it per
+    image with that image's generator). Colour targets de-normalise the inputs with
+    `config.mpp_image_mean` / `mpp_image_std`: set them to the image processor's. Any patch grid
+    (non-square too, other resolutions with `interpolate_pos_encoding`); plain ViTs only, without a
+    pre-logits layer. `ViTReproForImageClassification.from_pretrained` of its checkpoint loads the
+    encoder and reports the prediction head and mask token as unused.
+    """
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__(config)
+        _check_self_supervised_config(config, "Masked patch prediction")
+        self.vit = ViTReproModel(config, use_mask_token=True)
+        self.mpp_head = nn.Linear(config.hidden_size, masked_patch_prediction_output_size(config))
+        self.post_init()
+
+    def _corruption_for(self, batch, num_patches, corruption, replacement_index, generator, device):
+        """The `(B, N)` corruption codes and replacement indices to apply, drawn when not given."""
+        config = self.config
+        if corruption is None:
+            if replacement_index is not None:
+                raise ValueError("`replacement_index` was given without `corruption`; pass both or neither.")
+            drawn = [
+                sample_patch_corruption(
+                    num_patches, rate=config.mpp_corruption_rate, split=config.mpp_corruption_split, generator=generator
+                )
+                for _ in range(batch)
+            ]
+            corruption = torch.stack([c for c, _ in drawn])
+            replacement_index = torch.stack([r for _, r in drawn])
+        if tuple(corruption.shape) != (batch, num_patches):
+            raise ValueError(
+                f"`corruption` must have shape (batch, num_patches) = ({batch}, {num_patches}), got "
+                f"{tuple(corruption.shape)}."
+            )
+        corruption = corruption.to(device=device, dtype=torch.long)
+        if corruption.numel() and (corruption.min() < 0 or corruption.max() > max(PatchCorruption)):
+            raise ValueError(f"`corruption` holds codes outside 0..{int(max(PatchCorruption))} (PatchCorruption).")
+        is_random = corruption == PatchCorruption.RANDOM
+        identity = torch.arange(num_patches, device=device).expand(batch, num_patches)
+        if replacement_index is None:
+            if bool(is_random.any()):
+                raise ValueError(
+                    "`corruption` has RANDOM patches: pass `replacement_index` to say which patch replaces each."
+                )
+            return corruption, identity
+        if tuple(replacement_index.shape) != (batch, num_patches):
+            raise ValueError(
+                f"`replacement_index` must have shape (batch, num_patches) = ({batch}, {num_patches}), got "
+                f"{tuple(replacement_index.shape)}."
+            )
+        replacement_index = replacement_index.to(device=device, dtype=torch.long)
+        if replacement_index.numel() and (replacement_index.min() < 0 or replacement_index.max() >= num_patches):
+            raise ValueError(f"`replacement_index` must hold patch indices in [0, {num_patches}).")
+        return corruption, torch.where(is_random, replacement_index, identity)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        corruption: torch.Tensor | None = None,
+        replacement_index: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        generator: torch.Generator | None = None,
+        **kwargs,
+    ) -> MaskedPatchPredictionOutput:
+        """`pixel_values` `(B, C, H, W)`, normalised as by the image processor. `corruption` `(B, N)`
+        int codes (`PatchCorruption`) and `replacement_index` `(B, N)` (read at `RANDOM` positions)
+        fix the corruption; when both are None it is drawn per image from `generator`."""
+        pixel_values = self.vit._check_pixel_values(pixel_values, bool(interpolate_pos_encoding))
+        batch, _, height, width = pixel_values.shape
+        ph, pw = self.config.patch_hw
+        num_patches = (height // ph) * (width // pw)
+        corruption, replacement_index = self._corruption_for(
+            batch, num_patches, corruption, replacement_index, generator, pixel_values.device
+        )
+        outputs: BaseModelOutputWithPooling = self.vit(
+            pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            bool_masked_pos=corruption == PatchCorruption.MASK,
+            replacement_index=replacement_index,
+            **kwargs,
+        )
+        logits = self.mpp_head(outputs.last_hidden_state[:, self.config.num_prefix_tokens :])  # (B, N, K)
+        mean, std = self.config.mpp_normalization
+        targets = masked_patch_prediction_targets(pixel_values, (ph, pw), self.config.mpp_target, mean, std)
+        if self.config.mpp_target == "l2_patch":
+            per_patch = (logits.float() - targets).pow(2).mean(-1)
+        else:
+            if self.config.mpp_target == "downsized_4x4_3bit":
+                logits = logits.unflatten(-1, (16, -1))  # (B, N, 16, 8^C)
+            per_cell = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), reduction="none")
+            per_patch = per_cell.view(batch, num_patches, -1).mean(-1)
+        weight = (corruption != PatchCorruption.NONE).to(per_patch.dtype)
+        loss = (per_patch * weight).sum() / weight.sum().clamp(min=1.0)
+        return MaskedPatchPredictionOutput(
+            loss=loss,
+            logits=logits,
+            targets=targets,
+            corruption=corruption,
+            replacement_index=replacement_index,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class ViTReproForMaskedImageModeling(ViTReproPreTrainedModel):
+    """transformers' `ViTForMaskedImageModeling` interface on this package's ViT: SimMIM
+    (Xie et al., 2022), not the paper's objective (see `ViTReproForMaskedPatchPrediction`).
+
+    The patch embeddings that `bool_masked_pos` `(B, N)` selects are replaced by the learned [mask]
+    embedding (`vit.embeddings.mask_token`, zero-initialised); the final patch tokens (class token
+    dropped) are laid out on their `(rows, cols)` grid, and the decoder (a 1 x 1 convolution to
+    `encoder_stride^2 * C` channels, then `PixelShuffle(encoder_stride)`) reconstructs the pixels
+    `(B, C, rows * stride, cols * stride)`. The loss, given `bool_masked_pos`, is the L1 distance to
+    `pixel_values` summed over the masked patches' pixels and channels, divided by (the number of
+    masked pixels + 1e-5) and by C, as transformers computes it. Unlike transformers' class, the grid
+    need not be square and other resolutions (`interpolate_pos_encoding`) get their own mask grid.
+    `config.encoder_stride` None means the patch size. Plain ViTs only, without a pre-logits layer.
+    """
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__(config)
+        _check_self_supervised_config(config, "Masked image modeling")
+        ph, pw = config.patch_hw
+        if config.encoder_stride is None and ph != pw:
+            raise ValueError(
+                f"The decoder upsamples by one `encoder_stride` on both sides; patch_size {config.patch_size} is not "
+                "square, so set `encoder_stride` explicitly."
+            )
+        self.encoder_stride = config.encoder_stride or ph
+        self.vit = ViTReproModel(config, use_mask_token=True)
+        self.decoder = nn.Sequential(
+            nn.Conv2d(config.hidden_size, self.encoder_stride**2 * config.num_channels, kernel_size=1),
+            nn.PixelShuffle(self.encoder_stride),
+        )
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs,
+    ) -> MaskedImageModelingOutput:
+        """`pixel_values` `(B, C, H, W)`; `bool_masked_pos` `(B, N)` bool, True where the patch is masked
+        (optional: without it, no loss). Returns `MaskedImageModelingOutput` with `reconstruction`."""
+        ph, pw = self.config.patch_hw
+        if bool_masked_pos is not None and (self.encoder_stride, self.encoder_stride) != (ph, pw):
+            raise ValueError(
+                f"With `bool_masked_pos`, `encoder_stride` ({self.encoder_stride}) must equal the patch size "
+                f"{self.config.patch_size} so that the reconstruction has the input's size."
+            )
+        outputs: BaseModelOutputWithPooling = self.vit(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, bool_masked_pos=bool_masked_pos, **kwargs
+        )
+        tokens = outputs.last_hidden_state[:, self.config.num_prefix_tokens :]
+        batch, _, dim = tokens.shape
+        rows, cols = pixel_values.shape[-2] // ph, pixel_values.shape[-1] // pw
+        reconstruction = self.decoder(tokens.transpose(1, 2).reshape(batch, dim, rows, cols))
+        loss = None
+        if bool_masked_pos is not None:
+            mask = bool_masked_pos.reshape(batch, rows, cols).repeat_interleave(ph, 1).repeat_interleave(pw, 2)
+            mask = mask.unsqueeze(1).to(reconstruction.dtype)  # (B, 1, H, W)
+            l1 = F.l1_loss(pixel_values.to(reconstruction.dtype), reconstruction, reduction="none")
+            loss = (l1 * mask).sum() / (mask.sum() + 1e-5) / self.config.num_channels
+        return MaskedImageModelingOutput(
+            loss=loss, reconstruction=reconstruction, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
 __all__ = [
     "ViTReproPreTrainedModel",
     "ViTReproModel",
     "ViTReproForImageClassification",
+    "ViTReproForMaskedImageModeling",
+    "ViTReproForMaskedPatchPrediction",
+    "MaskedPatchPredictionOutput",
+    "PatchCorruption",
+    "sample_patch_corruption",
+    "masked_patch_prediction_targets",
     "resample_position_embeddings",
     "resize_position_embeddings_in_state_dict",
 ]

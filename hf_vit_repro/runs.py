@@ -137,3 +137,35 @@ def replace_dir(tmp: str | Path, final: str | Path) -> Path:
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+#: The lock file a training run holds in its folder while it writes there (`lock_run_dir`).
+LOCK = ".lock"
+
+
+class RunFolderBusyError(OSError):
+    """Another process is training into the same run folder."""
+
+
+def lock_run_dir(run_dir: str | Path, description: str = ""):
+    """Hold an exclusive lock on `run_dir` (an OS file lock on `RUN_DIR/.lock`, released when the
+    returned object's `release()` is called or the process dies, so a killed run never leaves a
+    stale lock; keep the object: the lock is also released when it is garbage-collected). Raises
+    `RunFolderBusyError`, naming the holder, if another process holds it."""
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / LOCK), timeout=0)
+    owner = run_dir / f"{LOCK}.owner"
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = owner.read_text(encoding="utf-8").strip() if owner.is_file() else "another process"
+        raise RunFolderBusyError(
+            f"{run_dir} is in use by {holder}. Two runs writing one folder would corrupt each other's "
+            "checkpoints: wait for it to finish, or choose another run.output_dir."
+        ) from None
+    owner.write_text(f"pid {os.getpid()} on {platform.node()}{f' ({description})' if description else ''}\n",
+                     encoding="utf-8")
+    return lock

@@ -52,6 +52,8 @@ def test_checkpoint_folder_carries_code_and_full_auto_map(tmp_path):
         "AutoConfig": "configuration_vit_repro.ViTReproConfig",
         "AutoModel": "modeling_vit_repro.ViTReproModel",
         "AutoModelForImageClassification": "modeling_vit_repro.ViTReproForImageClassification",
+        "AutoModelForMaskedImageModeling": "modeling_vit_repro.ViTReproForMaskedImageModeling",
+        "AutoModelForPreTraining": "modeling_vit_repro.ViTReproForMaskedPatchPrediction",
     }
     # what transformers' remote-code loader sees the shipped files import: nothing from this package
     from transformers.dynamic_module_utils import get_imports
@@ -98,6 +100,58 @@ def test_remote_code_loads_without_the_package(tmp_path, overrides):
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(out["logits"]), model(x).logits, atol=1e-6, rtol=0)
     assert out["big"] == [1, 3] and out["num_attentions"] == 2
+
+
+def test_self_supervised_heads_load_as_remote_code_without_the_package(tmp_path):
+    """Masked patch prediction (AutoModelForPreTraining) and masked image modeling
+    (AutoModelForMaskedImageModeling) from their checkpoints' own code, in a process that cannot
+    import this package: same loss and predictions for the same corruption; the shipped
+    `sample_patch_corruption` draws the same corruption from the same seed."""
+    from hf_vit_repro import ViTReproForMaskedImageModeling, ViTReproForMaskedPatchPrediction, sample_patch_corruption
+
+    config = ViTReproConfig(**tiny_kwargs(image_size=(32, 48), mpp_image_mean=[0.4, 0.5, 0.6]))
+    torch.manual_seed(0)
+    mpp = randomize_(ViTReproForMaskedPatchPrediction(config)).eval()
+    mim = randomize_(ViTReproForMaskedImageModeling(config)).eval()
+    mpp.save_pretrained(tmp_path / "mpp")
+    mim.save_pretrained(tmp_path / "mim")
+    x = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    mask = torch.rand(2, 24, generator=torch.Generator().manual_seed(1)) < 0.5
+    torch.save({"x": x, "mask": mask}, tmp_path / "inputs.pt")
+    out = run_without_package(
+        f"""
+        import json, torch
+        from transformers import AutoModelForMaskedImageModeling, AutoModelForPreTraining
+        inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+        mpp = AutoModelForPreTraining.from_pretrained({str(tmp_path / "mpp")!r}, trust_remote_code=True).eval()
+        mim = AutoModelForMaskedImageModeling.from_pretrained({str(tmp_path / "mim")!r}, trust_remote_code=True).eval()
+        with torch.no_grad():
+            a = mpp(inputs["x"], generator=torch.Generator().manual_seed(3))
+            b = mim(inputs["x"], bool_masked_pos=inputs["mask"])
+        print(json.dumps({{
+            "modules": [type(mpp).__module__, type(mim).__module__],
+            "classes": [type(mpp).__name__, type(mim).__name__],
+            "mpp_loss": a.loss.item(), "logits": a.logits.tolist(), "corruption": a.corruption.tolist(),
+            "replacement": a.replacement_index.tolist(), "targets": a.targets.tolist(),
+            "mim_loss": b.loss.item(), "reconstruction": b.reconstruction.tolist(),
+        }}))
+        """,
+        tmp_path,
+    )
+    assert all(module.startswith("transformers_modules.") for module in out["modules"])
+    assert out["classes"] == ["ViTReproForMaskedPatchPrediction", "ViTReproForMaskedImageModeling"]
+    generator = torch.Generator().manual_seed(3)
+    drawn = [sample_patch_corruption(24, generator=generator) for _ in range(2)]
+    corruption, replacement = torch.stack([c for c, _ in drawn]), torch.stack([r for _, r in drawn])
+    assert out["corruption"] == corruption.tolist() and out["replacement"] == replacement.tolist()
+    with torch.no_grad():
+        ours = mpp(x, corruption=corruption, replacement_index=replacement)
+        reconstruction = mim(x, bool_masked_pos=mask)
+    assert out["targets"] == ours.targets.tolist()
+    torch.testing.assert_close(torch.tensor(out["logits"]), ours.logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.tensor(out["mpp_loss"]), ours.loss, atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.tensor(out["reconstruction"]), reconstruction.reconstruction, atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.tensor(out["mim_loss"]), reconstruction.loss, atol=1e-6, rtol=0)
 
 
 def sample_photo() -> Image.Image:

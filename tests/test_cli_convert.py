@@ -48,6 +48,45 @@ def test_convert_writes_a_loadable_folder_with_equal_logits(hf_checkpoint, tmp_p
     assert processor["image_mean"] == [0.5] * 3 and processor["size"] == {"height": 32, "width": 32}
 
 
+def test_convert_masked_image_modeling_checkpoint(tmp_path, capsys):
+    """A transformers ViTForMaskedImageModeling folder converts to our masked-image-modeling class
+    (AutoModelForMaskedImageModeling), which keeps it when converted again; --num-labels is refused."""
+    from transformers import AutoModelForMaskedImageModeling, ViTForMaskedImageModeling
+
+    from hf_vit_repro import ViTReproForMaskedImageModeling
+
+    source = tmp_path / "hf_mim"
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, layer_norm_eps=1e-6, encoder_stride=8,
+    )
+    reference = randomize_(ViTForMaskedImageModeling(config)).eval()
+    reference.save_pretrained(source)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(source)
+    assert main(["convert", str(source), str(tmp_path / "out")]) == 0
+    assert "AutoModelForMaskedImageModeling.from_pretrained" in capsys.readouterr().out
+    assert main(["convert", str(tmp_path / "out"), str(tmp_path / "again"), "--image-size", "48"]) == 0
+    x, mask = torch.randn(2, 3, 32, 32), torch.rand(2, 16) < 0.5
+    model = AutoModelForMaskedImageModeling.from_pretrained(tmp_path / "out").eval()
+    again = AutoModelForMaskedImageModeling.from_pretrained(tmp_path / "again").eval()
+    assert type(model) is ViTReproForMaskedImageModeling and type(again) is ViTReproForMaskedImageModeling
+    with torch.no_grad():
+        expected = reference(x, bool_masked_pos=mask)
+        got = model(x, bool_masked_pos=mask)
+        torch.testing.assert_close(got.reconstruction, expected.reconstruction, atol=1e-5, rtol=0)
+        torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=0)
+        bigger = torch.randn(1, 3, 48, 48)
+        torch.testing.assert_close(
+            again(bigger).reconstruction,
+            reference(bigger, interpolate_pos_encoding=True).reconstruction,
+            atol=1e-5,
+            rtol=0,
+        )
+    assert main(["convert", str(source), str(tmp_path / "refused"), "--num-labels", "3"]) == 2
+    assert "no classification head" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+
+
 def test_convert_with_new_resolution_and_head(hf_checkpoint, tmp_path):
     source, reference = hf_checkpoint
     assert main(["convert", str(source), str(tmp_path), "--image-size", "48", "--num-labels", "7"]) == 0

@@ -41,6 +41,13 @@ def test_non_square_image_and_derived_values():
         ({"num_hidden_layers": 0}, "num_hidden_layers", "positive"),
         ({"representation_size": -1}, "representation_size", "positive"),
         ({"hidden_act": "swishy"}, "hidden_act", "known activation"),
+        ({"mpp_corruption_rate": 1.5}, "mpp_corruption_rate", "(0, 1]"),
+        ({"mpp_corruption_split": (0.8, 0.1)}, "mpp_corruption_split", "summing to 1"),
+        ({"mpp_corruption_split": (0.9, 0.2, -0.1)}, "mpp_corruption_split", "non-negative"),
+        ({"mpp_target": "mean_color_8bit"}, "mpp_target", "must be one of"),
+        ({"mpp_image_mean": [0.5, 0.5]}, "mpp_image_mean", "one value per input channel"),
+        ({"mpp_image_std": [0.5, 0.0, 0.5]}, "mpp_image_std", "positive"),
+        ({"encoder_stride": -8}, "encoder_stride", "positive integer"),
     ],
 )
 def test_invalid_configs_raise_naming_field_value_and_rule(overrides, field, rule):
@@ -50,6 +57,24 @@ def test_invalid_configs_raise_naming_field_value_and_rule(overrides, field, rul
     assert field in message and rule in message
     value = overrides[field] if field in overrides else next(iter(overrides.values()))
     assert str(value if not isinstance(value, tuple) else value[0]) in message
+
+
+def test_self_supervision_fields_defaults_round_trip_and_variants(tmp_path):
+    """Paper Sec. 4.6 defaults; the fields survive JSON and `from_variant` overrides."""
+    config = ViTReproConfig()
+    assert config.mpp_corruption_rate == 0.5 and tuple(config.mpp_corruption_split) == (0.8, 0.1, 0.1)
+    assert config.mpp_target == "mean_color_3bit" and config.encoder_stride is None
+    assert config.mpp_normalization == ((0.5,) * 3, (0.5,) * 3)
+    grey = ViTReproConfig(**tiny_kwargs(num_channels=1, mpp_image_mean=[0.45], mpp_image_std=[0.2]))
+    assert grey.mpp_normalization == ((0.45,), (0.2,))
+    config = ViTReproConfig.from_variant(
+        "ViT-B/16", mpp_corruption_rate=0.15, mpp_corruption_split=[1, 0, 0], mpp_target="l2_patch", encoder_stride=16
+    )
+    assert config.hidden_size == 768 and config.mpp_corruption_rate == 0.15 and config.mpp_target == "l2_patch"
+    config.save_pretrained(tmp_path)
+    loaded = ViTReproConfig.from_pretrained(tmp_path)
+    assert list(loaded.mpp_corruption_split) == [1, 0, 0] and loaded.encoder_stride == 16
+    assert loaded.to_dict() == config.to_dict()
 
 
 def test_wrong_types_are_rejected():

@@ -45,7 +45,8 @@ def test_metrics_match_sklearn(classifier):
     assert result["metrics"]["mean_per_class_accuracy"] == pytest.approx(balanced_accuracy_score(labels, logits.argmax(1)))
     assert 0.3 < result["metrics"]["accuracy"] < 1.0  # a classifier that classifies (chance: 0.1)
     digit_3 = labels == 3
-    assert result["per_class_accuracy"]["3"]  # the data's class names == pytest.approx(np.mean(logits[digit_3].argmax(1) == 3))
+    # keyed by the data's class names
+    assert result["per_class_accuracy"]["3"] == pytest.approx(np.mean(logits[digit_3].argmax(1) == 3))
 
 
 def test_cli_writes_metrics_record(checkpoint, classifier, tmp_path, capsys):

@@ -31,3 +31,31 @@ def test_two_processes_equal_one(tmp_path):
     assert double["per_class_accuracy"] == single["per_class_accuracy"]
     assert 0.2 < single["metrics"]["accuracy"] < 1.0  # predictions vary, so a lost or doubled image would show
     assert done.stdout.count("Wrote") == 1  # only the main process writes and prints
+
+
+def test_skipping_unreadable_images_gives_the_same_metrics_on_two_processes(tmp_path):
+    from datasets import Dataset, Image
+
+    from hf_vit_repro.data import load_task
+
+    digits = load_task("digits", "test").select(range(45)).cast_column("image", Image(decode=False))
+    rows = digits.to_list()
+    for row in (3, 44):  # one in a full batch, one in the padded last one
+        rows[row]["image"] = {"bytes": b"", "path": f"broken_{row}.png"}
+    (tmp_path / "data" / "data").mkdir(parents=True)
+    Dataset.from_list(rows, features=digits.features).to_parquet(str(tmp_path / "data" / "data" / "test-00000.parquet"))
+    checkpoint = save_classifier(tiny_digits_classifier(), tmp_path / "ckpt")
+    single, _ = evaluate_checkpoint(checkpoint, str(tmp_path / "data"), "test", batch_size=4, strict=False,
+                                    output=tmp_path / "one.json", progress=False)
+    assert single["num_images"] == 43 and single["num_skipped"] == 2
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "hf_vit_repro", "evaluate", str(checkpoint), str(tmp_path / "data"), "--batch-size", "4",
+        "--skip-unreadable", "--output", str(tmp_path / "two.json"), "--no-progress",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          cwd=tmp_path, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    double = json.loads((tmp_path / "two.json").read_text())
+    assert (double["num_images"], double["num_skipped"]) == (43, 2)
+    assert double["metrics"] == single["metrics"]

@@ -188,3 +188,75 @@ def test_offline_mode_is_reported(tmp_path, monkeypatch):
     with pytest.raises(hub.HubPushError, match="offline mode .* --dry-run"):
         hub.push_to_hub(tmp_path / "run", "test-user/tiny-vit", endpoint="http://127.0.0.1:9", verbose=False)
     assert json.loads((tmp_path / "run/train_summary.json").read_text())["steps"] == 1234  # the run is untouched
+
+
+# ------------------------------------------------------------------ a silent endpoint, SIGTERM, a broken folder
+
+
+def push_temp_folders() -> set[str]:
+    import tempfile
+    from pathlib import Path
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("vit-repro-push-*")}
+
+
+def test_an_endpoint_that_never_answers_times_out_with_a_clear_error(tmp_path, online):
+    import socket
+    import time
+
+    make_run(tmp_path / "run", evaluated=False, figures=False)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts connections; nobody ever answers
+    before = push_temp_folders()
+    try:
+        start = time.monotonic()
+        with pytest.raises(hub.HubPushError, match=r"did not answer within 1 s \(ReadTimeout\).*--timeout"):
+            hub.push_to_hub(tmp_path / "run", "test-user/tiny-vit", endpoint=f"http://127.0.0.1:{silent.getsockname()[1]}",
+                            timeout=1, verbose=False)
+        assert time.monotonic() - start < 60
+    finally:
+        silent.close()
+    assert push_temp_folders() == before  # the temporary copy of the weights is gone
+
+
+def test_sigterm_during_a_push_removes_the_temporary_copy(tmp_path):
+    import signal
+    import socket
+    import time
+
+    make_run(tmp_path / "run", evaluated=False, figures=False)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": TOKEN,
+           "HF_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}", "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    push = subprocess.Popen([sys.executable, "-m", "hf_vit_repro", "push", str(tmp_path / "run"), "test-user/tiny-vit"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "tmp").glob("vit-repro-push-*/*/model.safetensors")):  # the copy is staged
+            assert time.monotonic() < deadline and push.poll() is None, push.communicate()
+            time.sleep(0.2)
+        time.sleep(1.0)  # now waiting for the silent endpoint
+        push.send_signal(signal.SIGTERM)
+        out, err = push.communicate(timeout=60)
+    finally:
+        silent.close()
+        if push.poll() is None:
+            push.kill()
+    assert push.returncode == 130 and "Traceback" not in err
+    assert "terminated (SIGTERM); no temporary copy was left behind" in err
+    assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_dry_run_of_a_folder_that_fails_validation_leaves_nothing(tmp_path, monkeypatch):
+    make_run(tmp_path / "run", evaluated=False, figures=False)
+    config = tmp_path / "run" / "final" / "config.json"
+    values = json.loads(config.read_text())
+    values["auto_map"].pop("AutoModelForImageClassification")
+    config.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match="auto_map lacks AutoModelForImageClassification"):
+        hub.push_to_hub(tmp_path / "run", "someone/x", dry_run=True, output_dir=tmp_path / "out", verbose=False)
+    assert not (tmp_path / "out").exists()

@@ -6,7 +6,7 @@ converters in `hf_vit_repro.convert`; outputs must agree to 1e-5 (fp32)."""
 import pytest
 import timm
 import torch
-from transformers import ViTConfig, ViTForImageClassification, ViTModel
+from transformers import ViTConfig, ViTForImageClassification, ViTForMaskedImageModeling, ViTModel
 
 from hf_vit_repro import ViTReproConfig
 from hf_vit_repro.convert import (
@@ -78,6 +78,28 @@ def test_transformers_vit_model_pooler_becomes_representation_layer():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         close(reference(x).pooler_output, ours.vit(x).pooler_output)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["224-p16", "32-p8"])
+def test_transformers_masked_image_modeling_loss_and_reconstruction(shape):
+    """transformers' ViTForMaskedImageModeling with random weights (mask token and decoder
+    included), converted: same loss and reconstruction, with and without a mask, eager and sdpa."""
+    from hf_vit_repro import ViTReproForMaskedImageModeling
+
+    reference = hf_vit(shape, cls=ViTForMaskedImageModeling, encoder_stride=shape["patch_size"])
+    assert reference.vit.embeddings.mask_token.abs().sum() > 0  # randomised, so a wrong placement shows
+    ours = from_transformers_model(reference)
+    assert type(ours) is ViTReproForMaskedImageModeling and ours.config.encoder_stride == shape["patch_size"]
+    size, grid = shape["image_size"], shape["image_size"] // shape["patch_size"]
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    mask = torch.rand(2, grid * grid, generator=torch.Generator().manual_seed(1)) < 0.6
+    with torch.no_grad():
+        a, b = reference(x, bool_masked_pos=mask), ours(x, bool_masked_pos=mask)
+        close(a.reconstruction, b.reconstruction)
+        close(a.loss, b.loss)
+        close(reference(x).reconstruction, ours(x).reconstruction)
+        ours.set_attn_implementation("sdpa")
+        close(ours(x, bool_masked_pos=mask).loss, a.loss)
 
 
 def test_transformers_v4_key_names_convert():

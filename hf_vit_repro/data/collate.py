@@ -150,12 +150,15 @@ class ImageClassificationCollator:
     a `torch.Generator` seeded from it. Undecodable images are skipped: `num_skipped` counts them
     across all DataLoader workers (shared memory), `pop_skipped()` returns the count and resets
     it. A batch whose images were all skipped has B = 0. With `strict=True` the first bad image
-    raises `CorruptImageError` with its index and source instead.
+    raises `CorruptImageError` with its index and source instead. With `placeholder_label` set,
+    a skipped image keeps its place in the batch as a black image with that label (evaluation
+    under data parallelism needs every process's batch at its nominal size and order).
     """
 
-    def __init__(self, transform, strict: bool = False):
+    def __init__(self, transform, strict: bool = False, placeholder_label: int | None = None):
         self.transform = transform
         self.strict = bool(strict)
+        self.placeholder_label = placeholder_label
         self._skipped = multiprocessing.Value("q", 0)
 
     @property
@@ -179,11 +182,14 @@ class ImageClassificationCollator:
             except _DECODE_ERRORS as err:
                 message = f"cannot decode the image of {where} ({describe_source(row)}): {type(err).__name__}: {err}"
                 if self.strict:
-                    raise CorruptImageError(message + " (strict mode; drop strict to skip and count such images)") from err
+                    raise CorruptImageError(message + " (strict mode: data.strict=false in a recipe, --skip-unreadable on "
+                                             "the command line, skips and counts such images)") from err
                 with self._skipped.get_lock():
                     self._skipped.value += 1
                 logger.warning("skipping %s", message)
-                continue
+                if self.placeholder_label is None:
+                    continue
+                image, row = Image.new("RGB", (8, 8)), {**row, "label": self.placeholder_label}
             seed = row.get(SEED_KEY)
             generator = None if seed is None else torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
             pixels.append(self.transform(image, generator=generator) if generator is not None else self.transform(image))
@@ -274,6 +280,7 @@ def make_dataloader(
     seed: int = 0,
     drop_last: bool = False,
     strict: bool = False,
+    placeholder_label: int | None = None,
     pin_memory: bool = False,
     persistent_workers: bool = False,
 ) -> torch.utils.data.DataLoader:
@@ -283,7 +290,7 @@ def make_dataloader(
     Deterministic for a given `seed` and epoch, independent of `num_workers` (see module
     docstring). Decoding and `transform` run in the workers. The collator is
     `loader.collate_fn` (read `loader.collate_fn.pop_skipped()` at the end of an epoch), the
-    sampler `loader.sampler` (`set_epoch`).
+    sampler `loader.sampler` (`set_epoch`). `placeholder_label`: see `ImageClassificationCollator`.
 
     A streaming `datasets.IterableDataset` is accepted too: it is shuffled with a buffer when
     `shuffle` (its own `set_epoch` reshuffles) and augmented from each worker's torch RNG, which
@@ -291,7 +298,7 @@ def make_dataloader(
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    collator = ImageClassificationCollator(transform, strict=strict)
+    collator = ImageClassificationCollator(transform, strict=strict, placeholder_label=placeholder_label)
     generator = torch.Generator().manual_seed(int(seed))
     common = dict(
         batch_size=batch_size,

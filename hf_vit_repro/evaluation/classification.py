@@ -44,6 +44,7 @@ def evaluate_model(
     num_workers: int = 0,
     accelerator=None,
     progress: bool = True,
+    strict: bool = True,
 ) -> dict[str, Any]:
     """Score `model` (a classifier, at its own `config.image_size`) on `dataset` ("image" and
     "label" columns, e.g. from `load_task`).
@@ -54,7 +55,9 @@ def evaluate_model(
     `real_num_images`. `real_labels[i]` is the ReaL label set of row i (may be empty).
     `top_k`: the k of the top-k metric (default 1 and 5). Images are resized to the model's
     resolution (`crop=True`: shorter side, then central crop) and normalised with mean/std.
-    Corrupt images raise `CorruptImageError` (an evaluation must score every image).
+    Unreadable images raise `CorruptImageError` naming the row and its file (`strict`, the default:
+    an evaluation scores every image); with `strict=False` they are skipped, counted in
+    `num_skipped`, and the metrics are over the images that were read.
     """
     from accelerate.utils import broadcast_object_list
     from tqdm.auto import tqdm
@@ -82,7 +85,9 @@ def evaluate_model(
     # the gather, which makes duplicates and gaps detectable.
     indexed = dataset.select_columns(["image"]).add_column("label", np.arange(n, dtype=np.int64))
     transform = eval_transform(image_size_of(model), mean, std, crop=crop)
-    loader = make_dataloader(indexed, transform, batch_size, shuffle=False, num_workers=num_workers, strict=True)
+    # An unreadable image (strict=False) keeps its place as a placeholder with row -1, dropped after the gather.
+    loader = make_dataloader(indexed, transform, batch_size, shuffle=False, num_workers=num_workers, strict=strict,
+                             placeholder_label=None if strict else -1)
     loader = accelerator.prepare_data_loader(loader)
     model = model.to(accelerator.device).eval()
 
@@ -99,6 +104,8 @@ def evaluate_model(
             if not main:
                 continue
             rows = rows.cpu().numpy()
+            if not strict:
+                logits, rows = logits[torch.from_numpy(rows >= 0)], rows[rows >= 0]
             if seen[rows].any() or len(np.unique(rows)) != len(rows):
                 raise RuntimeError(f"image row {int(rows[seen[rows]][0])} was scored twice; the distributed gather is broken")
             seen[rows] = True
@@ -107,16 +114,23 @@ def evaluate_model(
             if real is not None:
                 real.add_batch(predictions=logits.argmax(1), references=[list(real_labels[r]) for r in rows])
 
+    skipped = int(accelerator.reduce(torch.tensor(loader.collate_fn.pop_skipped(), device=accelerator.device),
+                                     reduction="sum"))
     result: dict[str, Any] | None = None
     if main:
-        if not seen.all():
+        # Unreadable images are the only rows a non-strict evaluation may miss (a row that the
+        # even-batches padding repeats is counted once per copy, hence <=).
+        if not seen.all() and (strict or int((~seen).sum()) > skipped):
             raise RuntimeError(f"{int((~seen).sum())} of {n} images were never scored")
+        if not seen.any():
+            raise ValueError(f"none of the {n} images could be read; check the dataset's files")
         # Modules of a combination share compute() kwargs; `k` is the top-k module's alone.
         top, per_class_module = scores.evaluation_modules
         values = {**top.compute(**({} if top_k is None else {"k": list(top_k)})), **per_class_module.compute()}
         per_class = values.pop("per_class_accuracy")
         values.pop("per_class_count")
-        result = {"metrics": {k: float(v) for k, v in values.items()}, "num_images": int(seen.sum())}
+        result = {"metrics": {k: float(v) for k, v in values.items()}, "num_images": int(seen.sum()),
+                  "num_skipped": int((~seen).sum())}
         result["per_class_accuracy"] = {names[i]: per_class[i] for i in range(len(per_class))}
         if real is not None:
             real_values = real.compute()
@@ -186,6 +200,7 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     cpu: bool = False,
     progress: bool = True,
+    strict: bool = True,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint (folder, run folder or Hub id) on `split` of `task` and write the
     metrics JSON (`runs.metrics_record`: checkpoint, task, dataset, split, resolution, number of
@@ -195,6 +210,7 @@ def evaluate_checkpoint(
     default the checkpoint's. `output`: a .json file, or a folder that gets
     `metrics/<task>_<split>.json`; default the run folder's metrics/ (a run folder), else
     `outputs/evaluate/<checkpoint>/metrics/`. `max_images`: only the first N rows (smoke tests).
+    `strict=False` skips unreadable images and records how many (`num_skipped`).
     Returns (record, path); only the main process writes.
     """
     from ..data import load_task
@@ -215,9 +231,10 @@ def evaluate_checkpoint(
         real = real[:max_images] if real is not None else None
     result = evaluate_model(
         model, dataset, batch_size=batch_size, mean=loaded.mean, std=loaded.std, crop=crop, top_k=top_k,
-        real_labels=real, num_workers=num_workers, accelerator=accelerator, progress=progress,
+        real_labels=real, num_workers=num_workers, accelerator=accelerator, progress=progress, strict=strict,
     )
     extra: dict[str, Any] = {
+        "num_skipped": result["num_skipped"],
         "per_class_accuracy": result["per_class_accuracy"],
         "evaluation": {
             "preprocessing": "resize shorter side + central crop" if crop else "resize to the resolution",
@@ -254,12 +271,13 @@ def _cmd_evaluate(args) -> int:
         args.checkpoint, args.task, args.split, resolution=args.resolution, data_dir=args.data_dir,
         image_column=args.image_column, label_column=args.label_column, batch_size=args.batch_size, crop=args.crop,
         top_k=args.top_k, real_labels=args.real_labels, max_images=args.max_images, output=args.output,
-        num_workers=args.num_workers, cpu=args.cpu, progress=not args.no_progress,
+        num_workers=args.num_workers, cpu=args.cpu, progress=not args.no_progress, strict=not args.skip_unreadable,
     )
     from accelerate import PartialState
 
     if PartialState().is_main_process:
-        print(f"{record['task']} / {record['split']}: {record['num_images']} images at {record['resolution']} px")
+        skipped = f" ({record['num_skipped']} unreadable images skipped)" if record["num_skipped"] else ""
+        print(f"{record['task']} / {record['split']}: {record['num_images']} images at {record['resolution']} px{skipped}")
         print(metrics_table(record))
         print(f"Wrote {path}")
     return 0
@@ -288,5 +306,8 @@ def add_evaluate_cli(subparsers) -> None:
     p.add_argument("--output", default=None, help="JSON file or folder (default: RUN/metrics/<task>_<split>.json)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="skip images that cannot be decoded and count them in the metrics file (default: stop, naming "
+                   "the image)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .card import DEFAULT_LICENSE
-from .push import push_to_hub
+from .push import DEFAULT_TIMEOUT, push_to_hub
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    result = push_to_hub(
+    try:
+        result = _push(args)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: temporary folders are already removed
+        why = str(err) or "interrupted"
+        print(f"vit-repro push: {why}; no temporary copy was left behind. Run the same command again to finish "
+              "the upload (files the Hub already has are not sent twice).", file=sys.stderr)
+        return 130
+    return 0 if result is not None else 1
+
+
+def _push(args: argparse.Namespace):
+    return push_to_hub(
         args.source,
         args.repo_id,
         private=args.private,
@@ -23,8 +35,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
         datasets=args.dataset,
         base_model=args.base_model,
         converted_from=args.converted_from,
+        timeout=args.timeout,
     )
-    return 0 if result is not None else 1
 
 
 def add_cli(subparsers) -> None:
@@ -48,6 +60,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--dataset", action="append", default=None, help="Hub id of a training dataset (repeatable)")
     p.add_argument("--base-model", default=None, help="Hub id of the checkpoint this one was fine-tuned from")
     p.add_argument("--converted-from", default=None, help="source of converted published weights (e.g. google/vit-base-patch16-224)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds one request may wait for the Hub before the push stops (default {DEFAULT_TIMEOUT:g})")
     p.set_defaults(func=_cmd_push)
 
 

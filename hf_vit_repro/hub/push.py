@@ -13,6 +13,7 @@ The token is never written to a file, printed, or put in an error message (`hub.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -22,6 +23,10 @@ from pathlib import Path
 from .. import runs
 from .card import Sources, weight_files, check_repo_id, eval_results, locate, model_card, read_metrics
 from .redaction import TEXT_SUFFIXES, active_token, check_no_token, redact, redact_secrets
+
+
+#: Seconds one request to the Hub may wait (connect, send, answer) before a push gives up.
+DEFAULT_TIMEOUT = 60.0
 
 
 class HubPushError(OSError):
@@ -199,7 +204,8 @@ def _size(n: float) -> str:
     return f"{n} B"
 
 
-def _upload_error(err: BaseException, endpoint: str, repo_id: str, token: str | None) -> HubPushError:
+def _upload_error(err: BaseException, endpoint: str, repo_id: str, token: str | None,
+                  timeout: float = DEFAULT_TIMEOUT) -> HubPushError:
     """A huggingface_hub / network exception -> a HubPushError that says what to do."""
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
@@ -219,6 +225,10 @@ def _upload_error(err: BaseException, endpoint: str, repo_id: str, token: str | 
                    "with write access, then run the same command again.")
     elif status in (403, 404):
         message = f"{endpoint} denied access to {repo_id} (HTTP {status}): check that your token may write to this namespace."
+    elif isinstance(transport, (httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout)):
+        message = (f"{endpoint} accepted the connection but did not answer within {timeout:g} s "
+                   f"({type(transport).__name__}). Check HF_ENDPOINT and the network, or allow more time with "
+                   "--timeout, then run the same command again.")
     elif isinstance(transport, (httpx2.ConnectError, httpx2.ConnectTimeout)):
         message = (f"could not connect to {endpoint} ({type(transport).__name__}). Check the network (and HF_ENDPOINT, "
                    "if set), then run the same command again.")
@@ -245,6 +255,7 @@ def push_to_hub(
     include_logs: bool = False,
     endpoint: str | None = None,
     verbose: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
     **card_options,
 ):
     """Publish a run folder or checkpoint folder to the Hub repo `repo_id`.
@@ -255,7 +266,10 @@ def push_to_hub(
     instead of committing to it. `dry_run` stops after validation and keeps the folder in
     `output_dir` (default `outputs/hub/<repo name>`); without it the folder is temporary unless
     `output_dir` is given. `endpoint` is a Hub mirror (default: `HF_ENDPOINT` / huggingface.co).
-    `card_options` (license, datasets, base_model, converted_from) go to `model_card`.
+    `timeout`: seconds any one request may wait for the Hub (connect, send, answer) before the push
+    stops with a HubPushError. `card_options` (license, datasets, base_model, converted_from) go
+    to `model_card`. SIGTERM, like Ctrl-C, stops the push and removes its temporary folders; a
+    folder that fails validation is removed too (a dry run keeps only a folder that passed).
 
     Returns the `huggingface_hub.CommitInfo` (`.pr_url` for a pull request), or the folder for a
     dry run. Raises ValueError / FileNotFoundError for bad input before anything is sent, and
@@ -273,23 +287,77 @@ def push_to_hub(
     if output_dir is None:
         temporary = tempfile.TemporaryDirectory(prefix=f"vit-repro-push-{name}-")
         output_dir = Path(temporary.name) / name
+    built = None
     try:
-        folder = build_repo_folder(source, output_dir, repo_id, include_logs=include_logs, token=token, **card_options)
-        validate_repo_folder(folder, token=token)
-        target = f"{repo_id}" + (f" (branch {revision})" if revision else "") + (" (pull request)" if create_pr else "")
-        say(redact(_plan(folder, target), token))
-        if dry_run:
-            say(f"Dry run: the folder above is in {folder} and passed validation; nothing was uploaded.")
-            return folder
-        return _upload(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
-                       commit_message=commit_message, token=token, endpoint=endpoint, say=say,
-                       card_options={"recipe_root": locate(source).run, **card_options})
+        with _terminate_as_interrupt():
+            built = folder = build_repo_folder(source, output_dir, repo_id, include_logs=include_logs, token=token,
+                                               **card_options)
+            validate_repo_folder(folder, token=token)
+            built = None  # valid: a dry run keeps it
+            return _publish(folder, source, repo_id, dry_run=dry_run, private=private, revision=revision,
+                            create_pr=create_pr, commit_message=commit_message, token=token, endpoint=endpoint,
+                            timeout=timeout, say=say, card_options=card_options)
     finally:
+        if built is not None and temporary is None:
+            shutil.rmtree(built, ignore_errors=True)
         if temporary is not None:
             temporary.cleanup()
 
 
-def _upload(folder, repo_id, *, private, revision, create_pr, commit_message, token, endpoint, say, card_options):
+def _publish(folder, source, repo_id, *, dry_run, private, revision, create_pr, commit_message, token, endpoint,
+             timeout, say, card_options):
+    """Show what a validated `folder` holds, then stop (dry run) or upload it."""
+    target = f"{repo_id}" + (f" (branch {revision})" if revision else "") + (" (pull request)" if create_pr else "")
+    say(redact(_plan(folder, target), token))
+    if dry_run:
+        say(f"Dry run: the folder above is in {folder} and passed validation; nothing was uploaded.")
+        return folder
+    with _request_timeout(timeout):
+        return _upload(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
+                       commit_message=commit_message, token=token, endpoint=endpoint, say=say, timeout=timeout,
+                       card_options={"recipe_root": locate(source).run, **card_options})
+
+
+@contextlib.contextmanager
+def _request_timeout(seconds: float):
+    """Every request huggingface_hub sends through its shared client waits at most `seconds` to
+    connect, send and hear back (its default client has no timeout: a silent endpoint hangs it)."""
+    import httpx2
+    from huggingface_hub.utils import get_session
+
+    session = get_session()
+    previous = session.timeout
+    session.timeout = httpx2.Timeout(seconds)
+    try:
+        yield
+    finally:
+        session.timeout = previous
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a job scheduler, `kill`) raises KeyboardInterrupt while publishing, so the `finally`
+    blocks that remove temporary folders run instead of the process dying with a copy of the
+    weights left in the temp folder. Only in the main thread, where Python delivers signals."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _upload(folder, repo_id, *, private, revision, create_pr, commit_message, token, endpoint, say, timeout,
+            card_options):
     from huggingface_hub import HfApi, constants
 
     api = HfApi(endpoint=endpoint, token=token)
@@ -309,7 +377,7 @@ def _upload(folder, repo_id, *, private, revision, create_pr, commit_message, to
             commit_message=commit_message or f"Upload {repo_id.split('/')[-1]} with hf_vit_repro",
         )
     except Exception as err:  # noqa: BLE001 - every failure is reported as a HubPushError
-        raise _upload_error(err, where, repo_id, token) from None
+        raise _upload_error(err, where, repo_id, token, timeout) from None
     say(f"Published {commit.pr_url or commit.commit_url}")
     return commit
 

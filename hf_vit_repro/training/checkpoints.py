@@ -13,6 +13,7 @@ architecture, is refused with a `RecipeError` that names the differences.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -121,17 +122,62 @@ def check_checkpoint_compatible(checkpoint: Path, model) -> None:
 
 
 
-def resume_point(recipe: Recipe) -> Path | None:
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be resumed from (a file truncated, corrupted or unreadable), or None
+    when every file in it reads back: safetensors headers must cover their files, JSON must parse,
+    and the zip archives `torch.save` writes (optimizer, scheduler, RNG states) must pass their
+    CRC check (`zipfile.testzip`, which reads them once). Formats it does not know are skipped."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    for path in sorted(p for p in Path(checkpoint).rglob("*") if p.is_file()):
+        name = path.relative_to(checkpoint)
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as f:
+                    f.keys()
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix in (".bin", ".pkl", ".pt", ".pth"):
+                if not zipfile.is_zipfile(path):
+                    return f"{name} is truncated or not a torch.save archive"
+                with zipfile.ZipFile(path) as archive:
+                    bad = archive.testzip()
+                if bad is not None:
+                    return f"{name} is corrupted (bad CRC in {bad})"
+        except Exception as err:  # noqa: BLE001 - any failure to read the file back means damage
+            return f"{name} cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    return None
+
+
+def resume_point(recipe: Recipe, log=print) -> Path | None:
     """The checkpoint a run continues from, decided before any file is written: `run.resume=auto`
-    takes the latest complete checkpoint of the run folder (refusing a folder that holds a run of
-    other hyperparameters), `never` refuses a folder that already holds a run, and a path must be
-    a checkpoint folder."""
+    takes the latest intact checkpoint of the run folder (refusing a folder that holds a run of
+    other hyperparameters); a damaged one (`checkpoint_problem`) is named and the previous intact
+    one used instead. `never` refuses a folder that already holds a run, and a path must be an
+    intact checkpoint folder."""
     r, run_dir = recipe.run, recipe.output_dir
     if r.resume == "auto":
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is not None:
+        found = list_checkpoints(run_dir)
+        if found:
             check_same_recipe(run_dir, recipe)
-        return checkpoint
+        damaged = []
+        for checkpoint in reversed(found):
+            problem = checkpoint_problem(checkpoint)
+            if problem is None:
+                if damaged:
+                    log(f"{recipe.name}: checkpoint {damaged[-1][0]} is damaged ({damaged[-1][1]}); resuming from "
+                        f"the previous intact checkpoint {checkpoint.name} instead.")
+                return checkpoint
+            damaged.append((checkpoint.name, problem))
+        if damaged:
+            shown = "; ".join(f"{name}: {problem}" for name, problem in damaged)
+            raise RecipeError(
+                f"Every checkpoint in {run_dir / runs.CHECKPOINTS_DIR} is damaged ({shown}). Delete them to start "
+                "over (or restore them from a copy), then run again."
+            )
+        return None
     if r.resume == "never":
         if list_checkpoints(run_dir) or (run_dir / runs.FINAL_DIR).exists():
             raise RecipeError(
@@ -141,6 +187,9 @@ def resume_point(recipe: Recipe) -> Path | None:
     checkpoint = Path(r.resume)
     if not (checkpoint / TRAINER_STATE).is_file():
         raise RecipeError(f"run.resume={r.resume!r} is not a checkpoint folder (no {TRAINER_STATE}).")
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+        raise RecipeError(f"run.resume={r.resume!r} is a damaged checkpoint: {problem}. Resume from another one.")
     return checkpoint
 
 
@@ -197,3 +246,32 @@ def save_final_model(accelerator, model, recipe: Recipe, folder: str = runs.FINA
         runs.replace_dir(tmp, final_dir)
     accelerator.wait_for_everyone()
     return final_dir
+
+
+@contextlib.contextmanager
+def hold_run_dir(accelerator, run_dir: Path, description: str):
+    """Hold `run_dir` for this run (`runs.lock_run_dir`, taken by the main process; every process
+    learns the outcome, so all of them stop together with `RecipeError` when another run holds the
+    folder). A folder this call created and the run left empty is removed again on exit, so a run
+    refused before training leaves nothing behind."""
+    from accelerate.utils import broadcast_object_list
+
+    created = not run_dir.exists()
+    lock, refusal = None, [None]
+    if accelerator.is_main_process:
+        try:
+            lock = runs.lock_run_dir(run_dir, description)
+        except runs.RunFolderBusyError as err:
+            refusal = [str(err)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(refusal)
+    if refusal[0] is not None:
+        raise RecipeError(refusal[0])
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+            leftovers = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+            if created and leftovers <= {runs.LOCK, f"{runs.LOCK}.owner"}:
+                shutil.rmtree(run_dir, ignore_errors=True)

@@ -24,6 +24,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingDivergedError as err:
         print(f"vit-repro train: error: {err}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped mid-step, without a new checkpoint
+        print(f"vit-repro train: interrupted; {recipe.output_dir} keeps its last checkpoint: run the same command "
+              "again to continue from it.", file=sys.stderr)
+        return 130
+    if result.interrupted:
+        return 130
     from accelerate import PartialState
 
     if PartialState().is_main_process and result.completed:

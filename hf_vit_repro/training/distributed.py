@@ -86,3 +86,36 @@ def pin_epoch(loader, epoch: int) -> None:
         if hasattr(node, "set_epoch"):
             node.set_epoch(epoch)
         stack += [getattr(node, "batch_sampler", None), getattr(node, "sampler", None)]
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) during training asks the run to stop after the current update with a
+    checkpoint, instead of killing it mid-step; a second Ctrl-C interrupts at once. The request is
+    summed over processes with the step's other totals (`loop`), so every process stops after the
+    same update even when the signal reaches them at different moments. Installed only in the main
+    thread (Python delivers signals there); elsewhere it never fires."""
+
+    def __init__(self, say=print):
+        self.requested = False
+        self._say = say
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self._say("\nStopping after this step with a checkpoint (Ctrl-C again to abort at once).")
+
+    def __enter__(self) -> "StopRequest":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -40,13 +41,14 @@ from ..evaluation.classification import evaluate_model
 from .build import build_data, build_model, load_checkpoint_config, resolve_checkpoint
 from .checkpoints import (
     check_checkpoint_compatible,
+    hold_run_dir,
     read_counters,
     resume_point,
     save_checkpoint,
     save_final_model,
 )
 from .compute import compute_record, device_description
-from .distributed import make_accelerator, micro_batches
+from .distributed import StopRequest, make_accelerator, micro_batches
 from .early_stopping import EarlyStopping
 from .optim import EMA, build_optimizer, build_scheduler, classification_loss
 from .recipe import SECTIONS, Recipe, RecipeError
@@ -83,6 +85,7 @@ class TrainResult:
     num_parameters: int
     losses: list[tuple[int, float]]
     completed: bool = True
+    interrupted: bool = False
 
 
 def evaluate(model, dataset, recipe: Recipe, accelerator) -> dict[str, Any]:
@@ -92,7 +95,7 @@ def evaluate(model, dataset, recipe: Recipe, accelerator) -> dict[str, Any]:
     unwrapped = accelerator.unwrap_model(model)
     result = evaluate_model(
         unwrapped, dataset, batch_size=recipe.train.eval_batch_size, mean=recipe.data.mean, std=recipe.data.std,
-        num_workers=recipe.run.num_workers, accelerator=accelerator, progress=False,
+        num_workers=recipe.run.num_workers, accelerator=accelerator, progress=False, strict=recipe.data.strict,
     )
     model.train()
     return result
@@ -125,12 +128,13 @@ def train(
     if recipe.run.torch_threads:
         torch.set_num_threads(recipe.run.torch_threads)
     try:
-        return _train(recipe, train_dataset, eval_dataset, callbacks, command)
+        with contextlib.ExitStack() as cleanup:
+            return _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResult:
+def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: contextlib.ExitStack) -> TrainResult:
     import torch
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -149,9 +153,11 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
             f"{t.micro_batch_size} x {n_proc}; change one of them."
         )
     accumulation = t.global_batch_size // per_step
+    say = print if main else (lambda *args, **kwargs: None)
 
-    # ---- resume decision (before any file is written)
-    checkpoint = resume_point(recipe)
+    # ---- the run folder is this run's alone; then the resume decision
+    cleanup.enter_context(hold_run_dir(accelerator, run_dir, f"training {recipe.name}"))
+    checkpoint = resume_point(recipe, log=say)
 
     # ---- data and model (a checkpoint to start from is checked first: it is cheaper than data)
     if recipe.model.init_from is not None:
@@ -188,19 +194,27 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
                  for s in SECTIONS for k, v in dataclasses.asdict(getattr(recipe, s)).items()}
         accelerator.init_trackers(recipe.name, config=hyper)
 
-    step, images_seen, train_time = 0, 0, 0.0
+    step, images_seen, train_time, skipped_images = 0, 0, 0.0, 0
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         state = read_counters(checkpoint)
         step, images_seen, train_time = state["step"], state["images_seen"], state["train_time_s"]
+        skipped_images = state.get("skipped_images", 0)
         if stopper is not None:
             stopper.restore(state)
-        if main:
-            print(f"Resuming {recipe.name} from {checkpoint} (step {step}/{total_steps}).")
+        say(f"Resuming {recipe.name} from {checkpoint} (step {step}/{total_steps}).")
+    log_file = run_dir / runs.LOGS_DIR / TRAIN_LOG
+    if main:
+        truncate_log(log_file, step)  # steps after the checkpoint were logged by the session that died
 
     # ---- the loop
     batches = micro_batches(accelerator, train_dl, step * accumulation)
-    log_file = run_dir / runs.LOGS_DIR / TRAIN_LOG
+    stop = cleanup.enter_context(StopRequest(say))
+
+    def skipped_so_far() -> int:  # unreadable training images skipped by this session, all processes
+        count = torch.tensor(train_dl.collate_fn.num_skipped, device=accelerator.device)
+        return int(accelerator.reduce(count, reduction="sum"))
+
     losses: list[tuple[int, float]] = []
     last_checkpoint = checkpoint
     last_loss = None
@@ -211,7 +225,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
     model.train()
     while step < total_steps and not (stopper is not None and stopper.stopped):
         tic = time.perf_counter()
-        totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, images
+        totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, images, stop
         for micro in range(accumulation):
             batch = next(batches)
             sync = contextlib.nullcontext() if micro == accumulation - 1 else accelerator.no_sync(model)
@@ -225,6 +239,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
                 accelerator.backward(loss / accumulation)
             totals[0] += loss.detach().double() / accumulation
             totals[1] += batch["labels"].numel()
+        totals[2] = float(stop.requested)
         totals = accelerator.reduce(totals, reduction="sum")
         mean_loss = float(totals[0]) / n_proc
         if not math.isfinite(mean_loss):
@@ -271,10 +286,13 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
                 save_final_model(accelerator, model, recipe, runs.BEST_DIR)  # the best validation model so far
         saved = None
         stopped_early = stopper is not None and stopper.stopped
-        stopping = bool(r.stop_after) and step - start_step >= r.stop_after and step < total_steps and not stopped_early
+        interrupted = bool(totals[2]) and step < total_steps and not stopped_early
+        stopping = interrupted or (bool(r.stop_after) and step - start_step >= r.stop_after and step < total_steps
+                                   and not stopped_early)
         if (r.checkpoint_every and step % r.checkpoint_every == 0) or step == total_steps or stopping or stopped_early:
             counters = {"step": step, "images_seen": images_seen, "train_time_s": train_time,
                         "micro_batches_per_process": step * accumulation, "total_steps": total_steps,
+                        "skipped_images": skipped_images + skipped_so_far(),
                         **(stopper.state() if stopper is not None else {})}
             saved = last_checkpoint = save_checkpoint(accelerator, model, run_dir, counters, r.keep_checkpoints)
         for callback in callbacks:
@@ -283,10 +301,14 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
             bar.close()
             if r.trackers:
                 accelerator.end_training()
-            if main:
-                print(f"{recipe.name}: stopped after {r.stop_after} steps at step {step}/{total_steps} "
-                      f"(run.stop_after); run again with resume=auto to continue from {saved}.")
-            return TrainResult(run_dir, step, last_loss, None, train_time, num_parameters, losses, completed=False)
+            if interrupted:
+                say(f"{recipe.name}: stopped at step {step}/{total_steps} (interrupted); run the same command again "
+                    f"(run.resume=auto) to continue from {saved}.")
+            else:
+                say(f"{recipe.name}: stopped after {r.stop_after} steps at step {step}/{total_steps} "
+                    f"(run.stop_after); run again with resume=auto to continue from {saved}.")
+            return TrainResult(run_dir, step, last_loss, None, train_time, num_parameters, losses, completed=False,
+                               interrupted=interrupted)
     bar.close()
 
     # ---- save the final model first (an evaluation that fails must not cost the weights), then
@@ -317,6 +339,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
         },
         "command": command or _default_command(recipe),
         "final_train_loss": last_loss,
+        "skipped_images": skipped_images + skipped_so_far(),
         "num_parameters": num_parameters,
         "global_batch_size": t.global_batch_size,
         "gradient_accumulation_steps": accumulation,
@@ -325,7 +348,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
                                   train_time, n_proc, device_description(accelerator.device)),
         **({"early_stopping": stopper.summary(step)} if stopper is not None else {}),
         "eval": None if evaluation is None else {"split": data.eval_name, **evaluation["metrics"],
-                                                 "num_images": evaluation["num_images"]},
+                                                 "num_images": evaluation["num_images"],
+                                                 "num_skipped": evaluation["num_skipped"]},
     }
     if main:
         runs.write_json(final_dir / runs.TRAIN_SUMMARY, summary)
@@ -339,6 +363,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
                     checkpoint=str(final_dir), task=task, dataset=data.dataset_name, split=split,
                     resolution=recipe.model.image_size, num_images=evaluation["num_images"],
                     metrics=evaluation["metrics"], per_class_accuracy=evaluation.get("per_class_accuracy"),
+                    num_skipped=evaluation["num_skipped"],
                 ),
             )
     accelerator.wait_for_everyone()
@@ -347,6 +372,19 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command) -> TrainResu
     if r.push_to_hub and main:
         push_run_to_hub(run_dir, r.hub_repo_id)
     return TrainResult(run_dir, step, last_loss, accuracy, train_time, num_parameters, losses)
+
+
+def truncate_log(log_file: Path, step: int) -> None:
+    """Drop the records of steps after `step` from the training log (atomically): a run resumed
+    from its checkpoint at `step` logs those steps again."""
+    if not log_file.is_file():
+        return
+    lines = [line for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        tmp = log_file.with_name(f".{log_file.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, log_file)
 
 
 def _last_logged_loss(log_file: Path) -> float | None:

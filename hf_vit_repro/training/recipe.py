@@ -68,7 +68,10 @@ class DataRecipe:
     Flowers). `holdout: true` is how a sweep member says "train on the rest, evaluate on the
     held-out part". `augmentation`: `inception_crop` (pretraining), `finetune` (the transfer
     preprocessing, VTAB-aware for registry tasks), `none` (resize only). `flip: null` keeps the
-    task's own rule (no flips where they change the label).
+    task's own rule (no flips where they change the label). `strict: false` (the default) skips
+    images that cannot be decoded, in training and in the end-of-run evaluation, and counts them
+    (`skipped_images` in train_summary.json, `num_skipped` in the metrics); `true` stops at the
+    first one, naming its row and file.
 
     `subset` trains on a seeded random part of the training split (the paper's data-size study,
     Sec. 4.2: 9M, 30M, 90M of JFT-300M): a value in (0, 1] is a fraction, a larger one a number of

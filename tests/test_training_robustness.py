@@ -1,0 +1,206 @@
+"""The training loop under damage and interference: a damaged latest checkpoint, a second run into
+the same folder, Ctrl-C, and the training log of a resumed run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import pytest
+import torch
+
+from hf_vit_repro import runs, training
+from hf_vit_repro.cli import main
+from hf_vit_repro.training import RecipeError, train
+
+from .test_training import final_weights, tiny_recipe
+
+CHANGES = {"train.steps": 5, "run.checkpoint_every": 1, "run.keep_checkpoints": 3, "run.log_every": 1}
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_after(step):
+    def callback(state):
+        if state.step == step:  # callbacks run after the step's checkpoint is written
+            raise Killed
+
+    return callback
+
+
+def assert_same_weights(a_dir, b_dir):
+    a, b = final_weights(a_dir), final_weights(b_dir)
+    assert a.keys() == b.keys()
+    for name in a:  # same process layout, same kernels: a resumed run is bit for bit the uninterrupted one
+        assert torch.equal(a[name], b[name]), name
+
+
+# ------------------------------------------------------------------ damaged checkpoints
+
+
+def test_checkpoint_problem_names_truncated_and_corrupted_files(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{**CHANGES, "train.steps": 2})
+    train(recipe)
+    checkpoint = training.latest_checkpoint(recipe.output_dir)
+    assert training.checkpoints.checkpoint_problem(checkpoint) is None
+
+    weights = checkpoint / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    assert "model.safetensors" in training.checkpoints.checkpoint_problem(checkpoint)
+    weights.write_bytes(data)
+
+    optimizer = checkpoint / "optimizer.bin"
+    blob = bytearray(optimizer.read_bytes())
+    with zipfile.ZipFile(optimizer) as archive:  # flip bytes inside a stored tensor: only its CRC can tell
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    name_len, extra_len = int.from_bytes(blob[info.header_offset + 26 : info.header_offset + 28], "little"), \
+        int.from_bytes(blob[info.header_offset + 28 : info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len + 8  # inside the member's data (the local header's sizes)
+    blob[start : start + 8] = bytes(8) if blob[start : start + 8] != bytes(8) else b"\xff" * 8
+    optimizer.write_bytes(bytes(blob))
+    assert "optimizer.bin is corrupted" in training.checkpoints.checkpoint_problem(checkpoint)
+    (checkpoint / "optimizer.bin").write_bytes(b"")
+    assert "optimizer.bin is truncated" in training.checkpoints.checkpoint_problem(checkpoint)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    reference = train(tiny_recipe(tmp_path, "reference", **CHANGES))
+    recipe = tiny_recipe(tmp_path, "damaged", **CHANGES)
+    with pytest.raises(Killed):
+        train(recipe, callbacks=[kill_after(3)])
+    latest = training.latest_checkpoint(recipe.output_dir)
+    assert latest.name == "step_0000003"
+    weights = latest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # an interrupted copy, a full disk...
+    capsys.readouterr()
+
+    resumed = train(recipe)
+    out = capsys.readouterr().out
+    assert "step_0000003 is damaged (model.safetensors" in out and "previous intact checkpoint step_0000002" in out
+    assert resumed.losses[0][0] == 3  # resumed after step 2
+    assert_same_weights(reference.run_dir, resumed.run_dir)
+
+
+def test_every_checkpoint_damaged_is_an_error_naming_them(tmp_path):
+    recipe = tiny_recipe(tmp_path, **CHANGES)
+    with pytest.raises(Killed):
+        train(recipe, callbacks=[kill_after(2)])
+    for checkpoint in training.list_checkpoints(recipe.output_dir):
+        (checkpoint / "scheduler.bin").write_bytes(b"not a zip")
+    with pytest.raises(RecipeError, match=r"Every checkpoint .* is damaged \(step_0000002: scheduler.bin"):
+        train(recipe)
+    explicit = recipe.replace(**{"run.resume": str(training.list_checkpoints(recipe.output_dir)[0])})
+    with pytest.raises(RecipeError, match="damaged checkpoint: scheduler.bin"):
+        train(explicit)
+
+
+# ------------------------------------------------------------------ one run per folder
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{"train.steps": 1, "optim.warmup_steps": 0})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from hf_vit_repro import runs; "
+         f"lock = runs.lock_run_dir({str(recipe.output_dir)!r}, 'training other'); print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RecipeError, match=rf"is in use by pid {holder.pid} on .* \(training other\)"):
+            train(recipe)
+        assert not (recipe.output_dir / runs.RECIPE).exists()  # refused before writing anything
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock dies with its process: no stale lock after a kill -9
+    assert train(recipe).steps == 1
+
+
+def test_a_run_refused_before_training_leaves_no_folder(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{"data.task": "no/such-dataset", "data.data_dir": str(tmp_path / "missing")})
+    with pytest.raises(RecipeError):
+        train(recipe)
+    assert not recipe.output_dir.exists()
+
+
+# ------------------------------------------------------------------ Ctrl-C and the log of a resumed run
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path, capsys):
+    reference = train(tiny_recipe(tmp_path, "reference", **{**CHANGES, "run.checkpoint_every": 0}))
+    recipe = tiny_recipe(tmp_path, "interrupted", **{**CHANGES, "run.checkpoint_every": 0})
+
+    def ctrl_c_at_step_2(state):
+        if state.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # let the handler run
+
+    stopped = train(recipe, callbacks=[ctrl_c_at_step_2])
+    assert not stopped.completed and stopped.interrupted and stopped.steps == 3  # the request is seen at step 3
+    out = capsys.readouterr().out
+    assert "stopped at step 3/5 (interrupted)" in out and "step_0000003" in out
+    assert [p.name for p in training.list_checkpoints(recipe.output_dir)] == ["step_0000003"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler removed again
+    assert_same_weights(reference.run_dir, train(recipe).run_dir)
+
+
+def test_second_ctrl_c_in_the_cli_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.cli, "run_recipe", interrupted)
+    code = main(["train", "recipes/demo/pretrain_vit.yaml", f"run.output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and "interrupted" in err and "run the same command again" in err
+
+
+def test_resumed_run_logs_every_step_once(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{**CHANGES, "run.checkpoint_every": 2})
+    with pytest.raises(Killed):
+        train(recipe, callbacks=[kill_after(3)])  # step 3 was logged, its checkpoint never written
+    log = recipe.output_dir / runs.LOGS_DIR / training.TRAIN_LOG
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    train(recipe)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+# ------------------------------------------------------------------ unreadable images: one rule everywhere
+
+
+def with_an_empty_jpeg(split: str, row: int):
+    from datasets import Image
+
+    from hf_vit_repro.data import load_task
+
+    dataset = load_task("digits", split).select(range(16))
+    dataset = dataset.cast_column("image", Image(decode=False))
+    rows = dataset.to_list()
+    rows[row]["image"] = {"bytes": b"", "path": f"broken_{split}.jpg"}
+    from datasets import Dataset
+
+    return Dataset.from_list(rows, features=dataset.features).cast_column("image", Image())
+
+
+def test_non_strict_runs_skip_and_count_unreadable_images_in_training_and_evaluation(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{"train.steps": 2, "optim.warmup_steps": 0})
+    result = train(recipe, train_dataset=with_an_empty_jpeg("train", 3), eval_dataset=with_an_empty_jpeg("test", 5))
+    summary = runs.read_json(result.run_dir / runs.TRAIN_SUMMARY)
+    assert summary["skipped_images"] == 1  # 16 images, batches of 8, two steps: the broken one was read once
+    assert summary["eval"]["num_images"] == 15 and summary["eval"]["num_skipped"] == 1
+    assert runs.read_json(runs.metrics_path(result.run_dir, "digits", "test"))["num_skipped"] == 1
+
+
+def test_strict_runs_stop_at_the_unreadable_image_naming_it(tmp_path):
+    from hf_vit_repro.data import CorruptImageError
+
+    recipe = tiny_recipe(tmp_path, **{"train.steps": 1, "optim.warmup_steps": 0, "data.strict": True})
+    with pytest.raises(CorruptImageError, match=r"row 5 .*broken_test.jpg.*strict mode"):
+        train(recipe, eval_dataset=with_an_empty_jpeg("test", 5))
+    assert (recipe.output_dir / runs.FINAL_DIR).is_dir()  # the weights were saved before the evaluation failed
