@@ -151,6 +151,18 @@ def test_killed_study_resumes_without_redoing_finished_runs(tmp_path, monkeypatc
     assert trained == [] and runs.read_json(folder / STUDY_JSON)["runs"] == records
 
 
+def test_a_session_stopped_early_ends_the_study_and_the_next_call_continues(tmp_path, capsys):
+    config = load_study_config(tiny_study(tmp_path, data={"task": "digits", "val_fraction": 0.1, "sizes": [1.0]}))
+    run_dir = config.folder / "runs" / "ViT-f1"
+    study = run_study(config, ["run.stop_after=2"], progress=False)  # as Ctrl-C does, after a step
+    assert study["complete"] is False and study["runs"] == [] and not study["interrupted"]
+    assert "ViT-f1: stopped at step 2 (run.stop_after)" in capsys.readouterr().out
+    assert not (run_dir / runs.FEWSHOT).exists()  # an unfinished model is not evaluated
+    study = run_study(config, progress=False)
+    assert study["complete"] is True and [r["steps"] for r in study["runs"]] == [6]
+    assert runs.read_json(config.folder / STUDY_JSON)["complete"] is True and (run_dir / runs.FEWSHOT).is_file()
+
+
 def test_a_changed_recipe_is_not_reported_as_the_finished_run(tmp_path):
     config = load_study_config(tiny_study(tmp_path, data={"task": "digits", "val_fraction": 0.1, "sizes": [1.0]}))
     run_study(config, progress=False)

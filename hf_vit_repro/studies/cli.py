@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -23,8 +24,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     launcher = "accelerate launch -m hf_vit_repro" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "vit-repro"
     command = " ".join([launcher, "study", args.kind, shlex.quote(args.config), *map(shlex.quote, args.overrides)]
                        + ([f"--output-dir {shlex.quote(args.output_dir)}"] if args.output_dir else []))
-    run_study(config, args.overrides, fresh=args.fresh, progress=not args.no_progress, command=command)
-    return 0
+    try:
+        study = run_study(config, args.overrides, fresh=args.fresh, progress=not args.no_progress, command=command)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped mid-step; finished runs and checkpoints are kept
+        print(f"vit-repro study: interrupted; run the same command again to continue {config.folder}.", file=sys.stderr)
+        return 130
+    return 130 if study.get("interrupted") else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -200,11 +200,23 @@ def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[
     return record
 
 
+def _stopped(study: dict[str, Any], run: PlannedRun, result, main: bool) -> dict[str, Any]:
+    """A training session of the study ended before its run did (Ctrl-C, `run.stop_after`): keep
+    what is finished, say how to continue, and return the study as it stands (`complete` false)."""
+    study["interrupted"] = bool(result.interrupted)
+    if main:
+        print(f"{run.key}: stopped at step {result.steps} ({'interrupted' if result.interrupted else 'run.stop_after'}); "
+              f"{len(study['runs'])} run(s) finished. Run the same study command again to continue.")
+    return study
+
+
 def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progress: bool = True,
               command: str | None = None) -> dict[str, Any]:
     """Run (or continue) a study and write STUDY_DIR/study.json, study.md and the plot; returns
-    the study record. `overrides` (`key=value`) apply to every pretraining and fine-tuning
-    recipe (e.g. `run.num_workers=2`, `smoke=true`); `fresh` deletes the study's runs first."""
+    the study record (`complete` false when a training session stopped early: Ctrl-C, or
+    `run.stop_after`; the same call continues it). `overrides` (`key=value`) apply to every
+    pretraining and fine-tuning recipe (e.g. `run.num_workers=2`, `smoke=true`); `fresh` deletes
+    the study's runs first."""
     from ..training import run_recipe
     from .report import write_report
 
@@ -227,6 +239,7 @@ def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progres
         "runs": [],
     }
     start = time.perf_counter()
+    study["complete"] = False
     for number, run in enumerate(planned, start=1):
         recipe = pretrain_recipe(config, run, overrides)
         run_dir = recipe.output_dir
@@ -239,7 +252,9 @@ def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progres
         else:
             if main:  # a finetune/ of an older pretraining would be reused by resume=auto
                 shutil.rmtree(run_dir / FINETUNE_DIR, ignore_errors=True)
-            run_recipe(recipe, command=f"vit-repro train {shlex.quote(str(run_dir / runs.RECIPE))}")
+            result = run_recipe(recipe, command=f"vit-repro train {shlex.quote(str(run_dir / runs.RECIPE))}")
+            if not result.completed:
+                return _stopped(study, run, result, main)
             trained = True
         if config.transfer.fewshot is not None:
             if main and (trained or not _fewshot_done(run_dir, config.transfer.fewshot)):
@@ -248,14 +263,18 @@ def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progres
         if config.transfer.finetune is not None:
             tuned = finetune_recipe(config, run, run_dir, overrides)
             if not _finished(tuned, tuned.output_dir):
-                run_recipe(tuned, command=f"vit-repro train {shlex.quote(str(tuned.output_dir / runs.RECIPE))}")
+                result = run_recipe(tuned, command=f"vit-repro train {shlex.quote(str(tuned.output_dir / runs.RECIPE))}")
+                if not result.completed:
+                    return _stopped(study, run, result, main)
         study["runs"].append(run_record(config, run, run_dir))
         if main:
             study["time_s"] = round(time.perf_counter() - start, 2)
             study["versions"] = runs.software_versions()
             runs.write_json(folder / STUDY_JSON, study)
         state.wait_for_everyone()
+    study["complete"] = True
     if main:
+        runs.write_json(folder / STUDY_JSON, study)
         written = write_report(study, folder)
         print(f"\nWrote {folder / STUDY_JSON}, " + ", ".join(str(p) for p in written))
     state.wait_for_everyone()
