@@ -150,6 +150,11 @@ def test_killed_study_resumes_without_redoing_finished_runs(tmp_path, monkeypatc
     run_study(config, progress=False)  # everything finished: nothing is trained
     assert trained == [] and runs.read_json(folder / STUDY_JSON)["runs"] == records
 
+    (folder / "data_size.png").unlink()
+    assert cli.main(["study", "report", str(folder)]) == 0 and (folder / "data_size.png").is_file()  # redrawn
+    assert cli.main(["study", "report", str(tmp_path)]) == 2
+    assert "holds no study.json" in capsys.readouterr().err
+
 
 def test_a_session_stopped_early_ends_the_study_and_the_next_call_continues(tmp_path, capsys):
     config = load_study_config(tiny_study(tmp_path, data={"task": "digits", "val_fraction": 0.1, "sizes": [1.0]}))
