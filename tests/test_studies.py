@@ -204,17 +204,21 @@ def _study(kind, records, finetune=False):
 def test_compute_plot_keeps_the_papers_table6_apart_from_measured_points(tmp_path):
     records = [_record("ViT-S", "ViT", 100, 0.5, exaflops=2e-7, epochs=10, finetune=0.9),
                _record("ViT-S", "ViT", 300, 0.6, exaflops=6e-7, epochs=30, finetune=0.95),
-               _record("R+ViT-S", "Hybrid", 100, 0.7, exaflops=3e-7, epochs=10, finetune=0.96)]
+               _record("R+ViT-S", "Hybrid", 100, 0.7, exaflops=3e-7, epochs=10, finetune=0.96),
+               _record("ViT-XS", "ViT", 100, 0.4, exaflops=1e-7, epochs=10, finetune=0.8)]
     study = _study("compute", records, finetune=True)
     figure = study_figure(study)
     *measured, reference = figure.axes
     assert len(measured) == 2  # few-shot and fine-tuned accuracy
     measured_x = {x for ax in measured for line in ax.lines for x in line.get_xdata()}
-    assert measured_x == {2e-7, 6e-7, 3e-7}
+    assert measured_x == {2e-7, 6e-7, 3e-7, 1e-7}
     fewshot_y = sorted(y for line in measured[0].lines for y in line.get_ydata())
-    assert fewshot_y == pytest.approx([50, 60, 70])
+    assert fewshot_y == pytest.approx([40, 50, 60, 70])
     paper_x = {x for line in reference.lines for x in line.get_xdata()}
     assert paper_x == {row["pretrain_exaflops"] for row in paper_table6()} and not paper_x & measured_x
+    legend = [line.get_label() for line in measured[0].lines if not line.get_label().startswith("_")]
+    assert len(measured[0].lines) == 3 and legend == ["ViT", "Hybrid"]  # coloured and listed by family
+    assert {text.get_text() for text in measured[0].texts} == {"ViT-S", "ViT-XS", "R+ViT-S"}  # each model named
     assert "paper (JFT-300M)" in reference.get_title() and reference.get_xscale() == "log"
     assert {line.get_label() for line in reference.lines} == {"ViT", "ResNet (BiT)", "Hybrid"}
     table = study_table(study)

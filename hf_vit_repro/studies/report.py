@@ -99,6 +99,7 @@ def study_figure(study: dict[str, Any]):
     axes = figure.subplots(1, panels, squeeze=False)[0]
     records = study["runs"]
     for ax, (_, label, value_of) in zip(axes, measures):
+        families_shown = set()
         for name in dict.fromkeys(r["model"] for r in records):
             mine = [r for r in records if r["model"] == name]
             x_of = (lambda r: r["compute"]["training_exaflops"]) if compute else (lambda r: r["train_examples"])
@@ -106,8 +107,13 @@ def study_figure(study: dict[str, Any]):
             if not points:
                 continue
             family = mine[0]["family"]
-            ax.plot(*zip(*points), marker=FAMILY_MARKERS.get(family, "o"), label=name,
-                    color=FAMILY_COLOURS.get(family) if compute else None, linewidth=1 if compute else 1.5)
+            if compute:  # Figure 5: colour and legend by family, each model named at its last point
+                ax.plot(*zip(*points), marker=FAMILY_MARKERS.get(family, "o"), color=FAMILY_COLOURS.get(family),
+                        linewidth=1, label=family if family not in families_shown else None)
+                ax.annotate(name, points[-1], textcoords="offset points", xytext=(4, -3), fontsize=6)
+                families_shown.add(family)
+            else:  # Figures 3 and 4: one line per model
+                ax.plot(*zip(*points), marker=FAMILY_MARKERS.get(family, "o"), label=name)
         ax.set_xscale("log")
         ax.set_xlabel("pretraining exaFLOPs (3 x forward x images seen)" if compute else "pretraining examples")
         ax.set_ylabel(label)
