@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo mpp-demo bench install clean help
+.PHONY: test demo mpp-demo bench study install clean help
 
 help:
 	@echo "make test   create $(VENV) if missing, install hf-vit-repro[test], run the test suite"
 	@echo "make demo   create $(VENV) if missing, install, run the offline end-to-end demo"
 	@echo "make mpp-demo  create $(VENV) if missing, install, run masked patch prediction vs from scratch (digits)"
 	@echo "make bench  create $(VENV) if missing, install, measure speed/memory against transformers and timm"
+	@echo "make study  create $(VENV) if missing, install, run the miniature data-size and compute studies (plots in outputs/studies/)"
 	@echo "make clean  remove $(VENV) and build artefacts"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -34,6 +35,11 @@ mpp-demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_models.py $(BENCH_ARGS)
+
+# The paper's two studies in miniature, offline (recipes/studies/); an interrupted run continues.
+study: $(STAMP)
+	$(BIN)/vit-repro study data-size recipes/studies/data_size.yaml $(STUDY_ARGS)
+	$(BIN)/vit-repro study compute recipes/studies/compute.yaml $(STUDY_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

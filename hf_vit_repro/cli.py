@@ -78,7 +78,9 @@ def _auto_class_of(folder) -> str:
 # Modules that add their own subcommands: each defines `add_cli(subparsers)`, which adds a parser
 # whose `func(args) -> int` default runs the command. Such modules keep their heavy imports
 # (matplotlib, datasets, ...) inside functions so `vit-repro --help` stays fast.
-SUBCOMMAND_MODULES: list[str] = ["analysis", "data", "evaluation", "evaluation.vtab", "training", "demo", "hub", "export"]
+SUBCOMMAND_MODULES: list[str] = [
+    "analysis", "data", "evaluation", "evaluation.vtab", "training", "demo", "hub", "export", "studies",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,8 @@ by it, as exaFLOPs and TPUv3-core-days).
   k, v projections 4*S*D*D + q projection and output 4*q*D*D + scores and weighted values
   4*q*S*D + MLP 4*q*D*M; q = S except in this package's classifier with token pooling, whose last
   block runs the query, output and MLP for the class token alone (`class_token_only_last_block`).
-  Plus the patch embedding 2*N*(P*P*C_in)*D and the head 2*D'*K (D' the pre-logits width).
+  Plus the patch embedding 2*N*(P*P*C_in)*D, the pre-logits layer 2*D*D' if any, and the head
+  2*D'*K (D' the pre-logits width, else D).
 - Convolution (BiT ResNets and the hybrids' CNN): 2 * H_out * W_out * (C_in / groups) * C_out *
   k_h * k_w, with H_out, W_out from the padding the config uses (transformers' `BitModel`: fixed
   symmetric padding for BiT, TF "SAME" for the hybrids). A ResNet-v2 bottleneck unit is a 1x1
@@ -108,6 +109,8 @@ def vit_flops(config, image_size, class_token_only_last_block: bool = False, hea
     else:
         c_in = config.num_channels
     flops += 2 * n * ph * pw * c_in * d
+    if config.representation_size:  # the pre-logits layer (the base model's pooler)
+        flops += 2 * d * config.representation_size
     if head:
         flops += 2 * config.pooled_size * max(int(config.num_labels), 0)
     return flops

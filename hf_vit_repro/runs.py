@@ -9,6 +9,7 @@ module finds files through these names, so the layout is defined once:
       checkpoints/step_0001000/   Accelerate state (model, optimizer, scheduler, RNG, data position)
       final/                      save_pretrained folder: config.json (auto_map), model.safetensors,
                                   shipped code files, preprocessor_config.json
+      best/                       with early stopping: the best validation model (final/ holds the same)
       logs/                       TensorBoard event files
       metrics/<task>_<split>.json one evaluation each (see `metrics_record`)
       fewshot.json                few-shot linear evaluation results
@@ -32,6 +33,7 @@ RECIPE = "recipe.yaml"
 TRAIN_SUMMARY = "train_summary.json"
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
+BEST_DIR = "best"
 LOGS_DIR = "logs"
 METRICS_DIR = "metrics"
 FEWSHOT = "fewshot.json"

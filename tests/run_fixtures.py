@@ -45,6 +45,10 @@ TRAIN_SUMMARY = {
     "hardware": {"device_name": "Tiny Test Accelerator", "num_processes": 2, "mixed_precision": "bf16"},
     "command": "vit-repro train recipes/tiny.yaml steps=1234",
     "final_train_loss": 0.3141,
+    "compute": {"forward_flops_per_image": 4_412_000_000, "image_size": 224, "images_seen": 78976,
+                "training_flops": 3 * 4_412_000_000 * 78976, "training_exaflops": 3 * 4_412_000_000 * 78976 / 1e18,
+                "device": "Tiny Test Accelerator", "num_devices": 2, "device_seconds": 8642.0},
+    "early_stopping": {"best_validation_accuracy": 0.8125, "best_step": 1000, "stopped_early": True},
 }
 METRICS = [  # (task, dataset, split, metrics)
     ("cifar10", "uoft-cs/cifar10", "test", {"accuracy": 0.4567, "top5_accuracy": 0.9123}),

@@ -155,3 +155,28 @@ def test_dataloader_feeds_the_model(digits):
     out = model(**batch)
     assert out.logits.shape == (4, 10) and torch.isfinite(out.loss)
     assert np.isfinite(out.loss.item())
+
+
+def test_nested_subsets_are_nested_seeded_and_machine_independent():
+    from hf_vit_repro.data import nested_subset, subset_size
+    from hf_vit_repro.data.collate import mix64
+
+    n = 1000
+    tenth, third, whole = (nested_subset(n, size, seed=3) for size in (0.1, 0.3, 1.0))
+    assert (len(tenth), len(third)) == (100, 300) and whole.tolist() == list(range(n))
+    assert set(tenth.tolist()) < set(third.tolist())  # the 10% subset lies inside the 30% one
+    counted = nested_subset(n, 250, seed=3)  # a number of rows instead of a fraction
+    assert len(counted) == 250 and set(tenth.tolist()) < set(counted.tolist()) < set(third.tolist())
+    assert np.array_equal(nested_subset(n, 0.1, seed=3), tenth)  # the same seed gives the same rows
+    assert len(set(nested_subset(n, 0.1, seed=4).tolist()) ^ set(tenth.tolist())) > 100  # another seed, others
+    # The rows are the ones ranked first by the scalar SplitMix64 hash of (seed, row): no NumPy
+    # random generator is involved, so every machine draws the same subset.
+    expected = sorted(sorted(range(n), key=lambda row: mix64(3, row))[:100])
+    assert tenth.tolist() == expected
+    assert subset_size(7, 0.01) == 1  # a fraction never rounds to an empty subset
+    with pytest.raises(ValueError, match="whole"):
+        nested_subset(n, 2.5)
+    with pytest.raises(ValueError, match="only 1000 rows"):
+        nested_subset(n, 2000)
+    with pytest.raises(ValueError, match="> 0"):
+        subset_size(n, 0)

@@ -23,7 +23,9 @@ def _counted(model, height: int, width: int) -> int:
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("overrides", [{}, {"pooling": "gap"}, {"image_size": 64, "hidden_size": 64}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"pooling": "gap"}, {"image_size": 64, "hidden_size": 64}, {"representation_size": 24}]
+)
 @pytest.mark.parametrize("model_cls", [ViTReproModel, ViTReproForImageClassification])
 def test_vit_formula_matches_torch_flop_counter(overrides, model_cls):
     """The base model runs every block on all tokens; the classifier (token pooling) runs its last

@@ -93,6 +93,10 @@ def test_card_of_an_evaluated_run_comes_from_its_files(tmp_path):
     assert "| Optimizer steps | 1,234 |" in body and "| Images seen | 78,976 |" in body
     assert "1 h 12 min (4,321 s)" in body and "Tiny Test Accelerator" in body and "num_processes: 2" in body
     assert TRAIN_SUMMARY["command"] in body and "0.3141" in body
+    # its compute: exaFLOPs = 3 x forward x images seen, device time = wall time x devices
+    assert "| Training compute | 0.00105 exaFLOPs |" in body and "= 3 x 4.412 GFLOPs per 224 px image" in body
+    assert "| Device time | 2 h 24 min (8,642 s) (2 x Tiny Test Accelerator) |" in body
+    assert "best validation accuracy 81.25% at step 1000" in body
     # results: each number from its file, as a percentage
     for task, _, _, metrics in METRICS:
         assert all(pct(v) in body for v in metrics.values()), task

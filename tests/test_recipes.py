@@ -13,7 +13,9 @@ from hf_vit_repro.variants import variant_names
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
-TRAINING_RECIPES = [p for p in RECIPES if "accelerate" not in p.parts]
+#: `vit-repro study` configs (recipes/studies/): they name training recipes, they are not one.
+STUDY_CONFIGS = [p for p in RECIPES if re.search(r"^study:", p.read_text(), re.MULTILINE)]
+TRAINING_RECIPES = [p for p in RECIPES if "accelerate" not in p.parts and p not in STUDY_CONFIGS]
 LAUNCH_CONFIGS = [p for p in RECIPES if "accelerate" in p.parts]
 
 

@@ -14,7 +14,16 @@ and `collate` import `datasets`, and only inside functions.
 """
 
 from .cli import add_cli
-from .collate import CorruptImageError, ImageClassificationCollator, SeededSampler, decode_image, make_dataloader, stable_permutation
+from .collate import (
+    CorruptImageError,
+    ImageClassificationCollator,
+    SeededSampler,
+    decode_image,
+    make_dataloader,
+    nested_subset,
+    stable_permutation,
+    subset_size,
+)
 from .loading import (
     DIGITS_TEST_SIZE,
     FEWSHOT_SHOTS,
@@ -77,4 +86,6 @@ __all__ = [
     "decode_image",
     "make_dataloader",
     "stable_permutation",
+    "nested_subset",
+    "subset_size",
 ]

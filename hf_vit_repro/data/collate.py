@@ -78,6 +78,28 @@ def stable_permutation(n: int, seed: int) -> np.ndarray:
     return np.argsort(hash_indices(np.arange(n), seed), kind="stable")
 
 
+def subset_size(n: int, size: float) -> int:
+    """How many of `n` rows a subset `size` means: a value in (0, 1] is a fraction (rounded, at
+    least one row), a larger one a whole number of rows (at most `n`)."""
+    if not size > 0:
+        raise ValueError(f"a subset size must be > 0, got {size}")
+    if size <= 1:
+        return max(1, int(round(size * n)))
+    if size != int(size):
+        raise ValueError(f"a subset size above 1 is a number of rows and must be whole, got {size}")
+    if size > n:
+        raise ValueError(f"a subset of {int(size)} rows was asked of a split of only {n} rows")
+    return int(size)
+
+
+def nested_subset(n: int, size: float, seed: int = 0) -> np.ndarray:
+    """Sorted row indices of a seeded random subset of range(n) with `subset_size(n, size)` rows:
+    the first rows of `stable_permutation(n, seed)`. Subsets of one (n, seed) are nested (the 10%
+    subset lies inside the 30% one: the paper's data-size study, Sec. 4.2) and the same on every
+    machine."""
+    return np.sort(stable_permutation(n, seed)[: subset_size(n, size)])
+
+
 def decode_image(value: Any) -> Image.Image:
     """A fully decoded PIL image from what a dataset row may hold: a PIL image, a `datasets`
     image dict ({"bytes": ..., "path": ...}), raw bytes, a file path, or an (H, W[, C]) array.

@@ -543,6 +543,11 @@ def _training(sources: Sources, token: str | None) -> dict | None:
         facts.append(("Hardware", str(hardware)))
     if summary.get("final_train_loss") is not None:
         facts.append(("Final training loss", f"{float(summary['final_train_loss']):.4f}"))
+    compute = _compute(summary.get("compute"), facts)
+    stopping = summary.get("early_stopping")
+    if isinstance(stopping, dict) and stopping.get("best_validation_accuracy") is not None:
+        facts.append(("Early stopping", f"best validation accuracy {100 * float(stopping['best_validation_accuracy']):.2f}% "
+                                        f"at step {stopping.get('best_step')} (final/ holds that model)"))
     command = summary.get("command")
     if isinstance(command, list):
         command = " ".join(map(str, command))
@@ -550,6 +555,27 @@ def _training(sources: Sources, token: str | None) -> dict | None:
         "facts": [(k, _cell(v)) for k, v in facts],
         "recipe": [(k, _cell(v)) for k, v in _flatten(recipe)] if recipe else None,
         "command": command,
+        "compute": compute,
+    }
+
+
+def _compute(compute: Any, facts: list) -> dict | None:
+    """The training summary's `compute` entry (`hf_vit_repro.training.compute`): facts rows for
+    the training compute and device time, and the numbers the card's sentence on them needs."""
+    if not isinstance(compute, dict):
+        return None
+    if compute.get("training_exaflops") is not None:
+        facts.append(("Training compute", f"{float(compute['training_exaflops']):.3g} exaFLOPs"))
+    if compute.get("device_seconds") is not None:
+        devices = f"{compute.get('num_devices', 1)} x {compute.get('device', 'unknown device')}"
+        facts.append(("Device time", f"{_duration(float(compute['device_seconds']))} ({devices})"))
+    if compute.get("training_exaflops") is None:
+        return None
+    return {
+        "exaflops": f"{float(compute['training_exaflops']):.3g}",
+        "forward_gflops": f"{float(compute.get('forward_flops_per_image', 0)) / 1e9:.4g}",
+        "image_size": compute.get("image_size"),
+        "images_seen": f"{int(compute.get('images_seen', 0)):,}",
     }
 
 

@@ -83,6 +83,13 @@ def build_data(recipe: Recipe, train_dataset=None, eval_dataset=None) -> RunData
         evaluation, eval_name = _load_split(d, d.eval_split, labels), d.eval_split
     else:
         evaluation = None
+    if d.subset is not None:  # after the hold-out: the validation images do not depend on the size
+        from ..data import nested_subset
+
+        try:
+            train = train.select(nested_subset(len(train), d.subset, d.subset_seed).tolist())
+        except ValueError as err:
+            raise RecipeError(f"`data.subset`: {err}.") from None
     if evaluation is not None and d.max_eval_examples and len(evaluation) > d.max_eval_examples:
         evaluation = evaluation.select(range(d.max_eval_examples))
     if not labels:

@@ -289,17 +289,18 @@ def save_checkpoint(accelerator, model, run_dir: Path, counters: dict[str, Any],
     return final
 
 
-def save_final_model(accelerator, model, recipe: Recipe) -> Path:
-    """Write `RUN_DIR/final/`: `save_pretrained` (with the shipped code for remote loading), the
-    image processor the recipe trained with (resolution, mean, std) and the recipe, atomically.
-    A collective: the full state dict is gathered from every process under FSDP / DeepSpeed."""
+def save_final_model(accelerator, model, recipe: Recipe, folder: str = runs.FINAL_DIR) -> Path:
+    """Write `RUN_DIR/final/` (or `RUN_DIR/<folder>/`, e.g. early stopping's best/):
+    `save_pretrained` (with the shipped code for remote loading), the image processor the recipe
+    trained with (resolution, mean, std) and the recipe, atomically. A collective: the full state
+    dict is gathered from every process under FSDP / DeepSpeed."""
     state_dict = accelerator.get_state_dict(model)
-    final_dir = recipe.output_dir / runs.FINAL_DIR
+    final_dir = recipe.output_dir / folder
     if accelerator.is_main_process:
         from transformers import ViTImageProcessor
 
         size = recipe.model.image_size
-        tmp = recipe.output_dir / f".{runs.FINAL_DIR}.tmp"
+        tmp = recipe.output_dir / f".{folder}.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
         accelerator.unwrap_model(model).save_pretrained(str(tmp), state_dict=state_dict)

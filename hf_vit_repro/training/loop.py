@@ -49,9 +49,11 @@ from .checkpoints import (
     save_checkpoint,
     save_final_model,
 )
+from .compute import compute_record, device_description
 from .distributed import (
     StopRequest, describe_distribution, finish_trackers, is_sharded, make_accelerator, micro_batches,
 )
+from .early_stopping import EarlyStopping
 from .objectives import objective_for
 from .optim import EMA, build_optimizer, build_scheduler
 from .recipe import SECTIONS, Recipe, RecipeError
@@ -157,6 +159,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     set_seed(t.seed, deterministic=r.deterministic)
     objective = objective_for(recipe)
     data = build_data(recipe, train_dataset, eval_dataset)
+    stopper = EarlyStopping.from_recipe(recipe, data.eval is not None)
     total_steps = t.steps or max(1, math.ceil(t.epochs * len(data.train) / t.global_batch_size))
     if o.warmup_steps >= total_steps > 1:
         raise RecipeError(f"optim.warmup_steps ({o.warmup_steps}) must be smaller than the run's {total_steps} steps.")
@@ -193,6 +196,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
         state = read_counters(checkpoint)
         step, images_seen, train_time = state["step"], state["images_seen"], state["train_time_s"]
         skipped_images = state.get("skipped_images", 0)
+        if stopper is not None:
+            stopper.restore(state)
         say(f"Resuming {recipe.name} from {checkpoint} (step {step}/{total_steps}).")
     log_file = run_dir / runs.LOGS_DIR / TRAIN_LOG
     if main:
@@ -214,7 +219,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
                mininterval=0.1 if sys.stderr.isatty() else 5.0)  # logs get a line every few seconds
     session_start, session_images, start_step = time.perf_counter(), 0, step
     model.train()
-    while step < total_steps:
+    while step < total_steps and not (stopper is not None and stopper.stopped):
         tic = time.perf_counter()
         totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, images, stop
         for micro in range(accumulation):
@@ -268,17 +273,23 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
                     f.write(json.dumps(record) + "\n")
             if r.trackers:
                 accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step" and v is not None}, step=step)
-        if t.eval_every and step % t.eval_every == 0 and step < total_steps and data.eval is not None:
+        if (stopper.due(step, total_steps) if stopper is not None
+                else t.eval_every and step % t.eval_every == 0 and step < total_steps and data.eval is not None):
             metrics = objective.evaluate(model, data.eval, recipe, accelerator)["metrics"]
             if r.trackers:
                 accelerator.log({f"eval/{data.eval_name}/{k}": v for k, v in metrics.items()}, step=step)
+            if stopper is not None and stopper.update(step, metrics[objective.accuracy_metric]):
+                save_final_model(accelerator, model, recipe, runs.BEST_DIR)  # the best validation model so far
         saved = None
-        interrupted = bool(totals[2]) and step < total_steps
-        stopping = interrupted or (bool(r.stop_after) and step - start_step >= r.stop_after and step < total_steps)
-        if (r.checkpoint_every and step % r.checkpoint_every == 0) or step == total_steps or stopping:
+        stopped_early = stopper is not None and stopper.stopped
+        interrupted = bool(totals[2]) and step < total_steps and not stopped_early
+        stopping = interrupted or (bool(r.stop_after) and step - start_step >= r.stop_after and step < total_steps
+                                   and not stopped_early)
+        if (r.checkpoint_every and step % r.checkpoint_every == 0) or step == total_steps or stopping or stopped_early:
             counters = {"step": step, "images_seen": images_seen, "train_time_s": train_time,
                         "micro_batches_per_process": step * accumulation, "total_steps": total_steps,
-                        "skipped_images": skipped_images + skipped_so_far()}
+                        "skipped_images": skipped_images + skipped_so_far(),
+                        **(stopper.state() if stopper is not None else {})}
             saved = last_checkpoint = save_checkpoint(accelerator, model, run_dir, counters, r.keep_checkpoints)
         for callback in callbacks:
             callback(TrainState(step, total_steps, mean_loss, lr, run_dir, saved))
@@ -300,6 +311,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     # evaluate it and write the summary and metrics
     if ema is not None:
         ema.copy_to(accelerator.unwrap_model(model))
+    if stopper is not None:  # final/ is the best validation model
+        stopper.load_best(accelerator, model, run_dir)
     final_dir = save_final_model(accelerator, model, recipe)
     accuracy = evaluation = None
     if data.eval is not None:
@@ -328,6 +341,10 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
         "num_parameters": num_parameters,
         "global_batch_size": t.global_batch_size,
         "gradient_accumulation_steps": accumulation,
+        "train_examples": len(data.train),
+        "compute": compute_record(accelerator.unwrap_model(model).config, recipe.model.image_size, images_seen,
+                                  train_time, n_proc, device_description(accelerator.device)),
+        **({"early_stopping": stopper.summary(step)} if stopper is not None else {}),
         "eval": None if evaluation is None else {"split": data.eval_name, **evaluation["metrics"],
                                                  "num_images": evaluation["num_images"],
                                                  "num_skipped": evaluation["num_skipped"]},

@@ -76,6 +76,12 @@ class DataRecipe:
     images that cannot be decoded, in training and in the end-of-run evaluation, and counts them
     (`skipped_images` in train_summary.json, `num_skipped` in the metrics); `true` stops at the
     first one, naming its row and file.
+
+    `subset` trains on a seeded random part of the training split (the paper's data-size study,
+    Sec. 4.2: 9M, 30M, 90M of JFT-300M): a value in (0, 1] is a fraction, a larger one a number of
+    images; drawn after the `holdout` part is set aside, so the validation images are the same for
+    every size. Subsets of one `subset_seed` are nested: the 10% subset is inside the 30% one
+    (`hf_vit_repro.data.nested_subset`).
     """
 
     task: str = "digits"
@@ -94,6 +100,8 @@ class DataRecipe:
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    subset: float | None = None
+    subset_seed: int = 0
     strict: bool = False
 
 
@@ -133,6 +141,12 @@ class TrainRecipe:
     each update draws lambda ~ Beta(alpha, alpha), every micro-batch is mixed with a permutation of
     itself and the loss is lambda L(y) + (1 - lambda) L(y_permuted) (`optim.mixup`).
 
+    `early_stopping_patience` (the paper's data-size setting, Sec. 4.2): every `eval_every` steps
+    and at the last one the model is scored on the evaluation set (use `data.holdout: true` for a
+    validation part of the training split); the best-scoring model is kept in RUN_DIR/best/ and
+    becomes final/, and training stops after that many evaluations without a better accuracy
+    (the objective's accuracy metric).
+
     `objective`: `classification` (labels, the classifier's loss and accuracy) or
     `masked_patch_prediction`, the paper's self-supervised pretraining (Sec. 4.6, Appendix
     B.1.2): no labels, a `ViTReproForMaskedPatchPrediction` whose corruption is drawn per image in
@@ -152,6 +166,7 @@ class TrainRecipe:
     seed: int = 0
     eval_every: int = 0
     eval_batch_size: int = 256
+    early_stopping_patience: int | None = None
 
 
 @dataclass
@@ -322,6 +337,9 @@ class Recipe:
             raise RecipeError("`data.holdout: true` needs `data.val_fraction` > 0 (the part held out for validation).")
         positive("data.max_train_examples", d.max_train_examples, allow_none=True)
         positive("data.max_eval_examples", d.max_eval_examples, allow_none=True)
+        positive("data.subset", d.subset, allow_none=True)
+        if d.subset is not None and d.subset > 1 and d.subset != int(d.subset):
+            raise RecipeError(f"`data.subset` is a fraction in (0, 1] or a whole number of images, got {d.subset}.")
         positive("optim.lr", o.lr)
         for lr in o.lr_sweep:
             positive("optim.lr_sweep[...]", lr)
@@ -364,6 +382,12 @@ class Recipe:
             self._validate_masked_patch_prediction()
         positive("train.eval_every", t.eval_every, allow_zero=True)
         positive("train.eval_batch_size", t.eval_batch_size)
+        positive("train.early_stopping_patience", t.early_stopping_patience, allow_none=True)
+        if t.early_stopping_patience is not None and not t.eval_every:
+            raise RecipeError("`train.early_stopping_patience` needs `train.eval_every` > 0 (how often to validate).")
+        if t.early_stopping_patience is not None and t.ema_decay is not None:
+            raise RecipeError("`train.early_stopping_patience` keeps the best training weights; it cannot be combined "
+                              "with `train.ema_decay` (set one of them to null).")
         positive("run.checkpoint_every", r.checkpoint_every, allow_zero=True)
         positive("run.keep_checkpoints", r.keep_checkpoints)
         positive("run.stop_after", r.stop_after, allow_none=True)
@@ -550,6 +574,24 @@ def apply_overrides(recipe: Recipe, overrides: Sequence[tuple[str, Any]], source
     return recipe
 
 
+def read_yaml_file(path: str | os.PathLike, what: str = "Recipe file",
+                   listed: str = "The recipes are listed in recipes/README.md.") -> tuple[Path, Any]:
+    """`(path, parsed YAML)` of a config file; a relative path that is not found from the working
+    directory is looked up in the source checkout. `RecipeError` for a missing file or bad YAML."""
+    import yaml
+
+    path = Path(path)
+    checkout = Path(__file__).resolve().parents[2]
+    if not path.is_file() and not path.is_absolute() and (checkout / path).is_file():
+        path = checkout / path  # "recipes/..." from outside the source checkout
+    if not path.is_file():
+        raise RecipeError(f"{what} {str(path)!r} does not exist. {listed}")
+    try:
+        return path, yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+
+
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] | Sequence[tuple[str, Any]] = ()) -> Recipe:
     """Read a YAML recipe, apply `key=value` overrides, then the smoke switch if on. A relative
     path that is not found from the working directory is looked up in the source checkout
@@ -559,18 +601,7 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] | Sequence[tup
     `smoke=true train.steps=5` runs 5 steps). Raises `RecipeError` (a ValueError) for a missing
     file, bad YAML, unknown keys or invalid values, before anything is trained.
     """
-    import yaml
-
-    path = Path(path)
-    checkout = Path(__file__).resolve().parents[2]
-    if not path.is_file() and not path.is_absolute() and (checkout / path).is_file():
-        path = checkout / path  # "recipes/..." from outside the source checkout
-    if not path.is_file():
-        raise RecipeError(f"Recipe file {str(path)!r} does not exist. The recipes are listed in recipes/README.md.")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    path, values = read_yaml_file(path)
     pairs = [item if isinstance(item, tuple) else parse_overrides([str(item)])[0] for item in overrides]
     recipe = Recipe.from_dict(values, source=str(path), validate=False)
     apply_overrides(recipe, pairs)
@@ -623,7 +654,7 @@ def smoke_recipe(recipe: Recipe) -> Recipe:
     o.warmup_steps = 1
     t.steps, t.epochs = 3, None
     t.global_batch_size, t.micro_batch_size, t.eval_batch_size = 8, 4, 16
-    t.eval_every = 0
+    t.eval_every = 1 if t.early_stopping_patience else 0
     r.mixed_precision, r.compile, r.num_workers = "no", False, 0
     r.checkpoint_every, r.log_every, r.push_to_hub = 2, 1, False
     return new

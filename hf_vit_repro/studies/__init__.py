@@ -1,0 +1,32 @@
+"""The paper's two experiments as commands (issue 16): the data-size study (Sec. 4.2, Figures 3
+and 4: ResNets win on small pretraining data, ViT with enough of it) and the compute study
+(Sec. 4.4, Figure 5 and Table 6: transfer accuracy against pretraining compute).
+
+    vit-repro study data-size recipes/studies/data_size.yaml     # the miniature, offline
+    vit-repro study compute recipes/studies/compute.yaml
+    torchrun --standalone --nproc_per_node 2 -m hf_vit_repro study data-size CONFIG   # data-parallel
+
+A study sits on top of training and evaluation: each of its runs is an ordinary recipe run
+(`hf_vit_repro.training.run_recipe`) in its own folder, with nested seeded subsets
+(`data.subset`) and early stopping on held-out data (`train.early_stopping_patience`), whose
+summary carries its compute (`training.compute`); the pretrained models are then evaluated by
+few-shot linear regression (`evaluation.fewshot_checkpoint`) and optionally fine-tuned.
+
+- `config`  the study config (YAML) and its validation
+- `runner`  the plan of runs, their recipes, resuming, study.json
+- `report`  the plots and the table, the paper's Table 6 as a reference
+- `cli`     `vit-repro study ...`
+"""
+
+from __future__ import annotations
+
+from .cli import add_cli
+from .config import FAMILIES, KINDS, ModelEntry, StudyConfig, StudyConfigError, load_study_config
+from .report import paper_table6, plot_study, reference_points, study_figure, study_table, write_report
+from .runner import STUDY_JSON, PlannedRun, finetune_recipe, plan_runs, pretrain_recipe, run_record, run_study
+
+__all__ = [
+    "FAMILIES", "KINDS", "ModelEntry", "PlannedRun", "STUDY_JSON", "StudyConfig", "StudyConfigError", "add_cli",
+    "finetune_recipe", "load_study_config", "paper_table6", "plan_runs", "plot_study", "pretrain_recipe",
+    "reference_points", "run_record", "run_study", "study_figure", "study_table", "write_report",
+]

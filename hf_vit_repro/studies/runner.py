@@ -1,0 +1,281 @@
+"""Running a study: one ordinary recipe run per (model, data size) or (model, epochs), each in its
+own folder, then its transfer evaluations; study.json rewritten after every run.
+
+    STUDY_DIR/
+      study.json                    the config, and one record per run (see `run_record`)
+      study.md                      the measured table (Table 6's form)
+      data_size.png | compute.png   the paper's Figure 3/4 or Figure 5, from study.json
+      runs/<model>-<size|epochs>/   a normal run folder: recipe.yaml, checkpoints/, best/, final/,
+                                    train_summary.json (with `compute`), fewshot.json, finetune/
+
+Resumable run by run: a run whose folder holds a train_summary.json of the same recipe is not
+trained again (and its few-shot / fine-tuning results are reused when they are there); a run
+that was interrupted continues from its last checkpoint (`run.resume=auto`). Data-parallel under
+`torchrun` / `accelerate launch` like `vit-repro train`: every process walks the same plan, the
+training runs are collective, and only the main process evaluates few-shot (the others wait) and
+writes files.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import runs
+from .config import StudyConfig, ModelEntry
+
+STUDY_JSON = "study.json"
+RUNS_DIR = "runs"
+FINETUNE_DIR = "finetune"
+
+
+@dataclass
+class PlannedRun:
+    """One pretraining run of a study: `key` names its folder under runs/."""
+
+    key: str
+    model: ModelEntry
+    size: float | None = None
+    epochs: float | None = None
+
+    def describe(self, config: StudyConfig) -> str:
+        if self.size is not None:
+            amount = f"{self.size:.0%}" if self.size <= 1 else f"{int(self.size)} images"
+            return f"{self.model.name} on {amount} of {config.data.task}/{config.data.train_split}"
+        return f"{self.model.name}, {self.epochs:g} epochs of {config.data.task}/{config.data.train_split}"
+
+
+def plan_runs(config: StudyConfig) -> list[PlannedRun]:
+    """The runs of a study, model by model: every data size (data-size study, smallest first) or
+    every epochs value (compute study)."""
+    planned = []
+    for model in config.models:
+        if config.study == "data-size":
+            for size in sorted(config.data.sizes, key=lambda s: (s > 1, s)):
+                tag = f"f{size:g}" if size <= 1 else f"n{int(size)}"
+                planned.append(PlannedRun(f"{model.slug}-{tag}", model, size=size))
+        else:
+            for epochs in model.epochs or config.epochs:
+                planned.append(PlannedRun(f"{model.slug}-e{epochs:g}", model, epochs=epochs))
+    return planned
+
+
+def pretrain_recipe(config: StudyConfig, planned: PlannedRun, overrides=()):
+    """The recipe of one pretraining run: the base recipe, then the study's `overrides`, the
+    model's own, the command line's, and last what the study varies and where it writes (the
+    model, the data and its subset, early stopping, epochs, folder)."""
+    from ..training import load_recipe, parse_overrides
+
+    m, d = planned.model, config.data
+    pairs = list(config.overrides.items()) + list(m.overrides.items()) + parse_overrides(list(overrides))
+    pairs += [("model.variant", m.variant), ("model.config", m.config),
+              ("data.task", d.task), ("data.data_dir", d.data_dir), ("data.image_column", d.image_column),
+              ("data.label_column", d.label_column), ("data.train_split", d.train_split)]
+    if d.val_fraction > 0:
+        pairs += [("data.holdout", True), ("data.val_fraction", d.val_fraction)]
+    if planned.size is not None:
+        pairs += [("data.subset", planned.size), ("data.subset_seed", d.subset_seed)]
+    if config.early_stopping is not None:
+        pairs += [("train.early_stopping_patience", config.early_stopping.patience),
+                  ("train.eval_every", config.early_stopping.eval_every)]
+    if planned.epochs is not None:
+        pairs += [("train.steps", None), ("train.epochs", planned.epochs)]
+    pairs += [("name", f"{config.name}-{planned.key}"), ("run.resume", "auto"),
+              ("run.output_dir", str(config.folder / RUNS_DIR / planned.key))]
+    return load_recipe(config.resolve_path(config.recipe), pairs)
+
+
+def finetune_recipe(config: StudyConfig, planned: PlannedRun, run_dir: Path, overrides=()):
+    """The fine-tuning run of a pretrained model: the study's fine-tuning recipe with
+    `model.init_from` = the pretraining run, in RUN_DIR/finetune/."""
+    from ..training import load_recipe, parse_overrides
+
+    spec = config.transfer.finetune
+    pairs = list(spec.overrides.items()) + parse_overrides(list(overrides))
+    pairs += [("model.init_from", str(run_dir)), ("name", f"{config.name}-{planned.key}-finetune"),
+              ("run.resume", "auto"), ("run.output_dir", str(run_dir / FINETUNE_DIR))]
+    return load_recipe(config.resolve_path(spec.recipe), pairs)
+
+
+def _state():
+    """Accelerate's process state (the CPU is asked for explicitly without a GPU, as the
+    training loop does, so torchrun's CPU processes join one group)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _finished(recipe, folder: Path) -> bool:
+    """Whether `folder` holds a finished run of `recipe`; a finished run of another recipe is an
+    error (reporting it as this one's would be wrong)."""
+    from ..training import Recipe, recipe_differences
+
+    if not (folder / runs.TRAIN_SUMMARY).is_file():
+        return False
+    import yaml
+
+    saved = Recipe.from_dict(yaml.safe_load((folder / runs.RECIPE).read_text(encoding="utf-8")) or {},
+                             str(folder / runs.RECIPE), validate=False)
+    changes = recipe_differences(saved, recipe)
+    if changes:
+        raise ValueError(
+            f"{folder} holds a finished run of another recipe ({'; '.join(changes[:4])}). The study config or "
+            "its recipes changed since: choose another output_dir, or pass --fresh to start the study over."
+        )
+    return True
+
+
+def _fewshot_done(run_dir: Path, spec) -> bool:
+    path = run_dir / runs.FEWSHOT
+    if not path.is_file():
+        return False
+    results = runs.read_json(path).get("results", {}).get(spec.task, {})
+    return all(str(k) in results and len(results[str(k)].get("seeds", [])) == spec.seeds for k in spec.shots)
+
+
+def _run_fewshot(config: StudyConfig, run_dir: Path, device: str, progress: bool) -> None:
+    from ..evaluation import fewshot_checkpoint
+
+    spec = config.transfer.fewshot
+    extra = {} if spec.l2_reg is None else {"l2_reg": spec.l2_reg}
+    fewshot_checkpoint(
+        run_dir, [spec.task], shots=spec.shots, seeds=range(spec.seeds), train_split=spec.train_split,
+        test_split=spec.test_split, data_dirs={spec.task: spec.data_dir} if spec.data_dir else None,
+        resolution=spec.resolution, device=device, cache_dir=None, batch_size=spec.batch_size,
+        progress=progress, **extra,
+    )
+
+
+def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[str, Any]:
+    """What study.json says of one run, read from its folder: the model, the data it saw, its
+    length, best validation accuracy, few-shot accuracy per shot, fine-tuned accuracy, compute."""
+    summary = runs.read_json(run_dir / runs.TRAIN_SUMMARY)
+    stopping = summary.get("early_stopping") or {}
+    evaluation = summary.get("eval") or {}
+    compute = summary.get("compute") or {}
+    train_examples = summary.get("train_examples")
+    record: dict[str, Any] = {
+        "run": planned.key,
+        "model": planned.model.name,
+        "family": planned.model.resolved_family(),
+        "variant": planned.model.variant,
+        "num_parameters": summary.get("num_parameters"),
+        "subset": planned.size,
+        "train_examples": train_examples,
+        "epochs": planned.epochs if planned.epochs is not None else (
+            round(summary["images_seen"] / train_examples, 3) if train_examples else None),
+        "steps": summary.get("steps"),
+        "images_seen": summary.get("images_seen"),
+        "best_validation_accuracy": stopping.get("best_validation_accuracy", evaluation.get("accuracy")),
+        "validation": evaluation.get("split"),
+        "best_step": stopping.get("best_step"),
+        "stopped_early": stopping.get("stopped_early"),
+        "fewshot": None,
+        "finetune": None,
+        "compute": {key: compute.get(key) for key in ("training_exaflops", "forward_flops_per_image", "device_seconds",
+                                                       "num_devices", "device")},
+        "run_dir": str(run_dir),
+    }
+    spec = config.transfer.fewshot
+    if spec is not None and (run_dir / runs.FEWSHOT).is_file():
+        results = runs.read_json(run_dir / runs.FEWSHOT)["results"].get(spec.task, {})
+        record["fewshot"] = {
+            "task": spec.task, "test_split": spec.test_split, "seeds": spec.seeds,
+            "accuracy": {k: results[k]["mean"] for k in sorted(results, key=int)},
+            "std": {k: results[k]["std"] for k in sorted(results, key=int)},
+        }
+    finetune_summary = run_dir / FINETUNE_DIR / runs.TRAIN_SUMMARY
+    if config.transfer.finetune is not None and finetune_summary.is_file():
+        import yaml
+
+        tuned = runs.read_json(finetune_summary)
+        task = (yaml.safe_load((run_dir / FINETUNE_DIR / runs.RECIPE).read_text(encoding="utf-8")) or {})["data"]["task"]
+        record["finetune"] = {"accuracy": (tuned.get("eval") or {}).get("accuracy"),
+                              "split": f"{task}/{(tuned.get('eval') or {}).get('split')}", "steps": tuned.get("steps")}
+    return record
+
+
+def _stopped(study: dict[str, Any], run: PlannedRun, result, main: bool) -> dict[str, Any]:
+    """A training session of the study ended before its run did (Ctrl-C, `run.stop_after`): keep
+    what is finished, say how to continue, and return the study as it stands (`complete` false)."""
+    study["interrupted"] = bool(result.interrupted)
+    if main:
+        print(f"{run.key}: stopped at step {result.steps} ({'interrupted' if result.interrupted else 'run.stop_after'}); "
+              f"{len(study['runs'])} run(s) finished. Run the same study command again to continue.")
+    return study
+
+
+def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progress: bool = True,
+              command: str | None = None) -> dict[str, Any]:
+    """Run (or continue) a study and write STUDY_DIR/study.json, study.md and the plot; returns
+    the study record (`complete` false when a training session stopped early: Ctrl-C, or
+    `run.stop_after`; the same call continues it). `overrides` (`key=value`) apply to every
+    pretraining and fine-tuning recipe (e.g. `run.num_workers=2`, `smoke=true`); `fresh` deletes
+    the study's runs first."""
+    from ..training import run_recipe
+    from .report import write_report
+
+    state = _state()
+    main = state.is_main_process
+    folder = config.folder
+    overrides = list(overrides) + ([] if progress else ["run.progress_bar=false"])
+    if fresh and main:
+        shutil.rmtree(folder / RUNS_DIR, ignore_errors=True)
+        (folder / STUDY_JSON).unlink(missing_ok=True)
+    state.wait_for_everyone()
+    planned = plan_runs(config)
+    study: dict[str, Any] = {
+        "study": config.study,
+        "name": config.name,
+        "description": config.description,
+        "command": command or f"vit-repro study {config.study} {shlex.quote(config.source)}",
+        "config": config.to_dict(),
+        "overrides": overrides,
+        "runs": [],
+    }
+    start = time.perf_counter()
+    study["complete"] = False
+    for number, run in enumerate(planned, start=1):
+        recipe = pretrain_recipe(config, run, overrides)
+        run_dir = recipe.output_dir
+        if main:
+            print(f"\n=== [{number}/{len(planned)}] {run.describe(config)}: {run_dir} ===", flush=True)
+        trained = False
+        if _finished(recipe, run_dir):
+            if main:
+                print(f"{run.key}: pretraining finished earlier; kept.")
+        else:
+            if main:  # a finetune/ of an older pretraining would be reused by resume=auto
+                shutil.rmtree(run_dir / FINETUNE_DIR, ignore_errors=True)
+            result = run_recipe(recipe, command=f"vit-repro train {shlex.quote(str(run_dir / runs.RECIPE))}")
+            if not result.completed:
+                return _stopped(study, run, result, main)
+            trained = True
+        if config.transfer.fewshot is not None:
+            if main and (trained or not _fewshot_done(run_dir, config.transfer.fewshot)):
+                _run_fewshot(config, run_dir, str(state.device), progress)
+            state.wait_for_everyone()
+        if config.transfer.finetune is not None:
+            tuned = finetune_recipe(config, run, run_dir, overrides)
+            if not _finished(tuned, tuned.output_dir):
+                result = run_recipe(tuned, command=f"vit-repro train {shlex.quote(str(tuned.output_dir / runs.RECIPE))}")
+                if not result.completed:
+                    return _stopped(study, run, result, main)
+        study["runs"].append(run_record(config, run, run_dir))
+        if main:
+            study["time_s"] = round(time.perf_counter() - start, 2)
+            study["versions"] = runs.software_versions()
+            runs.write_json(folder / STUDY_JSON, study)
+        state.wait_for_everyone()
+    study["complete"] = True
+    if main:
+        runs.write_json(folder / STUDY_JSON, study)
+        written = write_report(study, folder)
+        print(f"\nWrote {folder / STUDY_JSON}, " + ", ".join(str(p) for p in written))
+    state.wait_for_everyone()
+    return study

@@ -1,0 +1,249 @@
+"""`vit-repro study`: study configs (the shipped miniatures and bad ones), the recipes a study
+runs, resuming a killed study without redoing finished runs, and the plots and table in the
+paper's forms with Table 6 kept apart from measured points. Tiny models on digits, a few steps."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_vit_repro import cli, runs, training
+from hf_vit_repro.studies import (
+    STUDY_JSON,
+    StudyConfigError,
+    load_study_config,
+    paper_table6,
+    plan_runs,
+    pretrain_recipe,
+    reference_points,
+    run_study,
+    study_figure,
+    study_table,
+    write_report,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "patch_size": 4}
+
+
+def tiny_study(tmp_path, **changes) -> Path:
+    """A data-size study of one tiny ViT on two nested subsets of 160 digits (16 held out), 6 steps
+    each with validation every 2 and a checkpoint every 2, then 1- and 5-shot evaluation."""
+    config = {
+        "study": "data-size",
+        "name": "tiny",
+        "recipe": str(ROOT / "recipes" / "studies" / "pretrain_digits.yaml"),
+        "output_dir": str(tmp_path / "study"),
+        "overrides": {"train.steps": 6, "train.global_batch_size": 16, "train.micro_batch_size": 16,
+                      "optim.warmup_steps": 1, "data.max_train_examples": 160, "run.checkpoint_every": 2,
+                      "run.keep_checkpoints": 5, "run.num_workers": 0, "run.torch_threads": None},
+        "data": {"task": "digits", "val_fraction": 0.1, "sizes": [0.5, 1.0]},
+        "early_stopping": {"patience": 5, "eval_every": 2},
+        "models": [{"name": "ViT", "config": TINY, "overrides": {"model.representation_size": 32}}],
+        "transfer": {"fewshot": {"task": "digits", "shots": [1, 5], "seeds": 1}},
+    }
+    for key, value in changes.items():
+        config[key] = value
+    path = tmp_path / "tiny_study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# ------------------------------------------------------------------ configs and the recipes they make
+
+
+@pytest.mark.parametrize("kind", ["data-size", "compute"])
+def test_shipped_miniature_studies_load_and_make_valid_recipes(kind):
+    path = ROOT / "recipes" / "studies" / f"{kind.replace('-', '_')}.yaml"
+    config = load_study_config(path, kind=kind)
+    planned = plan_runs(config)
+    assert len(planned) == len(config.models) * (len(config.data.sizes) if kind == "data-size" else len(config.epochs))
+    assert {m.resolved_family() for m in config.models} >= {"ViT", "Hybrid"}
+    first = pretrain_recipe(config, planned[0], ["run.num_workers=0"])
+    assert first.output_dir == config.folder / "runs" / planned[0].key and first.run.num_workers == 0
+    assert first.model.config == config.models[0].config and first.data.holdout and first.data.val_fraction == 0.1
+    if kind == "data-size":
+        sizes = [load_recipe_size(config, p) for p in planned if p.model is config.models[0]]
+        assert sizes == [0.05, 0.1, 0.25, 0.5, 1.0]  # smallest first
+        assert first.train.early_stopping_patience == 4 and first.train.eval_every == 25
+    else:
+        assert first.train.epochs == 10 and first.train.steps is None and first.data.subset is None
+        assert config.transfer.finetune is not None and config.plot.reference
+
+
+def load_recipe_size(config, planned):
+    return pretrain_recipe(config, planned).data.subset
+
+
+def test_study_config_errors_name_what_to_change(tmp_path, capsys):
+    with pytest.raises(StudyConfigError, match="unknown key 'model'.*Did you mean 'models'"):
+        load_study_config(tiny_study(tmp_path, model=[]))
+    with pytest.raises(StudyConfigError, match="early stopping"):
+        load_study_config(tiny_study(tmp_path, early_stopping=None))
+    with pytest.raises(StudyConfigError, match="run it with `vit-repro study data-size`"):
+        load_study_config(tiny_study(tmp_path), kind="compute")
+    with pytest.raises(StudyConfigError, match="needs `epochs`"):
+        load_study_config(tiny_study(tmp_path, study="compute", data={"task": "digits"}))
+    with pytest.raises(ValueError, match=r"models\[0\].config.*mapping"):
+        load_study_config(tiny_study(tmp_path, models=[{"name": "ViT", "config": [1, 2]}]))
+    # the command line: one line, exit status 2, no traceback
+    code = cli.main(["study", "data-size", str(tiny_study(tmp_path, data={"sizes": [0]}))])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("vit-repro study: error:") and "data.sizes" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ resuming
+
+
+def test_killed_study_resumes_without_redoing_finished_runs(tmp_path, monkeypatch, capsys):
+    config = load_study_config(tiny_study(tmp_path))
+    folder = config.folder
+    real = training.run_recipe
+    trained = []
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_3(state):
+        if state.step == 3:  # the second run has written its step-2 checkpoint, not yet final/
+            raise Killed
+
+    def run_recipe(recipe, **kwargs):
+        trained.append(recipe.output_dir.name)
+        if kill and len(trained) == 2:
+            kwargs["callbacks"] = [kill_at_step_3]
+        return real(recipe, **kwargs)
+
+    monkeypatch.setattr(training, "run_recipe", run_recipe)
+    kill = True
+    with pytest.raises(Killed):
+        run_study(config, progress=False)
+    first_run, second_run = folder / "runs" / "ViT-f0.5", folder / "runs" / "ViT-f1"
+    assert trained == ["ViT-f0.5", "ViT-f1"]
+    partial = runs.read_json(folder / STUDY_JSON)
+    assert [r["run"] for r in partial["runs"]] == ["ViT-f0.5"]  # written after every run
+    assert not (second_run / runs.FINAL_DIR).exists() and (second_run / "checkpoints" / "step_0000002").is_dir()
+    finished_files = [first_run / runs.FINAL_DIR / "model.safetensors", first_run / runs.FEWSHOT,
+                      first_run / runs.TRAIN_SUMMARY]
+    stamps = [p.stat().st_mtime_ns for p in finished_files]
+
+    kill = False
+    trained.clear()
+    capsys.readouterr()
+    study = run_study(config, progress=False)
+    out = capsys.readouterr().out
+    assert trained == ["ViT-f1"]  # the finished run is not trained again ...
+    assert [p.stat().st_mtime_ns for p in finished_files] == stamps  # ... nor re-evaluated
+    assert "ViT-f0.5: pretraining finished earlier; kept." in out
+    assert "Resuming tiny-ViT-f1 from" in out and "step_0000002 (step 2/6)" in out  # the killed one continues
+    records = runs.read_json(folder / STUDY_JSON)["runs"]
+    assert records == study["runs"] and [r["run"] for r in records] == ["ViT-f0.5", "ViT-f1"]
+    assert records[0] == partial["runs"][0]
+    for record in records:
+        assert set(record["fewshot"]["accuracy"]) == {"1", "5"} and 0 <= record["fewshot"]["accuracy"]["5"] <= 1
+        assert record["compute"]["training_exaflops"] > 0 and record["compute"]["num_devices"] == 1
+    # 144 training images after the hold-out of 16; the subsets: 72 and all 144
+    assert [r["train_examples"] for r in records] == [72, 144] and records[1]["steps"] == 6
+    assert (folder / "data_size.png").is_file() and (folder / "study.md").is_file()
+
+    trained.clear()
+    run_study(config, progress=False)  # everything finished: nothing is trained
+    assert trained == [] and runs.read_json(folder / STUDY_JSON)["runs"] == records
+
+    (folder / "data_size.png").unlink()
+    assert cli.main(["study", "report", str(folder)]) == 0 and (folder / "data_size.png").is_file()  # redrawn
+    assert cli.main(["study", "report", str(tmp_path)]) == 2
+    assert "holds no study.json" in capsys.readouterr().err
+
+
+def test_a_session_stopped_early_ends_the_study_and_the_next_call_continues(tmp_path, capsys):
+    config = load_study_config(tiny_study(tmp_path, data={"task": "digits", "val_fraction": 0.1, "sizes": [1.0]}))
+    run_dir = config.folder / "runs" / "ViT-f1"
+    study = run_study(config, ["run.stop_after=2"], progress=False)  # as Ctrl-C does, after a step
+    assert study["complete"] is False and study["runs"] == [] and not study["interrupted"]
+    assert "ViT-f1: stopped at step 2 (run.stop_after)" in capsys.readouterr().out
+    assert not (run_dir / runs.FEWSHOT).exists()  # an unfinished model is not evaluated
+    study = run_study(config, progress=False)
+    assert study["complete"] is True and [r["steps"] for r in study["runs"]] == [6]
+    assert runs.read_json(config.folder / STUDY_JSON)["complete"] is True and (run_dir / runs.FEWSHOT).is_file()
+
+
+def test_a_changed_recipe_is_not_reported_as_the_finished_run(tmp_path):
+    config = load_study_config(tiny_study(tmp_path, data={"task": "digits", "val_fraction": 0.1, "sizes": [1.0]}))
+    run_study(config, progress=False)
+    with pytest.raises(ValueError, match=r"another recipe \(optim.lr: 0.003 -> 0.01\).*--fresh"):
+        run_study(config, ["optim.lr=0.01"], progress=False)
+
+
+# ------------------------------------------------------------------ plots and tables
+
+
+def _record(model, family, x, accuracy, *, exaflops=None, epochs=None, finetune=None):
+    return {
+        "run": f"{model}-{x}", "model": model, "family": family, "variant": None, "num_parameters": 1234,
+        "subset": None, "train_examples": x, "epochs": epochs, "steps": 10, "images_seen": 100,
+        "best_validation_accuracy": accuracy, "validation": "train[holdout 0.1]", "best_step": 8, "stopped_early": False,
+        "fewshot": {"task": "digits", "test_split": "test", "seeds": 3, "accuracy": {"5": accuracy}, "std": {"5": 0.01}},
+        "finetune": None if finetune is None else {"accuracy": finetune, "split": "digits/test", "steps": 5},
+        "compute": {"training_exaflops": exaflops or x * 1e-9, "forward_flops_per_image": 1000, "device_seconds": 12.6,
+                    "num_devices": 1, "device": "cpu: Test CPU"},
+        "run_dir": "somewhere",
+    }
+
+
+def _study(kind, records, finetune=False):
+    return {
+        "study": kind, "name": "synthetic", "description": "", "command": f"vit-repro study {kind} x.yaml",
+        "config": {"plot": {"shots": 5, "reference": True, "reference_column": "imagenet"}, "data": {"task": "digits"},
+                   "transfer": {"fewshot": {"task": "digits", "test_split": "test", "shots": [1, 5]},
+                                "finetune": {"recipe": "f.yaml"} if finetune else None}},
+        "runs": records,
+    }
+
+
+def test_compute_plot_keeps_the_papers_table6_apart_from_measured_points(tmp_path):
+    records = [_record("ViT-S", "ViT", 100, 0.5, exaflops=2e-7, epochs=10, finetune=0.9),
+               _record("ViT-S", "ViT", 300, 0.6, exaflops=6e-7, epochs=30, finetune=0.95),
+               _record("R+ViT-S", "Hybrid", 100, 0.7, exaflops=3e-7, epochs=10, finetune=0.96),
+               _record("ViT-XS", "ViT", 100, 0.4, exaflops=1e-7, epochs=10, finetune=0.8)]
+    study = _study("compute", records, finetune=True)
+    figure = study_figure(study)
+    *measured, reference = figure.axes
+    assert len(measured) == 2  # few-shot and fine-tuned accuracy
+    measured_x = {x for ax in measured for line in ax.lines for x in line.get_xdata()}
+    assert measured_x == {2e-7, 6e-7, 3e-7, 1e-7}
+    fewshot_y = sorted(y for line in measured[0].lines for y in line.get_ydata())
+    assert fewshot_y == pytest.approx([40, 50, 60, 70])
+    paper_x = {x for line in reference.lines for x in line.get_xdata()}
+    assert paper_x == {row["pretrain_exaflops"] for row in paper_table6()} and not paper_x & measured_x
+    legend = [line.get_label() for line in measured[0].lines if not line.get_label().startswith("_")]
+    assert len(measured[0].lines) == 3 and legend == ["ViT", "Hybrid"]  # coloured and listed by family
+    assert {text.get_text() for text in measured[0].texts} == {"ViT-S", "ViT-XS", "R+ViT-S"}  # each model named
+    assert "paper (JFT-300M)" in reference.get_title() and reference.get_xscale() == "log"
+    assert {line.get_label() for line in reference.lines} == {"ViT", "ResNet (BiT)", "Hybrid"}
+    table = study_table(study)
+    assert "| Hybrid | R+ViT-S | 10     | 1,234" in table and "| 70.0 " in table and "| 96.0 " in table
+    assert "3e-07" in table and "13 s" in table and "1 x cpu: Test CPU" in table
+    written = write_report(study, tmp_path)
+    assert [p.name for p in written] == ["compute.png", "study.md"] and all(p.stat().st_size > 0 for p in written)
+
+
+def test_data_size_plot_has_one_line_per_model_against_pretraining_examples():
+    records = [_record("ViT", "ViT", n, a) for n, a in ((50, 0.3), (500, 0.6))]
+    records += [_record("Hybrid", "Hybrid", n, a) for n, a in ((50, 0.5), (500, 0.7))]
+    figure = study_figure(_study("data-size", records))
+    fewshot, validation = figure.axes
+    assert [line.get_label() for line in fewshot.lines] == ["ViT", "Hybrid"]
+    assert [list(line.get_xdata()) for line in fewshot.lines] == [[50, 500], [50, 500]]
+    assert fewshot.get_xscale() == "log" and "5-shot" in fewshot.get_ylabel() and "validation" in validation.get_ylabel()
+    assert "| ViT    | ViT    | 500" in study_table(_study("data-size", records))
+
+
+def test_table6_reference_is_the_papers_numbers():
+    vit = {label: (x, y) for x, y, label in reference_points("imagenet")["ViT"]}
+    assert vit["ViT-B/32, 7 ep"] == (55.0, 80.73) and vit["ViT-H/14, 14 ep"] == (4262.0, 88.08)
+    resnet = {label: y for _, y, label in reference_points("average5")["ResNet (BiT)"]}
+    assert resnet["ResNet50x1, 7 ep"] == pytest.approx((77.54 + 97.67 + 86.07 + 91.11 + 94.26) / 5)
+    assert sum(len(points) for points in reference_points("cifar10").values()) == len(paper_table6()) == 18
+    with pytest.raises(ValueError, match="reference_column"):
+        reference_points("objectnet")
