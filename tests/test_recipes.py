@@ -45,7 +45,8 @@ def test_recipe_parses_and_states_its_command(path):
     assert any(line.startswith("# Smoke:") and relative in line and "smoke=true" in line for line in header)
 
 
-PAPER_RECIPES = [p for p in TRAINING_RECIPES if "demo" not in p.parts]
+# The demo and the studies are the paper in miniature (digits at 16-32 px): no row of its tables applies.
+PAPER_RECIPES = [p for p in TRAINING_RECIPES if "demo" not in p.parts and "studies" not in p.parts]
 # The paper's text (Sec. 4.1, "Training & Fine-tuning"): Table 2's ImageNet numbers were fine-tuned
 # at 512 px (ViT-L/16) and 518 px (ViT-H/14), with Polyak averaging of factor 0.9999.
 TABLE2_IMAGENET_RESOLUTION = {"ViT-L/16": 512, "ViT-H/14": 518}

@@ -2,10 +2,11 @@
 
     vit-repro push outputs/run1 your-name/vit-b16-cifar10 [--dry-run]
 
-- `card`       reading a run folder, describing the model, the result tables, `model_card`
-- `push`       the staged repo folder (`build_repo_folder`), its checks, the upload (`push_to_hub`)
-- `redaction`  the token and secrets, kept out of every file, message and upload
-- `cli`        `vit-repro push`
+- `card`         reading a run folder, the result tables, `model_card`
+- `model_facts`  the model a checkpoint holds (architecture, parameters) without loading it
+- `push`         the staged repo folder (`build_repo_folder`), its checks, the upload (`push_to_hub`)
+- `redaction`    the token and secrets, kept out of every file, message and upload
+- `cli`          `vit-repro push`
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 from .card import (
     TEMPLATE_PATH,
     Sources,
-    count_parameters,
-    describe_model,
     eval_results,
     locate,
     model_card,
@@ -23,6 +22,7 @@ from .card import (
     recipe_metadata,
 )
 from .cli import add_cli
+from .model_facts import count_parameters, describe_model
 from .push import HubPushError, build_repo_folder, push_run, push_to_hub, validate_repo_folder
 from .redaction import active_token, redact
 

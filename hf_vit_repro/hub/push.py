@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 
 from .. import runs
-from .card import Sources, weight_files, check_repo_id, eval_results, locate, model_card, read_metrics
+from .card import Sources, check_repo_id, eval_results, locate, model_card, read_metrics
+from .model_facts import weight_files
 from .redaction import TEXT_SUFFIXES, active_token, check_no_token, redact, redact_secrets
 
 
