@@ -58,7 +58,10 @@ def test_shipped_miniature_studies_load_and_make_valid_recipes(kind):
     config = load_study_config(path, kind=kind)
     planned = plan_runs(config)
     assert len(planned) == len(config.models) * (len(config.data.sizes) if kind == "data-size" else len(config.epochs))
-    assert {m.resolved_family() for m in config.models} >= {"ViT", "Hybrid"}
+    assert {m.resolved_family() for m in config.models} == {"ViT", "Hybrid", "ResNet (BiT)"}
+    for model in config.models:  # every model's recipe is valid (a ResNet's drops the ViT's pre-logits layer)
+        recipe = pretrain_recipe(config, next(p for p in planned if p.model is model))
+        assert (recipe.model.variant == "BiT-R50x1") == (model.resolved_family() == "ResNet (BiT)")
     first = pretrain_recipe(config, planned[0], ["run.num_workers=0"])
     assert first.output_dir == config.folder / "runs" / planned[0].key and first.run.num_workers == 0
     assert first.model.config == config.models[0].config and first.data.holdout and first.data.val_fraction == 0.1
@@ -67,7 +70,7 @@ def test_shipped_miniature_studies_load_and_make_valid_recipes(kind):
         assert sizes == [0.05, 0.1, 0.25, 0.5, 1.0]  # smallest first
         assert first.train.early_stopping_patience == 4 and first.train.eval_every == 25
     else:
-        assert first.train.epochs == 10 and first.train.steps is None and first.data.subset is None
+        assert first.train.epochs == 7 and first.train.steps is None and first.data.subset is None
         assert config.transfer.finetune is not None and config.plot.reference
 
 
@@ -173,6 +176,30 @@ def test_a_changed_recipe_is_not_reported_as_the_finished_run(tmp_path):
     run_study(config, progress=False)
     with pytest.raises(ValueError, match=r"another recipe \(optim.lr: 0.003 -> 0.01\).*--fresh"):
         run_study(config, ["optim.lr=0.01"], progress=False)
+
+
+def test_a_bit_resnet_runs_through_a_compute_study(tmp_path):
+    """The paper's CNN baseline in a study: pretrained (transformers' BitForImageClassification),
+    few-shot on its pooled features, fine-tuned at another resolution, FLOPs from the BiT formula."""
+    from hf_vit_repro.flops import forward_flops
+    from hf_vit_repro.models import config_from_variant
+
+    bit = {"depths": [1, 1], "hidden_sizes": [32, 64], "embedding_size": 16, "num_groups": 8}
+    finetune = {"recipe": str(ROOT / "recipes" / "studies" / "finetune_digits.yaml"),
+                "overrides": {"train.steps": 3, "optim.warmup_steps": 1, "train.global_batch_size": 16,
+                              "train.micro_batch_size": 16, "data.max_train_examples": 48, "data.max_eval_examples": 48}}
+    config = load_study_config(tiny_study(
+        tmp_path, study="compute", data={"task": "digits", "val_fraction": 0.1}, early_stopping=None, epochs=[0.5],
+        models=[{"name": "R", "variant": "BiT-R50x1", "config": bit, "overrides": {"model.representation_size": None}}],
+        transfer={"fewshot": {"task": "digits", "shots": [1], "seeds": 1}, "finetune": finetune},
+    ))
+    (record,) = run_study(config, progress=False)["runs"]
+    assert record["family"] == "ResNet (BiT)" and record["steps"] == 5  # 0.5 epoch of 144 images, batches of 16
+    saved = runs.read_json(config.folder / "runs" / "R-e0.5" / runs.FINAL_DIR / "config.json")
+    assert saved["model_type"] == "bit" and saved["depths"] == [1, 1]
+    flops = forward_flops(config_from_variant("BiT-R50x1", **bit, num_labels=10), 16)
+    assert record["compute"]["forward_flops_per_image"] == flops
+    assert 0.0 <= record["fewshot"]["accuracy"]["1"] <= 1.0 and record["finetune"]["steps"] == 3
 
 
 # ------------------------------------------------------------------ plots and tables
