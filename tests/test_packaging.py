@@ -1,6 +1,7 @@
 """What a built wheel carries besides the modules: the model card template (a link to
 model_cards/ in the checkout, a real file in the wheel), the `evaluate` metric scripts, and the
-paper's tables (CSV, with their README and notes) that `hf_vit_repro.paper_results` reads."""
+paper's tables (CSV, with their README and notes) that `hf_vit_repro.paper_results` reads, and the
+VTAB runner's default recipes (links to recipes/ in the checkout)."""
 
 import shutil
 import subprocess
@@ -9,6 +10,8 @@ import zipfile
 from pathlib import Path
 
 from hf_vit_repro import hub
+from hf_vit_repro.evaluation import vtab
+from hf_vit_repro.evaluation.vtab import default_recipe_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +21,7 @@ def test_wheel_ships_the_model_card_template_and_metric_scripts(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for folder in ("hf_vit_repro", "model_cards"):
+    for folder in ("hf_vit_repro", "model_cards", "recipes"):
         shutil.copytree(ROOT / folder, source / folder, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
@@ -40,6 +43,13 @@ def test_wheel_ships_the_model_card_template_and_metric_scripts(tmp_path):
             assert archive.read(f"hf_vit_repro/paper_results/{name}") == (tables / name).read_bytes(), name
     # the package reads the template from inside itself, where the wheel puts it
     assert hub.TEMPLATE_PATH.parent == Path(hub.__file__).resolve().parent and hub.TEMPLATE_PATH.is_file()
+    # the VTAB runner's default recipes (issue 15: `vit-repro vtab` without --recipe in an installed package)
+    for protocol, name in (("paper", "finetune_vtab.yaml"), ("bit-hyperrule", "finetune_bit_vtab.yaml")):
+        path = default_recipe_path(protocol)
+        assert path.parent == Path(vtab.__file__).resolve().parent / "recipes" and path.name == name
+        assert path.read_bytes() == (ROOT / "recipes" / name).read_bytes()
+        with zipfile.ZipFile(wheel) as archive:
+            assert archive.read(f"hf_vit_repro/evaluation/recipes/{name}") == path.read_bytes(), name
 
 
 def _requirement_names(requirements) -> set[str]:

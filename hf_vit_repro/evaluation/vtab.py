@@ -115,10 +115,11 @@ def resolve_tasks(selection: str | Sequence[str] = "all") -> list[str]:
 
 
 def default_recipe_path(protocol: str = DEFAULT_PROTOCOL) -> Path:
-    """recipes/finetune_vtab.yaml of the source tree (the paper's VTAB-1k fine-tuning settings), or
-    recipes/finetune_bit_vtab.yaml for the `bit-hyperrule` protocol."""
+    """recipes/finetune_vtab.yaml (the paper's VTAB-1k fine-tuning settings), or
+    recipes/finetune_bit_vtab.yaml for the `bit-hyperrule` protocol, as the package carries them
+    (links into recipes/ in a checkout, copies in a wheel), so an installed package has them too."""
     name = "finetune_bit_vtab.yaml" if protocol == "bit-hyperrule" else "finetune_vtab.yaml"
-    return Path(__file__).resolve().parents[2] / "recipes" / name
+    return Path(__file__).resolve().parent / "recipes" / name
 
 
 def base_recipe(
