@@ -57,12 +57,22 @@ codes and replacement indices uniform over their ranges), at batch sizes 1 and 3
 dynamic (traced at 2) or at the traced size; the largest absolute difference of every output must
 be within `tolerance` (1e-4 by default, for float32). Everything is written into a temporary sibling folder that is renamed to
 `OUT` only after the check passes, so a failed export leaves nothing behind.
+
+Int8 (`quantize="int8"`, `--quantize int8`, ONNX only): the float32 graph is exported and checked
+as above, then quantised by `onnxruntime.quantization.quantize_dynamic` (int8 weights of every
+MatMul, activation scales computed per call) into `model.onnx`; that graph is checked against
+PyTorch relative to the outputs' scale: every output's largest absolute difference must be
+within `tolerance` (0.1 by default) times its largest absolute PyTorch value. The report keeps
+the float32 check under `quantization.float32_parity`. The exporter's shape annotations
+(`value_info`) are dropped before quantising: ONNX's shape inference, which the quantiser runs,
+rejects one of them, and ONNX Runtime infers them again on loading.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import shutil
 import sys
@@ -96,6 +106,10 @@ INPUT_NAME = "pixel_values"  # every class's first input
 FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
 REPORT = "export_report.json"
 DEFAULT_TOLERANCE = 1e-4
+#: `quantize=` choices (ONNX only): "int8" is ONNX Runtime's dynamic quantisation (int8 weights,
+#: activations quantised per call), checked against PyTorch relative to the outputs' scale.
+QUANTIZATIONS = ("int8",)
+DEFAULT_QUANTIZED_TOLERANCE = 0.1
 TRACED_BATCH_SIZE = 2
 DYNAMIC_CHECK_BATCH_SIZES = (1, 3)  # neither is the traced size
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
@@ -324,13 +338,17 @@ def random_inputs(names, batch_size: int, config, seed: int = 0) -> dict[str, to
 
 
 def check_parity(
-    run: Callable, model: nn.Module, batch_sizes, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0
+    run: Callable, model: nn.Module, batch_sizes, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
+    relative: bool = False,
 ) -> dict[str, Any]:
     """Run the exported `run` (called as `load_exported`'s: `run(pixel_values, **other_inputs)`)
     and the PyTorch `model` on the same seeded random inputs (`random_inputs`) of each batch size;
-    returns the largest absolute difference per output and whether all are within `tolerance`."""
+    returns the largest absolute difference per output and whether all are within `tolerance`
+    (with `relative`, within `tolerance` times that output's largest absolute PyTorch value, plus
+    `DEFAULT_TOLERANCE`; a quantised graph's check)."""
     exportable = ExportableModel(model).eval()
     diffs = {name: 0.0 for name in exportable.output_names}
+    scales = {name: 0.0 for name in exportable.output_names}
     for i, batch in enumerate(batch_sizes):
         inputs = random_inputs(exportable.input_names, batch, model.config, seed=seed + i)
         with torch.no_grad():
@@ -346,12 +364,17 @@ def check_parity(
                 )
             diff = float((got[name].float() - want.float()).abs().max())
             diffs[name] = max(diffs[name], diff if diff == diff else float("inf"))  # NaN counts as a failure
-    return {
+            scales[name] = max(scales[name], float(want.float().abs().max()))
+    bounds = {n: tolerance * scales[n] + DEFAULT_TOLERANCE if relative else tolerance for n in diffs}
+    result = {
         "batch_sizes": list(batch_sizes),
         "tolerance": tolerance,
         "max_abs_diff": diffs,
-        "passed": all(d <= tolerance for d in diffs.values()),
+        "passed": all(diffs[n] <= bounds[n] for n in diffs),
     }
+    if relative:
+        result.update(relative=True, max_abs_reference=scales)
+    return result
 
 
 def _onnx_signature(path: Path) -> tuple[list[dict], list[dict], dict, int]:
@@ -415,10 +438,14 @@ def _prepare_output_dir(output_dir: Path, checkpoint_source: str | None) -> None
         raise FileExistsError(f"{output_dir} is the checkpoint itself; choose another output folder")
 
 
-def _check_options(format: str, opset: int | None, tolerance: float) -> None:
+def _check_options(format: str, opset: int | None, tolerance: float, quantize: str | None = None) -> None:
     """Bad arguments are refused before any loading or tracing."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}")
+    if quantize is not None and format != "onnx":
+        raise ValueError(f"--quantize {quantize} applies to the onnx format only (ONNX Runtime's quantisation)")
     if format == "onnx":
         require_onnx()
     if opset is not None and format != "onnx":
@@ -436,24 +463,28 @@ def export_model(
     dynamic_batch: bool = True,
     image_size: int | None = None,
     image_processor=None,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     progress: bool = True,
     source: str | None = None,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
     """Export an in-memory model (a class of `EXPORT_OUTPUTS`) to `output_dir`; see the module
     docstring for the folder. `image_size` resamples a copy's position embeddings for good before
     export; `opset` defaults to torch.onnx's (20 with torch 2.14). Returns the export report.
 
     Raises `ExportError` (and writes nothing) when the exported model's outputs differ from
-    PyTorch's by more than `tolerance`; `ImportError` naming `pip install 'hf-vit-repro[export]'`
-    when ONNX export is asked for without onnx, onnxscript and onnxruntime."""
+    PyTorch's by more than `tolerance` (default 1e-4; with `quantize="int8"`, 0.1 relative to the
+    outputs' scale, see the module docstring); `ImportError` naming `pip install
+    'hf-vit-repro[export]'` when ONNX export is asked for without onnx, onnxscript and onnxruntime."""
     import copy
 
     from tqdm.auto import tqdm
 
     from .analysis import default_image_processor
 
-    _check_options(format, opset, tolerance)
+    if tolerance is None:
+        tolerance = DEFAULT_TOLERANCE if quantize is None else DEFAULT_QUANTIZED_TOLERANCE
+    _check_options(format, opset, tolerance, quantize)
     ExportableModel(model)  # refuses classes without an output table before any work
     if image_size is not None:
         _check_image_size(model.config, image_size)
@@ -503,14 +534,17 @@ def export_model(
         steps.update()
 
         steps.set_postfix_str("checking against PyTorch")
-        parity = check_parity(load_exported(tmp), model, check_batches, tolerance)
+        float32_tolerance = DEFAULT_TOLERANCE if quantize else tolerance
+        parity = check_parity(load_exported(tmp), model, check_batches, float32_tolerance)
         parity["runtime"] = _runtime_name(format)
         report["parity"] = parity
         if not parity["passed"]:
             raise ExportError(
-                f"the exported model differs from PyTorch by more than {tolerance:g} "
+                f"the exported model differs from PyTorch by more than {float32_tolerance:g} "
                 f"(max abs diff {_diff_summary(parity)}); nothing was written to {output_dir}"
             )
+        if quantize:
+            report = _quantize_int8(tmp, artefact, report, model, check_batches, tolerance, output_dir)
         runs.write_json(tmp / REPORT, report)
         steps.update()
         steps.close()
@@ -524,6 +558,56 @@ def export_model(
 
 def _diff_summary(parity: dict) -> str:
     return ", ".join(f"{name} {diff:.2e}" for name, diff in parity["max_abs_diff"].items())
+
+
+def _parity_bound(parity: dict) -> str:
+    relative = " x the largest |output| (+1e-4)" if parity.get("relative") else ""
+    return f"{parity['tolerance']:g}{relative}"
+
+
+def _quantize_int8(folder: Path, artefact: Path, report: dict, model, batch_sizes, tolerance: float, output_dir: Path) -> dict:
+    """Replace the checked float32 `artefact` by its dynamic int8 quantisation, check that against
+    PyTorch relative to the outputs' scale, and return the report updated (files, parity,
+    `quantization` with the float32 check)."""
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(artefact))  # with its external weights (model.onnx.data) if any
+    del graph.graph.value_info[:]  # shape inference inside the quantiser rejects one of the exporter's
+    plain = folder / "float32.tmp.onnx"  # weights beside it: a float32 graph may exceed protobuf's 2 GB
+    onnx.save(graph, str(plain), save_as_external_data=True, location="float32.tmp.onnx.data")
+    del graph
+    for leftover in folder.glob(f"{artefact.name}.data"):
+        leftover.unlink()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs advice on the root logger ("consider pre-processing")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(plain), str(artefact), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    for temporary in folder.glob("float32.tmp.onnx*"):
+        temporary.unlink()
+    float32_parity = report["parity"]
+    report["files"] = {artefact.name: {"sha256": _sha256(artefact), "bytes": artefact.stat().st_size}}
+    runs.write_json(folder / REPORT, report)
+    parity = check_parity(load_exported(folder), model, batch_sizes, tolerance, relative=True)
+    parity["runtime"] = _runtime_name("onnx")
+    if not parity["passed"]:
+        raise ExportError(
+            f"the int8 model differs from PyTorch by more than {_parity_bound(parity)} (max abs diff "
+            f"{_diff_summary(parity)}); nothing was written to {output_dir}. Export float32 (no --quantize)."
+        )
+    report["parity"] = parity
+    report["quantization"] = {
+        "method": "dynamic int8: onnxruntime.quantization.quantize_dynamic, QInt8 weights, per-call activation scales",
+        "onnxruntime": onnxruntime.__version__,
+        "float32_parity": float32_parity,
+    }
+    return report
 
 
 def _runtime_name(format: str) -> str:
@@ -594,13 +678,17 @@ def export(
     opset: int | None = None,
     dynamic_batch: bool = True,
     image_size: int | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     progress: bool = True,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
     """Export a checkpoint (run folder, save_pretrained folder or Hub id) to `output_dir` as
-    `format` ("onnx" or "exported-program"), check it against PyTorch and write the folder only if
-    the check passes. Returns the export report (also in `output_dir/export_report.json`)."""
-    _check_options(format, opset, tolerance)
+    `format` ("onnx" or "exported-program"; `quantize="int8"` for ONNX Runtime's dynamic int8),
+    check it against PyTorch and write the folder only if the check passes. Returns the export
+    report (also in `output_dir/export_report.json`)."""
+    if tolerance is None:
+        tolerance = DEFAULT_TOLERANCE if quantize is None else DEFAULT_QUANTIZED_TOLERANCE
+    _check_options(format, opset, tolerance, quantize)
     source, config = checkpoint_config(checkpoint)
     if image_size is not None:
         _check_image_size(config, image_size)
@@ -608,7 +696,7 @@ def export(
     model, processor, source = load_for_export(checkpoint, progress=progress)
     return export_model(
         model, output_dir, format=format, opset=opset, dynamic_batch=dynamic_batch, image_size=image_size,
-        image_processor=processor, tolerance=tolerance, progress=progress, source=source,
+        image_processor=processor, tolerance=tolerance, progress=progress, source=source, quantize=quantize,
     )  # fmt: skip
 
 
@@ -677,10 +765,11 @@ def verify(
             raise ExportError(f"{folder} was exported at {height}x{width}; only square resizes are reproducible")
         model.resize_position_embeddings(height)
     tolerance = report.get("parity", {}).get("tolerance", DEFAULT_TOLERANCE) if tolerance is None else tolerance
+    relative = bool(report.get("parity", {}).get("relative"))  # an int8 export: relative to the outputs' scale
     dynamic = bool(report.get("dynamic_axes"))
     batches = DYNAMIC_CHECK_BATCH_SIZES if dynamic else (report.get("traced_batch_size", TRACED_BATCH_SIZE),)
     try:
-        parity = check_parity(run, model, batches, tolerance, seed=100)
+        parity = check_parity(run, model, batches, tolerance, seed=100, relative=relative)
     except ExportError:
         raise
     except Exception as err:  # a runtime error on a damaged or foreign graph
@@ -688,7 +777,7 @@ def verify(
     parity["runtime"] = _runtime_name(report["format"])
     if not parity["passed"]:
         raise ExportError(
-            f"{folder} does not match {source!r}: max abs diff {_diff_summary(parity)} exceeds {tolerance:g}"
+            f"{folder} does not match {source!r}: max abs diff {_diff_summary(parity)} exceeds {_parity_bound(parity)}"
         )
     return parity
 
@@ -700,7 +789,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:
         report = export(
             args.checkpoint, args.output_dir, format=args.format, opset=args.opset, dynamic_batch=args.dynamic_batch,
-            image_size=args.image_size, tolerance=args.tolerance, progress=not args.no_progress,
+            image_size=args.image_size, tolerance=args.tolerance, progress=not args.no_progress, quantize=args.quantize,
         )  # fmt: skip
     except ImportError as err:
         print(f"vit-repro export: error: {err}", file=sys.stderr)
@@ -710,8 +799,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     shapes = ", ".join(f"{o['name']} {o['shape']}" for o in report["outputs"])
     print(f"Wrote {Path(args.output_dir) / report['artefact']} ({report['architecture']}, {report['format']}"
           + (f", opset {report['opset']}" if report["opset"] else "") + f"): {inputs} -> {shapes}")
-    print(f"Parity with PyTorch ({parity['runtime']}, batch sizes {parity['batch_sizes']}): max abs diff "
-          f"{_diff_summary(parity)} <= {parity['tolerance']:g}")
+    quantized = " (int8, dynamic)" if report.get("quantization") else ""
+    print(f"Parity with PyTorch{quantized} ({parity['runtime']}, batch sizes {parity['batch_sizes']}): max abs diff "
+          f"{_diff_summary(parity)} <= {_parity_bound(parity)}")
     return 0
 
 
@@ -722,7 +812,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"vit-repro verify-export: error: {err}", file=sys.stderr)
         return 2
     print(f"{args.folder}: OK ({parity['runtime']}, batch sizes {parity['batch_sizes']}): max abs diff "
-          f"{_diff_summary(parity)} <= {parity['tolerance']:g}")
+          f"{_diff_summary(parity)} <= {_parity_bound(parity)}")
     return 0
 
 
@@ -750,8 +840,12 @@ def add_cli(subparsers) -> None:
                        help=f"fixed batch size {TRACED_BATCH_SIZE}")
     p.add_argument("--image-size", type=int, default=None,
                    help="resample the position embeddings to this resolution for good before export (e.g. 384)")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help=f"largest absolute difference allowed between export and PyTorch (default {DEFAULT_TOLERANCE:g})")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help=f"largest absolute difference allowed between export and PyTorch (default {DEFAULT_TOLERANCE:g}; "
+                   f"with --quantize, relative to the outputs' largest absolute value, default {DEFAULT_QUANTIZED_TOLERANCE:g})")
+    p.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
+                   help="ONNX only: ONNX Runtime's dynamic int8 quantisation (int8 weights, activations quantised per "
+                   "call), checked against PyTorch relative to the outputs' scale")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_export)
 
@@ -773,6 +867,8 @@ __all__ = [
     "FORMATS",
     "REPORT",
     "DEFAULT_TOLERANCE",
+    "DEFAULT_QUANTIZED_TOLERANCE",
+    "QUANTIZATIONS",
     "ExportError",
     "ExportableModel",
     "export",

@@ -121,3 +121,41 @@ def test_default_output_never_overwrites_committed_results(tmp_path, monkeypatch
     assert sum(name.startswith(f"ablation_{machine}-") for name in new) == 2
     rows = [json.loads((tmp_path / name).read_text())["rows"] for name in new]
     assert {"row": "vit_s16", "impls": {}} in [r[0] for r in rows]
+
+
+def test_quantization_script_scores_both_graphs_on_real_images(tmp_path):
+    """benchmarks/quantize_onnx.py's accuracy mode: the float32 ONNX graph predicts what the
+    PyTorch model predicts on digits/test (same pre-processing), and the int8 graph is scored on
+    the same 300 images."""
+    from transformers import AutoImageProcessor
+
+    from hf_vit_repro.data import load_task
+
+    from .run_fixtures import save_tiny_checkpoint
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import quantize_onnx
+    finally:
+        sys.path.pop(0)
+    model = save_tiny_checkpoint(tmp_path / "ckpt")
+    test = load_task("digits", split="test")
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "ckpt")
+    pixels = processor([image.convert("RGB") for image in test["image"]], return_tensors="pt")["pixel_values"]
+    # A random encoder's predictions are nearly constant: a least-squares linear head on its features
+    # (digits' 10 classes) gives a classifier whose predictions vary, so the comparison means something.
+    model.reset_classifier(10)
+    with torch.no_grad():
+        features = torch.cat([model.vit(pixel_values=pixels).pooler_output, torch.ones(len(pixels), 1)], dim=1)
+        targets = torch.nn.functional.one_hot(torch.tensor(test["label"]), 10).float()
+        solution = torch.linalg.lstsq(features, targets).solution
+        model.classifier.weight.copy_(solution[:-1].T)
+        model.classifier.bias.copy_(solution[-1])
+    model.save_pretrained(tmp_path / "ckpt")
+    result = quantize_onnx.accuracy(str(tmp_path / "ckpt"), "digits", "test", threads=1)
+    with torch.no_grad():
+        predicted = model(pixel_values=pixels).logits.argmax(-1)
+    assert len(predicted.unique()) >= 3  # a model whose predictions vary: the comparison means something
+    correct = int((predicted == torch.tensor(test["label"])).sum())
+    assert result["num_images"] == 300 and round(result["fp32"] * 300) == correct
+    assert 0.0 <= result["int8"] <= 1.0 and 0 <= result["changed_predictions"] <= 300

@@ -418,6 +418,45 @@ def one_line_error(capsys, command: str) -> str:
     return err
 
 
+# ----------------------------------------------------------------------------- int8
+
+
+def test_int8_export_quantizes_the_matmuls_and_is_checked_relative_to_the_outputs_scale(checkpoints, tmp_path, capsys):
+    """`--quantize int8`: the float32 graph passes the 1e-4 check first (kept in the report), the
+    served graph has int8 weights (MatMulInteger) and matches PyTorch within 10% of the largest
+    logit, and verify-export applies the same relative check."""
+    out = tmp_path / "int8"
+    assert main(["export", str(checkpoints["classifier"]), str(out), "--quantize", "int8", "--no-progress"]) == 0
+    assert "(int8, dynamic)" in capsys.readouterr().out
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["quantization"]["float32_parity"]["passed"]
+    assert max(report["quantization"]["float32_parity"]["max_abs_diff"].values()) <= ATOL
+    parity = report["parity"]
+    assert parity["relative"] and parity["tolerance"] == 0.1 and parity["passed"]
+    assert 0 < parity["max_abs_diff"]["logits"] <= 0.1 * parity["max_abs_reference"]["logits"] + ATOL
+    assert sorted(report["files"]) == ["model.onnx"] and not list(out.glob("*.tmp*"))
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    # the served graph, independently of the exporter's own check: PyTorch's logits within 10%
+    model = AutoModelForImageClassification.from_pretrained(checkpoints["classifier"] / "final").eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = model(pixel_values=x).logits
+    got = torch.from_numpy(ort.InferenceSession(str(out / "model.onnx")).run(None, {"pixel_values": x.numpy()})[0])
+    assert (got - expected).abs().max() <= 0.1 * expected.abs().max()
+    assert verify(out)["relative"] and main(["verify-export", str(out)]) == 0
+    assert "x the largest |output|" in capsys.readouterr().out
+
+
+def test_int8_export_beyond_its_tolerance_writes_nothing(checkpoints, tmp_path, capsys):
+    with pytest.raises(ExportError, match=r"int8 model differs from PyTorch by more than 1e-06 x the largest .*nothing was written"):
+        export(checkpoints["classifier"], tmp_path / "int8", quantize="int8", tolerance=1e-6, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    run = str(checkpoints["classifier"])
+    assert main(["export", run, str(tmp_path / "out"), "--quantize", "int8", "--format", "exported-program"]) == 2
+    assert "--quantize int8 applies to the onnx format only" in one_line_error(capsys, "export")
+
+
 def test_cli_bad_inputs(checkpoints, tmp_path, capsys):
     run = str(checkpoints["classifier"])
     assert main(["export", str(tmp_path / "missing" / "run"), str(tmp_path / "out")]) == 2
