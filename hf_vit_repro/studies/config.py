@@ -65,10 +65,11 @@ class ModelEntry:
     def resolved_family(self) -> str:
         if self.family:
             return self.family
-        variant = (self.variant or "").lower()
-        if variant.startswith(("bit", "resnet", "r50x", "r101x", "r152x", "r200x")):
+        from ..variants import is_bit_variant
+
+        if is_bit_variant(self.variant):
             return "ResNet (BiT)"
-        if "+" in variant or self.config.get("backbone_config"):
+        if "+" in (self.variant or "") or self.config.get("backbone_config"):
             return "Hybrid"
         return "ViT"
 
