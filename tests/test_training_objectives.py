@@ -222,10 +222,22 @@ def test_finetune_and_fewshot_start_from_an_mpp_smoke_run(tmp_path, monkeypatch)
     ({"optim.lr_sweep": [0.01, 0.1], "data.val_fraction": 0.2}, "lr_sweep"),
     ({"model.config": {**TINY, "mpp_image_mean": [0.5, 0.5, 0.5]}}, "data.mean"),
     ({"train.objective": "mim"}, "masked_patch_prediction"),
+    ({"model.variant": "BiT-R50x1", "model.config": {}}, "BiT ResNet, which has no patch tokens"),
+    ({"train.mixup_alpha": 0.1}, "mixes no labels"),
 ])
 def test_recipes_that_cannot_train_mpp_are_refused(tmp_path, changes, message):
     with pytest.raises(RecipeError, match=message):
         mpp_recipe(tmp_path, **changes)
+
+
+def test_early_stopping_on_the_l2_target_is_refused_before_training(tmp_path):
+    """The l2_patch target reports a loss and no accuracy, which early stopping would choose by."""
+    recipe = mpp_recipe(tmp_path, **{"model.config": {**TINY, "mpp_target": "l2_patch"}, "data.holdout": True,
+                                     "data.val_fraction": 0.25, "train.eval_every": 2,
+                                     "train.early_stopping_patience": 2})
+    with pytest.raises(RecipeError, match="masked_patch_accuracy, which this model's target \\(l2_patch\\)"):
+        train(recipe)
+    assert not recipe.output_dir.exists()
 
 
 def test_bad_mpp_config_values_fail_before_training(tmp_path):

@@ -164,6 +164,11 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     if o.warmup_steps >= total_steps > 1:
         raise RecipeError(f"optim.warmup_steps ({o.warmup_steps}) must be smaller than the run's {total_steps} steps.")
     model = build_model(recipe, data.num_classes, data.id2label)
+    if stopper is not None and not objective.scores_accuracy(model.config):
+        raise RecipeError(
+            f"`train.early_stopping_patience` keeps the model of the best validation {objective.accuracy_metric}, "
+            f"which this model's target ({model.config.mpp_target}) does not have: set it to null."
+        )
     if checkpoint is not None:
         check_checkpoint_compatible(checkpoint, model)
         check_checkpoint_layout(checkpoint, sharded=is_sharded(accelerator))

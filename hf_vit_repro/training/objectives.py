@@ -60,6 +60,11 @@ class Objective:
         """The model class trained for `config` (a `ViTReproConfig`, or a `BitConfig`)."""
         return self.model_class
 
+    def scores_accuracy(self, config) -> bool:
+        """Whether `evaluate` reports `accuracy_metric` for a model of `config` (early stopping
+        and the learning-rate sweep choose by it)."""
+        return True
+
     def config_updates(self) -> dict[str, Any]:
         """`ViTReproConfig` fields the objective sets from the recipe (on a new or a loaded config)."""
         return {}
@@ -109,6 +114,9 @@ class MaskedPatchPrediction(Objective):
         m, d = self.recipe.model, self.recipe.data
         chosen = {key: value for key, value in m.config.items() if key.startswith("mpp_")}
         return {**chosen, "mpp_image_mean": list(d.mean), "mpp_image_std": list(d.std)}
+
+    def scores_accuracy(self, config):
+        return config.mpp_target != "l2_patch"  # a regression target has a loss, no accuracy
 
     def loader_options(self, model):
         return {"labels": False, "per_image": PatchCorruptionDraw.from_config(model.config)}
