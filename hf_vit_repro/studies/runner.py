@@ -237,6 +237,7 @@ def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progres
         "config": config.to_dict(),
         "overrides": overrides,
         "runs": [],
+        "versions": runs.software_versions() if main else None,
     }
     start = time.perf_counter()
     study["complete"] = False
@@ -269,7 +270,6 @@ def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progres
         study["runs"].append(run_record(config, run, run_dir))
         if main:
             study["time_s"] = round(time.perf_counter() - start, 2)
-            study["versions"] = runs.software_versions()
             runs.write_json(folder / STUDY_JSON, study)
         state.wait_for_everyone()
     study["complete"] = True
