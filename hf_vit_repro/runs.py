@@ -130,6 +130,17 @@ def check_weights_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def weight_files(checkpoint: str | os.PathLike) -> list[Path]:
+    """The weights of a save_pretrained folder: `model.safetensors`, or the shard index followed
+    by the shards it names."""
+    checkpoint = Path(checkpoint)
+    index = checkpoint / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(read_json(index)["weight_map"].values()))
+        return [index] + [checkpoint / shard for shard in shards]
+    return [checkpoint / "model.safetensors"]
+
+
 def check_checkpoint_files(source: str | os.PathLike) -> None:
     """`check_weights_file` on a weights file, or on every weights file of a local checkpoint
     folder (shards included). A Hub id has no local files yet: nothing to check."""

@@ -1,7 +1,6 @@
 """What a model card says about the model itself, read from a checkpoint folder without loading
 the weights: the architecture (config.json, through `ViTReproConfig` or transformers' `BitConfig`)
-and the parameter count (the safetensors headers). `hub.card` renders it; `hub.push` uploads
-`weight_files`."""
+and the parameter count (the safetensors headers). `hub.card` renders it."""
 
 from __future__ import annotations
 
@@ -12,21 +11,13 @@ from typing import Any
 from .. import runs
 
 
-def weight_files(checkpoint: Path) -> list[Path]:
-    index = checkpoint / "model.safetensors.index.json"
-    if index.exists():
-        shards = sorted(set(runs.read_json(index)["weight_map"].values()))
-        return [index] + [checkpoint / shard for shard in shards]
-    return [checkpoint / "model.safetensors"]
-
-
 def count_parameters(checkpoint: str | os.PathLike) -> int:
     """Number of parameters stored in a checkpoint's safetensors weights (read from the file
     headers, so nothing is loaded)."""
     from huggingface_hub.hf_api import parse_local_safetensors_file_metadata
 
     total = 0
-    for path in weight_files(Path(checkpoint)):
+    for path in runs.weight_files(checkpoint):
         if path.suffix == ".safetensors":
             total += sum(parse_local_safetensors_file_metadata(path).parameter_count.values())
     return total

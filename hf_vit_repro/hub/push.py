@@ -22,7 +22,6 @@ from pathlib import Path
 
 from .. import runs
 from .card import Sources, check_repo_id, eval_results, locate, model_card, read_metrics
-from .model_facts import weight_files
 from .redaction import TEXT_SUFFIXES, active_token, check_no_token, redact, redact_secrets
 
 
@@ -61,7 +60,7 @@ def _copy(src: Path, dst: Path, token: str | None) -> None:
 def _staged_files(sources: Sources, include_logs: bool) -> list[tuple[Path, str]]:
     """(source path, path in repo) for everything a push uploads, README.md excepted."""
     ckpt, run = sources.checkpoint, sources.run
-    files = [(p, p.name) for p in weight_files(ckpt)]
+    files = [(p, p.name) for p in runs.weight_files(ckpt)]
     for name in ("config.json", "preprocessor_config.json"):
         if (ckpt / name).exists():
             files.append((ckpt / name, name))

@@ -93,10 +93,8 @@ class EarlyStopping:
         one safetensors file, or the shards its index names."""
         from safetensors.torch import load_file
 
-        best = Path(run_dir) / runs.BEST_DIR
-        index = best / "model.safetensors.index.json"
-        files = sorted(set(runs.read_json(index)["weight_map"].values())) if index.is_file() else ["model.safetensors"]
         weights = {}
-        for name in files:
-            weights.update(load_file(str(best / name)))
+        for path in runs.weight_files(Path(run_dir) / runs.BEST_DIR):
+            if path.suffix == ".safetensors":
+                weights.update(load_file(str(path)))
         accelerator.unwrap_model(model).load_state_dict(weights)  # copied onto the model's device
