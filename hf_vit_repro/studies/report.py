@@ -13,7 +13,6 @@ them), in the paper's forms:
 
 from __future__ import annotations
 
-import csv
 import functools
 from pathlib import Path
 from typing import Any
@@ -34,13 +33,13 @@ def paper_table6() -> tuple[dict[str, Any], ...]:
     """The paper's Table 6 (the scaling study): one dict per row with `family`, `model`,
     `epochs`, the six transfer accuracies (%) and `pretrain_exaflops`, numbers as floats.
 
-    Read from the package's copy of the paper's tables (hf_vit_repro/paper_results/
-    table6_scaling.csv, transcribed and checked against two renderings of the paper)."""
-    path = Path(__file__).resolve().parents[1] / "paper_results" / "table6_scaling.csv"
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
+    Read through `hf_vit_repro.paper_results` (the package's copy of the paper's tables,
+    transcribed and checked against two renderings of the paper)."""
+    from .. import paper_results
+
     return tuple(
-        {key: (value if key in ("family", "model") else float(value)) for key, value in row.items()} for row in rows
+        {key: (value if key in ("family", "model") else float(value)) for key, value in row.items()}
+        for row in paper_results.table(6)
     )
 
 
