@@ -438,7 +438,7 @@ def _prepare_output_dir(output_dir: Path, checkpoint_source: str | None) -> None
         raise FileExistsError(f"{output_dir} is the checkpoint itself; choose another output folder")
 
 
-def _check_options(format: str, opset: int | None, tolerance: float, quantize: str | None = None) -> None:
+def _check_options(format: str, opset: int | None, tolerance: float | None, quantize: str | None = None) -> None:
     """Bad arguments are refused before any loading or tracing."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
@@ -450,7 +450,7 @@ def _check_options(format: str, opset: int | None, tolerance: float, quantize: s
         require_onnx()
     if opset is not None and format != "onnx":
         raise ValueError("--opset applies to the onnx format only")
-    if not tolerance > 0:
+    if tolerance is not None and not tolerance > 0:  # None: the default for the export kind
         raise ValueError(f"tolerance must be positive, got {tolerance}")
 
 
@@ -686,8 +686,6 @@ def export(
     `format` ("onnx" or "exported-program"; `quantize="int8"` for ONNX Runtime's dynamic int8),
     check it against PyTorch and write the folder only if the check passes. Returns the export
     report (also in `output_dir/export_report.json`)."""
-    if tolerance is None:
-        tolerance = DEFAULT_TOLERANCE if quantize is None else DEFAULT_QUANTIZED_TOLERANCE
     _check_options(format, opset, tolerance, quantize)
     source, config = checkpoint_config(checkpoint)
     if image_size is not None:
