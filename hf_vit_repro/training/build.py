@@ -209,7 +209,7 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
     checkpoint whose architecture differs from `model.variant` / `model.config` raises
     `RecipeError`."""
     from ..configuration_vit_repro import ViTReproConfig
-    from ..models import config_from_variant, is_bit, reset_classifier
+    from ..models import config_from_variant, is_bit, reset_classifier, set_image_size
 
     m = recipe.model
     objective = objective_for(recipe)
@@ -263,10 +263,8 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
                 f"`mode: pretrain` continues {m.init_from!r} with its {model.config.num_labels}-way head, but the data "
                 f"has {num_classes} classes; use `mode: finetune` to attach a new head."
             )
-        if is_bit(model):
-            model.config.image_size = m.image_size  # a ResNet runs at any size: only recorded
-        elif tuple(model.config.image_hw) != (m.image_size, m.image_size):
-            model.resize_position_embeddings(m.image_size)
+        if is_bit(model) or tuple(model.config.image_hw) != (m.image_size, m.image_size):
+            set_image_size(model, m.image_size)  # a ViT resamples its position embeddings; a ResNet records it
     if m.gradient_checkpointing:
         model.activation_checkpointing_enable()
     if m.recompute_mlp_activation:
