@@ -229,6 +229,8 @@ def test_checkpoints_of_another_architecture_are_refused(bit_run, tmp_path):
                                                  "model.variant": None, "model.config": {}})
     with pytest.raises(RecipeError, match="BiT ResNet, which has no dropout"):
         training.build_model(dropout.replace(**{"model.dropout": 0.1}), num_classes=10)
+    with pytest.raises(RecipeError, match="init_from.*BiT ResNet.*remove model.gradient_checkpointing=True"):
+        training.build_model(dropout.replace(**{"model.gradient_checkpointing": True}), num_classes=10)
 
 
 # --------------------------------------------------------------------------- evaluation

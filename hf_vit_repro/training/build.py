@@ -15,7 +15,7 @@ from huggingface_hub.errors import StrictDataclassError
 
 from .. import runs
 from .objectives import objective_for
-from .recipe import DataRecipe, Recipe, RecipeError
+from .recipe import DataRecipe, Recipe, RecipeError, check_bit_model
 
 @dataclass
 class RunData:
@@ -236,13 +236,10 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
                 f"checkpoint: {describe_architecture(found)}; recipe ({m.variant or 'model.config'}): "
                 f"{describe_architecture(wanted)}. Point init_from at a matching checkpoint or change model.variant."
             )
-        if not is_bit(config):
+        if is_bit(config):
+            check_bit_model(m, f"`model.init_from` {m.init_from!r}")
+        else:
             config.hidden_dropout_prob, config.attention_probs_dropout_prob = m.dropout, m.attention_dropout
-        elif m.dropout or m.attention_dropout or m.representation_size:
-            raise RecipeError(
-                f"`model.init_from` {m.init_from!r} is a BiT ResNet, which has no dropout and no pre-logits layer: "
-                "set model.dropout and model.attention_dropout to 0 and model.representation_size to null."
-            )
         try:  # the recipe's own settings first: an error there is the recipe's, not the checkpoint's
             for key, value in objective.config_updates().items():
                 setattr(config, key, value)

@@ -311,7 +311,7 @@ class Recipe:
             except ValueError as err:
                 raise RecipeError(f"`model.variant`: {err}") from None
             if is_bit_variant(m.variant):
-                _check_bit_model(m)
+                check_bit_model(m)
         elif m.init_from is None and not m.config:
             raise RecipeError(
                 "The recipe names no model: set `model.variant` (e.g. 'ViT-B/16'), `model.config` "
@@ -445,15 +445,17 @@ class Recipe:
             )
 
 
-def _check_bit_model(m: ModelRecipe) -> None:
-    """A BiT ResNet has none of the ViT's dropout, pre-logits layer or memory options."""
+def check_bit_model(m: ModelRecipe, subject: str | None = None) -> None:
+    """A BiT ResNet has none of the ViT's dropout, pre-logits layer or memory options: `RecipeError`
+    naming those the recipe sets. `subject` says where the ResNet comes from (default: the variant)."""
     wrong = [f"model.{key}={getattr(m, key)!r}" for key, off in (
         ("dropout", 0.0), ("attention_dropout", 0.0), ("representation_size", None),
         ("gradient_checkpointing", False), ("recompute_mlp_activation", False),
     ) if getattr(m, key) != off]
     if wrong:
+        subject = subject or f"`model.variant` {m.variant}"
         raise RecipeError(
-            f"`model.variant` {m.variant} is a BiT ResNet, which has no dropout, pre-logits layer or ViT memory "
+            f"{subject} is a BiT ResNet, which has no dropout, pre-logits layer or ViT memory "
             f"options; remove {', '.join(wrong)} (dropout 0, representation_size null, the options false)."
         )
 
