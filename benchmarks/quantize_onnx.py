@@ -45,11 +45,11 @@ def export_both(model, folder: Path) -> dict[str, Path]:
 
 
 def session(path: Path, threads: int):
-    import onnxruntime as ort
+    """The ONNX Runtime session `hf_vit_repro.export.load_exported` serves an export folder with
+    (CPU execution provider, default optimisations, `threads` intra-op threads)."""
+    from hf_vit_repro.export import load_exported
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return load_exported(path.parent, intra_op_num_threads=threads).session
 
 
 def time_sessions(sessions: dict, batch: int, image_size: int, repeats: int, steps: int) -> dict[str, float]:
