@@ -273,6 +273,36 @@ def eager_attention_forward(
     return output, weights
 
 
+def _reads_weights_safely(*modules: nn.Module) -> bool:
+    """True when a fast path may read these modules' `weight` / `bias` instead of calling them.
+
+    Users wrap our layers: peft swaps a `Linear` for a LoRA layer, torch's quantisation for a
+    quantised one, parametrizations subclass it, hooks and accelerate's offloading change what a
+    call computes. Reading `module.weight` past any of them computes a different model, silently.
+    So the fast paths run only on the exact stock classes with no hooks, instance-level `forward`
+    or parametrization; anything else takes the composed path, which calls every module.
+    """
+    hooks = torch.nn.modules.module
+    if any(getattr(hooks, name, None) for name in _GLOBAL_HOOKS):
+        return False
+    return all(
+        type(module) in (nn.Linear, nn.LayerNorm)
+        and not (module._forward_hooks or module._forward_pre_hooks)
+        and not (module._backward_hooks or module._backward_pre_hooks)
+        and "forward" not in module.__dict__
+        for module in modules
+    )
+
+
+# torch's module-global hooks (`nn.modules.module.register_module_forward_hook`, ...) fire on every call.
+_GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
+
+
 class ViTReproAttention(nn.Module):
     """Multi-head self-attention (MSA) with one fused qkv projection.
 
@@ -307,6 +337,12 @@ class ViTReproAttention(nn.Module):
             # into qkv's (B, S, 3, h, D/h) layout, with no copy to restore it.
             qkv = self.qkv(hidden_states).view(batch, seq, 3, self.num_heads, self.head_dim).unbind(2)
             query, key, value = (t.transpose(1, 2) for t in qkv)
+        elif not _reads_weights_safely(self.qkv):
+            # A wrapped qkv (LoRA, quantised, hooked) is called as a whole; the query rows are sliced after.
+            qkv = self.qkv(hidden_states).view(batch, seq, 3, self.num_heads, self.head_dim)
+            query = qkv[:, :num_queries, 0].transpose(1, 2)
+            key, value = (t.transpose(1, 2) for t in qkv[:, :, 1:].unbind(2))
+            seq = num_queries
         else:
             # Row blocks of the fused kernel are contiguous views: W_q = weight[:D], W_kv = weight[D:].
             weight, bias = self.qkv.weight, self.qkv.bias
@@ -388,7 +424,12 @@ class ViTReproMLP(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.fc1(hidden_states)
-        if self.recompute_activation and self.fused_gelu is not None and hidden_states.requires_grad:
+        if (
+            self.recompute_activation
+            and self.fused_gelu is not None
+            and hidden_states.requires_grad
+            and _reads_weights_safely(self.fc2)
+        ):
             return _GeluLinear.apply(hidden_states, self.fc2.weight, self.fc2.bias, self.fused_gelu)
         return self.dropout(self.fc2(self.dropout(self.activation(hidden_states))))
 
@@ -399,7 +440,9 @@ class ViTReproLayer(GradientCheckpointingLayer):
     CPU inference (no autograd, sdpa, exact GELU, no attention weights requested) runs the block
     as PyTorch's fused native encoder-layer kernel, the one behind `nn.TransformerEncoderLayer`'s
     fast path: our fused qkv / out / MLP / norm weights are exactly its arguments. It gives the
-    same outputs as the composed path (tested to 1e-5) with fewer intermediate tensors.
+    same outputs as the composed path (tested to 1e-5) with fewer intermediate tensors. It reads
+    the modules' weights, so it runs only while they are stock `nn.Linear` / `nn.LayerNorm` with no
+    hooks (`_reads_weights_safely`); under peft, quantisation or a hook the block calls its modules.
     """
 
     def __init__(self, config: ViTReproConfig):
@@ -417,6 +460,10 @@ class ViTReproLayer(GradientCheckpointingLayer):
             not output_attentions
             and not self.training
             and hidden_states.device.type == "cpu"
+            # first: the checks below read weights, which a quantised Linear has only as a method
+            and _reads_weights_safely(
+                attention.qkv, attention.o_proj, self.mlp.fc1, self.mlp.fc2, self.layernorm_before, self.layernorm_after
+            )
             and not (torch.is_grad_enabled() and (hidden_states.requires_grad or attention.qkv.weight.requires_grad))
             and attention.config._attn_implementation == "sdpa"
             and attention.config.hidden_act == "gelu"
