@@ -119,8 +119,8 @@ class ViTReproConfig(PreTrainedConfig):
             the same image, or kept as they are. Non-negative, summing to 1.
         mpp_target (`str`, defaults to `"mean_color_3bit"`): what is predicted for each corrupted patch; one of
             :data:`MPP_TARGETS` (Appendix B.1.2).
-        mpp_image_mean, mpp_image_std (`list[float]`, *optional*): the normalisation the model's inputs went
-            through (the image processor's `image_mean` / `image_std`, one value per channel; `None`: 0.5, the
+        mpp_image_mean, mpp_image_std (`list[float]` or `float`, *optional*): the normalisation the model's inputs went
+            through (the image processor's `image_mean` / `image_std`, one value per channel or one for all; `None`: 0.5, the
             original code's [-1, 1] inputs). Colour targets are computed on the de-normalised pixels
             `pixel_values * std + mean`, clipped to [0, 1]. The model itself never normalises.
         encoder_stride (`int`, *optional*): upsampling factor of the masked-image-modeling decoder (transformers'
@@ -156,8 +156,8 @@ class ViTReproConfig(PreTrainedConfig):
     mpp_corruption_rate: float | int = 0.5
     mpp_corruption_split: list[float | int] | tuple[float | int, ...] = (0.8, 0.1, 0.1)
     mpp_target: str = "mean_color_3bit"
-    mpp_image_mean: list[float | int] | tuple[float | int, ...] | None = None
-    mpp_image_std: list[float | int] | tuple[float | int, ...] | None = None
+    mpp_image_mean: float | int | list[float | int] | tuple[float | int, ...] | None = None
+    mpp_image_std: float | int | list[float | int] | tuple[float | int, ...] | None = None
     encoder_stride: int | None = None
 
     sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=BitConfig, optional=True)}
@@ -239,9 +239,15 @@ class ViTReproConfig(PreTrainedConfig):
     def mpp_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """`(mean, std)` per channel that the inputs were normalised with (`mpp_image_mean` /
         `mpp_image_std`, 0.5 where unset): masked patch prediction de-normalises with them."""
-        mean = self.mpp_image_mean if self.mpp_image_mean is not None else [0.5] * self.num_channels
-        std = self.mpp_image_std if self.mpp_image_std is not None else [0.5] * self.num_channels
-        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        return self._per_channel(self.mpp_image_mean), self._per_channel(self.mpp_image_std)
+
+    def _per_channel(self, value) -> tuple[float, ...]:
+        """A normalisation field as one float per channel: None is 0.5 and a single number is
+        used for every channel, as the image processors read `image_mean` / `image_std`."""
+        value = 0.5 if value is None else value
+        if isinstance(value, (int, float)):
+            return (float(value),) * self.num_channels
+        return tuple(float(v) for v in value)
 
     # ----------------------------------------------------------------- validation
     # Each `validate_*` runs at construction (huggingface_hub's @strict) and names the
@@ -339,13 +345,13 @@ class ViTReproConfig(PreTrainedConfig):
             raise ValueError(f"`mpp_target` must be one of {choices}; got {self.mpp_target!r}.")
         for name in ("mpp_image_mean", "mpp_image_std"):
             value = getattr(self, name)
-            if value is not None and len(value) != self.num_channels:
+            if isinstance(value, (list, tuple)) and len(value) != self.num_channels:
                 raise ValueError(
                     f"`{name}` must hold one value per input channel (num_channels={self.num_channels}), got "
                     f"{list(value)}: pass the image processor's `{name.removeprefix('mpp_')}`."
                 )
-        if self.mpp_image_std is not None and any(s <= 0 for s in self.mpp_image_std):
-            raise ValueError(f"`mpp_image_std` must be positive, got {list(self.mpp_image_std)}.")
+        if any(s <= 0 for s in self._per_channel(self.mpp_image_std)):
+            raise ValueError(f"`mpp_image_std` must be positive, got {self.mpp_image_std!r}.")
         if self.encoder_stride is not None and self.encoder_stride <= 0:
             raise ValueError(
                 f"`encoder_stride` must be a positive integer or None (the patch size), got {self.encoder_stride}."

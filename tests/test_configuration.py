@@ -199,3 +199,19 @@ def test_parameter_counts_match_paper_table_1():
     with torch.device("meta"):
         base = ViTReproModel(ViTReproConfig.from_variant("ViT-B/16"))
     assert round(_count(base) / 1e6) == 86  # without any head B/16 is 85.8M
+
+
+def test_normalisation_fields_take_one_number_for_every_channel(tmp_path):
+    """`mpp_image_mean` / `mpp_image_std` accept a float as the image processors' fields do: transformers'
+    own model tests (`_config_zero_init`) set every `*_std` key to 1e-10 (issue 24 item 6)."""
+    from hf_vit_repro import ViTReproForMaskedPatchPrediction
+
+    config = ViTReproConfig(**tiny_kwargs(mpp_image_mean=0.25, mpp_image_std=1e-10))
+    assert config.mpp_normalization == ((0.25,) * 3, (1e-10,) * 3)
+    ViTReproForMaskedPatchPrediction(config).save_pretrained(tmp_path)
+    loaded = ViTReproConfig.from_pretrained(tmp_path)
+    assert loaded.mpp_image_std == 1e-10 and loaded.mpp_normalization == config.mpp_normalization
+    with pytest.raises(StrictDataclassError, match="`mpp_image_std` must be positive, got 0.0"):
+        ViTReproConfig(**tiny_kwargs(mpp_image_std=0.0))
+    with pytest.raises(StrictDataclassError, match="one value per input channel"):
+        ViTReproConfig(**tiny_kwargs(mpp_image_std=[0.5, 0.5]))
