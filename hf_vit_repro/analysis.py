@@ -543,15 +543,16 @@ class _ImageFiles:
         return len(self.paths)
 
     def __iter__(self) -> Iterator[Any]:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
+
+        from .data import decode_image  # EXIF orientation applied, as `datasets` and `pipeline` decode
 
         for p in self.paths:
             try:
-                with Image.open(p) as image:
-                    image.load()
-                    yield image
+                image = decode_image(p)
             except (UnidentifiedImageError, OSError) as err:
                 raise ValueError(f"Cannot read image {str(p)!r}: {err}") from err
+            yield image
 
 
 def _task_images(task: str, split: str | None, image_column: str | None) -> Iterable[Any]:

@@ -481,3 +481,12 @@ def test_analyze_progress_bar_counts_images_and_honours_no_progress(tmp_path, ti
     assert main(["analyze", str(tiny_checkpoint), "--images", str(images), "--out", str(tmp_path / "b"), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "attention" not in err and "Loading weights" not in err and "it/s" not in err, err
+
+
+def test_image_folders_are_read_upright(tmp_path):
+    """A phone photo with EXIF orientation 6 is read as `datasets` and `pipeline` read it (issue 24 item 2)."""
+    from .test_data_collate import _rotated_photo_jpeg
+
+    _rotated_photo_jpeg(tmp_path / "portrait.jpg")
+    (image,) = list(analysis.iter_images(tmp_path))
+    assert image.size == (16, 32)

@@ -180,3 +180,42 @@ def test_nested_subsets_are_nested_seeded_and_machine_independent():
         nested_subset(n, 2000)
     with pytest.raises(ValueError, match="> 0"):
         subset_size(n, 0)
+
+
+def _rotated_photo_jpeg(path) -> bytes:
+    """A real photo stored 32 wide x 16 high with EXIF orientation 6 ("rotate 90 clockwise to
+    view"), as phones write portrait shots: upright it is 16 wide x 32 high."""
+    from sklearn.datasets import load_sample_images
+
+    stored = Image.fromarray(load_sample_images().images[0][100:116, 200:232])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    stored.save(path, format="JPEG", exif=exif.tobytes(), quality=95)
+    return path.read_bytes()
+
+
+def test_exif_orientation_is_applied_as_datasets_and_pipeline_apply_it(tmp_path):
+    """Issue 24 item 2: the model's input for a rotated phone photo equals what transformers'
+    `pipeline` feeds it (load_image, then the checkpoint's processor), in the collator (training
+    and evaluation) and in `decode_image`; and the decoded pixels equal `datasets`' own decoding."""
+    from datasets import Image as ImageFeature
+    from transformers import ViTImageProcessor
+    from transformers.image_utils import load_image
+
+    from hf_vit_repro.data import decode_image
+
+    path = tmp_path / "portrait.jpg"
+    data = _rotated_photo_jpeg(path)
+    ours = decode_image(data)
+    reference = ImageFeature().decode_example({"bytes": data, "path": None})
+    assert ours.size == reference.size == load_image(str(path)).size == (16, 32)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(reference))
+    assert decode_image(str(path)).size == (16, 32)
+
+    # Model size (height 32, width 16): the upright image needs no resize, a sideways one would.
+    processor = ViTImageProcessor(size={"height": 32, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    expected = processor(load_image(str(path)), return_tensors="pt")["pixel_values"]
+    batch = ImageClassificationCollator(eval_transform((32, 16)))(
+        [{"image": data, "label": 0}, {"image": {"bytes": None, "path": str(path)}, "label": 1}]
+    )
+    torch.testing.assert_close(batch["pixel_values"], expected.expand(2, -1, -1, -1), atol=1e-5, rtol=0)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ def decode_image(value: Any) -> Image.Image:
     """A fully decoded PIL image from what a dataset row may hold: a PIL image, a `datasets`
     image dict ({"bytes": ..., "path": ...}), raw bytes, a file path, or an (H, W[, C]) array.
 
+    Decoded as `datasets.Image().decode_example` and transformers' `load_image` decode: a file's
+    EXIF orientation is applied (a phone photo tagged "rotate 90" comes out upright, as `pipeline`
+    sees it); colour modes are left to the transforms' `to_rgb`.
+
     Raises OSError / ValueError (and Pillow's UnidentifiedImageError) when the data is not an
     image or is truncated; `load()` forces the whole file to be read so truncation is caught
     here, not later in a transform.
@@ -129,6 +133,8 @@ def decode_image(value: Any) -> Image.Image:
     else:
         raise ValueError(f"cannot read an image from a {type(value).__name__}")
     image.load()
+    if image.getexif().get(ExifTags.Base.Orientation) is not None:
+        image = ImageOps.exif_transpose(image)
     return image
 
 
