@@ -18,6 +18,7 @@ from hf_vit_repro.training import RecipeError, load_recipe, train
 from hf_vit_repro.training.checkpoints import _saved_shapes, checkpoint_problem
 from hf_vit_repro.training.distributed import launch_warnings
 
+from .conftest import run_without_package
 from .launch_fixtures import TRAIN, accelerate_launch, final_weights, finish, recipe_file, run, start
 
 # Dropout off (the variant's default), EMA on (its sharded state is saved, gathered and resumed
@@ -97,7 +98,25 @@ def test_fsdp2_on_two_cpu_processes_trains_like_one_process(sharded_run, recipe_
     assert one.losses[-1][1] < one.losses[0][1] - 0.01  # the weights moved: not two untouched initialisations
     assert summary["eval"]["accuracy"] == pytest.approx(one.eval_accuracy, abs=0.01)  # 3 of 300 test images
 
-    # final/ is a normal checkpoint: full tensors, loaded by from_pretrained with nothing missing.
+    # final/ is a normal checkpoint: the same files as a one-process run's (the shipped model code,
+    # no FSDP sources, auto_map naming the plain classes), loadable where the package is not installed.
+    final = sharded_run / runs.FINAL_DIR
+    assert sorted(p.name for p in final.iterdir()) == sorted(p.name for p in (one.run_dir / runs.FINAL_DIR).iterdir())
+    config = json.loads((final / "config.json").read_text())
+    assert config["architectures"] == ["ViTReproForImageClassification"]
+    assert all(v.startswith(("modeling_vit_repro.", "configuration_vit_repro.")) for v in config["auto_map"].values())
+    remote = run_without_package(
+        f"""
+        import json, torch
+        from transformers import pipeline, AutoModelForImageClassification
+        model = AutoModelForImageClassification.from_pretrained({str(final)!r}, trust_remote_code=True)
+        classify = pipeline("image-classification", model={str(final)!r}, trust_remote_code=True)
+        from PIL import Image
+        print(json.dumps({{"cls": type(model).__name__, "n": len(classify(Image.new("RGB", (16, 16))))}}))
+        """,
+        tmp_path,
+    )
+    assert remote["cls"] == "ViTReproForImageClassification" and remote["n"] >= 1
     model, info = ViTReproForImageClassification.from_pretrained(sharded_run / runs.FINAL_DIR, output_loading_info=True)
     assert not any(info.values()), info
     reference = ViTReproForImageClassification.from_pretrained(one.run_dir / runs.FINAL_DIR)

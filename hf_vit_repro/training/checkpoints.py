@@ -303,7 +303,8 @@ def save_final_model(accelerator, model, recipe: Recipe, folder: str = runs.FINA
         tmp = recipe.output_dir / f".{folder}.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
-        accelerator.unwrap_model(model).save_pretrained(str(tmp), state_dict=state_dict)
+        with _plain_class(accelerator.unwrap_model(model)) as plain:
+            plain.save_pretrained(str(tmp), state_dict=state_dict)
         ViTImageProcessor(
             do_resize=True, size={"height": size, "width": size}, do_normalize=True,
             image_mean=list(recipe.data.mean), image_std=list(recipe.data.std),
@@ -312,6 +313,26 @@ def save_final_model(accelerator, model, recipe: Recipe, folder: str = runs.FINA
         runs.replace_dir(tmp, final_dir)
     accelerator.wait_for_everyone()
     return final_dir
+
+
+@contextlib.contextmanager
+def _plain_class(model):
+    """`model` seen as its own class while it is saved. FSDP2's `fully_shard` swaps a module's
+    class for a generated subclass (`FSDPViTReproForImageClassification`), and `save_pretrained`
+    names the saved class in `auto_map` and copies the files that define it: torch's FSDP sources
+    instead of the shipped model code, a checkpoint that loads only where this package is
+    installed. Saving as the plain class writes the same folder as a DDP run's."""
+    from torch.distributed.fsdp import FSDPModule
+
+    wrapped = type(model)
+    if not issubclass(wrapped, FSDPModule):
+        yield model
+        return
+    model.__class__ = next(c for c in wrapped.__mro__ if not issubclass(c, FSDPModule))
+    try:
+        yield model
+    finally:
+        model.__class__ = wrapped
 
 
 @contextlib.contextmanager
