@@ -279,12 +279,11 @@ def _reads_weights_safely(*modules: nn.Module) -> bool:
     Users wrap our layers: peft swaps a `Linear` for a LoRA layer, torch's quantisation for a
     quantised one, parametrizations subclass it, hooks and accelerate's offloading change what a
     call computes. Reading `module.weight` past any of them computes a different model, silently.
-    So the fast paths run only on the exact stock classes with no hooks, instance-level `forward`
-    or parametrization; anything else takes the composed path, which calls every module.
+    So the fast paths run only on the exact stock classes with no hooks of their own and no
+    instance-level `forward`; anything else takes the composed path, which calls every module.
+    torch's module-global hooks are left out on purpose: the tools that set them (FlopCounterMode's
+    module tracker, memory trackers) observe, and must measure the program that runs without them.
     """
-    hooks = torch.nn.modules.module
-    if any(getattr(hooks, name, None) for name in _GLOBAL_HOOKS):
-        return False
     return all(
         type(module) in (nn.Linear, nn.LayerNorm)
         and not (module._forward_hooks or module._forward_pre_hooks)
@@ -292,15 +291,6 @@ def _reads_weights_safely(*modules: nn.Module) -> bool:
         and "forward" not in module.__dict__
         for module in modules
     )
-
-
-# torch's module-global hooks (`nn.modules.module.register_module_forward_hook`, ...) fire on every call.
-_GLOBAL_HOOKS = (
-    "_global_forward_hooks",
-    "_global_forward_pre_hooks",
-    "_global_backward_hooks",
-    "_global_backward_pre_hooks",
-)
 
 
 class ViTReproAttention(nn.Module):
