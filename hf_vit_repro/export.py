@@ -214,8 +214,10 @@ def _load_for_export(checkpoint):
 
     source, config = checkpoint_config(checkpoint)
     model_class = getattr(modeling_vit_repro, config.architectures[0])
-    try:
-        model = model_class.from_pretrained(source, dtype=torch.float32)
+    try:  # through runs.load_pretrained: a truncated or foreign weights file is named, not a SafetensorError
+        model = runs.load_pretrained(model_class, source, dtype=torch.float32)
+    except runs.CheckpointError:
+        raise
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot load the weights of {source!r} ({type(err).__name__}: {_one_line(err)})") from err
     try:

@@ -487,3 +487,16 @@ def test_help():
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
+
+
+def test_a_truncated_checkpoint_is_one_line(checkpoints, tmp_path, capsys):
+    """A `model.safetensors` cut short (an interrupted download or copy) is named in one line, not a
+    SafetensorError traceback from inside transformers (issue 24)."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(checkpoints["hybrid"], damaged)
+    data = (damaged / "model.safetensors").read_bytes()
+    (damaged / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert main(["export", str(damaged), str(tmp_path / "out"), "--no-progress"]) == 2
+    err = one_line_error(capsys, "export")
+    assert f"{damaged / 'model.safetensors'} is truncated" in err and "save it again" in err
+    assert not (tmp_path / "out").exists()
