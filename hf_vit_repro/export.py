@@ -108,6 +108,9 @@ REPORT = "export_report.json"
 DEFAULT_TOLERANCE = 1e-4
 #: `quantize=` choices (ONNX only): "int8" is ONNX Runtime's dynamic quantisation (int8 weights,
 #: activations quantised per call), checked against PyTorch relative to the outputs' scale.
+#: The lowest opset torch.onnx's exporter writes directly; below it the model goes through onnx's
+#: version converter, which fails on ViT's LayerNormalization (opset 17) and prints its own traceback.
+MIN_ONNX_OPSET = 18
 QUANTIZATIONS = ("int8",)
 DEFAULT_QUANTIZED_TOLERANCE = 0.1
 TRACED_BATCH_SIZE = 2
@@ -452,6 +455,11 @@ def _check_options(format: str, opset: int | None, tolerance: float | None, quan
         require_onnx()
     if opset is not None and format != "onnx":
         raise ValueError("--opset applies to the onnx format only")
+    if opset is not None and not MIN_ONNX_OPSET <= opset <= _max_onnx_opset():
+        raise ValueError(
+            f"opset {opset} is not one torch.onnx can write; choose an opset between {MIN_ONNX_OPSET} and the installed "
+            f"onnx's {_max_onnx_opset()} (or leave --opset out for torch.onnx's default)"
+        )
     if tolerance is not None and not tolerance > 0:  # None: the default for the export kind
         raise ValueError(f"tolerance must be positive, got {tolerance}")
 
@@ -640,7 +648,7 @@ def _describe(format, folder: Path, artefact: Path, exportable, sample, sample_o
         if opset is not None and actual_opset != opset:
             raise ExportError(
                 f"torch.onnx could not produce opset {opset} (it wrote opset {actual_opset}); choose an opset "
-                f"between 18 and the installed onnx's {_max_onnx_opset()}"
+                f"between {MIN_ONNX_OPSET} and the installed onnx's {_max_onnx_opset()}"
             )
     else:
         batch = "batch" if dynamic_batch else int(sample[0].shape[0])
@@ -832,7 +840,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("output_dir", help="folder to write (a new or empty folder, or an earlier export to replace)")
     p.add_argument("--format", default="onnx", metavar="{onnx,exported-program}",
                    help="onnx (torch.onnx dynamo exporter, for ONNX Runtime; default) or exported-program (torch.export, .pt2)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch.onnx's, 20)")
+    p.add_argument("--opset", type=int, default=None,
+                   help=f"ONNX opset, {MIN_ONNX_OPSET} up to the installed onnx's latest (default: torch.onnx's, 20)")
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--dynamic-batch", dest="dynamic_batch", action="store_true", default=True,
                        help="dynamic batch axis (default)")

@@ -500,3 +500,18 @@ def test_a_truncated_checkpoint_is_one_line(checkpoints, tmp_path, capsys):
     err = one_line_error(capsys, "export")
     assert f"{damaged / 'model.safetensors'} is truncated" in err and "save it again" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("opset", ["9", "0", "99"])
+def test_an_opset_torch_onnx_cannot_write_is_refused_before_exporting(checkpoints, tmp_path, capsys, monkeypatch, opset):
+    """Below 18 onnx's version converter fails on LayerNormalization and onnxscript printed its
+    traceback before the one-line error; above the installed onnx's latest nothing can be written.
+    Both are refused before any tracing (issue 24)."""
+    def no_export(*args, **kwargs):
+        raise AssertionError("export ran")
+
+    monkeypatch.setattr(export_module, "_trace", no_export)
+    assert main(["export", str(checkpoints["classifier"]), str(tmp_path / "out"), "--opset", opset, "--no-progress"]) == 2
+    err = one_line_error(capsys, "export")
+    assert f"opset {opset} is not one torch.onnx can write; choose an opset between 18 and" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
