@@ -460,8 +460,14 @@ def _check_options(format: str, opset: int | None, tolerance: float | None, quan
             f"opset {opset} is not one torch.onnx can write; choose an opset between {MIN_ONNX_OPSET} and the installed "
             f"onnx's {_max_onnx_opset()} (or leave --opset out for torch.onnx's default)"
         )
-    if tolerance is not None and not tolerance > 0:  # None: the default for the export kind
-        raise ValueError(f"tolerance must be positive, got {tolerance}")
+    _check_tolerance(tolerance)
+
+
+def _check_tolerance(tolerance: float | None) -> None:
+    """A parity tolerance is a positive finite number (None: the default for the export kind, or
+    the report's); a negative, zero, NaN or infinite one would make the check meaningless."""
+    if tolerance is not None and not (0 < tolerance < float("inf")):
+        raise ValueError(f"--tolerance must be a positive finite number, got {tolerance}")
 
 
 def export_model(
@@ -734,6 +740,7 @@ def verify(
     loads and runs, its outputs are the architecture's, and it matches `checkpoint` (default: the
     checkpoint named in the report) within `tolerance` (default: the report's) on fresh random
     inputs. Returns the parity result; raises `ExportError` with what is wrong."""
+    _check_tolerance(tolerance)
     folder = Path(folder)
     report = _read_report(folder)
     for name, expected in report["files"].items():

@@ -515,3 +515,14 @@ def test_an_opset_torch_onnx_cannot_write_is_refused_before_exporting(checkpoint
     err = one_line_error(capsys, "export")
     assert f"opset {opset} is not one torch.onnx can write; choose an opset between 18 and" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("tolerance", ["-1", "0", "nan", "inf"])
+def test_a_meaningless_tolerance_is_refused(onnx_copy, checkpoints, tmp_path, capsys, tolerance):
+    """verify-export accepted `--tolerance -1` (issue 24); export and verify-export refuse a
+    tolerance that is not a positive finite number, before any work."""
+    assert main(["verify-export", str(onnx_copy), "--tolerance", tolerance]) == 2
+    assert f"--tolerance must be a positive finite number, got {float(tolerance)}" in one_line_error(capsys, "verify-export")
+    assert main(["export", str(checkpoints["classifier"]), str(tmp_path / "out"), "--tolerance", tolerance]) == 2
+    assert "--tolerance must be a positive finite number" in one_line_error(capsys, "export")
+    assert not (tmp_path / "out").exists()
