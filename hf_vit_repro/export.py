@@ -18,10 +18,15 @@ The graph's inputs and outputs are those of the class the checkpoint's config na
 `architectures` (tables `EXPORT_INPUTS` and `EXPORT_OUTPUTS`, one line per class); N = the
 number of patches, K = the number of classes:
 
-    ViTReproForImageClassification    pixel_values -> logits (B, K)
+    ViTReproForImageClassification    pixel_values -> logits (B, K), pooler_output (B, D')
     ViTReproModel                     pixel_values -> last_hidden_state (B, S, D), pooler_output (B, D)
     ViTReproForMaskedImageModeling    pixel_values, bool_masked_pos -> reconstruction (B, C, H, W), loss ()
     ViTReproForMaskedPatchPrediction  pixel_values, corruption, replacement_index -> logits (B, N, ...)
+
+A classifier's graph also returns the features its head reads (`pooler_output`: the pooled
+token after the pre-logits layer, if any; D' = `pooled_size`), so that the parity check compares
+the features too: a freshly reset head is zero and its logits are 0 whatever the input, which
+alone would check nothing. Runtimes and pipelines read `logits` by name and ignore the extra output.
 
 `pixel_values` `(B, C, H, W)` float32, normalised as the image processor says. The
 self-supervised classes take their masks as graph inputs, so the graph draws nothing at random:
@@ -98,9 +103,14 @@ EXPORT_INPUTS: dict[str, tuple[str, ...]] = {
 }
 EXPORT_OUTPUTS: dict[str, tuple[str, ...]] = {
     "ViTReproModel": ("last_hidden_state", "pooler_output"),
-    "ViTReproForImageClassification": ("logits",),
+    "ViTReproForImageClassification": ("logits", "pooler_output"),
     "ViTReproForMaskedImageModeling": ("reconstruction", "loss"),
     "ViTReproForMaskedPatchPrediction": ("logits",),
+}
+# Outputs that are no field of the output dataclass but the input of one of the model's modules:
+# output name -> module. A classifier's features are what its head reads (see the module docstring).
+EXPORT_MODULE_INPUTS: dict[str, dict[str, str]] = {
+    "ViTReproForImageClassification": {"pooler_output": "classifier"},
 }
 INPUT_NAME = "pixel_values"  # every class's first input
 FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
@@ -150,10 +160,24 @@ class ExportableModel(nn.Module):
         self.model = model
         self.input_names = EXPORT_INPUTS[name]
         self.output_names = EXPORT_OUTPUTS[name]
+        self.module_inputs = EXPORT_MODULE_INPUTS.get(name, {})
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.model(**dict(zip(self.input_names, inputs, strict=True)))
-        return tuple(outputs[name] for name in self.output_names)
+        # `EXPORT_MODULE_INPUTS` are caught by pre-hooks on their modules for this call only, so the
+        # wrapped model is left as it was and its own forward decides what the head reads.
+        captured: dict[str, torch.Tensor] = {}
+
+        def catch(name: str):
+            return lambda module, args: captured.__setitem__(name, args[0])
+
+        hooks = [self.model.get_submodule(module).register_forward_pre_hook(catch(name))
+                 for name, module in self.module_inputs.items()]
+        try:
+            outputs = self.model(**dict(zip(self.input_names, inputs, strict=True)))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return tuple(captured[name] if name in captured else outputs[name] for name in self.output_names)
 
 
 # ----------------------------------------------------------------------------- loading
