@@ -273,3 +273,33 @@ def test_cli_writes_fewshot_json(tmp_path, capsys):
     assert "not big_vision's" in capsys.readouterr().out
     assert json.loads((tmp_path / "select.json").read_text())["protocol"]["name"] == (
         "l2 selection on held-out images (not big_vision's)")
+
+
+def test_an_unreadable_image_names_a_remedy_fewshot_has(tmp_path, capsys):
+    """The strict error recommended `--skip-unreadable`, which `fewshot` does not accept (issue 24):
+    few-shot reads every image it draws, so its one-line error says how to repair the data."""
+    from datasets import Dataset
+    from datasets import Image as ImageFeature
+
+    from hf_vit_repro import cli, runs
+
+    from .evaluation_fixtures import save_classifier, tiny_digits_classifier
+
+    run = tmp_path / "run"
+    save_classifier(tiny_digits_classifier(), run / runs.FINAL_DIR)
+    data = tmp_path / "digits-copy"
+    (data / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        dataset = load_task("digits", split).select(range(60)).cast_column("image", ImageFeature(decode=False))
+        rows = dataset.to_list()
+        if split == "test":
+            rows[4]["image"] = {"bytes": b"", "path": "broken.png"}
+        Dataset.from_list(rows, features=dataset.features).to_parquet(str(data / "data" / f"{split}-00000-of-00001.parquet"))
+    capsys.readouterr()
+    code = cli.main(["fewshot", str(run), str(data), "--shots", "1", "--seeds", "1", "--no-cache", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.startswith("vit-repro fewshot: error:"), err
+    assert "broken.png" in err and "cannot skip one: replace or remove the file" in err
+    assert "--skip-unreadable" not in err
+    with pytest.raises(SystemExit):  # and indeed fewshot has no such flag
+        cli.main(["fewshot", str(run), str(data), "--skip-unreadable"])

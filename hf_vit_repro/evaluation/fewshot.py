@@ -63,6 +63,10 @@ DEFAULT_L2 = 2.0**10
 DEFAULT_SHOTS: tuple[int, ...] = (1, 5, 10, 25)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 DEFAULT_VAL_SHOTS = 10
+#: Few-shot evaluation scores exactly k images per class and the whole test split, so it has no
+#: mode that skips unreadable images: the error says how to repair the data instead.
+UNREADABLE_HINT = ("few-shot evaluation reads every image it draws and cannot skip one: replace or remove the file, "
+                   "or download the dataset again")
 #: "central_crop": big_vision's resize to round(size * 256 / 224) + central crop (the default);
 #: "resize": straight to the resolution.
 PREPROCESSINGS = ("central_crop", "resize")
@@ -235,7 +239,9 @@ def extract_features(
     missing = sorted({r for r in rows if r not in entries})
     if missing:
         subset = dataset.select(missing)
-        loader = make_dataloader(subset, transform, batch_size, shuffle=False, num_workers=num_workers, strict=True)
+        # Few-shot reads every image it draws (exactly k per class; the whole test split): no skipping mode.
+        loader = make_dataloader(subset, transform, batch_size, shuffle=False, num_workers=num_workers, strict=True,
+                                 unreadable_hint=UNREADABLE_HINT)
         device = next(model.parameters()).device
         computed = []
         model.eval()
