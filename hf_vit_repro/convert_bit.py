@@ -162,9 +162,13 @@ def convert_timm_bit_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
 
 
 def load_timm_bit(timm_config: Mapping, state_dict: Mapping[str, torch.Tensor], overrides: Mapping):
-    """(model, image processor) from a timm BiT repo's config.json and weights."""
-    config = bit_config_from_timm(timm_config, **overrides)
-    model = load_bit_converted(config, convert_timm_bit_state_dict(state_dict))
+    """(model, image processor) from a timm BiT repo's config.json (or a bare weights file's
+    architecture name alone) and weights. The class count comes from the head's weights, as for a
+    timm ViT (a bare file has no config saying it); an explicit `num_labels` override still wins."""
+    state = convert_timm_bit_state_dict(state_dict)
+    num_labels = int(state["classifier.1.weight"].shape[0]) if "classifier.1.weight" in state else 0
+    config = bit_config_from_timm(timm_config, **{"num_labels": num_labels, **overrides})
+    model = load_bit_converted(config, state)
     pretrained = timm_config.get("pretrained_cfg") or timm_config
     processor = image_processor(
         config, pretrained.get("mean", (0.5,) * 3), pretrained.get("std", (0.5,) * 3),

@@ -165,7 +165,7 @@ def run_mpp_demo(output_dir: str | Path = DEFAULT_MPP_OUTPUT_DIR, fresh: bool = 
     import torch
 
     from .data import load_task
-    from .evaluation import fewshot_evaluate, fewshot_protocol, load_checkpoint
+    from .evaluation import fewshot_evaluate, fewshot_protocol, load_checkpoint, write_fewshot_results
     from .evaluation.common import image_size_of
     from .training import build_model, load_recipe, run_recipe
 
@@ -206,8 +206,7 @@ def run_mpp_demo(output_dir: str | Path = DEFAULT_MPP_OUTPUT_DIR, fresh: bool = 
                                         std=pretrained.std, progress=progress_bar)
         print(f"{key}: " + ", ".join(f"{k}-shot {100 * v['mean']:.1f}%" for k, v in fewshot[key].items()))
     protocol = fewshot_protocol(shots=shots, seeds=seeds, resolution=image_size_of(pretrained.model))
-    runs.write_json(pre.run_dir / runs.FEWSHOT, {"checkpoint": str(pre.run_dir), "protocol": protocol,
-                                                 "results": {"digits": fewshot["mpp"]}})
+    write_fewshot_results(pre.run_dir / runs.FEWSHOT, pre.run_dir, protocol, {"digits": fewshot["mpp"]})
 
     pre_eval = runs.read_json(pre.run_dir / runs.TRAIN_SUMMARY)["eval"]
     summary: dict[str, Any] = {
@@ -260,7 +259,7 @@ def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, 
     """Stages 4-6 for one model; returns (few-shot results, attention-distance trend, card folder)."""
     from .analysis import analyze_checkpoint
     from .data import load_task
-    from .evaluation import fewshot_evaluate, fewshot_protocol, load_checkpoint
+    from .evaluation import fewshot_evaluate, fewshot_protocol, load_checkpoint, write_fewshot_results
     from .evaluation.common import image_size_of
     from .hub import push_to_hub
 
@@ -272,8 +271,7 @@ def _inspect_and_publish(key, name, number, total, pre, fin, output_dir, smoke, 
         mean=loaded.mean, std=loaded.std, progress=progress_bar,
     )
     protocol = fewshot_protocol(shots=shots, seeds=seeds, resolution=image_size_of(loaded.model))
-    runs.write_json(pre.run_dir / runs.FEWSHOT, {"checkpoint": str(pre.run_dir), "protocol": protocol,
-                                                 "results": {"digits": fewshot}})
+    write_fewshot_results(pre.run_dir / runs.FEWSHOT, pre.run_dir, protocol, {"digits": fewshot})
     print(", ".join(f"{k}-shot {100 * v['mean']:.1f}%" for k, v in fewshot.items()) + f" (mean of {len(seeds)} seeds)")
     commands.append(f"vit-repro fewshot {pre.run_dir} digits --shots {' '.join(map(str, shots))}")
 

@@ -18,10 +18,15 @@ The graph's inputs and outputs are those of the class the checkpoint's config na
 `architectures` (tables `EXPORT_INPUTS` and `EXPORT_OUTPUTS`, one line per class); N = the
 number of patches, K = the number of classes:
 
-    ViTReproForImageClassification    pixel_values -> logits (B, K)
+    ViTReproForImageClassification    pixel_values -> logits (B, K), pooler_output (B, D')
     ViTReproModel                     pixel_values -> last_hidden_state (B, S, D), pooler_output (B, D)
     ViTReproForMaskedImageModeling    pixel_values, bool_masked_pos -> reconstruction (B, C, H, W), loss ()
     ViTReproForMaskedPatchPrediction  pixel_values, corruption, replacement_index -> logits (B, N, ...)
+
+A classifier's graph also returns the features its head reads (`pooler_output`: the pooled
+token after the pre-logits layer, if any; D' = `pooled_size`), so that the parity check compares
+the features too: a freshly reset head is zero and its logits are 0 whatever the input, which
+alone would check nothing. Runtimes and pipelines read `logits` by name and ignore the extra output.
 
 `pixel_values` `(B, C, H, W)` float32, normalised as the image processor says. The
 self-supervised classes take their masks as graph inputs, so the graph draws nothing at random:
@@ -98,9 +103,14 @@ EXPORT_INPUTS: dict[str, tuple[str, ...]] = {
 }
 EXPORT_OUTPUTS: dict[str, tuple[str, ...]] = {
     "ViTReproModel": ("last_hidden_state", "pooler_output"),
-    "ViTReproForImageClassification": ("logits",),
+    "ViTReproForImageClassification": ("logits", "pooler_output"),
     "ViTReproForMaskedImageModeling": ("reconstruction", "loss"),
     "ViTReproForMaskedPatchPrediction": ("logits",),
+}
+# Outputs that are no field of the output dataclass but the input of one of the model's modules:
+# output name -> module. A classifier's features are what its head reads (see the module docstring).
+EXPORT_MODULE_INPUTS: dict[str, dict[str, str]] = {
+    "ViTReproForImageClassification": {"pooler_output": "classifier"},
 }
 INPUT_NAME = "pixel_values"  # every class's first input
 FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
@@ -108,6 +118,9 @@ REPORT = "export_report.json"
 DEFAULT_TOLERANCE = 1e-4
 #: `quantize=` choices (ONNX only): "int8" is ONNX Runtime's dynamic quantisation (int8 weights,
 #: activations quantised per call), checked against PyTorch relative to the outputs' scale.
+#: The lowest opset torch.onnx's exporter writes directly; below it the model goes through onnx's
+#: version converter, which fails on ViT's LayerNormalization (opset 17) and prints its own traceback.
+MIN_ONNX_OPSET = 18
 QUANTIZATIONS = ("int8",)
 DEFAULT_QUANTIZED_TOLERANCE = 0.1
 TRACED_BATCH_SIZE = 2
@@ -147,10 +160,24 @@ class ExportableModel(nn.Module):
         self.model = model
         self.input_names = EXPORT_INPUTS[name]
         self.output_names = EXPORT_OUTPUTS[name]
+        self.module_inputs = EXPORT_MODULE_INPUTS.get(name, {})
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.model(**dict(zip(self.input_names, inputs, strict=True)))
-        return tuple(outputs[name] for name in self.output_names)
+        # `EXPORT_MODULE_INPUTS` are caught by pre-hooks on their modules for this call only, so the
+        # wrapped model is left as it was and its own forward decides what the head reads.
+        captured: dict[str, torch.Tensor] = {}
+
+        def catch(name: str):
+            return lambda module, args: captured.__setitem__(name, args[0])
+
+        hooks = [self.model.get_submodule(module).register_forward_pre_hook(catch(name))
+                 for name, module in self.module_inputs.items()]
+        try:
+            outputs = self.model(**dict(zip(self.input_names, inputs, strict=True)))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return tuple(captured[name] if name in captured else outputs[name] for name in self.output_names)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -214,8 +241,10 @@ def _load_for_export(checkpoint):
 
     source, config = checkpoint_config(checkpoint)
     model_class = getattr(modeling_vit_repro, config.architectures[0])
-    try:
-        model = model_class.from_pretrained(source, dtype=torch.float32)
+    try:  # through runs.load_pretrained: a truncated or foreign weights file is named, not a SafetensorError
+        model = runs.load_pretrained(model_class, source, dtype=torch.float32)
+    except runs.CheckpointError:
+        raise
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot load the weights of {source!r} ({type(err).__name__}: {_one_line(err)})") from err
     try:
@@ -450,8 +479,19 @@ def _check_options(format: str, opset: int | None, tolerance: float | None, quan
         require_onnx()
     if opset is not None and format != "onnx":
         raise ValueError("--opset applies to the onnx format only")
-    if tolerance is not None and not tolerance > 0:  # None: the default for the export kind
-        raise ValueError(f"tolerance must be positive, got {tolerance}")
+    if opset is not None and not MIN_ONNX_OPSET <= opset <= _max_onnx_opset():
+        raise ValueError(
+            f"opset {opset} is not one torch.onnx can write; choose an opset between {MIN_ONNX_OPSET} and the installed "
+            f"onnx's {_max_onnx_opset()} (or leave --opset out for torch.onnx's default)"
+        )
+    _check_tolerance(tolerance)
+
+
+def _check_tolerance(tolerance: float | None) -> None:
+    """A parity tolerance is a positive finite number (None: the default for the export kind, or
+    the report's); a negative, zero, NaN or infinite one would make the check meaningless."""
+    if tolerance is not None and not (0 < tolerance < float("inf")):
+        raise ValueError(f"--tolerance must be a positive finite number, got {tolerance}")
 
 
 def export_model(
@@ -638,7 +678,7 @@ def _describe(format, folder: Path, artefact: Path, exportable, sample, sample_o
         if opset is not None and actual_opset != opset:
             raise ExportError(
                 f"torch.onnx could not produce opset {opset} (it wrote opset {actual_opset}); choose an opset "
-                f"between 18 and the installed onnx's {_max_onnx_opset()}"
+                f"between {MIN_ONNX_OPSET} and the installed onnx's {_max_onnx_opset()}"
             )
     else:
         batch = "batch" if dynamic_batch else int(sample[0].shape[0])
@@ -724,6 +764,7 @@ def verify(
     loads and runs, its outputs are the architecture's, and it matches `checkpoint` (default: the
     checkpoint named in the report) within `tolerance` (default: the report's) on fresh random
     inputs. Returns the parity result; raises `ExportError` with what is wrong."""
+    _check_tolerance(tolerance)
     folder = Path(folder)
     report = _read_report(folder)
     for name, expected in report["files"].items():
@@ -830,7 +871,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("output_dir", help="folder to write (a new or empty folder, or an earlier export to replace)")
     p.add_argument("--format", default="onnx", metavar="{onnx,exported-program}",
                    help="onnx (torch.onnx dynamo exporter, for ONNX Runtime; default) or exported-program (torch.export, .pt2)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch.onnx's, 20)")
+    p.add_argument("--opset", type=int, default=None,
+                   help=f"ONNX opset, {MIN_ONNX_OPSET} up to the installed onnx's latest (default: torch.onnx's, 20)")
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--dynamic-batch", dest="dynamic_batch", action="store_true", default=True,
                        help="dynamic batch axis (default)")

@@ -199,3 +199,29 @@ def test_a_transformers_bit_checkpoint_needs_no_conversion(tmp_path, capsys):
     BitForImageClassification(bit_config("BiT-R50x1", num_labels=3, **TINY)).save_pretrained(tmp_path / "bit")
     assert main(["convert", str(tmp_path / "bit"), str(tmp_path / "out")]) == 2
     assert "already a transformers BiT checkpoint" in capsys.readouterr().err
+
+
+def test_bare_1000_class_timm_bit_file_reads_its_class_count(tmp_path):
+    """A bare timm BiT weights file (resnetv2_50x1_bit with its 1000-class head, as timm builds it)
+    converts from its architecture name alone: the class count comes from the weights (issue 24)."""
+    reference = randomize_(timm.create_model("resnetv2_50x1_bit", pretrained=False), std=0.05).eval()
+    assert reference.num_classes == 1000
+    save_file(reference.state_dict(), tmp_path / "bit.safetensors")
+    out = tmp_path / "out"
+    assert main(["convert", str(tmp_path / "bit.safetensors"), str(out), "--timm-architecture", "resnetv2_50x1_bit"]) == 0
+    model = AutoModelForImageClassification.from_pretrained(out).eval()
+    assert isinstance(model, BitForImageClassification) and model.config.num_labels == 1000
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ours, theirs = logits(model, x), logits(reference, x)
+    assert theirs.abs().max() > 0.1
+    torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
+    # an explicit class count that the weights do not have is still named
+    with pytest.raises(ConversionError, match=r"classifier\.1\.bias: checkpoint \(1000,\) vs model \(2,\)"):
+        load_checkpoint(tmp_path / "bit.safetensors", architecture="resnetv2_50x1_bit", num_labels=2)
+    # a tiny headless file: no classes
+    headless = timm_tiny(num_classes=0)
+    save_file(headless.state_dict(), tmp_path / "tiny.safetensors")
+    model, _ = load_checkpoint(tmp_path / "tiny.safetensors", architecture="resnetv2_50x1_bit", **TINY)
+    assert model.config.num_labels == 0
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(logits(model.eval(), x), logits(headless, x), atol=ATOL, rtol=0)

@@ -273,6 +273,19 @@ def test_vtab1k_splits_from_a_multi_shard_webdataset_copy(big_cifar100_copy, tmp
         load_task("vtab/cifar100", "train800", data_dir=big_cifar100_copy, indices=tmp_path / "other.json")
 
 
+def test_vtab1k_indices_of_another_task_are_refused(big_cifar100_copy, tmp_path, capsys):
+    """A cifar100 indices file was accepted for eurosat (issue 24): rows drawn for one dataset say
+    nothing about another, even where the split sizes happen to agree."""
+    from hf_vit_repro.cli import main
+
+    path = export_vtab1k_indices("vtab/cifar100", tmp_path / "idx.json", data_dir=big_cifar100_copy)
+    eurosat = write_layout(HUB_LAYOUTS["clip-benchmark/wds_vtab-eurosat"], tmp_path / "eurosat", {"train": 1100, "test": 10})
+    with pytest.raises(DataError, match=r"written for 'vtab/cifar100', not 'vtab/eurosat'; export vtab/eurosat's own"):
+        load_task("vtab/eurosat", "train800", data_dir=eurosat, indices=path)
+    assert main(["data", "export-vtab", "vtab/eurosat", str(tmp_path / "e.json"), "--data-dir", str(eurosat)]) == 0
+    assert _rows(load_task("vtab/eurosat", "train800", data_dir=eurosat, indices=tmp_path / "e.json")) == list(range(800))
+
+
 def test_vtab1k_official_val200_from_the_published_validation_split(tmp_path):
     """SUN397: task_adaptation's val200 is validation[:200], which the repo publishes."""
     repo = write_layout(HUB_LAYOUTS["dpdl-benchmark/sun397"], tmp_path / "sun", {"train": 820, "validation": 210, "test": 3})

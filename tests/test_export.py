@@ -174,7 +174,9 @@ def test_export_matches_pytorch_at_other_batch_sizes(kind, fmt, checkpoints, exp
         inputs = model_inputs(kind, batch, generator)
         codes |= set(inputs.get("corruption", torch.zeros(0)).unique().tolist())
         with torch.no_grad():
-            outputs = model(**inputs)
+            outputs = dict(model(**inputs))
+            if kind in ("classifier", "hybrid"):  # the features the head reads, from the encoder alone
+                outputs["pooler_output"] = model.vit(inputs["pixel_values"]).pooler_output
         got = run(inputs)
         assert len(got) == len(names)
         for name, array in zip(names, got):
@@ -487,3 +489,68 @@ def test_help():
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
+
+
+def test_a_truncated_checkpoint_is_one_line(checkpoints, tmp_path, capsys):
+    """A `model.safetensors` cut short (an interrupted download or copy) is named in one line, not a
+    SafetensorError traceback from inside transformers (issue 24)."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(checkpoints["hybrid"], damaged)
+    data = (damaged / "model.safetensors").read_bytes()
+    (damaged / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert main(["export", str(damaged), str(tmp_path / "out"), "--no-progress"]) == 2
+    err = one_line_error(capsys, "export")
+    assert f"{damaged / 'model.safetensors'} is truncated" in err and "save it again" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("opset", ["9", "0", "99"])
+def test_an_opset_torch_onnx_cannot_write_is_refused_before_exporting(checkpoints, tmp_path, capsys, monkeypatch, opset):
+    """Below 18 onnx's version converter fails on LayerNormalization and onnxscript printed its
+    traceback before the one-line error; above the installed onnx's latest nothing can be written.
+    Both are refused before any tracing (issue 24)."""
+    def no_export(*args, **kwargs):
+        raise AssertionError("export ran")
+
+    monkeypatch.setattr(export_module, "_trace", no_export)
+    assert main(["export", str(checkpoints["classifier"]), str(tmp_path / "out"), "--opset", opset, "--no-progress"]) == 2
+    err = one_line_error(capsys, "export")
+    assert f"opset {opset} is not one torch.onnx can write; choose an opset between 18 and" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("tolerance", ["-1", "0", "nan", "inf"])
+def test_a_meaningless_tolerance_is_refused(onnx_copy, checkpoints, tmp_path, capsys, tolerance):
+    """verify-export accepted `--tolerance -1` (issue 24); export and verify-export refuse a
+    tolerance that is not a positive finite number, before any work."""
+    assert main(["verify-export", str(onnx_copy), "--tolerance", tolerance]) == 2
+    assert f"--tolerance must be a positive finite number, got {float(tolerance)}" in one_line_error(capsys, "verify-export")
+    assert main(["export", str(checkpoints["classifier"]), str(tmp_path / "out"), "--tolerance", tolerance]) == 2
+    assert "--tolerance must be a positive finite number" in one_line_error(capsys, "export")
+    assert not (tmp_path / "out").exists()
+
+
+def test_parity_compares_the_features_when_the_head_is_zero(checkpoints, tmp_path, monkeypatch, capsys):
+    """A freshly reset head is zero: its logits are 0 whatever the input, and a check of the logits
+    alone compared nothing (issue 24: 'max abs diff logits 0.00e+00'). The classifier's graph also
+    returns the features the head reads, and the check compares them: a runtime whose features are
+    off is refused although its logits agree."""
+    model = reference_model(checkpoints["classifier"])
+    model.reset_classifier(5)  # zero-initialised, as `--num-labels` and fine-tuning start
+    folder = tmp_path / "zero-head"
+    model.save_pretrained(folder)
+    report = export(folder, tmp_path / "ok", progress=False)
+    diffs = report["parity"]["max_abs_diff"]
+    assert diffs["logits"] == 0.0 and 0 < diffs["pooler_output"] <= ATOL  # the features were compared
+    assert main(["verify-export", str(tmp_path / "ok")]) == 0
+    assert "pooler_output" in capsys.readouterr().out
+    real = export_module.load_exported
+
+    def features_off(path, *args, **kwargs):
+        run = real(path, *args, **kwargs)
+        return lambda x: {name: t + 1e-2 if name != "logits" else t for name, t in run(x).items()}
+
+    monkeypatch.setattr(export_module, "load_exported", features_off)
+    with pytest.raises(ExportError, match=r"differs from PyTorch .*logits 0.00e\+00, pooler_output 1.00e-02"):
+        export(folder, tmp_path / "off", progress=False)
+    assert not (tmp_path / "off").exists()

@@ -273,3 +273,77 @@ def test_cli_writes_fewshot_json(tmp_path, capsys):
     assert "not big_vision's" in capsys.readouterr().out
     assert json.loads((tmp_path / "select.json").read_text())["protocol"]["name"] == (
         "l2 selection on held-out images (not big_vision's)")
+
+
+def test_an_unreadable_image_names_a_remedy_fewshot_has(tmp_path, capsys):
+    """The strict error recommended `--skip-unreadable`, which `fewshot` does not accept (issue 24):
+    few-shot reads every image it draws, so its one-line error says how to repair the data."""
+    from datasets import Dataset
+    from datasets import Image as ImageFeature
+
+    from hf_vit_repro import cli, runs
+
+    from .evaluation_fixtures import save_classifier, tiny_digits_classifier
+
+    run = tmp_path / "run"
+    save_classifier(tiny_digits_classifier(), run / runs.FINAL_DIR)
+    data = tmp_path / "digits-copy"
+    (data / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        dataset = load_task("digits", split).select(range(60)).cast_column("image", ImageFeature(decode=False))
+        rows = dataset.to_list()
+        if split == "test":
+            rows[4]["image"] = {"bytes": b"", "path": "broken.png"}
+        Dataset.from_list(rows, features=dataset.features).to_parquet(str(data / "data" / f"{split}-00000-of-00001.parquet"))
+    capsys.readouterr()
+    code = cli.main(["fewshot", str(run), str(data), "--shots", "1", "--seeds", "1", "--no-cache", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.startswith("vit-repro fewshot: error:"), err
+    assert "broken.png" in err and "cannot skip one: replace or remove the file" in err
+    assert "--skip-unreadable" not in err
+    with pytest.raises(SystemExit):  # and indeed fewshot has no such flag
+        cli.main(["fewshot", str(run), str(data), "--skip-unreadable"])
+
+
+def test_fewshot_json_keeps_other_tasks_and_protocols(tmp_path, capsys, monkeypatch):
+    """`vit-repro fewshot RUN TASK` rewrote RUN/fewshot.json with TASK alone (issue 24): the demo's
+    digits results, or another protocol's, were lost. Results merge per task and protocol; a rerun
+    of the same task and protocol replaces its entry; the file is written atomically."""
+    import json
+
+    from hf_vit_repro import cli, runs
+    from hf_vit_repro.evaluation import fewshot as fewshot_module
+
+    from .evaluation_fixtures import save_classifier, tiny_digits_classifier
+
+    run = tmp_path / "run"
+    save_classifier(tiny_digits_classifier(), run / runs.FINAL_DIR)
+    base = ["fewshot", str(run), "--seeds", "1", "--no-cache", "--no-progress"]
+    digits_test = load_task("digits", "test")
+    small = tmp_path / "digits-small"  # a second task: a local copy of 100 digits images
+    (small / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        load_task("digits", split).select(range(100)).to_parquet(str(small / "data" / f"{split}-00000-of-00001.parquet"))
+
+    assert cli.main(base + ["digits", "--shots", "1", "2"]) == 0
+    first = json.loads((run / runs.FEWSHOT).read_text())
+    assert cli.main(base + [str(small), "--shots", "1", "2"]) == 0  # another task, same protocol
+    record = json.loads((run / runs.FEWSHOT).read_text())
+    assert set(record["results"]) == {"digits", str(small)} and record["results"]["digits"] == first["results"]["digits"]
+    assert record["results"][str(small)]["1"]["num_test_images"] == 100
+    assert record["results"]["digits"]["1"]["num_test_images"] == len(digits_test)
+
+    assert cli.main(base + ["digits", "--shots", "1", "--l2-reg", "select"]) == 0  # another protocol
+    record = json.loads((run / runs.FEWSHOT).read_text())
+    assert record["protocol"]["l2_reg"] == "select" and set(record["results"]) == {"digits"}
+    [kept] = record["other_protocols"]
+    assert kept["protocol"] == first["protocol"] and set(kept["results"]) == {"digits", str(small)}
+
+    # the first protocol again, on digits: its entry replaced, the other task and protocol kept
+    monkeypatch.setattr(fewshot_module, "fewshot_evaluate", lambda *a, **k: {"1": {"mean": 0.5, "std": 0.0, "seeds": [0]}})
+    assert cli.main(base + ["digits", "--shots", "1", "2"]) == 0
+    record = json.loads((run / runs.FEWSHOT).read_text())
+    assert record["protocol"] == first["protocol"] and record["results"]["digits"] == {"1": {"mean": 0.5, "std": 0.0, "seeds": [0]}}
+    assert record["results"][str(small)] == kept["results"][str(small)]
+    assert [g["protocol"]["l2_reg"] for g in record["other_protocols"]] == ["select"]
+    assert sorted(p.name for p in run.iterdir()) == [runs.FEWSHOT, runs.FINAL_DIR]  # no temporary file left

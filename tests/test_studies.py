@@ -171,6 +171,17 @@ def test_a_session_stopped_early_ends_the_study_and_the_next_call_continues(tmp_
     assert runs.read_json(config.folder / STUDY_JSON)["complete"] is True and (run_dir / runs.FEWSHOT).is_file()
 
 
+def test_report_of_a_study_without_runs_is_an_error(tmp_path, capsys):
+    """`study report` on a study.json with no finished run exited 0 and wrote nothing (issue 24)."""
+    folder = tmp_path / "study"
+    runs.write_json(folder / STUDY_JSON, _study("data-size", []))
+    capsys.readouterr()
+    assert cli.main(["study", "report", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vit-repro study: error:") and "\n" not in err and "records no finished run" in err
+    assert sorted(p.name for p in folder.iterdir()) == [STUDY_JSON]
+
+
 def test_a_changed_recipe_is_not_reported_as_the_finished_run(tmp_path):
     config = load_study_config(tiny_study(tmp_path, data={"task": "digits", "val_fraction": 0.1, "sizes": [1.0]}))
     run_study(config, progress=False)

@@ -19,7 +19,7 @@ from hf_vit_repro.training.checkpoints import _saved_shapes, checkpoint_problem
 from hf_vit_repro.training.distributed import launch_warnings
 
 from .conftest import run_without_package
-from .launch_fixtures import TRAIN, accelerate_launch, final_weights, finish, recipe_file, run, start
+from .launch_fixtures import LAUNCH_CONFIGS, TRAIN, accelerate_launch, final_weights, finish, recipe_file, run, start
 
 # Dropout off (the variant's default), EMA on (its sharded state is saved, gathered and resumed
 # too), evaluation at the end (data-parallel over the sharded model), checkpoints every 2 steps,
@@ -168,6 +168,27 @@ def test_fsdp_asked_for_in_one_process_stops_with_a_message(tmp_path, monkeypatc
     with pytest.raises(RecipeError, match="FSDP was asked for .* single process without a process group"):
         train(tiny_recipe(tmp_path))
     assert not (tmp_path / "run").exists()
+
+
+def test_fsdp_config_with_cpu_is_refused_not_silently_unsharded(tmp_path, monkeypatch):
+    """`accelerate launch --config_file fsdp.yaml --cpu` reads the FSDP config, then starts one plain
+    process that trained unsharded without a word (issue 24). The launch is read back from the
+    parent's command line and refused before anything is written; a real launch shows it."""
+    from hf_vit_repro.training import distributed
+
+    fsdp = str(LAUNCH_CONFIGS / "fsdp.yaml")
+    message = distributed.launch_refusal(["--config_file", fsdp, "--cpu", *TRAIN, "r.yaml"])
+    assert "asks for FSDP, but --cpu makes accelerate launch drop it" in message and "Leave out --cpu" in message
+    assert distributed.launch_refusal(["--config_file", fsdp, "--num_processes", "2", *TRAIN, "r.yaml"]) is None
+    assert distributed.launch_refusal(["--config_file", str(LAUNCH_CONFIGS / "multi_node.yaml"), "--cpu", *TRAIN]) is None
+    assert distributed.launch_refusal(["--config_file", fsdp, *TRAIN, "r.yaml", "--cpu"]) is None  # the script's own flag
+    assert distributed.launcher_argv() is None  # pytest was not started by accelerate launch
+
+    recipe = tiny_recipe(tmp_path)
+    out = run(accelerate_launch("fsdp.yaml", "--cpu", *TRAIN, str(recipe_file(tmp_path, "fsdp", **CHANGES)),
+                                f"run.output_dir={tmp_path / 'run'}"), ok=False, timeout=120)
+    assert "vit-repro train: error: the launch config" in out and "asks for FSDP, but --cpu" in out
+    assert not (tmp_path / "run").exists() and recipe.output_dir == tmp_path / "run"
 
 
 def test_fsdp1_on_cpu_processes_and_mismatched_checkpoints_are_refused(tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """The training loop under damage and interference: a damaged latest checkpoint, a second run into
 the same folder, Ctrl-C, and the training log of a resumed run."""
 
+import errno
+import io
 import json
 import os
 import signal
@@ -98,6 +100,65 @@ def test_every_checkpoint_damaged_is_an_error_naming_them(tmp_path):
     explicit = recipe.replace(**{"run.resume": str(training.list_checkpoints(recipe.output_dir)[0])})
     with pytest.raises(RecipeError, match="damaged checkpoint: scheduler.bin"):
         train(explicit)
+
+
+def disk_full_at(monkeypatch, step, error):
+    """torch.save (the optimizer, scheduler and RNG files) fails while the checkpoint of `step` is
+    written: half the file reaches the disk, then `error()` is raised, as when the disk fills up."""
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if training.checkpoint_name(step) not in str(f):
+            return real_save(obj, f, *args, **kwargs)
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        with open(f, "wb") as out:
+            out.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise error()
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def enospc():
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def torch_zip_writer_failure():  # what torch.save really raises on a full disk (seen on a 1.5 MB tmpfs)
+    try:
+        raise RuntimeError("basic_ios::clear: iostream error")
+    except RuntimeError:
+        try:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 7680 vs 7572")
+        except RuntimeError as err:
+            return err
+
+
+@pytest.mark.parametrize("error", [enospc, torch_zip_writer_failure])
+def test_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, monkeypatch, capsys, error):
+    reference = train(tiny_recipe(tmp_path, "reference", **CHANGES))
+    recipe = tiny_recipe(tmp_path, "full", **CHANGES)
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(recipe.to_yaml())
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        disk_full_at(patch, 3, error)
+        code = main(["train", str(recipe_file)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert "could not write checkpoint step_0000003" in err and "step_0000002 is intact" in err
+    checkpoints = recipe.output_dir / runs.CHECKPOINTS_DIR
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_0000001", "step_0000002"]  # no half-written folder
+    assert all(training.checkpoints.checkpoint_problem(c) is None for c in training.list_checkpoints(recipe.output_dir))
+    # space freed: the same command continues from step 2 and ends where an uninterrupted run does
+    assert main(["train", str(recipe_file)]) == 0
+    assert_same_weights(reference.run_dir, recipe.output_dir)
+
+
+def test_a_failure_that_is_not_the_disk_keeps_its_traceback(tmp_path, monkeypatch):
+    recipe = tiny_recipe(tmp_path, **CHANGES)
+    disk_full_at(monkeypatch, 2, lambda: RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):
+        train(recipe)
 
 
 # ------------------------------------------------------------------ one run per folder

@@ -46,6 +46,12 @@ class CorruptImageError(ValueError):
     """An image could not be decoded (strict mode); the message names the row and its source."""
 
 
+#: What a strict loader's `CorruptImageError` tells the user to do, unless its caller says otherwise
+#: (`make_dataloader(unreadable_hint=...)`: a command without a skipping mode names its own remedy).
+SKIP_UNREADABLE_HINT = ("strict mode: data.strict=false in a recipe, --skip-unreadable on the command line, skips and "
+                        "counts such images")
+
+
 def mix64(*values: int) -> int:
     """A stable 64-bit hash of integers (SplitMix64 steps): the same on every machine, Python
     and NumPy version, unlike `hash()` or NumPy's `Generator` methods."""
@@ -167,12 +173,14 @@ class ImageClassificationCollator:
     raises `CorruptImageError` with its index and source instead. With `placeholder_label` set,
     a skipped image keeps its place in the batch as a black image with that label (evaluation
     under data parallelism needs every process's batch at its nominal size and order).
+    `unreadable_hint` ends the strict error's message (default `SKIP_UNREADABLE_HINT`).
     """
 
     def __init__(self, transform, strict: bool = False, placeholder_label: int | None = None,
-                 per_image=None, labels: bool = True):
+                 per_image=None, labels: bool = True, unreadable_hint: str = SKIP_UNREADABLE_HINT):
         self.transform = transform
         self.strict = bool(strict)
+        self.unreadable_hint = unreadable_hint
         self.placeholder_label = placeholder_label
         self.per_image = per_image
         self.labels = bool(labels)
@@ -199,8 +207,7 @@ class ImageClassificationCollator:
             except _DECODE_ERRORS as err:
                 message = f"cannot decode the image of {where} ({describe_source(row)}): {type(err).__name__}: {err}"
                 if self.strict:
-                    raise CorruptImageError(message + " (strict mode: data.strict=false in a recipe, --skip-unreadable on "
-                                             "the command line, skips and counts such images)") from err
+                    raise CorruptImageError(f"{message} ({self.unreadable_hint})") from err
                 with self._skipped.get_lock():
                     self._skipped.value += 1
                 logger.warning("skipping %s", message)
@@ -310,6 +317,7 @@ def make_dataloader(
     persistent_workers: bool = False,
     per_image=None,
     labels: bool = True,
+    unreadable_hint: str = SKIP_UNREADABLE_HINT,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over a dataset with "image" and "label" columns yielding
     {"pixel_values": (B, 3, H, W) float32, "labels": (B,) int64}; with `labels=False` the
@@ -319,7 +327,8 @@ def make_dataloader(
     Deterministic for a given `seed` and epoch, independent of `num_workers` (see module
     docstring). Decoding and `transform` run in the workers. The collator is
     `loader.collate_fn` (read `loader.collate_fn.pop_skipped()` at the end of an epoch), the
-    sampler `loader.sampler` (`set_epoch`). `placeholder_label`: see `ImageClassificationCollator`.
+    sampler `loader.sampler` (`set_epoch`). `placeholder_label`, `unreadable_hint`: see
+    `ImageClassificationCollator`.
 
     A streaming `datasets.IterableDataset` is accepted too: it is shuffled with a buffer when
     `shuffle` (its own `set_epoch` reshuffles) and augmented from each worker's torch RNG, which
@@ -328,7 +337,7 @@ def make_dataloader(
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     collator = ImageClassificationCollator(transform, strict=strict, placeholder_label=placeholder_label,
-                                           per_image=per_image, labels=labels)
+                                           per_image=per_image, labels=labels, unreadable_hint=unreadable_hint)
     generator = torch.Generator().manual_seed(int(seed))
     common = dict(
         batch_size=batch_size,

@@ -442,6 +442,12 @@ def _read_indices(indices, spec, sizes: Mapping[str, int]) -> dict[str, list[int
     else:
         record = dict(indices)
     chosen = record.get("indices", record)
+    written_for = record.get("task")
+    if written_for is not None and written_for != spec.name:
+        raise DataError(
+            f"the indices file was written for {written_for!r}, not {spec.name!r}; export {spec.name}'s own with "
+            f"`vit-repro data export-vtab {spec.name} FILE`."
+        )
     for split, count in ((s, VTAB1K_TRAIN if s == "train800" else VTAB1K_VAL) for s in ("train800", "val200")):
         if split not in chosen:
             raise DataError(f"the indices file has no {split!r} entry (it has {sorted(chosen)})")

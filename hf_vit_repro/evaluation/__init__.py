@@ -32,6 +32,7 @@ from .fewshot import (
     fewshot_evaluate,
     fewshot_protocol,
     fit_least_squares,
+    write_fewshot_results,
 )
 
 #: Names re-exported from `vtab` on first use (see the layering note above).
@@ -65,6 +66,7 @@ __all__ = [
     "fewshot_evaluate",
     "fewshot_checkpoint",
     "fewshot_protocol",
+    "write_fewshot_results",
     "fit_least_squares",
     "accuracy_by_l2",
     "extract_features",

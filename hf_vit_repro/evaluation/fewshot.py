@@ -63,6 +63,10 @@ DEFAULT_L2 = 2.0**10
 DEFAULT_SHOTS: tuple[int, ...] = (1, 5, 10, 25)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 DEFAULT_VAL_SHOTS = 10
+#: Few-shot evaluation scores exactly k images per class and the whole test split, so it has no
+#: mode that skips unreadable images: the error says how to repair the data instead.
+UNREADABLE_HINT = ("few-shot evaluation reads every image it draws and cannot skip one: replace or remove the file, "
+                   "or download the dataset again")
 #: "central_crop": big_vision's resize to round(size * 256 / 224) + central crop (the default);
 #: "resize": straight to the resolution.
 PREPROCESSINGS = ("central_crop", "resize")
@@ -235,7 +239,9 @@ def extract_features(
     missing = sorted({r for r in rows if r not in entries})
     if missing:
         subset = dataset.select(missing)
-        loader = make_dataloader(subset, transform, batch_size, shuffle=False, num_workers=num_workers, strict=True)
+        # Few-shot reads every image it draws (exactly k per class; the whole test split): no skipping mode.
+        loader = make_dataloader(subset, transform, batch_size, shuffle=False, num_workers=num_workers, strict=True,
+                                 unreadable_hint=UNREADABLE_HINT)
         device = next(model.parameters()).device
         computed = []
         model.eval()
@@ -426,9 +432,9 @@ def fewshot_checkpoint(
     **kwargs: Any,
 ) -> tuple[dict[str, Any], Path]:
     """Run `fewshot_evaluate` for every task and write fewshot.json (default: the run folder's,
-    else outputs/fewshot/<checkpoint>/fewshot.json; `output` may be a .json file or a folder).
-    Results of other tasks in an existing file of the same protocol are kept; the tasks asked for
-    are (re)computed, which is cheap when their features are cached.
+    else outputs/fewshot/<checkpoint>/fewshot.json; `output` may be a .json file or a folder),
+    merged into what the file holds (`write_fewshot_results`: other tasks and other protocols are
+    kept; the tasks asked for are (re)computed, which is cheap when their features are cached).
     `cache_dir=True` uses `default_cache_dir()`, None/False disables the cache."""
     from ..data import load_task
     from .common import load_checkpoint
@@ -444,24 +450,63 @@ def fewshot_checkpoint(
         seeds=seeds, resolution=size, val_shots=kwargs.get("val_shots", DEFAULT_VAL_SHOTS), train_split=train_split,
         test_split=test_split,
     )
-    record: dict[str, Any] = {"checkpoint": str(checkpoint), "protocol": protocol, "results": {}}
-    if path.is_file():
-        previous = runs.read_json(path)
-        if previous.get("protocol") == protocol:
-            record["results"].update(previous.get("results", {}))
     cache = default_cache_dir() if cache_dir is True else (cache_dir or None)
+    record: dict[str, Any] = {}
     for task in tasks:
         data_dir = (data_dirs or {}).get(task)
         train = load_task(task, train_split, data_dir)
         test = load_task(task, test_split, data_dir)
         key = {"task": task, "data_dir": str(data_dir) if data_dir else None, "train_split": train_split, "test_split": test_split}
-        record["results"][task] = fewshot_evaluate(
+        result = fewshot_evaluate(
             loaded.model, train, test, shots, seeds, mean=loaded.mean, std=loaded.std, image_size=size,
             cache_dir=cache, data_key=key, **kwargs,
         )
-        record["versions"] = runs.software_versions()
-        runs.write_json(path, record)  # after every task: an interrupted run keeps what it finished
+        # after every task: an interrupted run keeps what it finished
+        record = write_fewshot_results(path, checkpoint, protocol, {task: result})
     return record, path
+
+
+def _same_checkpoint(a, b) -> bool:
+    """Whether two checkpoint names recorded in fewshot.json are one model: equal strings, or local
+    paths that resolve to the same folder (a run folder and its final/ count as one)."""
+    if a is None or str(a) == str(b):
+        return a is not None
+    paths = [Path(str(x)).expanduser().resolve() for x in (a, b)]
+    paths = [p.parent if p.name == runs.FINAL_DIR else p for p in paths]
+    return paths[0] == paths[1] and paths[0].exists()
+
+
+def write_fewshot_results(
+    path: str | os.PathLike, checkpoint: str | os.PathLike, protocol: dict[str, Any], results: dict[str, Any]
+) -> dict[str, Any]:
+    """Merge `results` ({task: fewshot_evaluate's result}) of `checkpoint` under `protocol` into the
+    fewshot.json at `path` and write it atomically; returns the record written.
+
+    The file's top level (`checkpoint`, `protocol`, `results`: what the model card and the studies
+    read) is the group just written; every other (checkpoint, protocol) group already in the file
+    moves to `other_protocols` (a list of {checkpoint, protocol, results}), so evaluating another
+    task or another protocol never loses earlier results. A task evaluated again under the same
+    protocol replaces its entry."""
+    path = Path(path)
+    groups: list[dict[str, Any]] = []
+    if path.is_file():
+        previous = runs.read_json(path)
+        groups = [previous, *(previous.get("other_protocols") or [])]
+    merged: dict[str, Any] = {}
+    others = []
+    for group in groups:
+        same = group.get("protocol") == protocol and _same_checkpoint(group.get("checkpoint"), checkpoint)
+        if same:
+            merged.update(group.get("results") or {})
+        elif group.get("results"):
+            others.append({key: group.get(key) for key in ("checkpoint", "protocol", "results")})
+    merged.update(results)
+    record: dict[str, Any] = {"checkpoint": str(checkpoint), "protocol": protocol, "results": merged,
+                              "versions": runs.software_versions()}
+    if others:
+        record["other_protocols"] = others
+    runs.write_json(path, record)
+    return record
 
 
 def fewshot_table(record: dict[str, Any]) -> str:

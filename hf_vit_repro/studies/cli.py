@@ -42,7 +42,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     folder = Path(args.study_dir)
     if not (folder / STUDY_JSON).is_file():
         raise FileNotFoundError(f"{folder} holds no {STUDY_JSON}; run `vit-repro study data-size|compute CONFIG` first.")
-    written = write_report(runs.read_json(folder / STUDY_JSON), folder)
+    study = runs.read_json(folder / STUDY_JSON)
+    if not study.get("runs"):
+        raise ValueError(f"{folder / STUDY_JSON} records no finished run yet, so there is nothing to report; run the "
+                         "study's command again (`vit-repro study data-size|compute CONFIG`) to continue it.")
+    written = write_report(study, folder)
     print("Wrote " + ", ".join(map(str, written)))
     return 0
 

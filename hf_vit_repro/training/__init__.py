@@ -51,6 +51,7 @@ from .build import (
 from .checkpoints import (
     SHARDED_MODEL_DIR,
     TRAINER_STATE,
+    CheckpointWriteError,
     check_checkpoint_compatible,
     check_checkpoint_layout,
     check_same_recipe,
@@ -101,7 +102,7 @@ from .recipe import (
 from .sweep import SWEEP, SWEEP_DIR, run_recipe, sweep_member
 
 __all__ = [
-    "ARCHITECTURE_FIELDS", "AUGMENTATIONS", "DataRecipe", "EMA", "LOSSES", "MIXED_PRECISIONS", "MODES",
+    "ARCHITECTURE_FIELDS", "AUGMENTATIONS", "CheckpointWriteError", "DataRecipe", "EMA", "LOSSES", "MIXED_PRECISIONS", "MODES",
     "ModelRecipe", "OBJECTIVES", "OBJECTIVE_CLASSES", "OPTIMIZERS", "Objective", "OptimRecipe",
     "PatchCorruptionDraw", "Recipe", "RecipeError", "RunData", "RunRecipe", "SCHEDULES", "SECTIONS",
     "SHARDED_MODEL_DIR", "SMOKE_BACKBONE", "SMOKE_BIT", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR",

@@ -10,7 +10,9 @@ they are loaded; and the run's final model.
 Both are written under a temporary name and renamed (`runs.replace_dir`), so a crash never leaves
 a half-written checkpoint that `resume=auto` would pick: a checkpoint is complete when its folder
 has its final name. A folder holding a run of other hyperparameters, or a checkpoint of another
-architecture, is refused with a `RecipeError` that names the differences.
+architecture, is refused with a `RecipeError` that names the differences. A write that the disk
+refuses (full disk, quota, I/O error) removes the temporary folder and stops the run with a
+one-line `CheckpointWriteError` naming the intact checkpoint to resume from.
 """
 
 from __future__ import annotations
@@ -31,6 +33,52 @@ TRAINER_STATE = "trainer_state.json"
 #: Where Accelerate's `save_state` puts the model under FSDP with SHARDED_STATE_DICT (a
 #: torch.distributed.checkpoint folder: one `__<rank>_0.distcp` file per process + `.metadata`).
 SHARDED_MODEL_DIR = "pytorch_model_fsdp_0"
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint or the final model could not be written (full disk, quota, I/O error); the
+    message says what was not written, why, and which earlier checkpoint is intact."""
+
+
+# What torch.save / safetensors raise when the file system refuses a write: torch's zip writer turns
+# ENOSPC into a RuntimeError ("basic_ios::clear: iostream error", then "[enforce fail at
+# inline_container.cc] unexpected pos"), safetensors into a SafetensorError ("IoError(Os { code: 28 ...").
+_WRITE_FAILURE_MARKERS = ("No space left", "iostream error", "inline_container", "PytorchStreamWriter",
+                          "file write failed", "IoError")
+
+
+def _write_failure(err: BaseException) -> str | None:
+    """Why a write failed, when `err` (or an exception it was raised from) is the file system
+    refusing it; None for anything else, which keeps its traceback."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError):
+            return err.strerror or str(err) or type(err).__name__
+        text = str(err)
+        if any(marker in text for marker in _WRITE_FAILURE_MARKERS):
+            return f"the disk refused the write ({' '.join(text.split())[:160]})"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _atomic_write(tmp: Path, what: str, fallback: str):
+    """Run the writes of `what` into the temporary folder `tmp`; if the file system refuses one,
+    remove `tmp` (the finished folders were never touched) and raise `CheckpointWriteError`
+    saying what was lost, the free space left and `fallback` (what is intact, what to do)."""
+    try:
+        yield
+    except Exception as err:
+        reason = _write_failure(err)
+        if reason is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            free = f"; {shutil.disk_usage(tmp.parent).free / 2**20:.1f} MiB free on that disk"
+        except OSError:
+            free = ""
+        raise CheckpointWriteError(f"could not write {what}: {reason}{free}. {fallback}") from None
 
 
 def checkpoint_name(step: int) -> str:
@@ -272,16 +320,24 @@ def save_checkpoint(accelerator, model, run_dir: Path, counters: dict[str, Any],
     main = accelerator.is_main_process
     final = run_dir / runs.CHECKPOINTS_DIR / checkpoint_name(counters["step"])
     tmp = final.with_name(f".{final.name}.tmp")
+    previous = latest_checkpoint(run_dir)
+    fallback = (
+        f"The previous checkpoint {previous} is intact: free disk space (or delete old checkpoints), then run the "
+        "same command again (run.resume=auto) to continue from it." if previous is not None else
+        "No earlier checkpoint exists: free disk space (or choose another run.output_dir) and run again."
+    )
+    with _atomic_write(tmp, f"checkpoint {final.name} into {final.parent}", fallback):
+        if main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if main:
+            accelerator.unwrap_model(model).config.to_json_file(str(tmp / "config.json"))
+            runs.write_json(tmp / TRAINER_STATE, counters)
     if main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if main:
-        accelerator.unwrap_model(model).config.to_json_file(str(tmp / "config.json"))
-        runs.write_json(tmp / TRAINER_STATE, counters)
         runs.replace_dir(tmp, final)
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old)
@@ -301,15 +357,18 @@ def save_final_model(accelerator, model, recipe: Recipe, folder: str = runs.FINA
 
         size = recipe.model.image_size
         tmp = recipe.output_dir / f".{folder}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        with _plain_class(accelerator.unwrap_model(model)) as plain:
-            plain.save_pretrained(str(tmp), state_dict=state_dict)
-        ViTImageProcessor(
-            do_resize=True, size={"height": size, "width": size}, do_normalize=True,
-            image_mean=list(recipe.data.mean), image_std=list(recipe.data.std),
-        ).save_pretrained(str(tmp))
-        (tmp / runs.RECIPE).write_text(recipe.to_yaml(), encoding="utf-8")
+        fallback = (f"{final_dir.name}/ is unchanged and the run's checkpoints are intact: free disk space, then "
+                    "run the same command again (run.resume=auto).")
+        with _atomic_write(tmp, f"the model into {final_dir}", fallback):
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            with _plain_class(accelerator.unwrap_model(model)) as plain:
+                plain.save_pretrained(str(tmp), state_dict=state_dict)
+            ViTImageProcessor(
+                do_resize=True, size={"height": size, "width": size}, do_normalize=True,
+                image_mean=list(recipe.data.mean), image_std=list(recipe.data.std),
+            ).save_pretrained(str(tmp))
+            (tmp / runs.RECIPE).write_text(recipe.to_yaml(), encoding="utf-8")
         runs.replace_dir(tmp, final_dir)
     accelerator.wait_for_everyone()
     return final_dir

@@ -8,7 +8,8 @@ On GPUs Accelerate takes it from there. On CPUs Accelerate 1.15 drops it without
 (`enable_fsdp_on_cpu` says where), so the loop switches the accelerator to FSDP itself, and from
 then on runs Accelerate's own FSDP2 code, the code a GPU run takes. A launch that asks for FSDP or
 for several processes and cannot have them is never silent: it stops (`RecipeError`) or warns and
-the warning lands in `train_summary.json` (`describe_distribution`).
+the warning lands in `train_summary.json` (`describe_distribution`); `accelerate launch --cpu`
+with the FSDP config, which starts one unsharded process, is refused (`launch_refusal`).
 
 Exact resume needs the data order and every augmentation to be functions of (seed, epoch, row)
 (`hf_vit_repro.data.SeededSampler`), the position inside the epoch recomputed from the step, and
@@ -48,6 +49,9 @@ def make_accelerator(recipe: Recipe, run_dir: Path):
 
     import torch
 
+    refusal = launch_refusal()
+    if refusal is not None:
+        raise RecipeError(refusal)
     # After a run under FSDP the per-process state says FSDP (Accelerate writes it there on GPUs,
     # `enable_fsdp_on_cpu` on CPUs), and an AcceleratorState built on it skips the branch that
     # creates the FSDP plugin: the next run of this process (a learning-rate sweep's) would fail
@@ -175,6 +179,51 @@ def launch_warnings(accelerator) -> list[str]:
             "--num_processes N` (CPU processes on a machine without GPUs)."
         )
     return found
+
+
+def launcher_argv() -> list[str] | None:
+    """The arguments of the `accelerate launch` that started this process (what follows `launch`
+    on its command line), or None when the parent process is no such launch or its command line
+    cannot be read (/proc: Linux only). Its simple launcher exports no trace of the launch config
+    (no ACCELERATE_USE_FSDP), so the parent's command line is the one witness left."""
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return None
+    parts = [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+    for i, part in enumerate(parts[:-1]):
+        if Path(part).name == "accelerate" and parts[i + 1] == "launch":
+            return parts[i + 2:]
+    return None
+
+
+def launch_refusal(argv: list[str] | None = None) -> str | None:
+    """Why this run must not start as launched, or None. `accelerate launch --config_file
+    recipes/accelerate/fsdp.yaml --cpu` reads the FSDP config and then, because of --cpu, starts
+    one plain process (its simple launcher): the run would train unsharded without a word, so it
+    is refused. `argv`: the launch's arguments (default `launcher_argv()`)."""
+    argv = launcher_argv() if argv is None else argv
+    if not argv:
+        return None
+    from accelerate.commands.launch import launch_command_parser
+    from accelerate.utils import DistributedType
+
+    try:
+        args = launch_command_parser().parse_args(argv)
+        if not args.cpu or not args.config_file:
+            return None
+        from accelerate.commands.config.config_args import load_config_from_file
+
+        asked = load_config_from_file(args.config_file).distributed_type
+    except (SystemExit, Exception):  # not a launch we can read: nothing to say about it
+        return None
+    if asked != DistributedType.FSDP:
+        return None
+    return (
+        f"the launch config {args.config_file} asks for FSDP, but --cpu makes accelerate launch drop it and start one "
+        "unsharded process. Leave out --cpu: `accelerate launch --config_file recipes/accelerate/fsdp.yaml "
+        "--num_processes N -m hf_vit_repro train ...` shards over CPU processes (gloo) on a machine without GPUs."
+    )
 
 
 def describe_distribution(accelerator, model) -> dict:
