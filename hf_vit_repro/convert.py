@@ -50,13 +50,15 @@ import torch
 from .configuration_vit_repro import ViTReproConfig
 from .convert_bit import is_bit_npz, is_timm_bit, load_bit_npz, load_timm_bit
 from .convert_common import (
-    _TIMM_RESAMPLE,
     ConversionError,
     _jax_to_torch,
     _name_list,
     _rename,
     image_processor,
     load_exactly,
+    name_rules,
+    set_processor_size,
+    timm_image_processor,
 )
 from .modeling_vit_repro import (
     ViTReproForImageClassification,
@@ -90,24 +92,28 @@ _TRANSFORMERS_RULES = [
 ]
 
 _BACKBONE = "vit.embeddings.patch_embeddings.backbone.bit."
-_TIMM_RULES = [
-    # hybrid: timm's ResNetV2 (preact=False) -> transformers' BitBackbone (layer_type="bottleneck")
-    (r"^patch_embed\.backbone\.stem\.conv\.", _BACKBONE + "embedder.convolution."),
-    (r"^patch_embed\.backbone\.stem\.norm\.", _BACKBONE + "embedder.norm."),
-    (r"^patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.", _BACKBONE + r"encoder.stages.\1.layers.\2."),
-    (r"^cls_token$", "vit.embeddings.cls_token"),
-    (r"^pos_embed$", "vit.embeddings.position_embeddings"),
-    (r"^patch_embed\.proj\.", "vit.embeddings.patch_embeddings.projection."),
-    (r"^blocks\.(\d+)\.norm1\.", r"vit.layers.\1.layernorm_before."),
-    (r"^blocks\.(\d+)\.attn\.qkv\.", r"vit.layers.\1.attention.qkv."),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"vit.layers.\1.attention.o_proj."),
-    (r"^blocks\.(\d+)\.norm2\.", r"vit.layers.\1.layernorm_after."),
-    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"vit.layers.\1.mlp.fc1."),
-    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"vit.layers.\1.mlp.fc2."),
-    (r"^norm\.", "vit.layernorm."),
-    (r"^pre_logits\.fc\.", "vit.pooler.dense."),  # timm < 0.9's in21k models kept the representation layer
-    (r"^head\.", "classifier."),
+#: timm's names <-> ours, read timm -> ours by `convert_timm_state_dict` and ours -> timm by
+#: `convert_native.to_timm_state_dict` (`convert_common.name_rules`: "{}" is a number, a trailing "."
+#: a prefix).
+TIMM_NAMES = [
+    # hybrid: timm's ResNetV2 (preact=False) <-> transformers' BitBackbone (layer_type="bottleneck")
+    ("patch_embed.backbone.stem.conv.", _BACKBONE + "embedder.convolution."),
+    ("patch_embed.backbone.stem.norm.", _BACKBONE + "embedder.norm."),
+    ("patch_embed.backbone.stages.{}.blocks.{}.", _BACKBONE + "encoder.stages.{}.layers.{}."),
+    ("cls_token", "vit.embeddings.cls_token"),
+    ("pos_embed", "vit.embeddings.position_embeddings"),
+    ("patch_embed.proj.", "vit.embeddings.patch_embeddings.projection."),
+    ("blocks.{}.norm1.", "vit.layers.{}.layernorm_before."),
+    ("blocks.{}.attn.qkv.", "vit.layers.{}.attention.qkv."),
+    ("blocks.{}.attn.proj.", "vit.layers.{}.attention.o_proj."),
+    ("blocks.{}.norm2.", "vit.layers.{}.layernorm_after."),
+    ("blocks.{}.mlp.fc1.", "vit.layers.{}.mlp.fc1."),
+    ("blocks.{}.mlp.fc2.", "vit.layers.{}.mlp.fc2."),
+    ("norm.", "vit.layernorm."),
+    ("pre_logits.fc.", "vit.pooler.dense."),  # timm < 0.9's in21k models kept the representation layer
+    ("head.", "classifier."),
 ]
+_TIMM_RULES = name_rules(TIMM_NAMES)
 
 
 # ============================================================================ shared weight surgery
@@ -357,14 +363,18 @@ def convert_transformers_state_dict(state_dict: dict[str, torch.Tensor]) -> dict
     return _fuse_qkv(state)
 
 
+#: The fields `ViTConfig` and `ViTReproConfig` share, with one meaning (read both ways).
+TRANSFORMERS_SHARED_FIELDS = (
+    "image_size patch_size num_channels hidden_size num_hidden_layers num_attention_heads intermediate_size "
+    "hidden_act layer_norm_eps hidden_dropout_prob attention_probs_dropout_prob qkv_bias initializer_range "
+    "id2label label2id problem_type"
+).split()
+
+
 def config_from_transformers(hf_config, **overrides) -> ViTReproConfig:
     """transformers `ViTConfig` -> `ViTReproConfig` (same field names; token pooling)."""
-    shared = (
-        "image_size patch_size num_channels hidden_size num_hidden_layers num_attention_heads intermediate_size "
-        "hidden_act layer_norm_eps hidden_dropout_prob attention_probs_dropout_prob qkv_bias initializer_range "
-        "id2label label2id problem_type"
-    ).split()
-    kwargs = {name: getattr(hf_config, name) for name in shared if getattr(hf_config, name, None) is not None}
+    kwargs = {name: getattr(hf_config, name) for name in TRANSFORMERS_SHARED_FIELDS
+              if getattr(hf_config, name, None) is not None}
     # transformers' interpolate_pos_encoding resamples bicubically; keep that for converted models.
     kwargs["position_embedding_interpolation"] = "bicubic"
     return ViTReproConfig(**{**kwargs, **overrides})
@@ -447,7 +457,10 @@ _TIMM_ARGS = {
     "num_classes": "num_labels",
     "proj_drop_rate": "hidden_dropout_prob",
     "attn_drop_rate": "attention_probs_dropout_prob",
+    "act_layer": "hidden_act",
 }
+#: timm's `act_layer` names -> our `hidden_act` (the MLP's GELU, exact or tanh-approximated).
+TIMM_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
 # Arguments that change only how timm runs or initialises, not what the weights compute.
 _TIMM_RUNTIME_ARGS = {
     "dynamic_img_size", "dynamic_img_pad", "strict_img_size", "drop_rate", "pos_drop_rate", "patch_drop_rate",
@@ -499,7 +512,11 @@ def _timm_model_args(model_args: Mapping) -> dict:
     arguments that build something this package's ViT does not compute."""
     overrides, refused = {}, []
     for key, value in model_args.items():
-        if key in _TIMM_ARGS:
+        if key == "act_layer" and value not in TIMM_ACTIVATIONS:
+            refused.append(f"{key}={value!r}")
+        elif key in _TIMM_ARGS:
+            if key == "act_layer":
+                value = TIMM_ACTIVATIONS[value]
             if key == "img_size" and isinstance(value, (list, tuple)) and len(set(value)) == 1:
                 value = value[0]
             overrides[_TIMM_ARGS[key]] = list(value) if isinstance(value, tuple) else value
@@ -596,15 +613,10 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return state
 
 
-def _timm_processor(config: ViTReproConfig, timm_config: Mapping):
-    pretrained = timm_config.get("pretrained_cfg") or timm_config
-    interpolation = pretrained.get("interpolation", "bicubic")
-    return image_processor(
-        config,
-        pretrained.get("mean", (0.5, 0.5, 0.5)),
-        pretrained.get("std", (0.5, 0.5, 0.5)),
-        _TIMM_RESAMPLE.get(interpolation, 3),
-    )
+def _timm_processor(config, timm_config: Mapping):
+    """The image processor of timm's evaluation transform for a timm config.json (its
+    `pretrained_cfg`: mean, std, interpolation, crop_pct, crop_mode); see `timm_image_processor`."""
+    return timm_image_processor(config, timm_config.get("pretrained_cfg") or timm_config)
 
 
 def _load_timm(timm_config: Mapping, state_dict, overrides):
@@ -993,18 +1005,31 @@ def _vit_repro_class(config: dict):
     return ViTReproForImageClassification
 
 
-def _write_folder(model, processor, output_dir: Path) -> None:
-    """Save into a temporary sibling folder, then move each file into place (`os.replace`), so an
-    interrupted conversion never leaves a half-written file in `output_dir`."""
+def write_atomically(output_dir: Path, write) -> None:
+    """Call `write(folder)` on a temporary sibling folder, then move each file it wrote into
+    `output_dir` (`os.replace`), so an interrupted conversion never leaves a half-written file there."""
     if output_dir.exists() and not output_dir.is_dir():
         raise ConversionError(f"{output_dir} exists and is not a folder.")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}.tmp-") as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+        write(Path(tmp))
         output_dir.mkdir(exist_ok=True)
         for path in Path(tmp).iterdir():
             os.replace(path, output_dir / path.name)
+
+
+def _write_folder(model, processor, output_dir: Path) -> None:
+    """`model.save_pretrained` and `processor.save_pretrained` into `output_dir`, atomically."""
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    write_atomically(output_dir, write)
+
+
+#: What `convert` writes (`to=`): this package's checkpoint, transformers' own ViT, or a timm folder.
+TARGETS = ("vit_repro", "transformers", "timm")
 
 
 def convert(
@@ -1014,11 +1039,12 @@ def convert(
     num_labels: int | None = None,
     allow_pickle: bool = False,
     architecture: str | None = None,
+    to: str = "vit_repro",
     **overrides,
 ) -> Path:
     """Convert a published checkpoint to a folder that `from_pretrained` (and the remote-code path)
     loads, with an image processor config matching the source's preprocessing (mean/std, resampling
-    filter; size = the model's resolution).
+    filter, and for timm sources the `crop_pct` centre crop; size = the model's resolution).
 
     `source`: a transformers ViT folder or repo id (`ViTForMaskedImageModeling` becomes
     `ViTReproForMaskedImageModeling`), a timm hub folder or repo id, an `.npz` file
@@ -1029,12 +1055,23 @@ def convert(
     resolution and the image processor change); `num_labels` replaces the head by a zero-initialised
     one (the paper's fine-tuning step, which also drops a ViT's pre-logits layer). Both act after loading:
     config `overrides` (passed to `load_checkpoint`) describe the source and so cannot include them.
+
+    `to` (one of `TARGETS`): "vit_repro" writes this package's checkpoint (remote code shipped
+    beside it); "transformers" writes transformers' own `ViTForImageClassification` / `ViTModel` /
+    `ViTForMaskedImageModeling` (model_type "vit", no remote code) where the model maps exactly,
+    and "timm" a timm folder (`model.safetensors` in timm's names, config.json with its
+    `architecture`, `model_args` and `pretrained_cfg`); a model that does not map is refused with
+    the reason, before anything is written (`convert_native`). A BiT ResNet is transformers' own
+    model for both "vit_repro" and "transformers".
+
     Pickle files need `allow_pickle=True`. Files are written to a temporary sibling folder first and
     moved into `output_dir` one by one; other files already there are left alone.
     """
     from .models import image_size as image_size_of
     from .models import is_bit, reset_classifier, set_image_size
 
+    if to not in TARGETS:
+        raise ConversionError(f"Unknown conversion target {to!r}: choose one of {', '.join(TARGETS)}.")
     model, processor = load_checkpoint(source, allow_pickle=allow_pickle, architecture=architecture, **overrides)
     if num_labels is not None and not (isinstance(model, ViTReproForImageClassification) or is_bit(model)):
         raise ConversionError(
@@ -1050,7 +1087,16 @@ def convert(
         height = width = model.config.image_size = image_size_of(model) or 224  # BiT pretrains at 224
     else:
         height, width = model.config.image_hw
-    processor.size = {"height": height, "width": width}
+    set_processor_size(processor, height, width)
     output_dir = Path(output_dir)
+    if to == "timm":
+        from .convert_native import write_timm_folder
+
+        write_timm_folder(model, processor, output_dir)
+        return output_dir
+    if to == "transformers":
+        from .convert_native import to_transformers
+
+        model = to_transformers(model)
     _write_folder(model, processor, output_dir)
     return output_dir

@@ -4,6 +4,7 @@ converted folders match timm's logits, also at a new resolution, and reload by t
 and by the remote-code path. timm model names map to our configs like timm builds them."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -139,10 +140,14 @@ def test_preprocessing_and_labels_follow_the_timm_config(converted, case):
     timm_config = json.loads((folder / "config.json").read_text())
     for out, size in ((native, x.shape[-1]), (resized, x_new.shape[-1])):
         processor = json.loads((out / "preprocessor_config.json").read_text())
-        assert processor["image_processor_type"].startswith("ViTImageProcessor")
+        # timm's evaluation transform: shortest edge to floor(size / crop_pct), centre crop to size
+        assert processor["image_processor_type"] == "BitImageProcessor"
         assert processor["image_mean"] == pytest.approx(timm_config["pretrained_cfg"]["mean"])
         assert processor["image_std"] == pytest.approx(timm_config["pretrained_cfg"]["std"])
-        assert processor["size"] == {"height": size, "width": size}
+        crop_pct = timm_config["pretrained_cfg"]["crop_pct"]
+        assert processor["crop_pct"] == crop_pct
+        assert processor["size"] == {"shortest_edge": math.floor(size / crop_pct)}
+        assert processor["crop_size"] == {"height": size, "width": size} and processor["do_center_crop"]
         assert processor["resample"] == 3  # PIL bicubic, timm's "interpolation"
     config = json.loads((native / "config.json").read_text())
     if "label_names" in timm_config:
@@ -265,7 +270,8 @@ def test_bare_timm_weights_file_with_its_architecture(converted, tmp_path, capsy
         load_checkpoint(tmp_path / "weights.pth", architecture="vit_small_patch32_224", **tiny)
     for path, allow_pickle in ((folder / "model.safetensors", False), (tmp_path / "weights.pth", True)):
         model, processor = load_checkpoint(path, architecture="vit_small_patch32_224", allow_pickle=allow_pickle, **tiny)
-        assert processor.size == {"height": 64, "width": 64}
+        # no pretrained_cfg: timm's defaults (crop_pct 0.875, bicubic) around the 64-pixel crop
+        assert processor.crop_size == {"height": 64, "width": 64} and processor.size == {"shortest_edge": 73}
         with torch.no_grad():
             torch.testing.assert_close(model(x).logits, reference(x), atol=ATOL, rtol=0)
 
