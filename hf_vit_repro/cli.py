@@ -66,22 +66,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _auto_class_of(folder) -> str:
-    """The Auto class that loads the model class a checkpoint folder was saved from (this
-    package's classes through `AUTO_MAP`; transformers' own, e.g. `ViTForImageClassification`
-    or `BitForImageClassification`, by their task suffix)."""
+    """The Auto class that loads the model class a checkpoint folder was saved from."""
     import json
     from pathlib import Path
 
-    from .modeling_vit_repro import AUTO_MAP
+    from .convert_native import auto_class_name
 
-    architectures = json.loads((Path(folder) / "config.json").read_text()).get("architectures") or []
-    for auto_class, target in AUTO_MAP.items():
-        if target.rsplit(".", 1)[-1] in architectures:
-            return auto_class
-    for suffix in ("ForImageClassification", "ForMaskedImageModeling"):
-        if any(name.endswith(suffix) for name in architectures):
-            return "AutoModel" + suffix
-    return "AutoModel"
+    return auto_class_name(json.loads((Path(folder) / "config.json").read_text()).get("architectures") or [])
 
 
 # Modules that add their own subcommands: each defines `add_cli(subparsers)`, which adds a parser

@@ -60,6 +60,21 @@ from .variants import BACKBONES, SIZES
 # ============================================================================ transformers
 
 
+def auto_class_name(architectures) -> str:
+    """The Auto class that loads a checkpoint saved from one of `architectures` (config.json):
+    this package's classes through `AUTO_MAP`, transformers' own (`ViTForImageClassification`,
+    `BitForImageClassification`, `ViTModel`...) by their task suffix."""
+    from .modeling_vit_repro import AUTO_MAP
+
+    for auto_class, target in AUTO_MAP.items():
+        if target.rsplit(".", 1)[-1] in architectures:
+            return auto_class
+    for suffix in ("ForImageClassification", "ForMaskedImageModeling"):
+        if any(name.endswith(suffix) for name in architectures):
+            return "AutoModel" + suffix
+    return "AutoModel"
+
+
 def transformers_refusals(model) -> list[str]:
     """Why `model` has no exact counterpart among transformers' ViT classes (empty: it has one)."""
     from .models import is_bit
