@@ -38,9 +38,7 @@ import difflib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,7 +47,13 @@ import torch
 
 from .configuration_vit_repro import ViTReproConfig
 from .convert_bit import is_bit_npz, is_timm_bit, load_bit_npz, load_timm_bit
-from .convert_common import (
+from .convert_common import (  # noqa: F401  (the name tables are re-exported for callers of convert)
+    _BACKBONE,
+    _TIMM_SIZES,
+    TIMM_ACTIVATIONS,
+    TIMM_HYBRIDS,
+    TIMM_NAMES,
+    TRANSFORMERS_SHARED_FIELDS,
     ConversionError,
     _jax_to_torch,
     _name_list,
@@ -59,6 +63,7 @@ from .convert_common import (
     name_rules,
     set_processor_size,
     timm_image_processor,
+    write_atomically,
 )
 from .modeling_vit_repro import (
     ViTReproForImageClassification,
@@ -91,28 +96,6 @@ _TRANSFORMERS_RULES = [
     (r"encoder\.layer\.(\d+)\.", r"layers.\1."),
 ]
 
-_BACKBONE = "vit.embeddings.patch_embeddings.backbone.bit."
-#: timm's names <-> ours, read timm -> ours by `convert_timm_state_dict` and ours -> timm by
-#: `convert_native.to_timm_state_dict` (`convert_common.name_rules`: "{}" is a number, a trailing "."
-#: a prefix).
-TIMM_NAMES = [
-    # hybrid: timm's ResNetV2 (preact=False) <-> transformers' BitBackbone (layer_type="bottleneck")
-    ("patch_embed.backbone.stem.conv.", _BACKBONE + "embedder.convolution."),
-    ("patch_embed.backbone.stem.norm.", _BACKBONE + "embedder.norm."),
-    ("patch_embed.backbone.stages.{}.blocks.{}.", _BACKBONE + "encoder.stages.{}.layers.{}."),
-    ("cls_token", "vit.embeddings.cls_token"),
-    ("pos_embed", "vit.embeddings.position_embeddings"),
-    ("patch_embed.proj.", "vit.embeddings.patch_embeddings.projection."),
-    ("blocks.{}.norm1.", "vit.layers.{}.layernorm_before."),
-    ("blocks.{}.attn.qkv.", "vit.layers.{}.attention.qkv."),
-    ("blocks.{}.attn.proj.", "vit.layers.{}.attention.o_proj."),
-    ("blocks.{}.norm2.", "vit.layers.{}.layernorm_after."),
-    ("blocks.{}.mlp.fc1.", "vit.layers.{}.mlp.fc1."),
-    ("blocks.{}.mlp.fc2.", "vit.layers.{}.mlp.fc2."),
-    ("norm.", "vit.layernorm."),
-    ("pre_logits.fc.", "vit.pooler.dense."),  # timm < 0.9's in21k models kept the representation layer
-    ("head.", "classifier."),
-]
 _TIMM_RULES = name_rules(TIMM_NAMES)
 
 
@@ -363,14 +346,6 @@ def convert_transformers_state_dict(state_dict: dict[str, torch.Tensor]) -> dict
     return _fuse_qkv(state)
 
 
-#: The fields `ViTConfig` and `ViTReproConfig` share, with one meaning (read both ways).
-TRANSFORMERS_SHARED_FIELDS = (
-    "image_size patch_size num_channels hidden_size num_hidden_layers num_attention_heads intermediate_size "
-    "hidden_act layer_norm_eps hidden_dropout_prob attention_probs_dropout_prob qkv_bias initializer_range "
-    "id2label label2id problem_type"
-).split()
-
-
 def config_from_transformers(hf_config, **overrides) -> ViTReproConfig:
     """transformers `ViTConfig` -> `ViTReproConfig` (same field names; token pooling)."""
     kwargs = {name: getattr(hf_config, name) for name in TRANSFORMERS_SHARED_FIELDS
@@ -431,19 +406,7 @@ def load_transformers_checkpoint(source: str | Path, allow_pickle: bool = False)
 
 # ============================================================================ timm
 
-_TIMM_SIZES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
 _TIMM_PLAIN = re.compile(r"^vit_(tiny|small|base|large|huge)_patch(\d+)_(\d+)$")
-
-#: timm's BiT hybrids (timm/models/vision_transformer_hybrid.py) -> (ViT size, backbone, resolutions).
-#: The backbone is a named one of `variants.BACKBONES` or explicit (depths, hidden_sizes).
-TIMM_HYBRIDS: dict[str, tuple[str, str | tuple, tuple[int, ...]]] = {
-    "vit_base_r50_s16": ("B", "R50", (224, 384)),  # the paper's R50+ViT-B/16
-    "vit_small_r26_s32": ("S", "R26", (224, 384)),  # AugReg
-    "vit_base_r26_s32": ("B", "R26", (224,)),  # AugReg
-    # the paper's (and AugReg's) R50+ViT-L/32: the full four-stage ResNet-50 (3, 4, 6, 3), so
-    # stride 32, unlike the three-stage R50 (3, 4, 9) of stride 16 under the /16 hybrids.
-    "vit_large_r50_s32": ("L", R50_FOUR_STAGES, (224, 384)),
-}
 
 # timm VisionTransformer arguments (config.json "model_args") -> our fields.
 _TIMM_ARGS = {
@@ -459,8 +422,6 @@ _TIMM_ARGS = {
     "attn_drop_rate": "attention_probs_dropout_prob",
     "act_layer": "hidden_act",
 }
-#: timm's `act_layer` names -> our `hidden_act` (the MLP's GELU, exact or tanh-approximated).
-TIMM_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
 # Arguments that change only how timm runs or initialises, not what the weights compute.
 _TIMM_RUNTIME_ARGS = {
     "dynamic_img_size", "dynamic_img_pad", "strict_img_size", "drop_rate", "pos_drop_rate", "patch_drop_rate",
@@ -1003,19 +964,6 @@ def _vit_repro_class(config: dict):
         if name in classes:
             return classes[name]
     return ViTReproForImageClassification
-
-
-def write_atomically(output_dir: Path, write) -> None:
-    """Call `write(folder)` on a temporary sibling folder, then move each file it wrote into
-    `output_dir` (`os.replace`), so an interrupted conversion never leaves a half-written file there."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConversionError(f"{output_dir} exists and is not a folder.")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}.tmp-") as tmp:
-        write(Path(tmp))
-        output_dir.mkdir(exist_ok=True)
-        for path in Path(tmp).iterdir():
-            os.replace(path, output_dir / path.name)
 
 
 def _write_folder(model, processor, output_dir: Path) -> None:

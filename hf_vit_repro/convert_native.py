@@ -26,7 +26,7 @@ unchanged are not refused but worth knowing: transformers resamples position emb
 What maps to timm (`VisionTransformer`, timm 1.0): plain ViTs with a class token or with global
 average pooling (`class_token=False, global_pool="avg", fc_norm=False`: the final norm on every
 token, then the mean, as ours), exact or tanh GELU, and the hybrids whose CNN is one of timm's
-hybrid entry points (`convert.TIMM_HYBRIDS`: timm builds their ResNets from fixed tables, 64-wide
+hybrid entry points (`convert_common.TIMM_HYBRIDS`: timm builds their ResNets from fixed tables, 64-wide
 stem, 32 groups). Refused: a pre-logits layer (timm >= 0.9 has none), LayerNorm epsilon other than
 timm's 1e-6, other activations, other hybrid CNNs, the self-supervised heads and BiT ResNets.
 """
@@ -39,16 +39,20 @@ from pathlib import Path
 
 import torch
 
-from .convert import (
+from .convert_common import (
+    _TIMM_SIZES,
     TIMM_ACTIVATIONS,
     TIMM_HYBRIDS,
     TIMM_NAMES,
     TRANSFORMERS_SHARED_FIELDS,
-    _TIMM_SIZES,
-    _write_folder,
+    ConversionError,
+    _name_list,
+    _rename,
+    load_exactly,
+    name_rules,
+    timm_preprocessing,
     write_atomically,
 )
-from .convert_common import ConversionError, _name_list, _rename, load_exactly, name_rules, timm_preprocessing
 from .modeling_vit_repro import (
     ViTReproForImageClassification,
     ViTReproForMaskedImageModeling,
@@ -298,7 +302,7 @@ def timm_config(model, processor) -> dict:
 
 
 def to_timm_state_dict(model) -> dict[str, torch.Tensor]:
-    """`model`'s weights in timm's names (`convert.TIMM_NAMES` read right to left). Every weight
+    """`model`'s weights in timm's names (`convert_common.TIMM_NAMES` read right to left). Every weight
     must find a name: otherwise a `ConversionError` lists those that do not."""
     state, unmatched = _rename({k: v.detach().contiguous() for k, v in model.state_dict().items()}, _OURS_TO_TIMM)
     if unmatched:
@@ -308,7 +312,7 @@ def to_timm_state_dict(model) -> dict[str, torch.Tensor]:
 
 def write_timm_folder(model, processor, output_dir: str | Path) -> Path:
     """Write `model` as a timm folder: `model.safetensors` (timm's names) and `config.json`
-    (`timm_config`), atomically (`convert.write_atomically`). Refuses, with every reason, a model
+    (`timm_config`), atomically (`convert_common.write_atomically`). Refuses, with every reason, a model
     without an exact timm counterpart (`timm_refusals`) before writing anything."""
     from safetensors.torch import save_file
 
