@@ -56,8 +56,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         num_labels=args.num_labels,
         allow_pickle=args.allow_pickle,
         architecture=args.timm_architecture,
+        to=args.to,
     )
-    print(f"Wrote {out} (load it with {_auto_class_of(out)}.from_pretrained({str(out)!r}))")
+    if args.to == "timm":
+        print(f"Wrote {out} (load it with timm.create_model({'local-dir:' + str(out)!r}, pretrained=True))")
+    else:
+        print(f"Wrote {out} (load it with {_auto_class_of(out)}.from_pretrained({str(out)!r}))")
     return 0
 
 
@@ -66,13 +70,9 @@ def _auto_class_of(folder) -> str:
     import json
     from pathlib import Path
 
-    from .modeling_vit_repro import AUTO_MAP
+    from .convert_native import auto_class_name
 
-    architectures = json.loads((Path(folder) / "config.json").read_text()).get("architectures") or []
-    for auto_class, target in AUTO_MAP.items():
-        if target.rsplit(".", 1)[-1] in architectures:
-            return auto_class
-    return "AutoModel"
+    return auto_class_name(json.loads((Path(folder) / "config.json").read_text()).get("architectures") or [])
 
 
 # Modules that add their own subcommands: each defines `add_cli(subparsers)`, which adds a parser
@@ -97,16 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "convert",
-        help="convert a published ViT or BiT ResNet checkpoint to this package's format",
+        help="convert a published ViT or BiT ResNet checkpoint to this package's format (or back to transformers' "
+        "or timm's own)",
         description="Convert a published ViT checkpoint into a folder that AutoModelForImageClassification."
-        "from_pretrained loads, with or without this package installed, with a ViTImageProcessor config matching "
-        "the source's preprocessing (a transformers ViTForMaskedImageModeling becomes this package's "
+        "from_pretrained loads, with or without this package installed, with an image processor config matching "
+        "the source's preprocessing (mean, std, resampling filter; for timm sources also timm's evaluation crop: "
+        "shortest edge to size / crop_pct, centre crop, as transformers' BitImageProcessor; a transformers "
+        "ViTForMaskedImageModeling becomes this package's "
         "masked-image-modeling class, for AutoModelForMaskedImageModeling). Sources: a transformers ViT (folder or "
         "Hub repo id), a timm hub repo (folder or repo id with config.json + model.safetensors; plain ViTs and the BiT hybrids), an original JAX .npz "
         "(google-research/vision_transformer, AugReg or big_vision layout; the architecture is read off the "
-        "arrays), or a bare timm weights file with --timm-architecture. BiT ResNets (timm's resnetv2_*_bit repos, "
+        "arrays), a bare timm weights file with --timm-architecture, or a checkpoint of this package (a run's "
+        "final/ folder). BiT ResNets (timm's resnetv2_*_bit repos, "
         "google-research/big_transfer's BiT-M-R50x1.npz-style files) become transformers' own "
-        "BitForImageClassification (model_type 'bit', no remote code).",
+        "BitForImageClassification (model_type 'bit', no remote code). --to transformers or --to timm writes "
+        "the model in transformers' or timm's own classes instead, where it maps exactly.",
     )
     p.add_argument(
         "source",
@@ -127,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timm-architecture", default=None, metavar="NAME",
         help="timm model name of a bare weights file, e.g. vit_base_patch16_224",
+    )
+    p.add_argument(
+        "--to", default="vit_repro", metavar="TARGET",
+        help="what to write: vit_repro (default: this package's checkpoint, its code shipped beside it), "
+        "transformers (transformers' own ViTForImageClassification / ViTModel / ViTForMaskedImageModeling, "
+        "model_type 'vit', no remote code; refused, with the reason, for global average pooling, the hybrids, a "
+        "pre-logits layer under a head, masked patch prediction) or timm (model.safetensors in timm's names + "
+        "config.json with architecture, model_args and pretrained_cfg, for timm.create_model('local-dir:OUT', "
+        "pretrained=True); plain ViTs and timm's hybrids; refused for a pre-logits layer, other LayerNorm "
+        "epsilons, other hybrid CNNs, BiT)",
     )
     p.set_defaults(func=_cmd_convert)
 

@@ -38,9 +38,7 @@ import difflib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,14 +47,23 @@ import torch
 
 from .configuration_vit_repro import ViTReproConfig
 from .convert_bit import is_bit_npz, is_timm_bit, load_bit_npz, load_timm_bit
-from .convert_common import (
-    _TIMM_RESAMPLE,
+from .convert_common import (  # noqa: F401  (the name tables are re-exported for callers of convert)
+    _BACKBONE,
+    _TIMM_SIZES,
+    TIMM_ACTIVATIONS,
+    TIMM_HYBRIDS,
+    TIMM_NAMES,
+    TRANSFORMERS_SHARED_FIELDS,
     ConversionError,
     _jax_to_torch,
     _name_list,
     _rename,
     image_processor,
     load_exactly,
+    name_rules,
+    set_processor_size,
+    timm_image_processor,
+    write_atomically,
 )
 from .modeling_vit_repro import (
     ViTReproForImageClassification,
@@ -89,25 +96,7 @@ _TRANSFORMERS_RULES = [
     (r"encoder\.layer\.(\d+)\.", r"layers.\1."),
 ]
 
-_BACKBONE = "vit.embeddings.patch_embeddings.backbone.bit."
-_TIMM_RULES = [
-    # hybrid: timm's ResNetV2 (preact=False) -> transformers' BitBackbone (layer_type="bottleneck")
-    (r"^patch_embed\.backbone\.stem\.conv\.", _BACKBONE + "embedder.convolution."),
-    (r"^patch_embed\.backbone\.stem\.norm\.", _BACKBONE + "embedder.norm."),
-    (r"^patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.", _BACKBONE + r"encoder.stages.\1.layers.\2."),
-    (r"^cls_token$", "vit.embeddings.cls_token"),
-    (r"^pos_embed$", "vit.embeddings.position_embeddings"),
-    (r"^patch_embed\.proj\.", "vit.embeddings.patch_embeddings.projection."),
-    (r"^blocks\.(\d+)\.norm1\.", r"vit.layers.\1.layernorm_before."),
-    (r"^blocks\.(\d+)\.attn\.qkv\.", r"vit.layers.\1.attention.qkv."),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"vit.layers.\1.attention.o_proj."),
-    (r"^blocks\.(\d+)\.norm2\.", r"vit.layers.\1.layernorm_after."),
-    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"vit.layers.\1.mlp.fc1."),
-    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"vit.layers.\1.mlp.fc2."),
-    (r"^norm\.", "vit.layernorm."),
-    (r"^pre_logits\.fc\.", "vit.pooler.dense."),  # timm < 0.9's in21k models kept the representation layer
-    (r"^head\.", "classifier."),
-]
+_TIMM_RULES = name_rules(TIMM_NAMES)
 
 
 # ============================================================================ shared weight surgery
@@ -359,12 +348,8 @@ def convert_transformers_state_dict(state_dict: dict[str, torch.Tensor]) -> dict
 
 def config_from_transformers(hf_config, **overrides) -> ViTReproConfig:
     """transformers `ViTConfig` -> `ViTReproConfig` (same field names; token pooling)."""
-    shared = (
-        "image_size patch_size num_channels hidden_size num_hidden_layers num_attention_heads intermediate_size "
-        "hidden_act layer_norm_eps hidden_dropout_prob attention_probs_dropout_prob qkv_bias initializer_range "
-        "id2label label2id problem_type"
-    ).split()
-    kwargs = {name: getattr(hf_config, name) for name in shared if getattr(hf_config, name, None) is not None}
+    kwargs = {name: getattr(hf_config, name) for name in TRANSFORMERS_SHARED_FIELDS
+              if getattr(hf_config, name, None) is not None}
     # transformers' interpolate_pos_encoding resamples bicubically; keep that for converted models.
     kwargs["position_embedding_interpolation"] = "bicubic"
     return ViTReproConfig(**{**kwargs, **overrides})
@@ -421,19 +406,7 @@ def load_transformers_checkpoint(source: str | Path, allow_pickle: bool = False)
 
 # ============================================================================ timm
 
-_TIMM_SIZES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
 _TIMM_PLAIN = re.compile(r"^vit_(tiny|small|base|large|huge)_patch(\d+)_(\d+)$")
-
-#: timm's BiT hybrids (timm/models/vision_transformer_hybrid.py) -> (ViT size, backbone, resolutions).
-#: The backbone is a named one of `variants.BACKBONES` or explicit (depths, hidden_sizes).
-TIMM_HYBRIDS: dict[str, tuple[str, str | tuple, tuple[int, ...]]] = {
-    "vit_base_r50_s16": ("B", "R50", (224, 384)),  # the paper's R50+ViT-B/16
-    "vit_small_r26_s32": ("S", "R26", (224, 384)),  # AugReg
-    "vit_base_r26_s32": ("B", "R26", (224,)),  # AugReg
-    # the paper's (and AugReg's) R50+ViT-L/32: the full four-stage ResNet-50 (3, 4, 6, 3), so
-    # stride 32, unlike the three-stage R50 (3, 4, 9) of stride 16 under the /16 hybrids.
-    "vit_large_r50_s32": ("L", R50_FOUR_STAGES, (224, 384)),
-}
 
 # timm VisionTransformer arguments (config.json "model_args") -> our fields.
 _TIMM_ARGS = {
@@ -447,6 +420,7 @@ _TIMM_ARGS = {
     "num_classes": "num_labels",
     "proj_drop_rate": "hidden_dropout_prob",
     "attn_drop_rate": "attention_probs_dropout_prob",
+    "act_layer": "hidden_act",
 }
 # Arguments that change only how timm runs or initialises, not what the weights compute.
 _TIMM_RUNTIME_ARGS = {
@@ -499,7 +473,11 @@ def _timm_model_args(model_args: Mapping) -> dict:
     arguments that build something this package's ViT does not compute."""
     overrides, refused = {}, []
     for key, value in model_args.items():
-        if key in _TIMM_ARGS:
+        if key == "act_layer" and value not in TIMM_ACTIVATIONS:
+            refused.append(f"{key}={value!r}")
+        elif key in _TIMM_ARGS:
+            if key == "act_layer":
+                value = TIMM_ACTIVATIONS[value]
             if key == "img_size" and isinstance(value, (list, tuple)) and len(set(value)) == 1:
                 value = value[0]
             overrides[_TIMM_ARGS[key]] = list(value) if isinstance(value, tuple) else value
@@ -596,15 +574,10 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return state
 
 
-def _timm_processor(config: ViTReproConfig, timm_config: Mapping):
-    pretrained = timm_config.get("pretrained_cfg") or timm_config
-    interpolation = pretrained.get("interpolation", "bicubic")
-    return image_processor(
-        config,
-        pretrained.get("mean", (0.5, 0.5, 0.5)),
-        pretrained.get("std", (0.5, 0.5, 0.5)),
-        _TIMM_RESAMPLE.get(interpolation, 3),
-    )
+def _timm_processor(config, timm_config: Mapping):
+    """The image processor of timm's evaluation transform for a timm config.json (its
+    `pretrained_cfg`: mean, std, interpolation, crop_pct, crop_mode); see `timm_image_processor`."""
+    return timm_image_processor(config, timm_config.get("pretrained_cfg") or timm_config)
 
 
 def _load_timm(timm_config: Mapping, state_dict, overrides):
@@ -994,17 +967,17 @@ def _vit_repro_class(config: dict):
 
 
 def _write_folder(model, processor, output_dir: Path) -> None:
-    """Save into a temporary sibling folder, then move each file into place (`os.replace`), so an
-    interrupted conversion never leaves a half-written file in `output_dir`."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConversionError(f"{output_dir} exists and is not a folder.")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}.tmp-") as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        output_dir.mkdir(exist_ok=True)
-        for path in Path(tmp).iterdir():
-            os.replace(path, output_dir / path.name)
+    """`model.save_pretrained` and `processor.save_pretrained` into `output_dir`, atomically."""
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    write_atomically(output_dir, write)
+
+
+#: What `convert` writes (`to=`): this package's checkpoint, transformers' own ViT, or a timm folder.
+TARGETS = ("vit_repro", "transformers", "timm")
 
 
 def convert(
@@ -1014,11 +987,12 @@ def convert(
     num_labels: int | None = None,
     allow_pickle: bool = False,
     architecture: str | None = None,
+    to: str = "vit_repro",
     **overrides,
 ) -> Path:
     """Convert a published checkpoint to a folder that `from_pretrained` (and the remote-code path)
     loads, with an image processor config matching the source's preprocessing (mean/std, resampling
-    filter; size = the model's resolution).
+    filter, and for timm sources the `crop_pct` centre crop; size = the model's resolution).
 
     `source`: a transformers ViT folder or repo id (`ViTForMaskedImageModeling` becomes
     `ViTReproForMaskedImageModeling`), a timm hub folder or repo id, an `.npz` file
@@ -1029,12 +1003,23 @@ def convert(
     resolution and the image processor change); `num_labels` replaces the head by a zero-initialised
     one (the paper's fine-tuning step, which also drops a ViT's pre-logits layer). Both act after loading:
     config `overrides` (passed to `load_checkpoint`) describe the source and so cannot include them.
+
+    `to` (one of `TARGETS`): "vit_repro" writes this package's checkpoint (remote code shipped
+    beside it); "transformers" writes transformers' own `ViTForImageClassification` / `ViTModel` /
+    `ViTForMaskedImageModeling` (model_type "vit", no remote code) where the model maps exactly,
+    and "timm" a timm folder (`model.safetensors` in timm's names, config.json with its
+    `architecture`, `model_args` and `pretrained_cfg`); a model that does not map is refused with
+    the reason, before anything is written (`convert_native`). A BiT ResNet is transformers' own
+    model for both "vit_repro" and "transformers".
+
     Pickle files need `allow_pickle=True`. Files are written to a temporary sibling folder first and
     moved into `output_dir` one by one; other files already there are left alone.
     """
     from .models import image_size as image_size_of
     from .models import is_bit, reset_classifier, set_image_size
 
+    if to not in TARGETS:
+        raise ConversionError(f"Unknown conversion target {to!r}: choose one of {', '.join(TARGETS)}.")
     model, processor = load_checkpoint(source, allow_pickle=allow_pickle, architecture=architecture, **overrides)
     if num_labels is not None and not (isinstance(model, ViTReproForImageClassification) or is_bit(model)):
         raise ConversionError(
@@ -1050,7 +1035,16 @@ def convert(
         height = width = model.config.image_size = image_size_of(model) or 224  # BiT pretrains at 224
     else:
         height, width = model.config.image_hw
-    processor.size = {"height": height, "width": width}
+    set_processor_size(processor, height, width)
     output_dir = Path(output_dir)
+    if to == "timm":
+        from .convert_native import write_timm_folder
+
+        write_timm_folder(model, processor, output_dir)
+        return output_dir
+    if to == "transformers":
+        from .convert_native import to_transformers
+
+        model = to_transformers(model)
     _write_folder(model, processor, output_dir)
     return output_dir

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .convert_common import _TIMM_RESAMPLE, ConversionError, _jax_to_torch, _name_list, _rename
-from .convert_common import image_processor, load_exactly
+from .convert_common import ConversionError, _jax_to_torch, _name_list, _rename
+from .convert_common import image_processor, load_exactly, timm_image_processor
 
 #: timm architecture names of BiT's ResNets: resnetv2_50x1_bit, resnetv2_152x4_bit, ...
 TIMM_BIT_NAME = re.compile(r"^resnetv2_(\d+)x(\d+)_bit$")
@@ -170,11 +170,7 @@ def load_timm_bit(timm_config: Mapping, state_dict: Mapping[str, torch.Tensor], 
     config = bit_config_from_timm(timm_config, **{"num_labels": num_labels, **overrides})
     model = load_bit_converted(config, state)
     pretrained = timm_config.get("pretrained_cfg") or timm_config
-    processor = image_processor(
-        config, pretrained.get("mean", (0.5,) * 3), pretrained.get("std", (0.5,) * 3),
-        _TIMM_RESAMPLE.get(pretrained.get("interpolation", "bilinear"), 2),
-    )
-    return model, processor
+    return model, timm_image_processor(config, pretrained)
 
 
 # ============================================================================ big_transfer .npz

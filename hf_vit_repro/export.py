@@ -521,6 +521,7 @@ def export_model(
     from tqdm.auto import tqdm
 
     from .analysis import default_image_processor
+    from .convert_common import set_processor_size
 
     if tolerance is None:
         tolerance = DEFAULT_TOLERANCE if quantize is None else DEFAULT_QUANTIZED_TOLERANCE
@@ -563,8 +564,7 @@ def export_model(
         model.config.auto_map = {k: v for k, v in auto_map.items() if k == "AutoConfig"} or None
         model.config.save_pretrained(tmp)
         processor = copy.deepcopy(image_processor) if image_processor is not None else default_image_processor(model.config)
-        height, width = model.config.image_hw
-        processor.size = {"height": height, "width": width}
+        set_processor_size(processor, *model.config.image_hw)  # a timm source's centre crop stays one
         processor.save_pretrained(tmp)
         steps.update()
 

@@ -98,7 +98,8 @@ def test_timm_repo_of_the_full_r50x1_matches_timm(tmp_path):
     assert theirs.abs().max() > 0.1  # the comparison is not between two near-zero outputs
     torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
     processor = AutoImageProcessor.from_pretrained(tmp_path / "out")
-    assert list(processor.image_mean) == [0.5] * 3 and processor.size == {"height": 64, "width": 64}
+    assert list(processor.image_mean) == [0.5] * 3 and processor.crop_size == {"height": 64, "width": 64}
+    assert processor.size == {"shortest_edge": 73}  # timm's eval transform: floor(64 / crop_pct 0.875), then crop
     assert processor.resample == 2  # timm config: "bilinear"
 
 

@@ -4,6 +4,7 @@ converted folders match timm's logits, also at a new resolution, and reload by t
 and by the remote-code path. timm model names map to our configs like timm builds them."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -139,10 +140,14 @@ def test_preprocessing_and_labels_follow_the_timm_config(converted, case):
     timm_config = json.loads((folder / "config.json").read_text())
     for out, size in ((native, x.shape[-1]), (resized, x_new.shape[-1])):
         processor = json.loads((out / "preprocessor_config.json").read_text())
-        assert processor["image_processor_type"].startswith("ViTImageProcessor")
+        # timm's evaluation transform: shortest edge to floor(size / crop_pct), centre crop to size
+        assert processor["image_processor_type"] == "BitImageProcessor"
         assert processor["image_mean"] == pytest.approx(timm_config["pretrained_cfg"]["mean"])
         assert processor["image_std"] == pytest.approx(timm_config["pretrained_cfg"]["std"])
-        assert processor["size"] == {"height": size, "width": size}
+        crop_pct = timm_config["pretrained_cfg"]["crop_pct"]
+        assert processor["crop_pct"] == crop_pct
+        assert processor["size"] == {"shortest_edge": math.floor(size / crop_pct)}
+        assert processor["crop_size"] == {"height": size, "width": size} and processor["do_center_crop"]
         assert processor["resample"] == 3  # PIL bicubic, timm's "interpolation"
     config = json.loads((native / "config.json").read_text())
     if "label_names" in timm_config:
@@ -265,7 +270,8 @@ def test_bare_timm_weights_file_with_its_architecture(converted, tmp_path, capsy
         load_checkpoint(tmp_path / "weights.pth", architecture="vit_small_patch32_224", **tiny)
     for path, allow_pickle in ((folder / "model.safetensors", False), (tmp_path / "weights.pth", True)):
         model, processor = load_checkpoint(path, architecture="vit_small_patch32_224", allow_pickle=allow_pickle, **tiny)
-        assert processor.size == {"height": 64, "width": 64}
+        # no pretrained_cfg: timm's defaults (crop_pct 0.875, bicubic) around the 64-pixel crop
+        assert processor.crop_size == {"height": 64, "width": 64} and processor.size == {"shortest_edge": 73}
         with torch.no_grad():
             torch.testing.assert_close(model(x).logits, reference(x), atol=ATOL, rtol=0)
 
@@ -320,3 +326,59 @@ def test_bare_1000_class_timm_file_reads_its_class_count(tmp_path, capsys):
     assert AutoModelForImageClassification.from_pretrained(tmp_path / "ten").config.num_labels == 10
     with pytest.raises(ConversionError, match=r"classifier\.bias: checkpoint \(1000,\) vs model \(2,\)"):
         load_checkpoint(tmp_path / "vit_tiny.safetensors", architecture="vit_tiny_patch16_224", num_labels=2)
+
+
+# timm's evaluation transforms of published ViTs (pretrained_cfg: size, crop_pct, interpolation)
+EVAL_TRANSFORMS = {
+    "augreg 224, crop 0.9, bicubic": (224, 0.9, "bicubic"),
+    "384, crop 1.0, bicubic": (384, 1.0, "bicubic"),
+    "224, crop 0.875, bilinear": (224, 0.875, "bilinear"),
+}
+
+
+@pytest.mark.parametrize("case", list(EVAL_TRANSFORMS))
+def test_converted_processor_reproduces_timms_evaluation_transform_on_a_photo(case, tmp_path):
+    """The image processor a timm checkpoint converts to (through AutoImageProcessor, no remote code)
+    vs timm's own `create_transform(**resolve_data_config({}, model=m))`, on a real photo
+    (scikit-learn's china.jpg, 640x427).
+
+    Measured (normalised pixels, mean = std = 0.5, so one grey level is 2/255 = 0.0078): the PIL
+    backend's resize equals timm's exactly, the torchvision backend's (the default) within one grey
+    level (max 0.0078, mean 4e-5), at 224/0.9, 384/1.0 and 224/0.875. The crops then differ by one
+    column: the resized photo leaves a horizontal margin of 147, 191 and 159 pixels (each 3 mod 4),
+    which transformers splits at floor(margin / 2) and torchvision's CenterCrop at
+    round-half-to-even(margin / 2), one pixel further right. So the bound is checked where the two
+    crops coincide (the processor's output shifted by that one column, as computed from the sizes),
+    and the whole crop is compared with a bound on the mean: 0.1 measured at most 0.099, against
+    0.25-0.33 for the straight resize the converter wrote before (the ViTImageProcessor kept for
+    the JAX sources)."""
+    from sklearn.datasets import load_sample_images
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    size, crop_pct, interpolation = EVAL_TRANSFORMS[case]
+    reference = timm.create_model("vit_small_patch32_224", pretrained=False, img_size=size, depth=1, num_classes=5)
+    data_config = {"mean": [0.5] * 3, "std": [0.5] * 3, "input_size": (3, size, size), "interpolation": interpolation,
+                   "crop_pct": crop_pct}
+    save_for_hf(reference, tmp_path / "timm", safe_serialization=True, data_config=data_config)
+    convert(tmp_path / "timm", tmp_path / "out")
+    timm_model = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=False)
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=timm_model))
+    photo = Image.fromarray(load_sample_images().images[0])
+    expected = transform(photo)
+    assert tuple(expected.shape) == (3, size, size)
+
+    # where timm's crop starts in the resized photo, and where transformers' does
+    scale = math.floor(size / crop_pct)
+    resized_w = int(scale * photo.width / photo.height)
+    margin = resized_w - size
+    shift = round(margin / 2) - margin // 2  # torchvision's CenterCrop vs transformers' center_crop
+    assert margin % 4 == 3 and shift == 1  # the case the docstring describes, for this photo
+    for backend, level_bound in (("pil", 0.0), ("torchvision", 2 / 255 + 1e-6)):
+        processor = AutoImageProcessor.from_pretrained(tmp_path / "out", backend=backend)
+        assert type(processor).__name__.startswith("BitImageProcessor")
+        got = processor(photo, return_tensors="pt").pixel_values[0]
+        assert got.shape == expected.shape
+        overlap = (got[..., shift:] - expected[..., : size - shift]).abs()
+        assert overlap.max() <= level_bound, (backend, overlap.max())
+        assert (got - expected).abs().mean() < 0.1, backend

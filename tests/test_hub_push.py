@@ -260,3 +260,48 @@ def test_dry_run_of_a_folder_that_fails_validation_leaves_nothing(tmp_path, monk
     with pytest.raises(ValueError, match="auto_map lacks AutoModelForImageClassification"):
         hub.push_to_hub(tmp_path / "run", "someone/x", dry_run=True, output_dir=tmp_path / "out", verbose=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_push_to_transformers_publishes_the_native_form_with_the_same_card(tmp_path, local_hub, online):
+    """`--to transformers`: the repo holds transformers' own ViTForImageClassification (no auto_map,
+    no code files), loads without this package and without trust_remote_code to the run's logits,
+    and its card says what the remote-code card says about the model, training and results."""
+    from hf_vit_repro.hub.cli import _cmd_push, add_cli  # noqa: F401  (the CLI flag exists)
+
+    model = make_run(tmp_path / "run")
+    ours = hub.build_repo_folder(tmp_path / "run", tmp_path / "ours", "test-user/tiny-vit", token=TOKEN)
+    hub.push_to_hub(tmp_path / "run", "test-user/tiny-vit-native", endpoint=local_hub.url, verbose=False,
+                    to="transformers")
+    on_hub = local_hub.files("test-user/tiny-vit-native")
+    config = json.loads(on_hub["config.json"])
+    assert config["model_type"] == "vit" and "auto_map" not in config
+    assert config["architectures"] == ["ViTForImageClassification"]
+    assert not [name for name in on_hub if name.endswith(".py")]
+    assert {name for name in on_hub if name.startswith("metrics/")} == {
+        p.relative_to(ours).as_posix() for p in (ours / "metrics").iterdir()}
+    card, our_card = on_hub["README.md"].decode(), (ours / "README.md").read_text()
+    assert "without remote code" in card and "trust_remote_code" not in card
+    section = lambda text: text[text.index("## Model"):text.index("## Usage")]  # noqa: E731
+    assert section(card) == section(our_card)
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    out = run_without_package(
+        f"""
+        import os
+        os.environ.update(HF_ENDPOINT={local_hub.url!r}, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1",
+                          HF_HOME={str(tmp_path / "hf_home_download")!r}, HF_TOKEN={TOKEN!r})
+        import json, torch
+        from huggingface_hub import snapshot_download
+        from transformers import AutoModelForImageClassification
+        path = snapshot_download("test-user/tiny-vit-native")
+        model = AutoModelForImageClassification.from_pretrained(path).eval()
+        with torch.no_grad():
+            logits = model(torch.load({str(tmp_path / "x.pt")!r})).logits
+        print(json.dumps({{"class": type(model).__name__, "logits": logits.tolist()}}))
+        """,
+        tmp_path,
+    )
+    assert out["class"] == "ViTForImageClassification"
+    with torch.no_grad():
+        torch.testing.assert_close(torch.tensor(out["logits"]), model(x).logits, atol=1e-5, rtol=0)

@@ -37,6 +37,7 @@ def _push(args: argparse.Namespace):
         converted_from=args.converted_from,
         pretraining_data=args.pretraining_data,
         timeout=args.timeout,
+        to=args.to,
     )
 
 
@@ -66,6 +67,11 @@ def add_cli(subparsers) -> None:
                    "do not say: the card then sets the paper's matching numbers beside the results")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help=f"seconds one request may wait for the Hub before the push stops (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--to", default="vit_repro", metavar="TARGET",
+                   help="vit_repro (default: this package's classes, code shipped in the repo) or transformers "
+                   "(transformers' own ViTForImageClassification / ViTModel / ViTForMaskedImageModeling, model_type "
+                   "'vit', loads without remote code; the same card; refused, with the reason, for models it cannot "
+                   "hold exactly, see `vit-repro convert --help`)")
     p.set_defaults(func=_cmd_push)
 
 

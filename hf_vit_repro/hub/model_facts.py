@@ -44,12 +44,22 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
     raw = runs.read_json(checkpoint / "config.json")
     if raw.get("model_type") == "bit":
         return describe_bit_model(checkpoint, raw)
-    if raw.get("model_type") != ViTReproConfig.model_type:
+    native = raw.get("model_type") == "vit"  # transformers' own ViT (`vit-repro push --to transformers`)
+    if raw.get("model_type") != ViTReproConfig.model_type and not native:
         raise ValueError(
-            f"{checkpoint}/config.json is a {raw.get('model_type')!r} model, not {ViTReproConfig.model_type!r} or "
-            "'bit' (a BiT ResNet): convert it first (`vit-repro convert`)."
+            f"{checkpoint}/config.json is a {raw.get('model_type')!r} model, not {ViTReproConfig.model_type!r}, "
+            "'vit' or 'bit' (a BiT ResNet): convert it first (`vit-repro convert`)."
         )
-    config = runs.load_pretrained(ViTReproConfig, checkpoint)
+    if native:  # read through this package's config, for the same derived values
+        from transformers import ViTConfig
+
+        from ..convert import config_from_transformers
+
+        vit_config = runs.load_pretrained(ViTConfig, checkpoint)
+        pre_logits = {"representation_size": vit_config.pooler_output_size} if raw.get("architectures") == ["ViTModel"] else {}
+        config = config_from_transformers(vit_config, **pre_logits)
+    else:
+        config = runs.load_pretrained(ViTReproConfig, checkpoint)
     backbone = raw.get("backbone_config") or None
     stride_h, stride_w = getattr(config, "token_stride_hw", config.patch_hw)
     variant = variant_of(config)
@@ -82,6 +92,7 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
     return {
         "name": name,
         "family": "vit",
+        "native": (raw.get("architectures") or ["ViTForImageClassification"])[0] if native else None,
         "variant": variant,
         "hybrid": backbone is not None,
         "parameters": parameters,

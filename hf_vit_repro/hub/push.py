@@ -14,6 +14,7 @@ The token is never written to a file, printed, or put in an error message (`hub.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -82,6 +83,7 @@ def build_repo_folder(
     *,
     include_logs: bool = False,
     token: str | None = None,
+    to: str = "vit_repro",
     **card_options,
 ) -> Path:
     """Write the exact folder a push uploads to `output_dir` (which must not exist or be empty):
@@ -89,8 +91,14 @@ def build_repo_folder(
     config, the run's recipe, training summary, metrics, few-shot and VTAB results, figures,
     TensorBoard logs if `include_logs`, and README.md rendered from those staged files. Text files
     have secrets redacted. Written to a temporary sibling and renamed, so a crash leaves nothing
-    half-written. `card_options` go to `model_card`."""
+    half-written. `card_options` go to `model_card`.
+
+    `to="transformers"` stages the checkpoint in transformers' own ViT classes instead (model_type
+    "vit", no `auto_map`, no code files: `convert(..., to="transformers")`, which refuses a model
+    without an exact counterpart); the run's files and the card are the same."""
     check_repo_id(repo_id)
+    if to not in ("vit_repro", "transformers"):
+        raise ValueError(f"Unknown push target {to!r}: choose vit_repro (this package's classes) or transformers.")
     sources = locate(source)
     runs.check_checkpoint_files(sources.checkpoint)  # a truncated download is named before anything is staged
     token = active_token(token)
@@ -104,7 +112,14 @@ def build_repo_folder(
         )
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.staging-"))
+    native = None
     try:
+        if to == "transformers" and runs.read_json(sources.checkpoint / "config.json").get("model_type") != "bit":
+            from ..convert import convert  # a BiT ResNet is transformers' own model already
+
+            native = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.native-"))
+            sources = dataclasses.replace(sources, checkpoint=convert(sources.checkpoint, native / "checkpoint",
+                                                                      to="transformers"))
         for src, name in _staged_files(sources, include_logs):
             _copy(src, staging / name, token)
         card = model_card(staging, repo_id, token=token, **{"recipe_root": sources.run, **card_options})
@@ -116,6 +131,9 @@ def build_repo_folder(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if native is not None:
+            shutil.rmtree(native, ignore_errors=True)
     return output_dir
 
 
@@ -140,7 +158,7 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
     if not (folder / "model.safetensors").exists() and not (folder / "model.safetensors.index.json").exists():
         problems.append("the safetensors weights are missing")
     config = runs.read_json(folder / "config.json") if (folder / "config.json").exists() else None
-    if config is not None and config.get("model_type") != "bit":  # transformers' own BiT needs no remote code
+    if config is not None and config.get("model_type") not in ("bit", "vit"):  # transformers' own need no code
         auto_map = config.get("auto_map") or {}
         for auto in ("AutoConfig", "AutoModel", "AutoModelForImageClassification"):
             if auto not in auto_map:
@@ -179,11 +197,17 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
 
 
 def _load_problems(folder: Path) -> list[str]:
-    import hf_vit_repro  # noqa: F401  (registers the Auto classes)
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    import transformers
 
+    import hf_vit_repro  # noqa: F401  (registers the Auto classes)
+    from transformers import AutoImageProcessor
+
+    from ..convert_native import auto_class_name
+
+    architectures = runs.read_json(folder / "config.json").get("architectures") or []
+    auto_class = getattr(transformers, auto_class_name(architectures))  # ViTModel: AutoModel, with its pooler
     try:
-        _, info = runs.load_pretrained(AutoModelForImageClassification, folder, output_loading_info=True)
+        _, info = runs.load_pretrained(auto_class, folder, output_loading_info=True)
         AutoImageProcessor.from_pretrained(folder)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         return [f"the checkpoint does not load: {err}"]
@@ -259,6 +283,7 @@ def push_to_hub(
     endpoint: str | None = None,
     verbose: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    to: str = "vit_repro",
     **card_options,
 ):
     """Publish a run folder or checkpoint folder to the Hub repo `repo_id`.
@@ -270,7 +295,8 @@ def push_to_hub(
     `output_dir` (default `outputs/hub/<repo name>`); without it the folder is temporary unless
     `output_dir` is given. `endpoint` is a Hub mirror (default: `HF_ENDPOINT` / huggingface.co).
     `timeout`: seconds any one request may wait for the Hub (connect, send, answer) before the push
-    stops with a HubPushError. `card_options` (license, datasets, base_model, converted_from) go
+    stops with a HubPushError. `to="transformers"` publishes the checkpoint in transformers' own
+    ViT classes, loadable without remote code (see `build_repo_folder`). `card_options` (license, datasets, base_model, converted_from) go
     to `model_card`. SIGTERM, like Ctrl-C, stops the push and removes its temporary folders; a
     folder that fails validation is removed too (a dry run keeps only a folder that passed).
 
@@ -294,7 +320,7 @@ def push_to_hub(
     try:
         with _terminate_as_interrupt():
             built = folder = build_repo_folder(source, output_dir, repo_id, include_logs=include_logs, token=token,
-                                               **card_options)
+                                               to=to, **card_options)
             validate_repo_folder(folder, token=token)
             built = None  # valid: a dry run keeps it
             return _publish(folder, source, repo_id, dry_run=dry_run, private=private, revision=revision,
