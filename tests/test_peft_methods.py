@@ -337,3 +337,20 @@ def test_methods_need_a_classifier_and_a_vit(tmp_path):
 
     recipe = apply_overrides(Recipe(), parse_overrides(["method=lora", "method_options={r: 4}"]))
     assert recipe.train.method == "lora" and recipe.train.method_options == {"r": 4}
+
+
+def test_an_interrupted_lora_run_resumes_to_the_same_adapter(checkpoint, tmp_path):
+    """run.stop_after=1 then resume=auto ends with the adapter of an uninterrupted run, bit for bit
+    (the checkpoint holds the peft model's state under peft's names)."""
+    options = {"method_options": {"r": 2}}
+    whole = run_recipe(recipe_for(tmp_path / "whole", checkpoint, "lora", **options))
+    parts = recipe_for(tmp_path / "parts", checkpoint, "lora", **options).replace(**{"run.checkpoint_every": 1})
+    first = run_recipe(parts.replace(**{"run.stop_after": 1}))
+    assert not first.completed and first.steps == 1
+    second = run_recipe(parts)
+    assert second.completed and second.steps == 2
+    a = load_file(str(whole.run_dir / runs.FINAL_DIR / peft_methods.ADAPTER_DIR / "adapter_model.safetensors"))
+    b = load_file(str(second.run_dir / runs.FINAL_DIR / peft_methods.ADAPTER_DIR / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and any("lora_B" in k for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
