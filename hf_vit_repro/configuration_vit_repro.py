@@ -126,6 +126,19 @@ class ViTReproConfig(PreTrainedConfig):
         encoder_stride (`int`, *optional*): upsampling factor of the masked-image-modeling decoder (transformers'
             `ViTConfig.encoder_stride`); `None` means the patch size, the value that reconstructs the input's size.
 
+        Parameter-efficient transfer (off by default: no parameters, the blocks run as without them):
+
+        prompt_tokens (`int`, defaults to 0): Visual Prompt Tuning (Jia et al., ECCV 2022, "VPT"): this many learned
+            prompt tokens are inserted after the class token and before the patch tokens, after the position
+            embeddings are added (prompts get none). The sequence becomes `[class; prompts; patches]` (no class token
+            with `"gap"` pooling, whose mean is then over the patch tokens only, never the prompts).
+        prompt_deep (`bool`, defaults to False): VPT-deep: every block's input gets its own prompts (they replace the
+            previous block's outputs at the prompt positions); False is VPT-shallow (prompts at the first block only).
+        adapter_bottleneck (`int`, defaults to 0): AdaptFormer (Chen et al., NeurIPS 2022): a bottleneck MLP of this
+            width (down-projection, ReLU, up-projection, the paper's default 64) in parallel to each block's MLP,
+            added to its output times `adapter_scale`. 0: no adapter.
+        adapter_scale (`float`, defaults to 0.1): the adapter's output scale s (AdaptFormer's default 0.1).
+
     Validation: rules about one field (positive sizes, known choices, probabilities) are checked at
     construction and name the field. Rules relating fields (the heads divide `hidden_size`; patches,
     times a hybrid's CNN stride, tile `image_size`) are checked by :meth:`check_model_sizes` when a
@@ -159,6 +172,10 @@ class ViTReproConfig(PreTrainedConfig):
     mpp_image_mean: float | int | list[float | int] | tuple[float | int, ...] | None = None
     mpp_image_std: float | int | list[float | int] | tuple[float | int, ...] | None = None
     encoder_stride: int | None = None
+    prompt_tokens: int = 0
+    prompt_deep: bool = False
+    adapter_bottleneck: int = 0
+    adapter_scale: float | int = 0.1
 
     sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=BitConfig, optional=True)}
 
@@ -356,6 +373,14 @@ class ViTReproConfig(PreTrainedConfig):
             raise ValueError(
                 f"`encoder_stride` must be a positive integer or None (the patch size), got {self.encoder_stride}."
             )
+
+    def validate_parameter_efficient_options(self):
+        for name in ("prompt_tokens", "adapter_bottleneck"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"`{name}` must be >= 0 (0: off), got {value}.")
+        if self.prompt_deep and not self.prompt_tokens:
+            raise ValueError("`prompt_deep=True` needs `prompt_tokens` > 0 (the number of prompts per block).")
 
     # ----------------------------------------------------------------- variants
     @classmethod

@@ -195,6 +195,11 @@ class ViTReproEmbeddings(nn.Module):
         rows, cols = config.grid_size
         self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_prefix_tokens + rows * cols, dim))
         self.dropout = nn.Dropout(config.hidden_dropout_prob) if config.hidden_dropout_prob else nn.Identity()
+        # VPT (`config.prompt_tokens`): `(blocks, P, D)`, one row of prompts per block for VPT-deep, one for shallow.
+        self.prompt_embeddings = None
+        if config.prompt_tokens:
+            rows = config.num_hidden_layers if config.prompt_deep else 1
+            self.prompt_embeddings = nn.Parameter(torch.zeros(rows, config.prompt_tokens, dim))
 
     def forward(
         self,
@@ -223,7 +228,19 @@ class ViTReproEmbeddings(nn.Module):
             )
         if self.cls_token is not None:
             embeddings = torch.cat([self.cls_token.expand(embeddings.shape[0], -1, -1), embeddings], dim=1)
-        return self.dropout(embeddings + position_embeddings)
+        embeddings = self.dropout(embeddings + position_embeddings)
+        if self.prompt_embeddings is not None:
+            embeddings = self.insert_prompts(embeddings, 0)
+        return embeddings
+
+    def insert_prompts(self, hidden_states: torch.Tensor, block: int, replace: bool = False) -> torch.Tensor:
+        """VPT (Jia et al. 2022, Sec. 3.2): block `block`'s prompts `(P, D)` put after the class token (first, if
+        any) and before the patch tokens: inserted (`(B, S, D)` -> `(B, S + P, D)`, at the first block) or
+        `replace`-ing the P tokens there (VPT-deep, at every later block). No position embedding, no dropout."""
+        start = self.config.num_prefix_tokens
+        prompts = self.prompt_embeddings[block].to(hidden_states.dtype).expand(hidden_states.shape[0], -1, -1)
+        end = start + prompts.shape[1] if replace else start
+        return torch.cat([hidden_states[:, :start], prompts, hidden_states[:, end:]], dim=1)
 
     def _corrupt(self, embeddings: torch.Tensor, bool_masked_pos, replacement_index) -> torch.Tensor:
         batch, num_patches, dim = embeddings.shape
@@ -424,6 +441,26 @@ class ViTReproMLP(nn.Module):
         return self.dropout(self.fc2(self.dropout(self.activation(hidden_states))))
 
 
+class ViTReproAdapter(nn.Module):
+    """AdaptFormer's parallel MLP adapter (Chen et al., NeurIPS 2022, Sec. 3.2): `s * up(drop(ReLU(down(x))))`
+    with a `adapter_bottleneck`-wide bottleneck, added to the block's output beside its MLP. `x` is the MLP
+    sub-block's input (the released code's parallel placement: the adapter reads the residual stream, with no
+    norm of its own). Starts at zero (the up-projection is zero-initialised), so an adapted model first computes
+    what the pretrained one does."""
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__()
+        self.down_proj = nn.Linear(config.hidden_size, config.adapter_bottleneck)
+        self.activation = nn.ReLU()
+        self.up_proj = nn.Linear(config.adapter_bottleneck, config.hidden_size)
+        p = config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p) if p else nn.Identity()
+        self.scale = config.adapter_scale
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.up_proj(self.dropout(self.activation(self.down_proj(hidden_states)))) * self.scale
+
+
 class ViTReproLayer(GradientCheckpointingLayer):
     """One pre-norm encoder block (Eqs. 2-3).
 
@@ -443,12 +480,14 @@ class ViTReproLayer(GradientCheckpointingLayer):
         self.mlp = ViTReproMLP(config)
         p = config.hidden_dropout_prob
         self.dropout = nn.Dropout(p) if p else nn.Identity()
+        self.adapter = ViTReproAdapter(config) if config.adapter_bottleneck else None
 
     def _use_native_fast_path(self, hidden_states: torch.Tensor, output_attentions: bool) -> bool:
         attention = self.attention
         return (
             not output_attentions
             and not self.training
+            and self.adapter is None
             and hidden_states.device.type == "cpu"
             # first: the checks below read weights, which a quantised Linear has only as a method
             and _reads_weights_safely(
@@ -488,6 +527,8 @@ class ViTReproLayer(GradientCheckpointingLayer):
         )
         residual = hidden_states if num_queries is None else hidden_states[:, :num_queries]
         hidden_states = residual + self.dropout(attention_output)
+        if self.adapter is not None:  # AdaptFormer: in parallel to the MLP (Eq. 3 + s * adapter)
+            return hidden_states + self.mlp(self.layernorm_after(hidden_states)) + self.adapter(hidden_states)
         return hidden_states + self.mlp(self.layernorm_after(hidden_states))
 
 
@@ -498,7 +539,7 @@ class ViTReproPooler(nn.Module):
     def __init__(self, config: ViTReproConfig):
         super().__init__()
         self.pooling = config.pooling
-        self.num_prefix_tokens = config.num_prefix_tokens
+        self.num_prefix_tokens = config.num_prefix_tokens + config.prompt_tokens  # "gap" never averages VPT prompts
         if config.representation_size:
             self.dense = nn.Linear(config.hidden_size, config.representation_size)
             self.activation = nn.Tanh()
@@ -571,6 +612,10 @@ class ViTReproPreTrainedModel(PreTrainedModel):
                 init.uniform_(module.weight, -bound, bound)
             elif role in ("o_proj", "fc1", "fc2"):
                 init.xavier_uniform_(module.weight)
+            elif role == "down_proj":  # AdaptFormer's adapter: torch's default Linear init down, zero up
+                init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            elif role == "up_proj":
+                init.zeros_(module.weight)
             elif role == "classifier" and self.config.classifier_init == "zeros":
                 init.zeros_(module.weight)
             elif role == "classifier":
@@ -588,6 +633,10 @@ class ViTReproPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.cls_token)
             if module.mask_token is not None:
                 init.zeros_(module.mask_token)
+            if module.prompt_embeddings is not None:  # VPT's: uniform, Xavier's bound over a patch's pixels and D
+                (ph, pw) = self.config.patch_hw
+                bound = math.sqrt(6.0 / (self.config.num_channels * ph * pw + self.config.hidden_size))
+                init.uniform_(module.prompt_embeddings, -bound, bound)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -722,7 +771,10 @@ class ViTReproModel(ViTReproPreTrainedModel):
             replacement_index=replacement_index,
         )
         last = len(self.layers) - 1
+        deep_prompts = self.config.prompt_deep and self.embeddings.prompt_embeddings is not None
         for index, layer in enumerate(self.layers):
+            if deep_prompts and index:  # VPT-deep: this block's own prompts replace the last block's outputs there
+                hidden_states = self.embeddings.insert_prompts(hidden_states, index, replace=True)
             num_queries = self.config.num_prefix_tokens if pooled_only and index == last else None
             hidden_states = layer(hidden_states, output_attentions, num_queries=num_queries, **kwargs)
         sequence_output = self.layernorm(hidden_states)
@@ -947,6 +999,11 @@ def _check_self_supervised_config(config: ViTReproConfig, what: str) -> None:
         raise ValueError(
             f"{what} does not train the pre-logits layer (`representation_size`={config.representation_size}); "
             "set representation_size=None (a classifier initialised from this checkpoint adds its own head)."
+        )
+    if config.prompt_tokens:
+        raise ValueError(
+            f"{what} predicts one output per patch token; VPT prompts (`prompt_tokens`={config.prompt_tokens}) are a "
+            "transfer method for classifiers: set prompt_tokens=0."
         )
 
 

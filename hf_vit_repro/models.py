@@ -141,10 +141,17 @@ def reset_classifier(model, num_labels: int, id2label: dict[int, str] | None = N
 def no_weight_decay(model) -> list[str]:
     """Names of the parameters that skip weight decay: the ViT's `no_weight_decay()` (biases,
     norms, position embeddings, class token); for a BiT ResNet every 1-D parameter (GroupNorm
-    scales and shifts, the head's bias): its convolution and dense kernels decay."""
-    if hasattr(model, "no_weight_decay"):
-        return list(model.no_weight_decay())
-    return [name for name, param in model.named_parameters() if param.ndim <= 1]
+    scales and shifts, the head's bias): its convolution and dense kernels decay. A peft model
+    (`train.method: lora`) answers for the model it wraps, under the wrapper's names."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(inner, "no_weight_decay"):
+        skip = set(inner.no_weight_decay())
+    else:
+        skip = {name for name, param in inner.named_parameters() if param.ndim <= 1}
+    if inner is model:
+        return list(skip)
+    chosen = {id(param) for name, param in inner.named_parameters() if name in skip}
+    return [name for name, param in model.named_parameters() if id(param) in chosen]
 
 
 def pre_logits(model, pixel_values, interpolate_pos_encoding: bool = False):

@@ -159,3 +159,23 @@ def test_quantization_script_scores_both_graphs_on_real_images(tmp_path):
     correct = int((predicted == torch.tensor(test["label"])).sum())
     assert result["num_images"] == 300 and round(result["fp32"] * 300) == correct
     assert 0.0 <= result["int8"] <= 1.0 and 0 <= result["changed_predictions"] <= 300
+
+
+def test_peft_benchmark_runs_one_row_per_method(tmp_path):
+    """benchmarks/bench_peft.py on the tiny model: a row per method, trainable counts as the
+    methods define them (linear: the head alone), full first."""
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_peft", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_peft.py"
+    )
+    peft_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peft_bench)
+    out = tmp_path / "peft.json"
+    assert peft_bench.main(["--tiny", "--image-size", "32", "--batch-size", "2", "--repeats", "1", "--steps", "1",
+                            "--methods", "linear,lora", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["method"] for r in rows] == ["full", "linear", "lora"]
+    assert rows[0]["trainable_fraction"] == 1.0
+    assert rows[1]["trainable_parameters"] == 32 * peft_bench.NUM_CLASSES + peft_bench.NUM_CLASSES
+    assert all(r["train_img_s"] > 0 and r["train_mb"] > 0 for r in rows)

@@ -295,3 +295,27 @@ def test_checkpoint_identity_from_config_and_recipe(tmp_path):
     assert checkpoint_identity(str(run / "final"), run)["pretraining"] is None
     with pytest.raises(ValueError, match="pretraining-data"):
         checkpoint_identity(str(run / "final"), run, "laion")
+
+
+def test_method_option_runs_a_parameter_efficient_transfer(vtab_data, checkpoint, tmp_path):
+    """`--method bitfit`: recorded per task with the trainable-parameter count and fraction (as the
+    run's own summary counts them), in the table, and as a departure from the paper's setting."""
+    out = tmp_path / "bitfit"
+    code = cli.main(["vtab", str(checkpoint), *SMOKE, "--tasks", "dtd", "--method", "bitfit", "--output", str(out),
+                     "--data-root", str(vtab_data)])
+    assert code == 0
+    record = json.loads((out / runs.VTAB).read_text())
+    entry = record["tasks"]["vtab/dtd"]
+    summary = json.loads((out / "vtab" / "dtd" / runs.TRAIN_SUMMARY).read_text())
+    assert entry["method"] == "bitfit" and summary["method"] == "bitfit"
+    from hf_vit_repro import ViTReproForImageClassification
+
+    model = ViTReproForImageClassification.from_pretrained(out / "vtab" / "dtd" / runs.FINAL_DIR)
+    biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias") or n.startswith("classifier."))
+    assert entry["trainable_parameters"] == summary["trainable_parameters"] == biases
+    assert entry["num_parameters"] == sum(p.numel() for p in model.parameters())
+    assert entry["trainable_fraction"] == pytest.approx(biases / entry["num_parameters"])
+    assert "train.method='bitfit' (paper: 'full')" in record["protocol"]["departures"]
+    table = (out / "vtab.md").read_text()
+    assert "| trainable params | trainable (%) |" in table and "| bitfit |" in table
+    assert f"{100 * biases / entry['num_parameters']:.3g}" in table

@@ -5,6 +5,7 @@
     vit-repro vtab CHECKPOINT --pretraining-data ImageNet-21k  # to find the paper's Table 9 row
     vit-repro vtab RUN smoke=true --tasks dtd eurosat clevr_count      # a few CPU steps per task
     vit-repro vtab BIT_RUN --protocol bit-hyperrule           # a BiT ResNet as BiT fine-tunes it
+    vit-repro vtab CHECKPOINT --method lora                   # parameter-efficient transfer (see below)
 
 Three protocols, recorded by name in vtab.json (`protocol.name`) and vtab.md:
 
@@ -23,6 +24,13 @@ Three protocols, recorded by name in vtab.json (`protocol.name`) and vtab.md:
   BiT-HyperRule for 1000 images (Kolesnikov et al. 2020, Sec. 3.3; how the paper's BiT-L VTAB
   number in Table 2 was obtained): learning rate 0.003, 500 steps, the rate divided by 10 after
   30/60/90% of them, no clipping, no per-task sweep. Not the paper's ViT protocol either.
+
+`--method` (the recipe's `train.method`, `training.peft_methods`) chooses which parameters are
+trained: `full` (the default, the paper's), `linear`, `bitfit`, `lora`, `vpt-shallow`, `vpt-deep`,
+`adapter`; each task's entry and vtab.md give the trainable parameters and their fraction of the
+model. Under the paper protocol another method is listed as a departure (the paper's numbers are
+full fine-tuning). The methods' own selection protocols (e.g. VPT's grid over learning rate and
+weight decay) are not implemented: `--protocol sweep` chooses the learning rate per task.
 
 A BiT ResNet checkpoint runs under any of them; the recipe's ViT-only settings (dropout, a
 pre-logits layer) are switched off for it, as a ResNet has neither.
@@ -58,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
+from ..training.peft_methods import METHODS
 from .common import default_output_dir, format_table, write_text_atomic
 
 PROTOCOLS = ("paper", "sweep", "bit-hyperrule")
@@ -70,6 +79,7 @@ PAPER_SETTING: dict[str, Any] = {
     "train.steps": 2500,
     "train.global_batch_size": 512,
     "model.image_size": 384,
+    "train.method": "full",  # the paper fine-tunes every parameter; any other --method is a departure
 }
 #: The `sweep` protocol's candidates when the base recipe has no sweep of its own: the paper's
 #: fine-tuning sweep for CIFAR, Pets and Flowers (Table 4), not its VTAB protocol.
@@ -330,6 +340,17 @@ def _fmt_lr(value: float) -> str:
     return f"{value:g}"
 
 
+def _fmt_count(value: int | None) -> str:
+    """A parameter count as PEFT tables print it: 0.29M, 85.8M, 7.7K."""
+    if value is None:
+        return ""
+    return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value / 1e3:.1f}K" if value >= 1e3 else str(value)
+
+
+def _fmt_fraction(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.3g}"
+
+
 def vtab_table(record: Mapping[str, Any]) -> str:
     """Markdown: one row per task (this run's test accuracy, then the paper's Table 9 number in
     its own labelled column when `record["paper"]` names a comparable row, then the settings:
@@ -356,7 +377,8 @@ def vtab_table(record: Mapping[str, Any]) -> str:
         cells = [task_slug(task), entry["group"], f"{100 * entry['accuracy']:.2f}"]
         if row is not None:
             cells.append(f"{row.tasks[task]:.1f}" if task in row.tasks else "")
-        cells += [_fmt_lr(h["lr"]), h["steps"], h["batch_size"], h["resolution"], yes_no(pre.get("random_crop")),
+        cells += [entry.get("method", "full"), _fmt_count(entry.get("trainable_parameters")),
+                  _fmt_fraction(entry.get("trainable_fraction")), _fmt_lr(h["lr"]), h["steps"], h["batch_size"], h["resolution"], yes_no(pre.get("random_crop")),
                   yes_no(pre.get("flip"))]
         if sweep:
             val = entry.get("val_accuracy_by_lr") or {}
@@ -372,7 +394,8 @@ def vtab_table(record: Mapping[str, Any]) -> str:
     header = ["task", "group", "this run: test accuracy (%)"]
     if row is not None:
         header.append(f"paper: {row.label}, Table 9 (%)")
-    header += ["lr", "steps", "batch", "resolution", "random crop", "flip"]
+    header += ["method", "trainable params", "trainable (%)", "lr", "steps", "batch", "resolution", "random crop",
+               "flip"]
     if sweep:
         header.append("val200 accuracy by lr (%)")
     return format_table(header, rows)
@@ -455,14 +478,20 @@ def _task_entry(task: str, recipe, result, task_dir: Path, seconds: float) -> di
         raise RuntimeError(f"{task}: the final fine-tune reported no test accuracy (is data.eval_split set?)")
     o, t = recipe.optim, recipe.train
     lr = float(sweep["best_lr"]) if sweep else float(o.lr)
+    trainable, total = summary.get("trainable_parameters"), summary.get("num_parameters")
     return {
         "group": spec.vtab_group,
         "accuracy": float(result.eval_accuracy),
+        "method": t.method,
+        "trainable_parameters": trainable,
+        "num_parameters": total,
+        "trainable_fraction": trainable / total if trainable is not None and total else None,
         "num_test_images": evaluation.get("num_images"),
         "hyperparameters": {
             "lr": lr,
             "lr_candidates": sorted(float(v) for v in (sweep["accuracy_by_lr"] if sweep else [o.lr])),
             "steps": result.steps,
+            "method_options": dict(t.method_options),
             "batch_size": t.global_batch_size,
             "resolution": recipe.model.image_size,
             "optimizer": o.optimizer,
@@ -596,6 +625,8 @@ def _cmd_vtab(args) -> int:
     overrides = list(args.overrides) + [t for t in args.tasks if "=" in t]
     if args.no_progress:
         overrides.append("run.progress_bar=false")
+    if args.method is not None:
+        overrides.append(f"train.method={args.method}")
     record = run_vtab(
         args.checkpoint, tasks, protocol=args.protocol, output_dir=args.output, recipe=args.recipe, overrides=overrides,
         data_root=args.data_root, data_dirs=data_dirs, pretraining_data=args.pretraining_data,
@@ -630,6 +661,10 @@ def add_vtab_cli(subparsers) -> None:
     p.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
                    help="paper (default): one setting for all tasks; sweep: a learning rate chosen per task on val200; "
                    "bit-hyperrule: BiT-HyperRule's one setting (BiT ResNets)")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="which parameters are trained: full (default, the paper's fine-tuning), linear (the head), "
+                   "bitfit (biases and head), lora (peft LoRA on qkv/o_proj/fc1/fc2), vpt-shallow / vpt-deep (prompt "
+                   "tokens), adapter (AdaptFormer); options with train.method_options={...}")
     p.add_argument("--pretraining-data", default=None, metavar="NAME",
                    help="the checkpoint's pretraining data (ImageNet, ImageNet-21k, JFT-300M), to find the paper's "
                    "Table 9 row (default: read from the run's recipe when it was a pretraining run)")

@@ -9,6 +9,8 @@ Both doors call `run_recipe(load_recipe(path, overrides))`. Where each part live
 - `optim`        parameter groups, optimizer, learning-rate schedule, EMA, losses
 - `objectives`   what is learned: classification or masked patch prediction (loss of a micro-batch,
                  per-image extras of the loader, evaluation)
+- `peft_methods` `train.method`: which parameters fine-tuning trains (full, linear, bitfit, LoRA,
+                 VPT, AdaptFormer adapters)
 - `build`        the run's data (splits, hold-out, transforms) and model (scratch or checkpoint)
 - `checkpoints`  naming, listing, compatibility checks, atomic saving, the resume decision, final/
 - `distributed`  the Accelerator (FSDP2 on CPUs too, launch mistakes caught) and the micro-batch
@@ -17,7 +19,7 @@ Both doors call `run_recipe(load_recipe(path, overrides))`. Where each part live
 - `sweep`        the learning-rate sweep and `run_recipe`
 - `cli`          `vit-repro train`
 
-Dependencies point one way: recipe <- optim <- objectives <- build <- checkpoints <- loop <- sweep <- cli. The
+Dependencies point one way: peft_methods <- recipe <- optim <- objectives <- build <- checkpoints <- loop <- sweep <- cli. The
 loop's evaluation is `hf_vit_repro.evaluation.classification.evaluate_model`, a lower module; the
 VTAB runner (`hf_vit_repro.evaluation.vtab`), which runs recipes, sits on top of this package.
 
@@ -73,6 +75,7 @@ from .objectives import (
     evaluate_masked_patch_prediction,
     objective_for,
 )
+from .peft_methods import METHODS, apply_method, trainable_parameters
 from .optim import EMA, build_optimizer, build_scheduler, classification_loss, lr_multiplier, mixup, parameter_groups
 from .recipe import (
     AUGMENTATIONS,
@@ -102,7 +105,8 @@ from .recipe import (
 from .sweep import SWEEP, SWEEP_DIR, run_recipe, sweep_member
 
 __all__ = [
-    "ARCHITECTURE_FIELDS", "AUGMENTATIONS", "CheckpointWriteError", "DataRecipe", "EMA", "LOSSES", "MIXED_PRECISIONS", "MODES",
+    "ARCHITECTURE_FIELDS", "AUGMENTATIONS", "CheckpointWriteError", "DataRecipe", "EMA", "LOSSES", "METHODS", "MIXED_PRECISIONS", "MODES",
+    "apply_method", "trainable_parameters",
     "ModelRecipe", "OBJECTIVES", "OBJECTIVE_CLASSES", "OPTIMIZERS", "Objective", "OptimRecipe",
     "PatchCorruptionDraw", "Recipe", "RecipeError", "RunData", "RunRecipe", "SCHEDULES", "SECTIONS",
     "SHARDED_MODEL_DIR", "SMOKE_BACKBONE", "SMOKE_BIT", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR",

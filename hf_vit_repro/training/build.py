@@ -14,6 +14,7 @@ from typing import Any
 from huggingface_hub.errors import StrictDataclassError
 
 from .. import runs
+from . import peft_methods
 from .objectives import objective_for
 from .recipe import DataRecipe, Recipe, RecipeError, check_bit_model
 
@@ -207,17 +208,24 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
     checkpoint's prediction head and mask token are left behind) and a ViT's position embeddings
     are resampled to `model.image_size` once (paper Sec. 3.2; a ResNet runs at any size). A
     checkpoint whose architecture differs from `model.variant` / `model.config` raises
-    `RecipeError`."""
+    `RecipeError`.
+
+    Last, `train.method` (`peft_methods`): its config fields (VPT's prompts, AdaptFormer's
+    adapters, new and initialised as their papers do when the checkpoint has none) are set before
+    the model is built, then the parameters it does not train are frozen (`lora`: the model is
+    returned wrapped in a `peft.PeftModel`)."""
     from ..configuration_vit_repro import ViTReproConfig
     from ..models import config_from_variant, is_bit, reset_classifier, set_image_size
 
-    m = recipe.model
+    m, method = recipe.model, recipe.train.method
     objective = objective_for(recipe)
+    method_config = peft_methods.config_updates(method, recipe.train.method_options)
     id2label = id2label or {i: str(i) for i in range(num_classes)}
     if m.init_from is None:
         kwargs = _recipe_config_kwargs(recipe, num_classes)
         kwargs.update(id2label=id2label, label2id={v: k for k, v in id2label.items()})
         kwargs.update(objective.config_updates())
+        kwargs.update(method_config)
         try:
             config = config_from_variant(m.variant, **kwargs) if m.variant else ViTReproConfig(**kwargs)
             model = objective.model_class_for(config)(config)
@@ -238,8 +246,13 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
             )
         if is_bit(config):
             check_bit_model(m, f"`model.init_from` {m.init_from!r}")
+            if method in peft_methods.VIT_ONLY:
+                raise RecipeError(f"`train.method: {method}` adapts a ViT's blocks; `model.init_from` {m.init_from!r} is "
+                                  "a BiT ResNet: use full, linear or bitfit.")
         else:
             config.hidden_dropout_prob, config.attention_probs_dropout_prob = m.dropout, m.attention_dropout
+            for key, value in method_config.items():
+                setattr(config, key, value)
         try:  # the recipe's own settings first: an error there is the recipe's, not the checkpoint's
             for key, value in objective.config_updates().items():
                 setattr(config, key, value)
@@ -266,7 +279,19 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
         model.activation_checkpointing_enable()
     if m.recompute_mlp_activation:
         model.set_mlp_activation_recompute()
-    return model
+    return _apply_method(model, recipe)
+
+
+def _apply_method(model, recipe: Recipe):
+    """`peft_methods.apply_method` with its refusals as `RecipeError`s naming `train.method`."""
+    method = recipe.train.method
+    try:
+        return peft_methods.apply_method(model, method, recipe.train.method_options)
+    except ImportError as err:
+        raise RecipeError(f"`train.method: {method}` needs Hugging Face peft ({err}): pip install 'hf-vit-repro[peft]'."
+                          ) from None
+    except ValueError as err:
+        raise RecipeError(f"`train.method`: {err}.") from None
 
 
 def _reason(err: Exception) -> Exception:

@@ -349,7 +349,11 @@ def save_final_model(accelerator, model, recipe: Recipe, folder: str = runs.FINA
     """Write `RUN_DIR/final/` (or `RUN_DIR/<folder>/`, e.g. early stopping's best/):
     `save_pretrained` (with the shipped code for remote loading), the image processor the recipe
     trained with (resolution, mean, std) and the recipe, atomically. A collective: the full state
-    dict is gathered from every process under FSDP / DeepSpeed."""
+    dict is gathered from every process under FSDP / DeepSpeed.
+
+    A peft model (`train.method: lora`) is saved merged (`peft_methods.merged_copy`: an ordinary
+    checkpoint every command reads), with peft's adapter folder in `<folder>/adapter/`."""
+    from . import peft_methods
     state_dict = accelerator.get_state_dict(model)
     final_dir = recipe.output_dir / folder
     if accelerator.is_main_process:
@@ -362,8 +366,13 @@ def save_final_model(accelerator, model, recipe: Recipe, folder: str = runs.FINA
         with _atomic_write(tmp, f"the model into {final_dir}", fallback):
             if tmp.exists():
                 shutil.rmtree(tmp)
-            with _plain_class(accelerator.unwrap_model(model)) as plain:
-                plain.save_pretrained(str(tmp), state_dict=state_dict)
+            unwrapped = accelerator.unwrap_model(model)
+            if peft_methods.is_peft_model(unwrapped):
+                peft_methods.merged_copy(unwrapped).save_pretrained(str(tmp))
+                unwrapped.save_pretrained(str(tmp / peft_methods.ADAPTER_DIR))
+            else:
+                with _plain_class(unwrapped) as plain:
+                    plain.save_pretrained(str(tmp), state_dict=state_dict)
             ViTImageProcessor(
                 do_resize=True, size={"height": size, "width": size}, do_normalize=True,
                 image_mean=list(recipe.data.mean), image_std=list(recipe.data.std),

@@ -54,6 +54,7 @@ from .distributed import (
     StopRequest, describe_distribution, finish_trackers, is_sharded, make_accelerator, micro_batches,
 )
 from .early_stopping import EarlyStopping
+from . import peft_methods
 from .objectives import objective_for
 from .optim import EMA, build_optimizer, build_scheduler
 from .recipe import SECTIONS, Recipe, RecipeError
@@ -91,6 +92,7 @@ class TrainResult:
     losses: list[tuple[int, float]]
     completed: bool = True
     interrupted: bool = False
+    trainable_parameters: int | None = None  # what `train.method` trains (all of them for `full`)
 
 
 def _default_command(recipe: Recipe) -> str:
@@ -172,7 +174,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     if checkpoint is not None:
         check_checkpoint_compatible(checkpoint, model)
         check_checkpoint_layout(checkpoint, sharded=is_sharded(accelerator))
-    num_parameters = sum(p.numel() for p in model.parameters())
+    trainable_parameters, num_parameters = peft_methods.trainable_parameters(model)
 
     train_dl = make_dataloader(
         data.train, data.train_transform, t.micro_batch_size, shuffle=True, num_workers=r.num_workers,
@@ -309,7 +311,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
                 say(f"{recipe.name}: stopped after {r.stop_after} steps at step {step}/{total_steps} "
                     f"(run.stop_after); run again with resume=auto to continue from {saved}.")
             return TrainResult(run_dir, step, last_loss, None, train_time, num_parameters, losses, completed=False,
-                               interrupted=interrupted)
+                               interrupted=interrupted, trainable_parameters=trainable_parameters)
     bar.close()
 
     # ---- save the final model first (an evaluation that fails must not cost the weights), then
@@ -344,6 +346,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
         "final_train_loss": last_loss,
         "skipped_images": skipped_images + skipped_so_far(),
         "num_parameters": num_parameters,
+        "method": recipe.train.method,
+        "trainable_parameters": trainable_parameters,
         "global_batch_size": t.global_batch_size,
         "gradient_accumulation_steps": accumulation,
         "train_examples": len(data.train),
@@ -374,7 +378,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
         finish_trackers(accelerator)
     if r.push_to_hub and main:
         push_run_to_hub(run_dir, r.hub_repo_id)
-    return TrainResult(run_dir, step, last_loss, accuracy, train_time, num_parameters, losses)
+    return TrainResult(run_dir, step, last_loss, accuracy, train_time, num_parameters, losses,
+                       trainable_parameters=trainable_parameters)
 
 
 def truncate_log(log_file: Path, step: int) -> None:

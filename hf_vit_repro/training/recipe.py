@@ -152,9 +152,18 @@ class TrainRecipe:
     B.1.2): no labels, a `ViTReproForMaskedPatchPrediction` whose corruption is drawn per image in
     the data pipeline, evaluated by its loss and accuracy on the corrupted patches
     (`hf_vit_repro.training.objectives`). It pretrains (`mode: pretrain`); its `model.config`
-    takes the `mpp_*` fields (rate, split, target)."""
+    takes the `mpp_*` fields (rate, split, target).
+
+    `method`: which parameters fine-tuning trains (`hf_vit_repro.training.peft_methods`): `full`
+    (all, the paper's fine-tuning), `linear` (the head), `bitfit` (biases and head), `lora` (peft's
+    LoRA on every block's dense layers), `vpt-shallow` / `vpt-deep` (learned prompt tokens),
+    `adapter` (AdaptFormer's parallel adapters). `method_options` sets the method's own settings
+    (`lora`: r, alpha, dropout; `vpt-*`: tokens; `adapter`: bottleneck, scale), the method's
+    defaults otherwise."""
 
     objective: str = "classification"
+    method: str = "full"
+    method_options: dict = field(default_factory=dict)
     steps: int | None = None
     epochs: float | None = None
     global_batch_size: int = 512
@@ -298,6 +307,7 @@ class Recipe:
         choice("optim.optimizer", o.optimizer, OPTIMIZERS)
         choice("optim.schedule", o.schedule, SCHEDULES)
         choice("train.objective", t.objective, OBJECTIVES)
+        self._validate_method()
         choice("train.loss", t.loss, LOSSES)
         choice("data.augmentation", d.augmentation, AUGMENTATIONS)
         choice("run.mixed_precision", r.mixed_precision, MIXED_PRECISIONS)
@@ -403,6 +413,28 @@ class Recipe:
                 f"`run.resume` must be 'auto', 'never' or an existing checkpoint folder; {r.resume!r} is none of these."
             )
         return self
+
+    def _validate_method(self) -> None:
+        """`train.method` and its options (`peft_methods`): a known method, options it has, and a
+        classifier to train (every method but `full` trains a classification head)."""
+        from . import peft_methods
+
+        t = self.train
+        if t.method not in peft_methods.METHODS:
+            raise RecipeError(f"`train.method` must be one of {', '.join(map(repr, peft_methods.METHODS))}; "
+                              f"got {t.method!r}.")
+        problem = peft_methods.options_problem(t.method, t.method_options)
+        if problem:
+            raise RecipeError(problem)
+        if t.method != "full" and t.objective != "classification":
+            raise RecipeError(f"`train.method: {t.method}` trains a classifier head; `train.objective: {t.objective}` "
+                              "has none: use `train.method: full`.")
+        if t.method in peft_methods.VIT_ONLY and self.model.variant is not None:
+            from ..variants import is_bit_variant
+
+            if is_bit_variant(self.model.variant):
+                raise RecipeError(f"`train.method: {t.method}` adapts a ViT's blocks; {self.model.variant} is a BiT "
+                                  "ResNet: use full, linear or bitfit.")
 
     def _validate_masked_patch_prediction(self) -> None:
         """What `train.objective: masked_patch_prediction` rules out: it pretrains a plain ViT
