@@ -367,6 +367,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
                     resolution=recipe.model.image_size, num_images=evaluation["num_images"],
                     metrics=evaluation["metrics"], per_class_accuracy=evaluation.get("per_class_accuracy"),
                     num_skipped=evaluation["num_skipped"], objective=objective.name,
+                    **({"precision": evaluation["precision"]["precision"]} if "precision" in evaluation else {}),
                 ),
             )
     accelerator.wait_for_everyone()
