@@ -3,6 +3,7 @@ replaced, so both branches run on any x86 CPU), forced precisions, the bf16-vs-f
 fallback, and what evaluation and training make of `auto`."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from hf_vit_repro.evaluation import evaluate_model
 
 from .evaluation_fixtures import save_classifier
 
+#: The real probe (conftest.py replaces it in every test, so that `auto` means fp32 there).
+REAL_CPU_CAPABILITIES = precision.cpu_capabilities
 SAPPHIRE_RAPIDS = {"avx512_f": True, "avx512_bf16": True, "amx_tile": True, "amx_bf16": True, "amx_int8": True}
 COOPER_LAKE = {"avx512_f": True, "avx512_bf16": True, "amx_tile": False, "amx_bf16": False}  # AVX512-BF16, no AMX
 EPYC_ZEN3 = {"avx2": True, "fma3": True}
@@ -66,6 +69,7 @@ def test_unknown_precision_is_refused():
 
 
 def test_capabilities_come_from_torch_or_proc_cpuinfo(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_capabilities", REAL_CPU_CAPABILITIES)
     caps = precision.cpu_capabilities()
     assert caps == dict(torch.cpu.get_capabilities())
     # this machine's answer agrees with the kernel's flags
@@ -239,3 +243,83 @@ def test_training_auto_follows_the_cpu(cpu_is, monkeypatch, flags, expected):
 
 def test_digits_test_is_not_tiny(digits_test):
     assert len(np.unique(digits_test["label"])) == 10  # the evaluation above sees every class
+
+
+def test_fewshot_features_in_bf16_are_checked_and_keyed(cpu_is, random_classifier, tmp_path):
+    from hf_vit_repro.evaluation import extract_features, fewshot_evaluate
+
+    train = load_task("digits", "train").select(range(200))
+    test = load_task("digits", "test").select(range(40))
+    cpu_is(SAPPHIRE_RAPIDS)
+    results = fewshot_evaluate(random_classifier, train, test, shots=[2], seeds=[0], cache_dir=tmp_path, progress=False)
+    assert results["2"]["precision"] == "bf16"
+    cpu_is(EPYC_ZEN3)
+    fp32 = fewshot_evaluate(random_classifier, train, test, shots=[2], seeds=[0], cache_dir=tmp_path, progress=False)
+    assert fp32["2"]["precision"] == "fp32"
+    # the precision is part of the cache key: two precisions, two files per role (train, test)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 4
+    x32, _ = extract_features(random_classifier, test, range(8), progress=False, precision="fp32")
+    run = precision.PrecisionRun("bf16", "cpu", classes=False)
+    x16, _ = extract_features(random_classifier, test, range(8), progress=False, precision=run)
+    assert run.check["ok"] and not np.array_equal(x16, x32)
+    assert np.sqrt(np.mean((x16 - x32) ** 2)) <= 0.05 * np.sqrt(np.mean(x32**2)) + 1e-3
+
+
+def test_analysis_in_bf16_counts_one_pass(cpu_is, random_classifier, tmp_path):
+    from hf_vit_repro import analysis
+
+    pixels = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cpu_is(EPYC_ZEN3)
+    fp32 = analysis.attention_statistics(random_classifier, pixels.split(3), rollout_images=4)
+    cpu_is(SAPPHIRE_RAPIDS)
+    bf16 = analysis.attention_statistics(random_classifier, pixels.split(3), rollout_images=4)
+    assert fp32.precision == {"precision": "fp32", "requested": "auto"} and bf16.precision["precision"] == "bf16"
+    assert bf16.num_images == 6 and bf16.rollout_maps.shape[0] == 4  # the checked batch is counted once
+    np.testing.assert_allclose(bf16.mean_distance, fp32.mean_distance, rtol=0.02)
+    torch.testing.assert_close(bf16.rollout_maps, fp32.rollout_maps, rtol=0.05, atol=1e-3)
+    # a failed check keeps the fp32 pass: the same numbers as an fp32 run
+    strict = precision.Tolerance(rtol=0.0, atol=0.0)
+    import unittest.mock as mock
+
+    with mock.patch.object(precision, "BF16_TOLERANCE", strict):
+        fallen = analysis.attention_statistics(random_classifier, pixels.split(3), rollout_images=4)
+    assert fallen.precision["precision"] == "fp32"
+    np.testing.assert_allclose(fallen.mean_distance, fp32.mean_distance, rtol=1e-6)
+    result = analysis.analyze_model(random_classifier, pixels, tmp_path, batch_size=3, rollout_images=1,
+                                    num_filters=4, progress=False, precision="fp32")
+    assert json.loads((tmp_path / runs.ANALYSIS_JSON).read_text())["precision"] == result["precision"] == {
+        "precision": "fp32", "requested": "fp32"}
+
+
+def test_vtab_precision_is_the_recipes_mixed_precision(monkeypatch, tmp_path):
+    from hf_vit_repro.evaluation import vtab
+    from hf_vit_repro.training.recipe import load_recipe
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_vtab(checkpoint, tasks, **kwargs):
+        seen["overrides"] = kwargs["overrides"]
+        raise Stop
+
+    monkeypatch.setattr(vtab, "run_vtab", fake_run_vtab)
+    for flag, expected in (("fp32", "no"), ("bf16", "bf16"), ("auto", "auto")):
+        with pytest.raises(Stop):
+            cli.main(["vtab", str(tmp_path), "--tasks", "dtd", "--precision", flag])
+        assert load_recipe(str(Path(__file__).resolve().parents[1] / "recipes" / "finetune_vtab.yaml"), seen["overrides"]).run.mixed_precision == expected
+    with pytest.raises(Stop):
+        cli.main(["vtab", str(tmp_path), "--tasks", "dtd"])
+    assert not any("mixed_precision" in o for o in seen["overrides"])  # default: the recipe's own
+
+
+def test_card_shows_the_precision_of_each_evaluation():
+    from hf_vit_repro.hub.card import _evaluation_table
+
+    record = dict(task="digits", dataset="digits (local)", split="test", resolution=32, num_images=300,
+                  metrics={"accuracy": 0.99})
+    table = _evaluation_table([{**record, "precision": "bf16"}, record], None, None, None)
+    assert table["header"][:6] == ["task", "dataset", "split", "resolution", "images", "precision"]
+    assert [row[5] for row in table["rows"]] == ["bf16", ""]
+    assert "precision" not in _evaluation_table([record], None, None, None)["header"]  # older files: no column

@@ -352,7 +352,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
         **({"early_stopping": stopper.summary(step)} if stopper is not None else {}),
         "eval": None if evaluation is None else {"split": data.eval_name, **evaluation["metrics"],
                                                  "num_images": evaluation["num_images"],
-                                                 "num_skipped": evaluation["num_skipped"]},
+                                                 "num_skipped": evaluation["num_skipped"],
+                                                 "precision": evaluation.get("precision", {}).get("precision")},
     }
     if main:
         runs.write_json(final_dir / runs.TRAIN_SUMMARY, summary)
