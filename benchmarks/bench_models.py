@@ -16,7 +16,13 @@ Columns:
                 state + the activations autograd saves for backward (counted exactly, each
                 storage once, with saved-tensor hooks). CUDA: torch.cuda.max_memory_allocated.
 
+  peak          CPU: share of the machine's own matrix-product peak for the row's precision,
+                measured in the same run (`matmul_peak`: square fp32 and bf16 products, best of
+                several sizes); img/s x FLOPs per image (x 3 for a training step) / that peak.
+                The results record the CPU's model and instruction-set flags (AMX, AVX-512...).
+
     python benchmarks/bench_models.py                 # the CPU table (what `make bench` runs)
+    python benchmarks/bench_models.py --precisions fp32,bf16   # fp32, then bf16 autocast (default on a CPU)
     python benchmarks/bench_models.py --rows vit_s16 --batch-size 4 --repeats 5
     python benchmarks/bench_models.py --rows vit_s16,vit_b16 --batch-size 1 --modes infer --out ...
 """
@@ -45,6 +51,39 @@ GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
 
 def gpu_peak_flops(device_name: str) -> float | None:
     return next((peak for key, peak in GPU_PEAK_BF16.items() if key in device_name), None)
+
+
+def cpu_description() -> dict:
+    """The CPU's model name (/proc/cpuinfo, else platform), its instruction-set flags that decide
+    matrix-product speed (torch.cpu.get_capabilities()), and what the package's precision policy
+    makes of them."""
+    from hf_vit_repro.precision import cpu_capabilities, resolve_precision
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    caps = cpu_capabilities()
+    return {"model": name, "logical_cores": os.cpu_count(),
+            "flags": sorted(k for k, v in caps.items() if v is True),
+            "auto_precision": resolve_precision("auto", "cpu")}
+
+
+def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048, 3072), repeats: int = 5) -> float:
+    """The best FLOP/s of square (n x n) @ (n x n) products in `dtype` on the CPU (2 n^3 FLOPs
+    each), over `sizes`, each timed `repeats` times after one warm-up: what this machine's matrix
+    units deliver in practice, with torch's own kernels (oneDNN / MKL)."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        torch.mm(a, b)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
 
 
 ROWS = {
@@ -193,14 +232,15 @@ def default_results_path(stem: str) -> Path:
     return path
 
 
-def save_results(out: Path, machine: str, rows: list[dict]) -> None:
-    """The results JSON: machine, versions, the command that produced it, every row."""
+def save_results(out: Path, machine: str, rows: list[dict], extra: dict | None = None) -> None:
+    """The results JSON: machine, versions, the command that produced it, every row (and `extra`:
+    the CPU's description and matrix-product peaks)."""
     from hf_vit_repro.runs import software_versions, write_json
 
     write_json(out, {
         "machine": machine, "processor": platform.processor(), "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d"), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "versions": software_versions(), "rows": rows,
+        "versions": software_versions(), **(extra or {}), "rows": rows,
     })
     print(f"wrote {out}")
 
@@ -225,10 +265,12 @@ def train_memory_mb(impl: Impl, x: torch.Tensor, labels: torch.Tensor) -> float:
 def run_row(
     row: str, batch_size: int, repeats: int, steps: int, device: str, amp: str | None = None, compile: bool = False,
     optimizer: str = "fused", modes: tuple[str, ...] = ("infer", "train"), onnxruntime: bool = False,
+    cpu_peak: float | None = None,
 ) -> dict:
     """Measure one row. On a GPU, `amp="bf16"` runs under bf16 autocast and `compile=True` wraps
     every implementation in torch.compile (the same settings for all); `onnxruntime` adds our
-    model served by ONNX Runtime (CPU, float32, inference only)."""
+    model served by ONNX Runtime (CPU, float32, inference only). `cpu_peak`: the FLOP/s the MFU
+    columns divide by on a CPU (`matmul_peak` of the row's precision)."""
     torch.manual_seed(0)
     impls = build(row, onnxruntime=onnxruntime)
     for impl in impls:
@@ -257,7 +299,7 @@ def run_row(
     flops_of = {impl.name: flops for impl in impls}
     flops_of["hf_vit_repro"] = forward_flops(config, resolution, class_token_only_last_block=True)
     result = {"row": row, "variant": ROWS[row][0], "batch_size": batch_size, "resolution": resolution,
-              "amp": amp, "compile": compile, "optimizer": f"AdamW({optimizer}=True)",
+              "amp": amp, "precision": amp or "fp32", "peak_flops": cpu_peak if not device.startswith("cuda") else None, "compile": compile, "optimizer": f"AdamW({optimizer}=True)",
               "forward_gflops_per_image": flops / 1e9, "ours_forward_gflops_per_image": flops_of["hf_vit_repro"] / 1e9,
               "parameters": sum(p.numel() for p in impls[0].model.parameters()), "modes": list(modes),
               "threads": torch.get_num_threads(), "impls": {}}
@@ -273,7 +315,7 @@ def run_row(
         for impl in impls:
             if impl.trains:
                 result["impls"][impl.name]["train_mb"] = train_memory_mb(impl, x, labels)
-    peak = gpu_peak_flops(torch.cuda.get_device_name()) if device.startswith("cuda") else None
+    peak = gpu_peak_flops(torch.cuda.get_device_name()) if device.startswith("cuda") else cpu_peak
     if peak:
         for name, entry in result["impls"].items():  # each model's own FLOPs: MFU counts work done
             if "infer_img_s" in entry:
@@ -297,7 +339,7 @@ def table(results: list[dict]) -> str:
     def cell(value, fmt: str, width: int) -> str:
         return f"{value:>{width}{fmt}}" if value is not None else f"{'-':>{width}}"
 
-    head = f"{'row':<9} {'batch':>5} {'impl':<13} {'infer img/s':>11} {'train img/s':>11} {'train MB':>9}"
+    head = f"{'row':<9} {'prec':>4} {'batch':>5} {'impl':<13} {'infer img/s':>11} {'train img/s':>11} {'train MB':>9}"
     head += f" {'infer MFU':>9} {'train MFU':>9}" if mfu else ""
     lines = [head + "   ours vs it (infer, train, memory)"]
     for res in results:
@@ -310,7 +352,7 @@ def table(results: list[dict]) -> str:
                     for column in ("infer_x", "train_x", "mem_x")
                 )
             line = (
-                f"{res['row']:<9} {res['batch_size']:>5} {name:<13} {cell(entry.get('infer_img_s'), '.1f', 11)} "
+                f"{res['row']:<9} {res.get('precision', res.get('amp') or 'fp32'):>4} {res['batch_size']:>5} {name:<13} {cell(entry.get('infer_img_s'), '.1f', 11)} "
                 f"{cell(entry.get('train_img_s'), '.1f', 11)} {cell(entry.get('train_mb'), '.0f', 9)}"
             )
             if mfu:
@@ -325,6 +367,9 @@ def main(argv=None) -> int:
     add_measurement_arguments(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype (GPU rows)")
+    parser.add_argument("--precisions", default=None,
+                        help="CPU: comma-separated fp32, bf16 (autocast), each row measured in each (default: both; "
+                        "--amp bf16 means bf16 only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every implementation")
     parser.add_argument("--optimizer", choices=["fused", "foreach"], default="fused",
                         help="torch.optim.AdamW implementation, the same for every model (default: fused)")
@@ -354,14 +399,33 @@ def main(argv=None) -> int:
         onnxruntime = False
     from tqdm import tqdm
 
+    cpu = not args.device.startswith("cuda")
+    precisions = [p for p in (args.precisions or ("fp32,bf16" if cpu and not args.amp else (args.amp or "fp32"))).split(",") if p]
+    if set(precisions) - {"fp32", "bf16", "fp16"}:
+        parser.error(f"--precisions takes fp32, bf16, got {args.precisions!r}")
+    extra, peaks = {}, {}
+    if cpu:
+        # the machine's own peaks, measured now (before the rows, so they see the same machine load)
+        peaks = {p: matmul_peak({"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p])
+                 for p in precisions}
+        extra = {"cpu": cpu_description(), "matmul_peak_gflops": {p: v / 1e9 for p, v in peaks.items()}}
+        print(f"CPU: {extra['cpu']['model']}; matrix-product peak "
+              + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))
     results = [
-        run_row(row, args.batch_size, args.repeats, args.steps, args.device, args.amp, args.compile, args.optimizer,
-                modes, onnxruntime)
-        for row in tqdm(rows, desc="rows")
+        run_row(row, args.batch_size, args.repeats, args.steps, args.device,
+                None if precision == "fp32" else precision, args.compile, args.optimizer, modes,
+                onnxruntime and precision == "fp32", peaks.get(precision))
+        for precision in precisions for row in tqdm(rows, desc=f"rows ({precision})")
     ]
     print(table(results))
+    if cpu:
+        # measured again after the rows: on a shared machine one measurement can land in a busy moment
+        after = {p: matmul_peak({"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p])
+                 for p in precisions}
+        extra["matmul_peak_gflops_after"] = {p: v / 1e9 for p, v in after.items()}
     machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu-{platform.machine()}-{os.cpu_count()}cores"
-    save_results(Path(args.out) if args.out else default_results_path(machine.replace(" ", "_")), machine, results)
+    save_results(Path(args.out) if args.out else default_results_path(machine.replace(" ", "_")), machine, results,
+                 extra)
     return 0
 
 

@@ -332,6 +332,7 @@ class AttentionStatistics:
     input_size: tuple[int, int]
     rollout_maps: torch.Tensor
     rollout_inputs: torch.Tensor
+    precision: dict[str, Any] | None = None
 
 
 def attention_statistics(
@@ -340,6 +341,7 @@ def attention_statistics(
     rollout_images: int = 8,
     renormalize: bool = True,
     progress: bool | int = False,
+    precision: str = "auto",
 ) -> AttentionStatistics:
     """Mean attention distance per layer and head, and rollout maps, over batches of pixel values.
 
@@ -350,7 +352,12 @@ def attention_statistics(
     another resolution than `config.image_size` run with interpolated position embeddings.
 
     `progress`: False, True, or the expected number of images (the progress bar's total).
+    `precision`: auto / bf16 / fp32 (`hf_vit_repro.precision`): bf16 is checked against fp32 on the
+    first batch (the encoder's last hidden states) and falls back; only the kept pass's attention
+    weights are counted. `AttentionStatistics.precision` records what ran.
     """
+    from .precision import PrecisionRun
+
     from tqdm.auto import tqdm
 
     encoder = _encoder(model)
@@ -361,16 +368,19 @@ def attention_statistics(
     sums = torch.zeros(layers, heads, dtype=torch.float64, device=device)
     state: dict[str, Any] = {}
 
+    # A hook stages each layer's contribution in the current pass; with the bf16 check a batch runs
+    # twice (fp32, then bf16), and only the pass that is kept is counted.
     def make_hook(index: int):
         def hook(module, args, output):
             weights = output[1] if isinstance(output, tuple) else None
             if weights is None:
                 raise RuntimeError("The attention module returned no weights; the eager kernel is needed.")
-            sums[index] += mean_attention_distance(weights, state["centers"], prefix, renormalize).sum(0).double()
-            if state["keep"]:
-                state["rollout"] = rollout_step(state["rollout"], weights[: state["keep"]])
+            distance = mean_attention_distance(weights.float(), state["centers"], prefix, renormalize).sum(0).double()
+            state["passes"][-1].append((index, distance, weights[: state["keep"]].float() if state["keep"] else None))
 
         return hook
+
+    run = PrecisionRun(precision, device, classes=False, what="analysis")
 
     previous_impl, was_training = config._attn_implementation, model.training
     handles = [layer.attention.register_forward_hook(make_hook(i)) for i, layer in enumerate(encoder.layers)]
@@ -395,11 +405,22 @@ def attention_statistics(
                 state.update(
                     centers=token_centers(config, height, width).to(device),
                     keep=max(0, min(rollout_images - count, pixel_values.shape[0])),
-                    rollout=None,
+                    passes=[],
                 )
-                encoder(pixel_values, interpolate_pos_encoding=(height, width) != tuple(config.image_hw))
-                if state["rollout"] is not None:
-                    maps.append(rollout_maps(state["rollout"], grid, prefix).cpu())
+
+                def forward():
+                    state["passes"].append([])
+                    interpolate = (height, width) != tuple(config.image_hw)
+                    return encoder(pixel_values, interpolate_pos_encoding=interpolate).last_hidden_state
+
+                run(forward)
+                rollout = None
+                for index, distance, weights in state["passes"][-1 if run.precision == "bf16" else 0]:
+                    sums[index] += distance
+                    if weights is not None:
+                        rollout = rollout_step(rollout, weights)
+                if rollout is not None:
+                    maps.append(rollout_maps(rollout, grid, prefix).cpu())
                     inputs.append(pixel_values[: state["keep"]].float().cpu())
                 count += pixel_values.shape[0]
                 bar.update(pixel_values.shape[0])
@@ -418,6 +439,7 @@ def attention_statistics(
         input_size=size,
         rollout_maps=torch.cat(maps) if maps else torch.zeros(0, *token_grid(config, *size)),
         rollout_inputs=torch.cat(inputs) if inputs else torch.zeros(0, config.num_channels, *size),
+        precision=run.record(),
     )
 
 
@@ -808,7 +830,8 @@ def _draw_rollout(maps: torch.Tensor, inputs: torch.Tensor, path) -> Path:
 
 
 def _stats_for(
-    model, images, image_processor, num_images, batch_size, rollout_images, renormalize, split, image_column, progress
+    model, images, image_processor, num_images, batch_size, rollout_images, renormalize, split, image_column, progress,
+    precision="auto",
 ) -> AttentionStatistics:
     """Pixel batches from any accepted `images` (see :func:`analyze_model`), then
     :func:`attention_statistics`."""
@@ -822,7 +845,7 @@ def _stats_for(
         expected = min(expected, num_images)
     batches = _pixel_batches(images, processor, config, batch_size, num_images)
     total = (expected or True) if progress else False
-    return attention_statistics(model, batches, rollout_images, renormalize, progress=total)
+    return attention_statistics(model, batches, rollout_images, renormalize, progress=total, precision=precision)
 
 
 def plot_embedding_filters(model: torch.nn.Module, path: str | os.PathLike, num_components: int = 28) -> Path:
@@ -902,6 +925,7 @@ def analyze_model(
     image_column: str = "image",
     progress: bool = True,
     checkpoint: str | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Draw all four figures into `out_dir` and write the numbers to `out_dir/analysis.json`.
 
@@ -915,6 +939,7 @@ def analyze_model(
         rollout_images: how many of them get a rollout map (the first ones).
         num_filters: principal components of the patch embedding to draw (skipped for hybrids).
         renormalize: see :func:`mean_attention_distance`.
+        precision: auto / bf16 / fp32 for the attention pass (:func:`attention_statistics`).
 
     Returns the JSON written: figure file names, the `(layers, heads)` mean attention distances in
     pixels with their :func:`attention_distance_trend`, the filters' explained variance, and the
@@ -926,7 +951,7 @@ def analyze_model(
     source = str(images) if isinstance(images, (str, os.PathLike)) else type(images).__name__
     stats = _stats_for(
         model, images, image_processor, num_images, batch_size, rollout_images, renormalize, split, image_column,
-        progress,
+        progress, precision,
     )
 
     result: dict[str, Any] = {
@@ -978,6 +1003,7 @@ def analyze_model(
     if stats.rollout_maps.shape[0]:
         _draw_rollout(stats.rollout_maps, stats.rollout_inputs, out_dir / ATTENTION_ROLLOUT_PNG)
         result["attention_rollout"] = {"figure": ATTENTION_ROLLOUT_PNG, "num_images": int(stats.rollout_maps.shape[0])}
+    result["precision"] = stats.precision
     result["versions"] = runs.software_versions()
     runs.write_json(out_dir / runs.ANALYSIS_JSON, result)
     return result
@@ -1057,6 +1083,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         split=args.split,
         image_column=args.image_column,
         progress=not args.no_progress,
+        precision=args.precision,
     )
     out = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint)[1] / runs.ANALYSIS_DIR
     trend = result["mean_attention_distance"]["trend"]
@@ -1067,6 +1094,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers) -> None:
+    from .precision import add_precision_argument
+
     p = subparsers.add_parser(
         "analyze",
         help="draw the paper's inspection figures (filters, position embeddings, attention) for a checkpoint",
@@ -1088,6 +1117,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--num-filters", type=int, default=28, help="principal components of E to draw (default 28)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_precision_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--no-renormalize",

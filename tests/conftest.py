@@ -55,6 +55,16 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _loopback_only_connect)
 
 
+@pytest.fixture(autouse=True)
+def _auto_precision_is_fp32(monkeypatch):
+    """`precision="auto"` resolves as on a CPU without AMX (fp32) in every test, so tests that
+    compare against fp32 references give the same answer on every CPU. tests/test_precision.py
+    plays both kinds of CPU itself (it replaces `cpu_capabilities` again)."""
+    from hf_vit_repro import precision
+
+    monkeypatch.setattr(precision, "cpu_capabilities", lambda: {"avx2": True, "fma3": True})
+
+
 # Two float32 forward passes of the same weights on the same input agree only up to rounding when
 # they are computed separately: oneDNN/MKL pick their kernels by buffer alignment (weights loaded
 # from a memory-mapped safetensors file sit at other offsets than freshly allocated ones), batch

@@ -26,7 +26,7 @@ def tiny_digits_classifier(seed: int = 0, shots: int = 20, l2: float = 1.0) -> V
     train = fewshot_subset(load_task("digits", "train"), shots, seed=seed)
     # The head is evaluated with the plain resize of `evaluate_model`, so fit it on features of
     # that pre-processing (not the few-shot protocol's central crop).
-    x, y = extract_features(model, train, range(len(train)), preprocessing="resize", progress=False)
+    x, y = extract_features(model, train, range(len(train)), preprocessing="resize", progress=False, precision="fp32")
     fit = fit_least_squares(torch.from_numpy(x), torch.from_numpy(y), 10)
     w = fit.weights(l2)  # (D + 1, K) on standardised features + a bias feature of 100
     scale = 1.0 / fit.std[0]

@@ -87,7 +87,8 @@ def test_onnxruntime_rows_serve_our_export_and_only_infer():
         "onnxruntime": {"infer_img_s": 20.0},
     }}
     lines = bench.table([result]).splitlines()
-    assert lines[2].split()[:4] == ["tiny", "3", "onnxruntime", "20.0"] and lines[2].split()[4:7] == ["-", "-", "0.50x"]
+    assert lines[2].split()[:5] == ["tiny", "fp32", "3", "onnxruntime", "20.0"]
+    assert lines[2].split()[5:8] == ["-", "-", "0.50x"]
 
 
 def test_default_output_never_overwrites_committed_results(tmp_path, monkeypatch):
@@ -179,3 +180,30 @@ def test_peft_benchmark_runs_one_row_per_method(tmp_path):
     assert rows[0]["trainable_fraction"] == 1.0
     assert rows[1]["trainable_parameters"] == 32 * peft_bench.NUM_CLASSES + peft_bench.NUM_CLASSES
     assert all(r["train_img_s"] > 0 and r["train_mb"] > 0 for r in rows)
+
+
+def test_cpu_peaks_and_description_are_recorded(tmp_path, monkeypatch):
+    """On a CPU the run measures its own fp32 and bf16 matrix-product peaks, records the CPU's model
+    and flags, measures every row in each precision and divides by that precision's peak."""
+    import json
+
+    assert bench.matmul_peak(torch.float32, sizes=(64,), repeats=1) > 0
+    described = bench.cpu_description()
+    assert described["model"] and "avx2" in described["flags"] and described["auto_precision"] == "fp32"
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, **kw: {torch.float32: 3e11, torch.bfloat16: 2.4e12}[dtype])
+    calls = []
+
+    def fake_row(row, batch, repeats, steps, device, amp, compile, optimizer, modes, onnxruntime, cpu_peak):
+        calls.append((amp, onnxruntime, cpu_peak))
+        return {"row": row, "batch_size": batch, "precision": amp or "fp32", "impls": {"hf_vit_repro": {}}}
+
+    monkeypatch.setattr(bench, "run_row", fake_row)
+    out = tmp_path / "r.json"
+    assert bench.main(["--rows", "vit_s16", "--device", "cpu", "--no-onnxruntime", "--out", str(out)]) == 0
+    assert calls == [(None, False, 3e11), ("bf16", False, 2.4e12)]
+    record = json.loads(out.read_text())
+    assert record["matmul_peak_gflops"] == {"fp32": 300.0, "bf16": 2400.0} and record["cpu"]["flags"]
+    assert record["matmul_peak_gflops_after"] == record["matmul_peak_gflops"]
+    calls.clear()
+    assert bench.main(["--rows", "vit_s16", "--device", "cpu", "--precisions", "fp32", "--out", str(out)]) == 0
+    assert [c[0] for c in calls] == [None]

@@ -47,6 +47,7 @@ def evaluate_model(
     accelerator=None,
     progress: bool = True,
     strict: bool = True,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Score `model` (a classifier, at its own `config.image_size`) on `dataset` ("image" and
     "label" columns, e.g. from `load_task`).
@@ -62,12 +63,16 @@ def evaluate_model(
     Unreadable images raise `CorruptImageError` naming the row and its file (`strict`, the default:
     an evaluation scores every image); with `strict=False` they are skipped, counted in
     `num_skipped`, and the metrics are over the images that were read.
+    `precision`: "auto" (bf16 on a CPU with AMX, else fp32; `hf_vit_repro.precision`), "bf16" or
+    "fp32". bf16 is checked against fp32 on the first batch and falls back to fp32 when they
+    disagree; `result["precision"]` says what ran (`PrecisionRun.record`).
     """
     from accelerate.utils import broadcast_object_list
     from tqdm.auto import tqdm
 
     from ..data import eval_transform, make_dataloader
     from ..metrics import load_metric
+    from ..precision import PrecisionRun
 
     n = len(dataset)
     if n == 0:
@@ -101,6 +106,13 @@ def evaluate_model(
                              placeholder_label=None if strict else -1)
     loader = accelerator.prepare_data_loader(loader)
     model = model.to(accelerator.device).eval()
+    # Data-parallel processes take one decision on bf16: all of them must pass the check.
+    agree = None
+    if accelerator.num_processes > 1:
+        def agree(ok: bool) -> bool:
+            passed = accelerator.reduce(torch.tensor(int(ok), device=accelerator.device), reduction="sum")
+            return int(passed) == accelerator.num_processes
+    run = PrecisionRun(precision, accelerator.device, agree=agree)
 
     if main:
         import evaluate
@@ -110,7 +122,7 @@ def evaluate_model(
         seen = np.zeros(n, dtype=bool)
     with torch.no_grad():
         for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not (main and progress), dynamic_ncols=True):
-            logits = model(pixel_values=batch["pixel_values"]).logits.float()
+            logits = run(lambda: model(pixel_values=batch["pixel_values"]).logits).float()
             logits, rows = accelerator.gather_for_metrics((logits, batch["labels"]))
             if not main:
                 continue
@@ -143,6 +155,7 @@ def evaluate_model(
         result = {"metrics": {k: float(v) for k, v in values.items()}, "num_images": int(seen.sum()),
                   "num_skipped": int((~seen).sum())}
         result["per_class_accuracy"] = {names[i]: per_class[i] for i in range(len(per_class))}
+        result["precision"] = run.record()
         if real is not None:
             real_values = real.compute()
             result["metrics"]["real_accuracy"] = real_values["real_accuracy"]
@@ -212,6 +225,7 @@ def evaluate_checkpoint(
     cpu: bool = False,
     progress: bool = True,
     strict: bool = True,
+    precision: str = "auto",
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint (folder, run folder or Hub id) on `split` of `task` and write the
     metrics JSON (`runs.metrics_record`: checkpoint, task, dataset, split, resolution, number of
@@ -223,6 +237,7 @@ def evaluate_checkpoint(
     `metrics/<task>_<split>.json`; default the run folder's metrics/ (a run folder), else
     `outputs/evaluate/<checkpoint>/metrics/`. `max_images`: only the first N rows (smoke tests).
     `strict=False` skips unreadable images and records how many (`num_skipped`).
+    `precision`: auto / bf16 / fp32 (`evaluate_model`); the record's `precision` is the one used.
     Returns (record, path); only the main process writes.
     """
     from ..data import load_task
@@ -246,14 +261,17 @@ def evaluate_checkpoint(
     result = evaluate_model(
         model, dataset, batch_size=batch_size, mean=loaded.mean, std=loaded.std, crop=crop, top_k=top_k,
         real_labels=real, num_workers=num_workers, accelerator=accelerator, progress=progress, strict=strict,
+        precision=precision,
     )
     extra: dict[str, Any] = {
+        "precision": result["precision"]["precision"],
         "num_skipped": result["num_skipped"],
         "per_class_accuracy": result["per_class_accuracy"],
         "evaluation": {
             "preprocessing": "resize shorter side + central crop" if crop else "resize to the resolution",
             "mean": list(loaded.mean), "std": list(loaded.std), "batch_size": batch_size,
             "num_processes": accelerator.num_processes, "max_images": max_images,
+            "precision": result["precision"],
         },
     }
     if real is not None:
@@ -286,18 +304,22 @@ def _cmd_evaluate(args) -> int:
         image_column=args.image_column, label_column=args.label_column, batch_size=args.batch_size, crop=args.crop,
         top_k=args.top_k, real_labels=args.real_labels, max_images=args.max_images, output=args.output,
         num_workers=args.num_workers, cpu=args.cpu, progress=not args.no_progress, strict=not args.skip_unreadable,
+        precision=args.precision,
     )
     from accelerate import PartialState
 
     if PartialState().is_main_process:
         skipped = f" ({record['num_skipped']} unreadable images skipped)" if record["num_skipped"] else ""
-        print(f"{record['task']} / {record['split']}: {record['num_images']} images at {record['resolution']} px{skipped}")
+        print(f"{record['task']} / {record['split']}: {record['num_images']} images at {record['resolution']} px "
+              f"in {record['precision']}{skipped}")
         print(metrics_table(record))
         print(f"Wrote {path}")
     return 0
 
 
 def add_evaluate_cli(subparsers) -> None:
+    from ..precision import add_precision_argument
+
     p = subparsers.add_parser(
         "evaluate",
         help="top-1/top-5, per-class and ReaL accuracy of a checkpoint on a task split",
@@ -320,6 +342,7 @@ def add_evaluate_cli(subparsers) -> None:
     p.add_argument("--output", default=None, help="JSON file or folder (default: RUN/metrics/<task>_<split>.json)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
+    add_precision_argument(p)
     p.add_argument("--skip-unreadable", action="store_true",
                    help="skip images that cannot be decoded and count them in the metrics file (default: stop, naming "
                    "the image)")

@@ -53,6 +53,7 @@ import torch
 
 from .. import runs
 from ..models import pre_logits
+from ..precision import PrecisionRun
 from .common import check_resolution, default_device, default_output_dir, format_table, image_size_of, model_fingerprint
 
 BIAS_CONSTANT = 100.0
@@ -204,6 +205,7 @@ def extract_features(
     cache_key: dict[str, Any] | None = None,
     progress: bool = True,
     desc: str = "features",
+    precision: str | PrecisionRun = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pre-logits features (len(rows), D) float32 and labels (len(rows),) of `dataset` rows.
 
@@ -213,6 +215,9 @@ def extract_features(
     normalised with mean/std. With a `cache` and `cache_key` (anything that names the data: task,
     split, source), rows already cached for this model, resolution and preprocessing are read
     back, the others computed and added.
+    `precision`: "auto" / "bf16" / "fp32" (`hf_vit_repro.precision`; bf16 is checked against fp32
+    on the first batch computed, and falls back), or a `PrecisionRun` shared by several calls.
+    The precision is part of the cache key.
     """
     from tqdm.auto import tqdm
 
@@ -223,6 +228,9 @@ def extract_features(
     size = int(image_size or image_size_of(model))
     interpolate = size != image_size_of(model)
     transform = fewshot_transform(size, mean, std) if preprocessing == "central_crop" else eval_transform(size, mean, std)
+    device = next(model.parameters()).device
+    run = precision if isinstance(precision, PrecisionRun) else PrecisionRun(
+        precision, device, classes=False, what="few-shot features")
     labels_all = np.asarray(dataset.with_format("numpy", columns=["label"])["label"], dtype=np.int64)
     rows = [int(r) for r in rows]
     key = meta = None
@@ -231,6 +239,7 @@ def extract_features(
         meta = {
             "model": model_fingerprint(model), "resolution": size, "transform": repr(transform),
             "data": cache_key or {}, "num_rows": len(dataset), "dtype": str(next(model.parameters()).dtype),
+            "precision": run.precision,
         }
         key = cache.key(**meta)
         entries = cache.load(key)
@@ -242,15 +251,19 @@ def extract_features(
         # Few-shot reads every image it draws (exactly k per class; the whole test split): no skipping mode.
         loader = make_dataloader(subset, transform, batch_size, shuffle=False, num_workers=num_workers, strict=True,
                                  unreadable_hint=UNREADABLE_HINT)
-        device = next(model.parameters()).device
         computed = []
         model.eval()
+
+        def features_of(pixel_values):
+            out = pre_logits(model, pixel_values, interpolate_pos_encoding=interpolate)
+            if out is None:
+                raise ValueError("the model returns no pooler_output (pre-logits features); few-shot needs a ViT or BiT encoder")
+            return out
+
         with torch.no_grad():
             for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
-                out = pre_logits(model, batch["pixel_values"].to(device), interpolate_pos_encoding=interpolate)
-                if out is None:
-                    raise ValueError("the model returns no pooler_output (pre-logits features); few-shot needs a ViT or BiT encoder")
-                computed.append(out.float().cpu().numpy())
+                pixel_values = batch["pixel_values"].to(device)
+                computed.append(run(lambda: features_of(pixel_values)).float().cpu().numpy())
         features = np.concatenate(computed)
         for r, f in zip(missing, features):
             entries[r] = (f, int(labels_all[r]))
@@ -288,6 +301,7 @@ def fewshot_evaluate(
     cache_dir: str | os.PathLike | None = None,
     data_key: dict[str, Any] | None = None,
     progress: bool = True,
+    precision: str = "auto",
 ) -> dict[str, dict[str, Any]]:
     """Few-shot linear evaluation of `model` (a classifier or encoder; its head is not used).
 
@@ -299,11 +313,11 @@ def fewshot_evaluate(
     instead. Features are cached under `cache_dir` (None: no cache) keyed by the model's
     fingerprint, the resolution, the preprocessing and `data_key` (say which task and split the
     datasets are; without it the datasets' sizes alone name them, so give one whenever a cache
-    is used).
+    is used). `precision`: auto / bf16 / fp32 for the features (`extract_features`).
 
     Returns {str(k): {"mean", "std", "seeds", "accuracy" (one per seed), "l2_reg" (one per
     seed), "num_test_images", "train_images_per_class" (k), "l2_selection" ("fixed" or the
-    held-out rule)}}, accuracies in [0, 1] (the shape of fewshot.json's `results[task]`).
+    held-out rule), "precision" (the features' precision)}}, accuracies in [0, 1] (the shape of fewshot.json's `results[task]`).
     """
     shots = sorted({int(k) for k in shots})
     seeds = [int(s) for s in seeds]
@@ -331,8 +345,9 @@ def fewshot_evaluate(
         plan[seed] = (per_k, held_out)
 
     cache = FeatureCache(cache_dir)
+    run = PrecisionRun(precision, next(model.parameters()).device, classes=False, what="few-shot features")
     common = dict(mean=mean, std=std, image_size=image_size, preprocessing=preprocessing, batch_size=batch_size,
-                  num_workers=num_workers, cache=cache, progress=progress)
+                  num_workers=num_workers, cache=cache, progress=progress, precision=run)
     train_rows = sorted({r for per_k, held in plan.values() for rows in (*per_k.values(), held) for r in rows})
     train_x, train_y = extract_features(model, train_dataset, train_rows, cache_key={**(data_key or {}), "role": "train"},
                                         desc="few-shot train features", **common)
@@ -367,6 +382,7 @@ def fewshot_evaluate(
             "num_test_images": len(test_dataset),
             "train_images_per_class": k,
             "l2_selection": f"held-out {val_shots}/class of the training split" if select else "fixed",
+            "precision": run.precision,
         }
     return results
 
@@ -538,7 +554,7 @@ def _cmd_fewshot(args) -> int:
         test_split=args.test_split, data_dirs=data_dirs, resolution=args.resolution, output=args.output,
         device=args.device, cache_dir=args.cache_dir or (None if args.no_cache else True), l2_reg=l2,
         val_shots=args.val_shots, preprocessing=args.preprocessing, batch_size=args.batch_size,
-        progress=not args.no_progress,
+        progress=not args.no_progress, precision=args.precision,
     )
     protocol = record["protocol"]
     print(f"Protocol: {protocol['name']} (l2 {protocol['l2_reg']}, {protocol['preprocessing_steps']}, "
@@ -549,6 +565,8 @@ def _cmd_fewshot(args) -> int:
 
 
 def add_fewshot_cli(subparsers) -> None:
+    from ..precision import add_precision_argument
+
     p = subparsers.add_parser(
         "fewshot",
         help="few-shot linear evaluation (closed-form least squares on frozen pre-logits features)",
@@ -579,5 +597,6 @@ def add_fewshot_cli(subparsers) -> None:
     p.add_argument("--cache-dir", default=None, help=f"feature cache (default {default_cache_dir()})")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_precision_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_fewshot)

@@ -67,6 +67,7 @@ from typing import Any
 
 from .. import runs
 from ..training.peft_methods import METHODS
+from ..precision import PRECISIONS
 from .common import default_output_dir, format_table, write_text_atomic
 
 PROTOCOLS = ("paper", "sweep", "bit-hyperrule")
@@ -503,6 +504,9 @@ def _task_entry(task: str, recipe, result, task_dir: Path, seconds: float) -> di
             "grad_clip_norm": o.grad_clip_norm,
         },
         "preprocessing": {"random_crop": spec.crop, "flip": spec.flip},
+        # Accelerate's name for the fine-tuning's ("no" = fp32), the evaluation's as it ran
+        "precision": {"training": summary.get("hardware", {}).get("mixed_precision"),
+                      "evaluation": evaluation.get("precision")},
         "rows": spec.vtab_rows,
         "train_split": recipe.data.train_split,
         "val_accuracy_by_lr": sweep["accuracy_by_lr"] if sweep else None,
@@ -627,6 +631,8 @@ def _cmd_vtab(args) -> int:
         overrides.append("run.progress_bar=false")
     if args.method is not None:
         overrides.append(f"train.method={args.method}")
+    if args.precision is not None:  # one switch for fine-tuning and scoring (the recipe's run.mixed_precision)
+        overrides.append('run.mixed_precision="%s"' % {"fp32": "no"}.get(args.precision, args.precision))
     record = run_vtab(
         args.checkpoint, tasks, protocol=args.protocol, output_dir=args.output, recipe=args.recipe, overrides=overrides,
         data_root=args.data_root, data_dirs=data_dirs, pretraining_data=args.pretraining_data,
@@ -675,6 +681,9 @@ def add_vtab_cli(subparsers) -> None:
     p.add_argument("--output", default=None, help="results folder (default: the run folder, else outputs/vtab/...)")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep training checkpoints and sweep models of finished tasks (default: deleted)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fine-tuning and scoring precision: auto (bf16 on GPUs and on CPUs with AMX, else fp32), bf16 or "
+                   "fp32 (default: the recipe's run.mixed_precision, auto in recipes/finetune_vtab.yaml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (the recipe's run.progress_bar=false)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides (right after the checkpoint)")
     p.set_defaults(func=_cmd_vtab)

@@ -271,7 +271,9 @@ def _evaluation_table(records: list[dict], variant: str | None, pretraining: str
     if not records:
         return None
     metric_names = list(dict.fromkeys(name for record in records for name in record["metrics"]))
-    header = ["task", "dataset", "split", "resolution", "images"] + [
+    # the numeric precision each evaluation ran in (metrics files written before it was recorded have none)
+    precision = any("precision" in record for record in records)
+    header = ["task", "dataset", "split", "resolution", "images"] + ["precision"] * precision + [
         f"{name} (%)" if "acc" in name.lower() else name for name in metric_names
     ] + ["paper (%)"]
     rows, citations = [], []
@@ -279,6 +281,7 @@ def _evaluation_table(records: list[dict], variant: str | None, pretraining: str
         dataset = record["dataset"]
         row = [_cell(record["task"]), f"[{dataset}](https://huggingface.co/datasets/{dataset})" if "/" in dataset else _cell(dataset),
                _cell(record["split"]), _cell(record.get("resolution", "")), _cell(record.get("num_images", ""))]
+        row += [_cell(record.get("precision", ""))] * precision
         row += [_metric_text(n, record["metrics"][n]) if n in record["metrics"] else "" for n in metric_names]
         paper = _paper_cell(record, variant, pretraining, recipe)
         if paper is None:

@@ -30,15 +30,20 @@ from .recipe import Recipe, RecipeError
 
 
 def resolve_mixed_precision(value: str) -> str:
-    """`run.mixed_precision`; "auto" takes the launcher's choice (`accelerate launch` config /
-    ACCELERATE_MIXED_PRECISION), else bf16 where the GPU supports it, else fp32 ("no")."""
+    """`run.mixed_precision` as Accelerate names it ("no", "bf16", "fp16"). "auto" takes the
+    launcher's choice (`accelerate launch` config / ACCELERATE_MIXED_PRECISION), else the package's
+    precision policy for training (`hf_vit_repro.precision.resolve_precision`): bf16 where the GPU
+    supports it, bf16 on a CPU with AMX (without a GPU), else fp32 ("no")."""
     if value != "auto":
         return value
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):
         return os.environ["ACCELERATE_MIXED_PRECISION"]
     import torch
 
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    from ..precision import resolve_precision
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "bf16" if resolve_precision("auto", device, training=True) == "bf16" else "no"
 
 
 def make_accelerator(recipe: Recipe, run_dir: Path):

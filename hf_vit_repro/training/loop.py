@@ -356,7 +356,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
         **({"early_stopping": stopper.summary(step)} if stopper is not None else {}),
         "eval": None if evaluation is None else {"split": data.eval_name, **evaluation["metrics"],
                                                  "num_images": evaluation["num_images"],
-                                                 "num_skipped": evaluation["num_skipped"]},
+                                                 "num_skipped": evaluation["num_skipped"],
+                                                 "precision": evaluation.get("precision", {}).get("precision")},
     }
     if main:
         runs.write_json(final_dir / runs.TRAIN_SUMMARY, summary)
@@ -371,6 +372,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
                     resolution=recipe.model.image_size, num_images=evaluation["num_images"],
                     metrics=evaluation["metrics"], per_class_accuracy=evaluation.get("per_class_accuracy"),
                     num_skipped=evaluation["num_skipped"], objective=objective.name,
+                    **({"precision": evaluation["precision"]["precision"]} if "precision" in evaluation else {}),
                 ),
             )
     accelerator.wait_for_everyone()

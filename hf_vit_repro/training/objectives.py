@@ -147,12 +147,13 @@ def objective_for(recipe: Recipe) -> Objective:
 
 def evaluate(model, dataset, recipe: Recipe, accelerator) -> dict[str, Any]:
     """Score a classifier on `dataset` with `hf_vit_repro.evaluation.evaluate_model` (accuracy,
-    top-5, per-class; data-parallel) at the recipe's resolution, mean and std. Leaves the model
-    in training mode."""
+    top-5, per-class; data-parallel) at the recipe's resolution, mean and std, in the run's
+    precision (bf16 when it trains in bf16, else fp32). Leaves the model in training mode."""
     unwrapped = accelerator.unwrap_model(model)
     result = evaluate_model(
         unwrapped, dataset, batch_size=recipe.train.eval_batch_size, mean=recipe.data.mean, std=recipe.data.std,
         num_workers=recipe.run.num_workers, accelerator=accelerator, progress=False, strict=recipe.data.strict,
+        precision="bf16" if accelerator.mixed_precision == "bf16" else "fp32",
     )
     model.train()
     return result

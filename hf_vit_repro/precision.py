@@ -1,0 +1,214 @@
+"""The package's precision policy: which numeric precision inference and training run in.
+
+    resolve_precision("auto", "cpu")   # "bf16" on a CPU with AMX, else "fp32"
+    resolve_precision("fp32", "cpu")   # always what was asked for
+
+`auto` (the default of `evaluate`, `fewshot`, `vtab`, `analyze`, the Python API and recipes'
+`run.mixed_precision`) follows the hardware:
+
+- CPU: bf16 where the CPU has AMX (Intel's matrix tiles, `amx_bf16` + `amx_tile`; Sapphire Rapids
+  and later), where bf16 matrix products run several times faster than fp32 (issue 27: ViT-S/16
+  inference 3.3x, training 2x on a 2-core Xeon). Elsewhere fp32: without AMX a CPU's bf16 runs on
+  vector units, AVX512-BF16 at best, and emulated or converted otherwise, which is no faster and
+  often slower than fp32 (benchmarks/README.md has the measurement).
+- CUDA: unchanged from before the policy: inference in fp32, training (`training=True`) in bf16
+  where the GPU supports it.
+- Any other device: fp32.
+
+bf16 runs through `torch.autocast` (`autocast`): the weights stay fp32, matrix products and
+convolutions run in bf16, reductions and normalisations in fp32 (autocast's own op lists).
+Inference in bf16 is checked against fp32 on its first batch (`PrecisionRun`, tolerance
+`BF16_TOLERANCE`) and falls back to fp32, with a one-line message, when the two disagree.
+
+This module imports only torch: evaluation, training and export all use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+#: What users may ask for (`--precision`, `precision=`).
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a bf16 output may be from the fp32 one on the same batch.
+
+    `rtol`, `atol`: the root-mean-square difference of the outputs (logits or features) must be
+    at most `rtol` times the fp32 outputs' root-mean-square plus `atol` (bf16 keeps 8 significant
+    bits, 0.4%; after a ViT-S/16's 12 blocks the logits differ by about 1% RMS).
+    `max_changed_top1`: for logits, the largest share of the batch's images whose top-1 class may
+    change. A change counts only where fp32 prefers its class by more than the logit tolerance (the
+    RMS bound above): a near-tie that flips is within the precision's noise, not a failure."""
+
+    rtol: float = 0.05
+    atol: float = 1e-3
+    max_changed_top1: float = 0.02
+
+
+BF16_TOLERANCE = Tolerance()
+
+
+def cpu_capabilities() -> Mapping[str, Any]:
+    """The CPU's instruction-set flags: `torch.cpu.get_capabilities()` (torch >= 2.9), else the
+    flags of /proc/cpuinfo (Linux) as {flag: True}. Tests replace this function to play another CPU."""
+    get = getattr(torch.cpu, "get_capabilities", None)
+    if get is not None:
+        return dict(get())
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return {flag: True for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        pass
+    return {}
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices on AMX tiles (needs both `amx_bf16` and `amx_tile`)."""
+    caps = cpu_capabilities()
+    return bool(caps.get("amx_bf16")) and bool(caps.get("amx_tile"))
+
+
+def resolve_precision(precision: str = "auto", device: str | torch.device | None = None, *,
+                      training: bool = False) -> str:
+    """"bf16" or "fp32": `precision` itself when forced, else the policy of the module docstring
+    for `device` (default: the CPU). `training`: on CUDA, `auto` trains in bf16 where the GPU has
+    it (inference stays fp32, as before the policy). A ValueError names the accepted values."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    kind = torch.device(device).type if device is not None else "cpu"
+    if kind == "cpu":
+        return "bf16" if cpu_has_amx_bf16() else "fp32"
+    if kind == "cuda":
+        return "bf16" if training and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return "fp32"
+
+
+def autocast(precision: str, device: str | torch.device):
+    """A context that runs its body in `precision` ("bf16": `torch.autocast` on the device's
+    type; "fp32": nothing, and autocast switched off in case a caller left it on)."""
+    kind = torch.device(device).type
+    if precision == "bf16":
+        return torch.autocast(kind, dtype=torch.bfloat16)
+    if precision == "fp32":
+        return torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext()
+    raise ValueError(f"autocast needs a resolved precision (bf16 or fp32), got {precision!r}")
+
+
+def compare_outputs(reference: torch.Tensor, candidate: torch.Tensor, *, classes: bool,
+                    tolerance: Tolerance | None = None) -> dict[str, Any]:
+    """How far `candidate` (bf16) is from `reference` (fp32), both (N, ...) and compared in fp32:
+    {"ok", "rms_difference", "rms_reference", "limit"} and, with `classes` (logits (N, K)),
+    "changed_top1" (share of rows whose argmax changed) and "counted_changed_top1" (those where
+    fp32's margin for its class exceeds the limit; see `Tolerance`)."""
+    tolerance = tolerance if tolerance is not None else BF16_TOLERANCE
+    ref = reference.detach().float()
+    cand = candidate.detach().float()
+    if ref.shape != cand.shape:
+        raise ValueError(f"outputs of different shapes: {tuple(ref.shape)} and {tuple(cand.shape)}")
+    rms_ref = float(ref.pow(2).mean().sqrt()) if ref.numel() else 0.0
+    rms_diff = float((cand - ref).pow(2).mean().sqrt()) if ref.numel() else 0.0
+    limit = tolerance.rtol * rms_ref + tolerance.atol
+    stats: dict[str, Any] = {"rms_difference": rms_diff, "rms_reference": rms_ref, "limit": limit}
+    ok = math.isfinite(rms_diff) and rms_diff <= limit
+    if classes and ref.ndim == 2 and ref.shape[0] and ref.shape[1] > 1:
+        top_ref, top_cand = ref.argmax(1), cand.argmax(1)
+        changed = top_ref != top_cand
+        rows = torch.arange(ref.shape[0])
+        margin = ref[rows, top_ref] - ref[rows, top_cand]
+        counted = changed & (margin > limit)
+        stats["changed_top1"] = float(changed.float().mean())
+        stats["counted_changed_top1"] = float(counted.float().mean())
+        ok = ok and stats["counted_changed_top1"] <= tolerance.max_changed_top1
+    stats["ok"] = bool(ok)
+    return stats
+
+
+class PrecisionRun:
+    """Runs a model's forward passes in the resolved precision, checking bf16 once.
+
+    `run(forward)` calls `forward()` (a closure over the model and one batch) under `autocast`.
+    The first bf16 call also runs it in fp32 and compares (`compare_outputs`, `classes` says
+    whether the outputs are logits); when they disagree, this and every later batch run in fp32,
+    and one line on stderr says why. `agree(ok) -> bool` lets data-parallel processes take one
+    decision (all must pass). `record()` is what results files store."""
+
+    def __init__(self, precision: str, device: str | torch.device, *, classes: bool = True,
+                 tolerance: Tolerance | None = None, agree: Callable[[bool], bool] | None = None,
+                 what: str = "evaluation"):
+        self.requested = precision
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.classes, self.agree, self.what = classes, agree, what
+        self.tolerance = tolerance if tolerance is not None else BF16_TOLERANCE
+        self.check: dict[str, Any] | None = None
+
+    def __call__(self, forward: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self.precision == "bf16" and self.check is None:
+            with autocast("fp32", self.device):
+                reference = forward()
+            with autocast("bf16", self.device):
+                candidate = forward()
+            self.check = compare_outputs(reference, candidate, classes=self.classes, tolerance=self.tolerance)
+            ok = self.check["ok"] if self.agree is None else self.agree(self.check["ok"])
+            if not ok:
+                self.precision = "fp32"
+                self.check["fell_back"] = True
+                print(f"{self.what}: bf16 disagrees with fp32 on the first batch ({self._reason()}); "
+                      "running in fp32 (force with --precision bf16|fp32)", file=sys.stderr, flush=True)
+                return reference
+            return candidate
+        with autocast(self.precision, self.device):
+            return forward()
+
+    def _reason(self) -> str:
+        c = self.check
+        if c["ok"]:
+            return "another process's check failed"
+        if not c["rms_difference"] <= c["limit"]:
+            return f"RMS difference {c['rms_difference']:.3g} > {c['limit']:.3g}"
+        return f"{100 * c['counted_changed_top1']:.1f}% of top-1 predictions changed"
+
+    def record(self) -> dict[str, Any]:
+        """{"precision": used, "requested": asked for, and "bf16_check": the first batch's
+        comparison with its tolerance (when bf16 was tried)}."""
+        out: dict[str, Any] = {"precision": self.precision, "requested": self.requested}
+        if self.check is not None:
+            out["bf16_check"] = {**self.check, "tolerance": dataclasses.asdict(self.tolerance)}
+        return out
+
+
+def add_precision_argument(parser, default: str = "auto") -> None:
+    """`--precision {auto,bf16,fp32}`, the flag every inference command shares."""
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=default,
+        help="numeric precision: auto (bf16 on CPUs with AMX, checked against fp32 on the first batch; else fp32), "
+        f"bf16 or fp32 (default {default})",
+    )
+
+
+__all__ = [
+    "PRECISIONS",
+    "Tolerance",
+    "BF16_TOLERANCE",
+    "cpu_capabilities",
+    "cpu_has_amx_bf16",
+    "resolve_precision",
+    "autocast",
+    "compare_outputs",
+    "PrecisionRun",
+    "add_precision_argument",
+]
