@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,6 +57,11 @@ class Tolerance:
 
 
 BF16_TOLERANCE = Tolerance()
+
+
+#: Set to "fp32" or "bf16" to decide what `auto` means on the CPU for every command and process
+#: (a launcher's workers included), whatever the CPU's flags say.
+PRECISION_ENV = "HF_VIT_REPRO_CPU_PRECISION"
 
 
 def cpu_capabilities() -> Mapping[str, Any]:
@@ -91,6 +97,11 @@ def resolve_precision(precision: str = "auto", device: str | torch.device | None
         return precision
     kind = torch.device(device).type if device is not None else "cpu"
     if kind == "cpu":
+        chosen = os.environ.get(PRECISION_ENV, "").strip().lower()
+        if chosen:
+            if chosen not in ("bf16", "fp32"):
+                raise ValueError(f"{PRECISION_ENV} must be bf16 or fp32 (what `auto` means on this CPU), got {chosen!r}")
+            return chosen
         return "bf16" if cpu_has_amx_bf16() else "fp32"
     if kind == "cuda":
         return "bf16" if training and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"

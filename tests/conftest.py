@@ -59,10 +59,12 @@ def _no_network(monkeypatch):
 def _auto_precision_is_fp32(monkeypatch):
     """`precision="auto"` resolves as on a CPU without AMX (fp32) in every test, so tests that
     compare against fp32 references give the same answer on every CPU. tests/test_precision.py
-    plays both kinds of CPU itself (it replaces `cpu_capabilities` again)."""
+    plays both kinds of CPU itself (it replaces `cpu_capabilities` again). The environment variable
+    carries the same choice into the processes tests start (CLI runs, launchers' workers)."""
     from hf_vit_repro import precision
 
     monkeypatch.setattr(precision, "cpu_capabilities", lambda: {"avx2": True, "fma3": True})
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp32")
 
 
 # Two float32 forward passes of the same weights on the same input agree only up to rounding when

@@ -27,7 +27,22 @@ def cpu_is(monkeypatch):
     """cpu_is(flags): from now on this test runs on a CPU with these capabilities."""
     def play(flags):
         monkeypatch.setattr(precision, "cpu_capabilities", lambda: dict(flags))
+        monkeypatch.delenv(precision.PRECISION_ENV, raising=False)  # conftest's fp32 choice for the other tests
     return play
+
+
+def test_the_environment_decides_what_auto_means_on_the_cpu(cpu_is, monkeypatch):
+    cpu_is(SAPPHIRE_RAPIDS)
+    assert precision.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp32")
+    assert precision.resolve_precision("auto", "cpu") == "fp32"
+    assert precision.resolve_precision("bf16", "cpu") == "bf16"  # a forced precision still wins
+    cpu_is(EPYC_ZEN3)
+    monkeypatch.setenv(precision.PRECISION_ENV, "BF16")
+    assert precision.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp16")
+    with pytest.raises(ValueError, match="HF_VIT_REPRO_CPU_PRECISION must be bf16 or fp32"):
+        precision.resolve_precision("auto", "cpu")
 
 
 @pytest.fixture(scope="module")
