@@ -8,11 +8,13 @@ import re
 import secrets
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from PIL import Image
 
 from hf_vit_repro import ViTReproConfig, hub, runs
 from hf_vit_repro.cli import main
@@ -398,3 +400,45 @@ def test_end_of_training_hook(tmp_path, monkeypatch):
     assert (folder / "README.md").exists() and (folder / "model.safetensors").exists()
     with pytest.raises(FileNotFoundError, match="no final/ checkpoint"):
         hub.push_run(tmp_path / "run/final", "someone/tiny-vit", dry_run=True)
+
+
+# --------------------------------------------------------------------------- the Hub's conventions
+
+
+@pytest.mark.parametrize("head", ["ViTReproForMaskedPatchPrediction", "ViTReproForMaskedImageModeling", "ViTReproModel"])
+def test_an_encoder_is_tagged_image_feature_extraction_and_its_card_says_how_to_use_it(tmp_path, head):
+    from transformers import ViTImageProcessor, pipeline
+
+    from hf_vit_repro import modeling_vit_repro
+
+    from .conftest import randomize_, tiny_kwargs
+
+    model = randomize_(getattr(modeling_vit_repro, head)(ViTReproConfig(**tiny_kwargs()))).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(tmp_path / "ckpt")
+    folder = hub.build_repo_folder(tmp_path / "ckpt", tmp_path / "repo", "someone/tiny-encoder")
+    hub.validate_repo_folder(folder)  # loads with the class config.json names, not a classifier
+
+    metadata, _ = card_metadata(folder)
+    assert metadata["pipeline_tag"] == "image-feature-extraction"
+    assert "image-feature-extraction" in metadata["tags"] and "image-classification" not in metadata["tags"]
+    body = (folder / "README.md").read_text().split("\n---\n", 1)[1]
+    assert 'pipeline("image-feature-extraction", model="someone/tiny-encoder", trust_remote_code=True)' in body
+    assert "| Head | " in body and "| Classes |" not in body and "Labels (" not in body
+    assert 'pipeline("image-classification"' not in body
+
+    # what the card says works: the feature-extraction pipeline gives the encoder's hidden states
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))
+    features = torch.tensor(pipeline("image-feature-extraction", model=str(folder))(image))
+    encoder = model if head == "ViTReproModel" else model.vit
+    pixels = ViTImageProcessor.from_pretrained(folder)(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        expected = encoder(pixels).last_hidden_state
+    torch.testing.assert_close(features, expected, atol=1e-5, rtol=0)
+
+
+def test_a_classifier_keeps_image_classification(tmp_path):
+    make_run(tmp_path / "run", evaluated=False, figures=False)
+    folder = hub.build_repo_folder(tmp_path / "run", tmp_path / "repo", "someone/tiny-vit")
+    metadata, _ = card_metadata(folder)
+    assert metadata["pipeline_tag"] == "image-classification" and "image-feature-extraction" not in metadata["tags"]

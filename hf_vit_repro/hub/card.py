@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
-from .model_facts import describe_model
+from .model_facts import CLASSIFIER_PIPELINE_TAG, describe_model
 from .redaction import active_token, redact, redact_secrets
 
 # model_cards/modelcard_template.md, reached through the package (a link in a checkout, a copy in a
 # built wheel), so installed packages have it too.
 TEMPLATE_PATH = Path(__file__).resolve().parent / "modelcard_template.md"
 LIBRARY_NAME = "transformers"
-PIPELINE_TAG = "image-classification"
+#: The task of the metrics in `model-index` / `.eval_results` (classification accuracies); the
+#: card's `pipeline_tag` is the checkpoint's own (`model_facts.pipeline_tag_of`).
+PIPELINE_TAG = CLASSIFIER_PIPELINE_TAG
 DEFAULT_LICENSE = "apache-2.0"  # the license of this package's code; pass `license=` for the weights'
 BASE_TAGS = ["vision-transformer", "vit", "image-classification", "hf-vit-repro"]
 #: Tags of a BiT ResNet's card (the paper's CNN baseline; transformers' own model_type "bit").
@@ -455,7 +457,9 @@ def model_card(
     """Render the model card (`huggingface_hub.ModelCard`) of a run folder, a checkpoint folder or
     a staged repo folder, from `model_cards/modelcard_template.md`.
 
-    Metadata: license, `library_name`, `pipeline_tag`, tags (`hybrid` for hybrids), training
+    Metadata: license, `library_name`, `pipeline_tag` (`image-classification` for a classifier,
+    `image-feature-extraction` for an encoder: the bare model or a masked-patch-prediction /
+    masked-image-modeling checkpoint, by config.json's `architectures`), tags (`hybrid` for hybrids), training
     datasets (`datasets`, plus those the recipe names, see `recipe_metadata`), `base_model`
     (argument or the recipe's `BASE_MODEL_KEYS` when a Hub id; local folders are looked for next
     to `recipe_root`, default the run folder, and its parents), and a `model-index` with one entry
@@ -493,13 +497,14 @@ def model_card(
     train_datasets = list(dict.fromkeys(list(datasets or []) + recipe_datasets))
     base_model = base_model or recipe_base
     base_tags = BIT_TAGS if model["family"] == "bit" else BASE_TAGS
+    base_tags = [model["pipeline_tag"] if tag == CLASSIFIER_PIPELINE_TAG else tag for tag in base_tags]
     tags = base_tags + (["hybrid"] if model["hybrid"] else []) + (["converted"] if converted_from else [])
     results = eval_results(records)
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         license=license or DEFAULT_LICENSE,
         library_name=LIBRARY_NAME,
-        pipeline_tag=PIPELINE_TAG,
+        pipeline_tag=model["pipeline_tag"],
         tags=tags,
         datasets=train_datasets or None,
         base_model=base_model,

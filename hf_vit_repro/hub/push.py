@@ -179,11 +179,19 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
 
 
 def _load_problems(folder: Path) -> list[str]:
+    import transformers
+
     import hf_vit_repro  # noqa: F401  (registers the Auto classes)
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    from .. import modeling_vit_repro
+
+    # the class config.json names (an encoder's pretraining head, a classifier), not always a classifier
+    name = (runs.read_json(folder / "config.json").get("architectures") or [""])[0]
+    model_class = (name and (getattr(modeling_vit_repro, name, None) or getattr(transformers, name, None))
+                   or AutoModelForImageClassification)
     try:
-        _, info = runs.load_pretrained(AutoModelForImageClassification, folder, output_loading_info=True)
+        _, info = runs.load_pretrained(model_class, folder, output_loading_info=True)
         AutoImageProcessor.from_pretrained(folder)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         return [f"the checkpoint does not load: {err}"]
