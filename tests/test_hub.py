@@ -68,6 +68,7 @@ def test_card_of_an_evaluated_run_comes_from_its_files(tmp_path):
         "README.md", "config.json", "model.safetensors", "preprocessor_config.json",
         "configuration_vit_repro.py", "modeling_vit_repro.py", "recipe.yaml", "train_summary.json",
         "fewshot.json", "vtab.json", "metrics/cifar10_test.json", "metrics/digits_test.json",
+        ".eval_results/cifar10_test.yaml", ".eval_results/digits_test.yaml",
         *(f"analysis/{name}.png" for name in FIGURES),
     }
     assert (folder / "model.safetensors").read_bytes() == (tmp_path / "run/final/model.safetensors").read_bytes()
@@ -442,3 +443,43 @@ def test_a_classifier_keeps_image_classification(tmp_path):
     folder = hub.build_repo_folder(tmp_path / "run", tmp_path / "repo", "someone/tiny-vit")
     metadata, _ = card_metadata(folder)
     assert metadata["pipeline_tag"] == "image-classification" and "image-feature-extraction" not in metadata["tags"]
+
+
+def test_eval_results_files_in_the_hubs_format_beside_the_model_index(tmp_path):
+    from huggingface_hub import parse_eval_result_entries
+
+    make_run(tmp_path / "run")
+    # a metrics file of local data (no Hub dataset id) gets no eval-results file
+    runs.write_json(tmp_path / "run/metrics/mine_test.json", runs.metrics_record(
+        checkpoint="x", task="mine", dataset="mine (local)", split="test", resolution=32, num_images=5,
+        metrics={"accuracy": 0.2}))
+    folder = hub.build_repo_folder(tmp_path / "run", tmp_path / "repo", "someone/tiny-vit")
+    hub.validate_repo_folder(folder, load_model=False)
+    files = sorted(p.name for p in (folder / ".eval_results").iterdir())
+    assert files == ["cifar10_test.yaml", "digits_test.yaml"]
+    for task, dataset, split, metrics in METRICS:
+        raw = yaml.safe_load((folder / f".eval_results/{task}_{split}.yaml").read_text())
+        assert raw[0]["dataset"] == {"id": dataset, "task_id": task} and set(raw[0]) == {"dataset", "value", "notes"}
+        entries = parse_eval_result_entries(raw)  # huggingface_hub's own reader of the format
+        assert [(e.dataset_id, e.task_id, e.value) for e in entries] == [(dataset, task, v) for v in metrics.values()]
+        for entry, metric in zip(entries, metrics):
+            assert entry.notes.startswith(f"{metric} (split {split}, 32 px, 50 images)")
+            assert entry.notes.endswith(f"metrics/{task}_{split}.json")
+
+    def broken(name, edit):
+        copy = tmp_path / name
+        shutil.copytree(folder, copy)
+        edit(copy)
+        with pytest.raises(ValueError) as info:
+            hub.validate_repo_folder(copy, load_model=False)
+        return str(info.value)
+
+    assert ".eval_results/digits_test.yaml is missing" in broken("gone", lambda f: (f / ".eval_results/digits_test.yaml").unlink())
+
+    def change_value(f):
+        path = f / ".eval_results/cifar10_test.yaml"
+        path.write_text(path.read_text().replace("0.4567", "0.9999"))
+
+    assert ".eval_results/cifar10_test.yaml differs from its metrics file" in broken("changed", change_value)
+    assert ".eval_results/extra.yaml matches no metrics file" in broken(
+        "extra", lambda f: (f / ".eval_results/extra.yaml").write_text("[]\n"))

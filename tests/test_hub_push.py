@@ -69,6 +69,7 @@ def test_push_then_download_and_load_without_the_package(tmp_path, local_hub):
     on_hub = local_hub.files("test-user/tiny-vit")
     expected = {p.relative_to(staged).as_posix(): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
     assert on_hub.pop(".gitattributes") and on_hub == expected
+    assert {".eval_results/cifar10_test.yaml", ".eval_results/digits_test.yaml"} <= set(on_hub)  # the Hub's eval results
     repo = local_hub.repos["test-user/tiny-vit"]
     assert repo.commits[repo.refs["main"]]["message"] == "first version" and not repo.private
     assert local_hub.requests("POST", "/api/validate-yaml") and local_hub.requests("PUT", "/lfs-upload/")

@@ -246,6 +246,47 @@ def eval_results(records: list[dict]):
     return results
 
 
+#: The folder of the Hub's eval-results files (huggingface_hub's `constants.EVAL_RESULTS_FOLDER`).
+EVAL_RESULTS_DIR = ".eval_results"
+
+
+def eval_result_files(records: list[dict]) -> dict[str, str]:
+    """The Hub's `.eval_results/*.yaml` files from metrics records: {path in the repo: YAML text}.
+
+    Format: the one huggingface_hub documents and parses (`EvalResultEntry`,
+    `eval_result_entries_to_yaml`; https://huggingface.co/docs/hub/eval-results): a list of
+    entries `{dataset: {id, task_id}, value, notes}`. One file per metrics file
+    (`metrics/cifar10_test.json` -> `.eval_results/cifar10_test.yaml`), one entry per metric:
+    `dataset.id` the record's Hub dataset, `task_id` its task, `value` exactly as in the file (a
+    fraction), and `notes` naming the metric, split, resolution, image count and source file (the
+    format has no field for the metric: a benchmark's eval.yaml fixes it, and these datasets have
+    none). A record whose dataset is not a Hub id (local data) gets no file. The Hub shows such
+    results on the model page; it puts them on a leaderboard only for datasets registered as
+    benchmarks."""
+    import yaml
+    from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
+
+    files = {}
+    for record in records:
+        if not _is_hub_id(record["dataset"], []):
+            continue
+        source = record.get("file") or f"{runs.METRICS_DIR}/{record['task']}_{record['split']}.json"
+        resolution = record.get("resolution")
+        where = [f"split {record['split']}"]
+        if resolution:
+            where.append(f"{_cell(resolution).replace(', ', 'x')} px")
+        if record.get("num_images") is not None:
+            where.append(f"{record['num_images']} images")
+        entries = [
+            EvalResultEntry(dataset_id=record["dataset"], task_id=str(record["task"]), value=value,
+                            notes=f"{metric} ({', '.join(where)}); {source}")
+            for metric, value in record["metrics"].items()
+        ]
+        name = f"{EVAL_RESULTS_DIR}/{Path(source).stem}.yaml"
+        files[name] = yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False)
+    return files
+
+
 def _paper_cell(record: dict, variant: str | None, pretraining: str | None, recipe: dict | None):
     """The paper's number matching one metrics record, or None: Table 2 for ImageNet / ReaL
     fine-tuned at 512 or 518 px with Polyak averaging 0.9999 (the paper's headline setting),

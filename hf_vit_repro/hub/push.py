@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from .. import runs
-from .card import Sources, check_repo_id, eval_results, locate, model_card, read_metrics
+from .card import EVAL_RESULTS_DIR, Sources, check_repo_id, eval_result_files, eval_results, locate, model_card, read_metrics
 from .redaction import TEXT_SUFFIXES, active_token, check_no_token, redact, redact_secrets
 
 
@@ -87,7 +87,8 @@ def build_repo_folder(
     """Write the exact folder a push uploads to `output_dir` (which must not exist or be empty):
     safetensors weights, config.json (with `auto_map`), the shipped code, the image processor
     config, the run's recipe, training summary, metrics, few-shot and VTAB results, figures,
-    TensorBoard logs if `include_logs`, and README.md rendered from those staged files. Text files
+    TensorBoard logs if `include_logs`, README.md rendered from those staged files, and the Hub's
+    eval-results files `.eval_results/*.yaml` (`card.eval_result_files`). Text files
     have secrets redacted. Written to a temporary sibling and renamed, so a crash leaves nothing
     half-written. `card_options` go to `model_card`."""
     check_repo_id(repo_id)
@@ -109,6 +110,9 @@ def build_repo_folder(
             _copy(src, staging / name, token)
         card = model_card(staging, repo_id, token=token, **{"recipe_root": sources.run, **card_options})
         card.save(staging / "README.md")
+        for name, text in eval_result_files(read_metrics(staging)).items():
+            (staging / name).parent.mkdir(exist_ok=True)
+            (staging / name).write_text(text, encoding="utf-8")
         check_no_token(staging, token)
         if output_dir.exists():
             output_dir.rmdir()
@@ -126,7 +130,7 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
     are present, except for a BiT ResNet, transformers' own model_type "bit" that loads without
     remote code; safetensors weights, preprocessor_config.json, README.md); the card's metadata
     parses with huggingface_hub (license, library_name, pipeline_tag, tags) and its `model-index`
-    equals the metrics files in the folder; every relative link in the card points to a file in the
+    equals the metrics files in the folder, as do the `.eval_results/*.yaml` files; every relative link in the card points to a file in the
     folder; no file holds the token; and (`load_model`) the weights load into the config's model
     with no missing or unexpected tensor.
     """
@@ -168,6 +172,7 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
             for target in re.findall(r"\]\(([^)\s]+)\)", card.text):
                 if not re.match(r"^[a-z]+:", target) and not target.startswith("#") and not (folder / target).exists():
                     problems.append(f"README.md links to {target}, which is not in the folder")
+    problems += _eval_results_problems(folder)
     try:
         check_no_token(folder, active_token(token))
     except ValueError as err:
@@ -176,6 +181,17 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
         problems += _load_problems(folder)
     if problems:
         raise ValueError(f"{folder} is not ready to publish:\n- " + "\n- ".join(problems))
+
+
+def _eval_results_problems(folder: Path) -> list[str]:
+    """The `.eval_results/*.yaml` files must be exactly those the metrics files give."""
+    expected = eval_result_files(read_metrics(folder))
+    found = {p.relative_to(folder).as_posix(): p.read_text(encoding="utf-8")
+             for p in sorted((folder / EVAL_RESULTS_DIR).glob("*")) if p.is_file()}
+    problems = [f"{name} is missing (the Hub's eval results of {name.split('/')[-1][:-5]})" for name in expected.keys() - found.keys()]
+    problems += [f"{name} matches no metrics file" for name in found.keys() - expected.keys()]
+    problems += [f"{name} differs from its metrics file" for name in expected.keys() & found.keys() if expected[name] != found[name]]
+    return sorted(problems)
 
 
 def _load_problems(folder: Path) -> list[str]:
