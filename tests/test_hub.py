@@ -294,13 +294,21 @@ def test_dry_run_command_writes_the_folder_and_validates_it(tmp_path, capsys):
     assert main(["push", str(tmp_path / "run"), "someone/tiny-vit", "--dry-run", "--output-dir", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert not (out / "logs").exists()
-    # RUN_DIR/final works too, and picks up the run's files from its parent; logs only when asked
+    # RUN_DIR/final works too, and picks up the run's files from its parent; the training logs by default
     (tmp_path / "run/logs/train").mkdir(parents=True)
     (tmp_path / "run/logs/train/events.out.tfevents.1").write_bytes(b"\x00event")
-    folder = hub.build_repo_folder(tmp_path / "run/final", tmp_path / "from-final", "someone/tiny-vit", include_logs=True)
+    (tmp_path / "run/logs/train_log.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    folder = hub.build_repo_folder(tmp_path / "run/final", tmp_path / "from-final", "someone/tiny-vit")
     assert (folder / "recipe.yaml").exists() and (folder / "metrics/cifar10_test.json").exists()
     assert (folder / "logs/train/events.out.tfevents.1").read_bytes() == b"\x00event"
+    assert (folder / "logs/train_log.jsonl").read_text() == '{"step": 1, "loss": 2.0}\n'
     assert "TensorBoard logs of the run are in `logs/`" in (folder / "README.md").read_text()
+    # the command line: logs by default (the old --include-logs still accepted), --no-logs leaves them out
+    for flags, has_logs in (([], True), (["--include-logs"], True), (["--no-logs"], False)):
+        out = tmp_path / f"cli{len(flags)}{has_logs}"
+        assert main(["push", str(tmp_path / "run"), "someone/tiny-vit", "--dry-run", "--output-dir", str(out), *flags]) == 0
+        assert (out / "logs/train/events.out.tfevents.1").is_file() == has_logs, flags
+        assert ("TensorBoard logs of the run are in `logs/`" in (out / "README.md").read_text()) == has_logs
 
 
 def test_validation_names_what_is_wrong(tmp_path):

@@ -54,6 +54,8 @@ def client_env(server, tmp_path) -> dict:
 
 def test_push_then_download_and_load_without_the_package(tmp_path, local_hub):
     model = make_run(tmp_path / "run")
+    (tmp_path / "run/logs").mkdir()
+    (tmp_path / "run/logs/events.out.tfevents.1").write_bytes(b"\x00event")  # training logs go by default
     # the exact folder the push will upload, for comparison
     staged = hub.build_repo_folder(tmp_path / "run", tmp_path / "staged", "test-user/tiny-vit", token=TOKEN)
 
@@ -70,6 +72,7 @@ def test_push_then_download_and_load_without_the_package(tmp_path, local_hub):
     expected = {p.relative_to(staged).as_posix(): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
     assert on_hub.pop(".gitattributes") and on_hub == expected
     assert {".eval_results/cifar10_test.yaml", ".eval_results/digits_test.yaml"} <= set(on_hub)  # the Hub's eval results
+    assert on_hub["logs/events.out.tfevents.1"] == b"\x00event"
     repo = local_hub.repos["test-user/tiny-vit"]
     assert repo.commits[repo.refs["main"]]["message"] == "first version" and not repo.private
     assert local_hub.requests("POST", "/api/validate-yaml") and local_hub.requests("PUT", "/lfs-upload/")

@@ -45,7 +45,7 @@ def add_cli(subparsers) -> None:
         "push",
         help="publish a run folder or checkpoint to the Hugging Face Hub with a model card",
         description="Build the repo folder of a run (weights, config with auto_map, shipped code, image processor, "
-        "README.md model card from the run's results, metrics, figures, recipe), validate it, show it, and upload it "
+        "README.md model card from the run's results, metrics, figures, recipe, training logs), validate it, show it, and upload it "
         "with huggingface_hub. The token comes from HF_TOKEN or `hf auth login`.",
     )
     p.add_argument("source", help="run folder (with final/) or a save_pretrained checkpoint folder")
@@ -56,7 +56,13 @@ def add_cli(subparsers) -> None:
     p.add_argument("--commit-message", default=None, help="commit message")
     p.add_argument("--dry-run", action="store_true", help="write and validate the folder, upload nothing")
     p.add_argument("--output-dir", default=None, help="where to write the repo folder (default for --dry-run: outputs/hub/NAME)")
-    p.add_argument("--include-logs", action="store_true", help="also upload the run's TensorBoard logs (logs/)")
+    logs = p.add_mutually_exclusive_group()
+    logs.add_argument("--no-logs", dest="include_logs", action="store_false",
+                      help="leave out the run's training logs (logs/: TensorBoard event files, the step log), which are "
+                      "uploaded by default")
+    logs.add_argument("--include-logs", dest="include_logs", action="store_true",
+                      help="upload the run's logs/ (the default; accepted for scripts written before it was)")
+    p.set_defaults(include_logs=True)
     p.add_argument("--license", default=None, help=f"license of the weights (default {DEFAULT_LICENSE}; required with --converted-from)")
     p.add_argument("--dataset", action="append", default=None, help="Hub id of a training dataset (repeatable)")
     p.add_argument("--base-model", default=None, help="Hub id of the checkpoint this one was fine-tuned from")

@@ -80,14 +80,15 @@ def build_repo_folder(
     output_dir: str | os.PathLike,
     repo_id: str,
     *,
-    include_logs: bool = False,
+    include_logs: bool = True,
     token: str | None = None,
     **card_options,
 ) -> Path:
     """Write the exact folder a push uploads to `output_dir` (which must not exist or be empty):
     safetensors weights, config.json (with `auto_map`), the shipped code, the image processor
     config, the run's recipe, training summary, metrics, few-shot and VTAB results, figures,
-    TensorBoard logs if `include_logs`, README.md rendered from those staged files, and the Hub's
+    the run's training logs (`logs/`: TensorBoard event files, the step log; unless
+    `include_logs=False`), README.md rendered from those staged files, and the Hub's
     eval-results files `.eval_results/*.yaml` (`card.eval_result_files`). Text files
     have secrets redacted. Written to a temporary sibling and renamed, so a crash leaves nothing
     half-written. `card_options` go to `model_card`."""
@@ -279,7 +280,7 @@ def push_to_hub(
     token: str | None = None,
     dry_run: bool = False,
     output_dir: str | os.PathLike | None = None,
-    include_logs: bool = False,
+    include_logs: bool = True,
     endpoint: str | None = None,
     verbose: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
@@ -292,7 +293,7 @@ def push_to_hub(
     `upload_folder` with huggingface_hub. `create_pr` opens a pull request on the main branch
     instead of committing to it. `dry_run` stops after validation and keeps the folder in
     `output_dir` (default `outputs/hub/<repo name>`); without it the folder is temporary unless
-    `output_dir` is given. `endpoint` is a Hub mirror (default: `HF_ENDPOINT` / huggingface.co).
+    `output_dir` is given. The run's `logs/` go with it unless `include_logs=False`. `endpoint` is a Hub mirror (default: `HF_ENDPOINT` / huggingface.co).
     `timeout`: seconds any one request may wait for the Hub (connect, send, answer) before the push
     stops with a HubPushError. `card_options` (license, datasets, base_model, converted_from) go
     to `model_card`. SIGTERM, like Ctrl-C, stops the push and removes its temporary folders; a
