@@ -12,7 +12,8 @@ The output folder describes itself:
       config.json                 the model's config (`image_size` = the exported resolution)
       preprocessor_config.json    the checkpoint's ViTImageProcessor, resizing to that resolution
       export_report.json          format, opset, input/output names and shapes, dynamic axes,
-                                  SHA-256 of the artefact, the parity check, software versions
+                                  SHA-256 of the artefact, the parity check, software versions,
+                                  the image processor's class and backend (`image_processor`)
 
 The graph's inputs and outputs are those of the class the checkpoint's config names in
 `architectures` (tables `EXPORT_INPUTS` and `EXPORT_OUTPUTS`, one line per class); N = the
@@ -481,6 +482,7 @@ def export_model(
     from tqdm.auto import tqdm
 
     from .analysis import default_image_processor
+    from .data import describe_image_processor
 
     if tolerance is None:
         tolerance = DEFAULT_TOLERANCE if quantize is None else DEFAULT_QUANTIZED_TOLERANCE
@@ -530,6 +532,7 @@ def export_model(
 
         steps.set_postfix_str("describing")
         report = _describe(format, tmp, artefact, exportable, sample, sample_outputs, dynamic_batch, opset, model, source)
+        report["image_processor"] = describe_image_processor(processor, "preprocessor_config.json")
         runs.write_json(tmp / REPORT, report)  # load_exported reads names from it
         steps.update()
 

@@ -217,6 +217,10 @@ def test_folder_describes_itself(checkpoints, exports, tmp_path):
     processor = AutoImageProcessor.from_pretrained(folder)
     assert list(processor.image_mean) == [0.4] * 3 and list(processor.image_std) == [0.3] * 3
     assert processor.size == {"height": 32, "width": 32}
+    # the report names the processor the folder's preprocessor_config.json loads as, and its backend
+    assert report["image_processor"] == {"class": type(processor).__name__, "backend": processor.backend,
+                                         "source": "preprocessor_config.json"}
+    assert (report["image_processor"]["class"], report["image_processor"]["backend"]) == ("ViTImageProcessor", "torchvision")
     assert json.loads((folder / "export_report.json").read_text()) == report
     assert report["versions"]["onnxruntime"] == ort.__version__
     assert set(report["files"]) == {"model.onnx"}  # what the hash protects

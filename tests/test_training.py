@@ -221,7 +221,11 @@ def test_run_folder_contents(tmp_path):
     assert metrics["num_images"] == 16 and 0.0 <= metrics["metrics"]["accuracy"] <= 1.0
     assert metrics["metrics"]["accuracy"] == pytest.approx(result.eval_accuracy)
     model = AutoModelForImageClassification.from_pretrained(run_dir / runs.FINAL_DIR)
-    assert AutoImageProcessor.from_pretrained(run_dir / runs.FINAL_DIR).size == {"height": 16, "width": 16}
+    processor = AutoImageProcessor.from_pretrained(run_dir / runs.FINAL_DIR)
+    assert processor.size == {"height": 16, "width": 16}
+    # the metrics file names the processor published with the model, as pipeline() loads it
+    assert (metrics["image_processor"]["class"], metrics["image_processor"]["backend"]) == (
+        type(processor).__name__, processor.backend) == ("ViTImageProcessor", "torchvision")
     assert (run_dir / runs.FINAL_DIR / "modeling_vit_repro.py").is_file()
     # With EMA the saved weights are the average, not the last iterate.
     last = load_file(str(run_dir / runs.CHECKPOINTS_DIR / "step_0000004" / "model.safetensors"))

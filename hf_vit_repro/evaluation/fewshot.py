@@ -427,7 +427,8 @@ def fewshot_checkpoint(
 ) -> tuple[dict[str, Any], Path]:
     """Run `fewshot_evaluate` for every task and write fewshot.json (default: the run folder's,
     else outputs/fewshot/<checkpoint>/fewshot.json; `output` may be a .json file or a folder).
-    Results of other tasks in an existing file of the same protocol are kept; the tasks asked for
+    The file records the checkpoint's image processor (class, backend) whose mean and std normalise
+    the images. Results of other tasks in an existing file of the same protocol are kept; the tasks asked for
     are (re)computed, which is cheap when their features are cached.
     `cache_dir=True` uses `default_cache_dir()`, None/False disables the cache."""
     from ..data import load_task
@@ -444,7 +445,8 @@ def fewshot_checkpoint(
         seeds=seeds, resolution=size, val_shots=kwargs.get("val_shots", DEFAULT_VAL_SHOTS), train_split=train_split,
         test_split=test_split,
     )
-    record: dict[str, Any] = {"checkpoint": str(checkpoint), "protocol": protocol, "results": {}}
+    record: dict[str, Any] = {"checkpoint": str(checkpoint), "protocol": protocol, "results": {},
+                              "image_processor": loaded.image_processor}
     if path.is_file():
         previous = runs.read_json(path)
         if previous.get("protocol") == protocol:

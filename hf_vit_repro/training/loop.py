@@ -367,6 +367,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
                     resolution=recipe.model.image_size, num_images=evaluation["num_images"],
                     metrics=evaluation["metrics"], per_class_accuracy=evaluation.get("per_class_accuracy"),
                     num_skipped=evaluation["num_skipped"], objective=objective.name,
+                    image_processor=_saved_image_processor(final_dir),
                 ),
             )
     accelerator.wait_for_everyone()
@@ -375,6 +376,16 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     if r.push_to_hub and main:
         push_run_to_hub(run_dir, r.hub_repo_id)
     return TrainResult(run_dir, step, last_loss, accuracy, train_time, num_parameters, losses)
+
+
+def _saved_image_processor(final_dir: Path) -> dict:
+    """Class and backend of the image processor `save_final_model` wrote, as `AutoImageProcessor`
+    (and so `pipeline`) loads it: what the run's metrics file records beside its numbers."""
+    from transformers import AutoImageProcessor
+
+    from ..data import describe_image_processor
+
+    return describe_image_processor(AutoImageProcessor.from_pretrained(final_dir), f"{final_dir}/preprocessor_config.json")
 
 
 def truncate_log(log_file: Path, step: int) -> None:
