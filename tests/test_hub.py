@@ -491,3 +491,46 @@ def test_eval_results_files_in_the_hubs_format_beside_the_model_index(tmp_path):
     assert ".eval_results/cifar10_test.yaml differs from its metrics file" in broken("changed", change_value)
     assert ".eval_results/extra.yaml matches no metrics file" in broken(
         "extra", lambda f: (f / ".eval_results/extra.yaml").write_text("[]\n"))
+
+
+def test_push_with_export_stages_the_onnx_graphs_where_transformers_js_looks(tmp_path, capsys):
+    from hf_vit_repro.export import export
+
+    model = make_run(tmp_path / "run", evaluated=False, figures=False)
+    export(tmp_path / "run", tmp_path / "int8", quantize="int8", progress=False)
+    out = tmp_path / "staged"
+    assert main(["push", str(tmp_path / "run"), "someone/tiny-vit", "--dry-run", "--output-dir", str(out),
+                 "--with-export", str(tmp_path / "int8")]) == 0
+    assert "onnx/model_quantized.onnx" in capsys.readouterr().out
+    for name in ("onnx/model.onnx", "onnx/model_quantized.onnx"):
+        assert (out / name).read_bytes() == (tmp_path / "int8" / name).read_bytes()
+    assert json.loads((out / "onnx/export_report.json").read_text())["artefact"] == "onnx/model_quantized.onnx"
+    assert (out / "config.json").read_bytes() == (tmp_path / "run/final/config.json").read_bytes()  # the checkpoint's, not the export's
+    body = (out / "README.md").read_text()
+    assert "`onnx/model.onnx`, `onnx/model_quantized.onnx`: exports of these weights" in body
+    assert 'hf_hub_download("someone/tiny-vit", "onnx/model.onnx")' in body
+
+    # refused, before anything is staged: graphs of other weights, another resolution, a .pt2, the old layout
+    other = tmp_path / "other"
+    save_tiny_checkpoint(other)
+    theirs = model.__class__.from_pretrained(other)
+    with torch.no_grad():
+        theirs.classifier.bias.add_(1.0)
+    theirs.save_pretrained(other)
+    export(other, tmp_path / "other-onnx", progress=False)
+    export(tmp_path / "run", tmp_path / "at48", image_size=48, progress=False)
+    export(tmp_path / "run", tmp_path / "pt2", format="exported-program", progress=False)
+    old = tmp_path / "old-layout"
+    shutil.copytree(tmp_path / "int8", old)
+    report = json.loads((old / "export_report.json").read_text())
+    report["files"] = {name.removeprefix("onnx/"): entry for name, entry in report["files"].items()}
+    (old / "export_report.json").write_text(json.dumps(report))
+    for folder, message in (("other-onnx", "does not match"), ("at48", "exported at 48x48 px but the checkpoint runs at 32x32"),
+                            ("pt2", "only ONNX exports are published"), ("old-layout", "layout before onnx/")):
+        staged = tmp_path / f"staged-{folder}"
+        capsys.readouterr()
+        assert main(["push", str(tmp_path / "run"), "someone/tiny-vit", "--dry-run", "--output-dir", str(staged),
+                     "--with-export", str(tmp_path / folder)]) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]  # after the loading bars of the check
+        assert error.startswith("vit-repro push: error:") and message in error, error
+        assert not staged.exists() and not list(tmp_path.glob(f".staged-{folder}*"))

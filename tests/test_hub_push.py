@@ -264,3 +264,26 @@ def test_dry_run_of_a_folder_that_fails_validation_leaves_nothing(tmp_path, monk
     with pytest.raises(ValueError, match="auto_map lacks AutoModelForImageClassification"):
         hub.push_to_hub(tmp_path / "run", "someone/x", dry_run=True, output_dir=tmp_path / "out", verbose=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_push_with_export_uploads_the_onnx_graphs(tmp_path, local_hub, online):
+    """`push --with-export`: the graphs reach the Hub as onnx/model.onnx and
+    onnx/model_quantized.onnx, and what the server holds runs in ONNX Runtime like the weights."""
+    import onnxruntime as ort
+
+    from hf_vit_repro.export import export
+
+    model = make_run(tmp_path / "run", evaluated=False, figures=False)
+    export(tmp_path / "run", tmp_path / "onnx-export", quantize="int8", progress=False)
+    hub.push_to_hub(tmp_path / "run", "test-user/tiny-vit", endpoint=local_hub.url, verbose=False,
+                    with_export=tmp_path / "onnx-export")
+    on_hub = local_hub.files("test-user/tiny-vit")
+    assert {"onnx/model.onnx", "onnx/model_quantized.onnx", "onnx/export_report.json", "model.safetensors"} <= set(on_hub)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x).logits
+    for name, bound in (("onnx/model.onnx", 1e-4), ("onnx/model_quantized.onnx", 0.1 * float(expected.abs().max()))):
+        (tmp_path / "from_hub.onnx").write_bytes(on_hub[name])
+        session = ort.InferenceSession(str(tmp_path / "from_hub.onnx"), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"pixel_values": x.numpy()})[0])
+        assert float((got - expected).abs().max()) <= bound, name

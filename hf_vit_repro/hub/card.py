@@ -567,6 +567,8 @@ def model_card(
         "paper_citation": paper_results.CITATION,
         "figures": _figures(sources),
         "has_logs": (sources.run / runs.LOGS_DIR).is_dir(),
+        # ONNX graphs staged by `push --with-export` (hf_vit_repro.export's onnx/ layout)
+        "onnx": sorted(p.relative_to(sources.run).as_posix() for p in (sources.run / "onnx").glob("*.onnx")),
     }
     context["evaluated"] = bool(context["evaluation"] or context["fewshot"] or context["vtab"])
     card = ModelCard.from_template(card_data, template_path=str(template_path or _template_path()), **context)

@@ -31,6 +31,7 @@ def _push(args: argparse.Namespace):
         dry_run=args.dry_run,
         output_dir=args.output_dir,
         include_logs=args.include_logs,
+        with_export=args.with_export,
         license=args.license,
         datasets=args.dataset,
         base_model=args.base_model,
@@ -63,6 +64,10 @@ def add_cli(subparsers) -> None:
     logs.add_argument("--include-logs", dest="include_logs", action="store_true",
                       help="upload the run's logs/ (the default; accepted for scripts written before it was)")
     p.set_defaults(include_logs=True)
+    p.add_argument("--with-export", default=None, metavar="EXPORT_DIR",
+                   help="also upload an ONNX export of this checkpoint (a folder written by `vit-repro export`, checked "
+                   "against the checkpoint first) as onnx/model.onnx and onnx/model_quantized.onnx, where transformers.js "
+                   "and optimum look for them")
     p.add_argument("--license", default=None, help=f"license of the weights (default {DEFAULT_LICENSE}; required with --converted-from)")
     p.add_argument("--dataset", action="append", default=None, help="Hub id of a training dataset (repeatable)")
     p.add_argument("--base-model", default=None, help="Hub id of the checkpoint this one was fine-tuned from")

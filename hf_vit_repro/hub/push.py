@@ -81,6 +81,7 @@ def build_repo_folder(
     repo_id: str,
     *,
     include_logs: bool = True,
+    with_export: str | os.PathLike | None = None,
     token: str | None = None,
     **card_options,
 ) -> Path:
@@ -89,7 +90,10 @@ def build_repo_folder(
     config, the run's recipe, training summary, metrics, few-shot and VTAB results, figures,
     the run's training logs (`logs/`: TensorBoard event files, the step log; unless
     `include_logs=False`), README.md rendered from those staged files, and the Hub's
-    eval-results files `.eval_results/*.yaml` (`card.eval_result_files`). Text files
+    eval-results files `.eval_results/*.yaml` (`card.eval_result_files`). `with_export`: an ONNX
+    export folder of this checkpoint (`vit-repro export`), verified against it and staged as
+    `onnx/model.onnx` (+ `onnx/model_quantized.onnx`), where transformers.js and optimum look
+    (`export.hub_files`). Text files
     have secrets redacted. Written to a temporary sibling and renamed, so a crash leaves nothing
     half-written. `card_options` go to `model_card`."""
     check_repo_id(repo_id)
@@ -105,9 +109,14 @@ def build_repo_folder(
             "the weights (`processor.save_pretrained(folder)`), so pipeline() and AutoImageProcessor work."
         )
     output_dir.parent.mkdir(parents=True, exist_ok=True)
+    exported = []
+    if with_export is not None:
+        from ..export import hub_files
+
+        exported = hub_files(with_export, sources.checkpoint)  # checked before anything is staged
     staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.staging-"))
     try:
-        for src, name in _staged_files(sources, include_logs):
+        for src, name in _staged_files(sources, include_logs) + exported:
             _copy(src, staging / name, token)
         card = model_card(staging, repo_id, token=token, **{"recipe_root": sources.run, **card_options})
         card.save(staging / "README.md")
@@ -281,6 +290,7 @@ def push_to_hub(
     dry_run: bool = False,
     output_dir: str | os.PathLike | None = None,
     include_logs: bool = True,
+    with_export: str | os.PathLike | None = None,
     endpoint: str | None = None,
     verbose: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
@@ -293,7 +303,8 @@ def push_to_hub(
     `upload_folder` with huggingface_hub. `create_pr` opens a pull request on the main branch
     instead of committing to it. `dry_run` stops after validation and keeps the folder in
     `output_dir` (default `outputs/hub/<repo name>`); without it the folder is temporary unless
-    `output_dir` is given. The run's `logs/` go with it unless `include_logs=False`. `endpoint` is a Hub mirror (default: `HF_ENDPOINT` / huggingface.co).
+    `output_dir` is given. The run's `logs/` go with it unless `include_logs=False`; `with_export`, an ONNX export folder
+    of the checkpoint, adds its `onnx/` graphs (see `build_repo_folder`). `endpoint` is a Hub mirror (default: `HF_ENDPOINT` / huggingface.co).
     `timeout`: seconds any one request may wait for the Hub (connect, send, answer) before the push
     stops with a HubPushError. `card_options` (license, datasets, base_model, converted_from) go
     to `model_card`. SIGTERM, like Ctrl-C, stops the push and removes its temporary folders; a
@@ -318,8 +329,8 @@ def push_to_hub(
     built = None
     try:
         with _terminate_as_interrupt():
-            built = folder = build_repo_folder(source, output_dir, repo_id, include_logs=include_logs, token=token,
-                                               **card_options)
+            built = folder = build_repo_folder(source, output_dir, repo_id, include_logs=include_logs,
+                                               with_export=with_export, token=token, **card_options)
             validate_repo_folder(folder, token=token)
             built = None  # valid: a dry run keeps it
             return _publish(folder, source, repo_id, dry_run=dry_run, private=private, revision=revision,
