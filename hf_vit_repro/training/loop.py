@@ -193,7 +193,11 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     if r.trackers:
         hyper = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
                  for s in SECTIONS for k, v in dataclasses.asdict(getattr(recipe, s)).items()}
-        accelerator.init_trackers(recipe.name, config=hyper)
+        try:
+            accelerator.init_trackers(recipe.name, config=hyper, init_kwargs=r.tracker_kwargs or None)
+        except TypeError as err:  # an option the tracker's init does not take
+            raise RecipeError(f"`run.tracker_kwargs`: a tracker refused its options ({err}); use the keyword "
+                              "arguments of that tracker's own init.") from None
 
     step, images_seen, train_time, skipped_images = 0, 0, 0.0, 0
     if checkpoint is not None:
