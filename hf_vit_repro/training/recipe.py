@@ -179,13 +179,11 @@ class RunRecipe:
     `stop_after` ends this session after that many updates with a checkpoint (for time-limited
     jobs: run again with `resume=auto` to continue). `torch_threads` caps PyTorch's intra-op threads for the run (tiny models on a busy CPU run
     faster on one thread, with `num_workers: 1` loading data on another core). `trackers`:
-    `tensorboard` (local, in `logs/`) and any other Accelerate tracker that is installed (`trackio`,
-    the Hub's own, `wandb`, `mlflow`...). `tracker_kwargs` maps a tracker of `trackers` to the
-    keyword arguments of its own init, passed through Accelerate's
-    `init_trackers(init_kwargs=...)`: e.g. `{trackio: {space_id: you/runs, name: b16-lr3e-3}}`
-    (trackio logs to a local store in `$TRACKIO_DIR`, default `~/.cache/huggingface/trackio`,
-    unless given a `space_id`), `{wandb: {entity: team, tags: [vit]}}` (the project is the
-    recipe's `name`), `{tensorboard: {flush_secs: 30}}`."""
+    `tensorboard` (local, in `logs/`) and any other installed Accelerate tracker (`trackio`, the
+    Hub's own, `wandb`, `mlflow`...). `tracker_kwargs`: a tracker's init options, through
+    Accelerate's `init_trackers(init_kwargs=...)`, e.g. `{trackio: {space_id: you/runs, name: b16}}`
+    (without `space_id` trackio logs to `$TRACKIO_DIR`, default ~/.cache/huggingface/trackio) or
+    `{wandb: {entity: team}}`; the project is the recipe's `name`."""
 
     output_dir: str | None = None
     resume: str = "auto"
@@ -423,8 +421,7 @@ class Recipe:
         available = {str(t) for t in get_available_trackers()}
         for tracker in r.trackers:
             if tracker not in known:
-                close = difflib.get_close_matches(tracker, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = "".join(f" (did you mean {c!r}?)" for c in difflib.get_close_matches(tracker, known, n=1))
                 raise RecipeError(f"`run.trackers`: {tracker!r} is not an Accelerate tracker{hint}; choose from "
                                   f"{', '.join(known)}, or [] for none.")
             if tracker not in available:
@@ -432,10 +429,8 @@ class Recipe:
                                   "(or remove it from `run.trackers`).")
         for tracker, options in r.tracker_kwargs.items():
             if tracker not in r.trackers:
-                raise RecipeError(
-                    f"`run.tracker_kwargs` has options for {tracker!r}, which is not in `run.trackers` "
-                    f"({r.trackers}): add it there, or remove its options."
-                )
+                raise RecipeError(f"`run.tracker_kwargs` has options for {tracker!r}, which is not in `run.trackers` "
+                                  f"({r.trackers}): add it there, or remove its options.")
             if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
                 raise RecipeError(
                     f"`run.tracker_kwargs.{tracker}` must be a mapping of its init's keyword arguments "
