@@ -46,8 +46,8 @@ def add_cli(subparsers) -> None:
         "push",
         help="publish a run folder or checkpoint to the Hugging Face Hub with a model card",
         description="Build the repo folder of a run (weights, config with auto_map, shipped code, image processor, "
-        "README.md model card from the run's results, metrics, figures, recipe, training logs), validate it, show it, and upload it "
-        "with huggingface_hub. The token comes from HF_TOKEN or `hf auth login`.",
+        "README.md model card and .eval_results/ from the run's results, metrics, figures, recipe, training logs), "
+        "validate it, show it, and upload it with huggingface_hub. The token comes from HF_TOKEN or `hf auth login`.",
     )
     p.add_argument("source", help="run folder (with final/) or a save_pretrained checkpoint folder")
     p.add_argument("repo_id", help="Hub repo, 'namespace/name' (created if missing)")

@@ -93,9 +93,8 @@ def build_repo_folder(
     eval-results files `.eval_results/*.yaml` (`card.eval_result_files`). `with_export`: an ONNX
     export folder of this checkpoint (`vit-repro export`), verified against it and staged as
     `onnx/model.onnx` (+ `onnx/model_quantized.onnx`), where transformers.js and optimum look
-    (`export.hub_files`). Text files
-    have secrets redacted. Written to a temporary sibling and renamed, so a crash leaves nothing
-    half-written. `card_options` go to `model_card`."""
+    (`export.hub_files`). Text files have secrets redacted. Written to a temporary sibling and
+    renamed, so a crash leaves nothing half-written. `card_options` go to `model_card`."""
     check_repo_id(repo_id)
     sources = locate(source)
     runs.check_checkpoint_files(sources.checkpoint)  # a truncated download is named before anything is staged
@@ -140,9 +139,9 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
     are present, except for a BiT ResNet, transformers' own model_type "bit" that loads without
     remote code; safetensors weights, preprocessor_config.json, README.md); the card's metadata
     parses with huggingface_hub (license, library_name, pipeline_tag, tags) and its `model-index`
-    equals the metrics files in the folder, as do the `.eval_results/*.yaml` files; every relative link in the card points to a file in the
-    folder; no file holds the token; and (`load_model`) the weights load into the config's model
-    with no missing or unexpected tensor.
+    equals the metrics files in the folder, as do the `.eval_results/*.yaml` files; every relative
+    link in the card points to a file in the folder; no file holds the token; and (`load_model`)
+    the weights load into the class config.json names with no missing or unexpected tensor.
     """
     from huggingface_hub import ModelCard
 
@@ -198,7 +197,7 @@ def _eval_results_problems(folder: Path) -> list[str]:
     expected = eval_result_files(read_metrics(folder))
     found = {p.relative_to(folder).as_posix(): p.read_text(encoding="utf-8")
              for p in sorted((folder / EVAL_RESULTS_DIR).glob("*")) if p.is_file()}
-    problems = [f"{name} is missing (the Hub's eval results of {name.split('/')[-1][:-5]})" for name in expected.keys() - found.keys()]
+    problems = [f"{name} is missing (the Hub's eval results of its metrics file)" for name in expected.keys() - found.keys()]
     problems += [f"{name} matches no metrics file" for name in found.keys() - expected.keys()]
     problems += [f"{name} differs from its metrics file" for name in expected.keys() & found.keys() if expected[name] != found[name]]
     return sorted(problems)
@@ -303,8 +302,9 @@ def push_to_hub(
     `upload_folder` with huggingface_hub. `create_pr` opens a pull request on the main branch
     instead of committing to it. `dry_run` stops after validation and keeps the folder in
     `output_dir` (default `outputs/hub/<repo name>`); without it the folder is temporary unless
-    `output_dir` is given. The run's `logs/` go with it unless `include_logs=False`; `with_export`, an ONNX export folder
-    of the checkpoint, adds its `onnx/` graphs (see `build_repo_folder`). `endpoint` is a Hub mirror (default: `HF_ENDPOINT` / huggingface.co).
+    `output_dir` is given. The run's `logs/` go with it unless `include_logs=False`;
+    `with_export`, an ONNX export folder of the checkpoint, adds its `onnx/` graphs (see
+    `build_repo_folder`). `endpoint` is a Hub mirror (default: `HF_ENDPOINT` / huggingface.co).
     `timeout`: seconds any one request may wait for the Hub (connect, send, answer) before the push
     stops with a HubPushError. `card_options` (license, datasets, base_model, converted_from) go
     to `model_card`. SIGTERM, like Ctrl-C, stops the push and removes its temporary folders; a
