@@ -5,7 +5,8 @@ and its accuracy cost on a real test split.
     python benchmarks/quantize_onnx.py --checkpoint outputs/demo/vit_finetune/final --task digits --split test
 
 Speed: each row's model (random weights, fp32, 224 px) is exported by `hf_vit_repro.export`
-twice (ONNX, dynamic batch, the float32 graph checked against PyTorch): float32, and `quantize="int8"`
+with `quantize="int8"` (ONNX, dynamic batch), which writes both graphs: the float32
+`onnx/model.onnx` (checked against PyTorch) and `onnx/model_quantized.onnx`
 (`onnxruntime.quantization.quantize_dynamic`: int8 weights, activations quantised per call,
 MatMulInteger); both are served by ONNX Runtime sessions with the same settings as
 `bench_models.py`'s onnxruntime rows and timed interleaved (fp32, int8, fp32, ...), median of
@@ -34,22 +35,23 @@ from bench_models import ROWS  # noqa: E402  (the same model configurations as t
 
 
 def export_both(model, folder: Path) -> dict[str, Path]:
-    """`model` exported as float32 and as dynamic int8 by `hf_vit_repro.export.export_model`
-    (the float32 graph checked against PyTorch within 1e-4): {"fp32": path, "int8": path}."""
-    from hf_vit_repro.export import export_model
+    """`model` exported by `hf_vit_repro.export.export_model` with `quantize="int8"`, which keeps
+    the float32 graph (checked against PyTorch within 1e-4) beside the int8 one:
+    {"fp32": path, "int8": path}."""
+    from hf_vit_repro.export import FORMATS, QUANTIZED_ONNX, export_model
 
-    export_model(model, folder / "fp32", format="onnx", progress=False)
     # no bound on the int8 graph's error here: this script measures its cost instead of refusing it
-    export_model(model, folder / "int8", format="onnx", quantize="int8", tolerance=1e9, progress=False)
-    return {name: folder / name / "model.onnx" for name in ("fp32", "int8")}
+    export_model(model, folder / "export", format="onnx", quantize="int8", tolerance=1e9, progress=False)
+    return {"fp32": folder / "export" / FORMATS["onnx"], "int8": folder / "export" / QUANTIZED_ONNX}
 
 
 def session(path: Path, threads: int):
-    """The ONNX Runtime session `hf_vit_repro.export.load_exported` serves an export folder with
-    (CPU execution provider, default optimisations, `threads` intra-op threads)."""
+    """The ONNX Runtime session `hf_vit_repro.export.load_exported` serves a graph of an export
+    folder with (CPU execution provider, default optimisations, `threads` intra-op threads)."""
     from hf_vit_repro.export import load_exported
 
-    return load_exported(path.parent, intra_op_num_threads=threads).session
+    folder = path.parent.parent  # the graphs are in EXPORT/onnx/
+    return load_exported(folder, intra_op_num_threads=threads, artefact=path.relative_to(folder).as_posix()).session
 
 
 def time_sessions(sessions: dict, batch: int, image_size: int, repeats: int, steps: int) -> dict[str, float]:

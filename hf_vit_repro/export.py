@@ -1,18 +1,29 @@
 """Deployment export: a checkpoint -> an ONNX model (for ONNX Runtime) or a torch.export
 ExportedProgram, checked against PyTorch before the folder is written.
 
-    vit-repro export outputs/run1 vit-onnx                         # ONNX, dynamic batch axis
+    vit-repro export outputs/run1 vit-onnx                         # ONNX, dynamic batch axis: onnx/model.onnx
+    vit-repro export outputs/run1 vit-int8 --quantize int8         # + onnx/model_quantized.onnx
     vit-repro export my-vit vit-pt2 --format exported-program --image-size 384
     vit-repro verify-export vit-onnx --checkpoint outputs/run1     # check an existing folder
 
 The output folder describes itself:
 
     OUT/
-      model.onnx | model.pt2      the artefact (a model over 2 GB adds model.onnx.data)
+      onnx/model.onnx             the float32 ONNX graph (a model over 2 GB adds model.onnx.data)
+      onnx/model_quantized.onnx   with `quantize="int8"`: its dynamic int8 quantisation
+      model.pt2                   the ExportedProgram instead, for `format="exported-program"`
       config.json                 the model's config (`image_size` = the exported resolution)
       preprocessor_config.json    the checkpoint's ViTImageProcessor, resizing to that resolution
       export_report.json          format, opset, input/output names and shapes, dynamic axes,
-                                  SHA-256 of the artefact, the parity check, software versions
+                                  SHA-256 of the artefact, the parity check, software versions,
+                                  the image processor's class and backend (`image_processor`)
+
+The ONNX files sit where transformers.js and optimum look for them in a Hub repo (`onnx/model.onnx`
+for float32, `onnx/model_quantized.onnx` for the 8-bit graph), beside the config and the image
+processor at the folder's root; `vit-repro push --with-export OUT` uploads them with the
+checkpoint. (transformers.js also needs a `model_type` it knows, e.g. transformers' own `vit`.)
+Folders written before this layout, with `model.onnx` at the root, still load and verify: the
+report names each file by its path in the folder.
 
 The graph's inputs and outputs are those of the class the checkpoint's config names in
 `architectures` (tables `EXPORT_INPUTS` and `EXPORT_OUTPUTS`, one line per class); N = the
@@ -64,11 +75,14 @@ be within `tolerance` (1e-4 by default, for float32). Everything is written into
 `OUT` only after the check passes, so a failed export leaves nothing behind.
 
 Int8 (`quantize="int8"`, `--quantize int8`, ONNX only): the float32 graph is exported and checked
-as above, then quantised by `onnxruntime.quantization.quantize_dynamic` (int8 weights of every
-MatMul, activation scales computed per call) into `model.onnx`; that graph is checked against
-PyTorch relative to the outputs' scale: every output's largest absolute difference must be
-within `tolerance` (0.1 by default) times its largest absolute PyTorch value. The report keeps
-the float32 check under `quantization.float32_parity`. The exporter's shape annotations
+as above and kept as `onnx/model.onnx`, then quantised by
+`onnxruntime.quantization.quantize_dynamic` (int8 weights of every MatMul, activation scales
+computed per call) into `onnx/model_quantized.onnx`; that graph is checked against PyTorch
+relative to the outputs' scale: every output's largest absolute difference must be within
+`tolerance` (0.1 by default) times its largest absolute PyTorch value. The report's `artefact`
+and `parity` are the int8 graph's (what `load_exported` runs by default); the float32 graph and
+its check are under `quantization.float32_artefact` and `quantization.float32_parity`, and
+`verify` checks both. The exporter's shape annotations
 (`value_info`) are dropped before quantising: ONNX's shape inference, which the quantiser runs,
 rejects one of them, and ONNX Runtime infers them again on loading.
 """
@@ -113,7 +127,11 @@ EXPORT_MODULE_INPUTS: dict[str, dict[str, str]] = {
     "ViTReproForImageClassification": {"pooler_output": "classifier"},
 }
 INPUT_NAME = "pixel_values"  # every class's first input
-FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
+#: The artefact of each format, by its path in the export folder (ONNX: where transformers.js and
+#: optimum look in a Hub repo).
+FORMATS = {"onnx": "onnx/model.onnx", "exported-program": "model.pt2"}
+#: The int8 graph of `quantize="int8"`, beside the float32 one (transformers.js's name for 8-bit).
+QUANTIZED_ONNX = "onnx/model_quantized.onnx"
 REPORT = "export_report.json"
 DEFAULT_TOLERANCE = 1e-4
 #: `quantize=` choices (ONNX only): "int8" is ONNX Runtime's dynamic quantisation (int8 weights,
@@ -284,9 +302,12 @@ def _ort_session(path: Path, intra_op_num_threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def load_exported(folder: str | os.PathLike, intra_op_num_threads: int | None = None) -> Callable:
+def load_exported(
+    folder: str | os.PathLike, intra_op_num_threads: int | None = None, artefact: str | None = None
+) -> Callable:
     """A callable `(pixel_values, **other_inputs) -> {output name: tensor}` that runs the artefact
-    of an export folder: an ONNX Runtime session (CPU execution provider, default graph
+    of an export folder (`artefact`: another graph the report lists, e.g. the float32
+    `onnx/model.onnx` of an int8 export; default the report's `artefact`): an ONNX Runtime session (CPU execution provider, default graph
     optimisations; `intra_op_num_threads` as given, else ONNX Runtime's default) or the
     ExportedProgram's module. The inputs are those the report lists (`run(x)` for a classifier,
     `run(x, bool_masked_pos=m)` for masked image modeling, `run(x, corruption=c,
@@ -294,7 +315,9 @@ def load_exported(folder: str | os.PathLike, intra_op_num_threads: int | None = 
     made here; see `verify`."""
     folder = Path(folder)
     report = _read_report(folder)
-    artefact = folder / report["artefact"]
+    if artefact is not None and artefact not in report["files"]:
+        raise ValueError(f"{folder} holds no artefact {artefact!r}; its report lists {', '.join(report['files'])}")
+    artefact = folder / (artefact or report["artefact"])
     names = [o["name"] for o in report["outputs"]]
     dtypes = {i["name"]: getattr(torch, i["dtype"]) for i in report["inputs"]}
 
@@ -522,6 +545,7 @@ def export_model(
 
     from .analysis import default_image_processor
     from .convert_common import set_processor_size
+    from .data import describe_image_processor
 
     if tolerance is None:
         tolerance = DEFAULT_TOLERANCE if quantize is None else DEFAULT_QUANTIZED_TOLERANCE
@@ -549,6 +573,7 @@ def export_model(
     tmp = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.tmp-"))
     try:
         artefact = tmp / FORMATS[format]
+        artefact.parent.mkdir(parents=True, exist_ok=True)
         steps.set_postfix_str("tracing")
         program = _trace(exportable, sample, dynamic_shapes)
         if format == "onnx":
@@ -570,6 +595,7 @@ def export_model(
 
         steps.set_postfix_str("describing")
         report = _describe(format, tmp, artefact, exportable, sample, sample_outputs, dynamic_batch, opset, model, source)
+        report["image_processor"] = describe_image_processor(processor, "preprocessor_config.json")
         runs.write_json(tmp / REPORT, report)  # load_exported reads names from it
         steps.update()
 
@@ -606,33 +632,33 @@ def _parity_bound(parity: dict) -> str:
 
 
 def _quantize_int8(folder: Path, artefact: Path, report: dict, model, batch_sizes, tolerance: float, output_dir: Path) -> dict:
-    """Replace the checked float32 `artefact` by its dynamic int8 quantisation, check that against
-    PyTorch relative to the outputs' scale, and return the report updated (files, parity,
-    `quantization` with the float32 check)."""
+    """Quantise the checked float32 `artefact` (dynamic int8) into `QUANTIZED_ONNX` beside it,
+    check that against PyTorch relative to the outputs' scale, and return the report updated
+    (files, artefact and parity of the int8 graph, `quantization` with the float32 graph's)."""
     import onnx
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    quantized = folder / QUANTIZED_ONNX
     graph = onnx.load(str(artefact))  # with its external weights (model.onnx.data) if any
     del graph.graph.value_info[:]  # shape inference inside the quantiser rejects one of the exporter's
     plain = folder / "float32.tmp.onnx"  # weights beside it: a float32 graph may exceed protobuf's 2 GB
     onnx.save(graph, str(plain), save_as_external_data=True, location="float32.tmp.onnx.data")
     del graph
-    for leftover in folder.glob(f"{artefact.name}.data"):
-        leftover.unlink()
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser logs advice on the root logger ("consider pre-processing")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantize_dynamic(str(plain), str(artefact), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(plain), str(quantized), weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
     for temporary in folder.glob("float32.tmp.onnx*"):
         temporary.unlink()
     float32_parity = report["parity"]
-    report["files"] = {artefact.name: {"sha256": _sha256(artefact), "bytes": artefact.stat().st_size}}
+    report["files"] = _artefact_files(folder)
+    report["artefact"] = QUANTIZED_ONNX
     runs.write_json(folder / REPORT, report)
     parity = check_parity(load_exported(folder), model, batch_sizes, tolerance, relative=True)
     parity["runtime"] = _runtime_name("onnx")
@@ -645,6 +671,7 @@ def _quantize_int8(folder: Path, artefact: Path, report: dict, model, batch_size
     report["quantization"] = {
         "method": "dynamic int8: onnxruntime.quantization.quantize_dynamic, QInt8 weights, per-call activation scales",
         "onnxruntime": onnxruntime.__version__,
+        "float32_artefact": artefact.relative_to(folder).as_posix(),
         "float32_parity": float32_parity,
     }
     return report
@@ -666,13 +693,19 @@ def _tensor_specs(names, tensors, batch) -> list[dict]:
     ]
 
 
+def _artefact_files(folder: Path) -> dict[str, dict]:
+    """`{path in the folder: {sha256, bytes}}` of every artefact file (`model*` at any depth: the
+    graphs, their external weights), the files `verify` protects."""
+    return {
+        p.relative_to(folder).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.rglob("model*"))
+        if p.is_file()
+    }
+
+
 def _describe(format, folder: Path, artefact: Path, exportable, sample, sample_outputs, dynamic_batch, opset, model, source) -> dict:
     """The export report, less the parity check."""
-    files = {
-        p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name.startswith("model.")
-    }
+    files = _artefact_files(folder)
     if format == "onnx":
         inputs, outputs, dynamic_axes, actual_opset = _onnx_signature(artefact)
         if opset is not None and actual_opset != opset:
@@ -690,7 +723,7 @@ def _describe(format, folder: Path, artefact: Path, exportable, sample, sample_o
     versions = runs.software_versions(extra=ONNX_PACKAGES if format == "onnx" else ())
     return {
         "format": format,
-        "artefact": artefact.name,
+        "artefact": artefact.relative_to(folder).as_posix(),
         "files": files,
         "architecture": type(model).__name__,
         "checkpoint": source,
@@ -763,7 +796,9 @@ def verify(
     """Check an export folder: its artefact files are those the report describes (SHA-256), it
     loads and runs, its outputs are the architecture's, and it matches `checkpoint` (default: the
     checkpoint named in the report) within `tolerance` (default: the report's) on fresh random
-    inputs. Returns the parity result; raises `ExportError` with what is wrong."""
+    inputs. An int8 export's float32 graph (`quantization.float32_artefact`) is checked too,
+    within its own recorded tolerance. Returns the parity result of the report's artefact; raises
+    `ExportError` with what is wrong."""
     _check_tolerance(tolerance)
     folder = Path(folder)
     report = _read_report(folder)
@@ -776,18 +811,26 @@ def verify(
                 f"{path} is not the file that was exported and checked (size or SHA-256 differs from {REPORT}): "
                 "it was changed or damaged after export; re-export the folder"
             )
-    if report["format"] == "onnx":
-        require_onnx()
-        import onnx
+    # (graph, tolerance, relative to the outputs' scale): the report's artefact, and an int8 export's float32 graph
+    float32 = (report.get("quantization") or {}).get("float32_artefact")
+    graphs = [(report["artefact"], report.get("parity", {}).get("tolerance", DEFAULT_TOLERANCE) if tolerance is None
+               else tolerance, bool(report.get("parity", {}).get("relative")))]
+    if float32:
+        graphs.append((float32, report["quantization"].get("float32_parity", {}).get("tolerance", DEFAULT_TOLERANCE), False))
+    runners = {}
+    for artefact, _, _ in graphs:
+        if report["format"] == "onnx":
+            require_onnx()
+            import onnx
 
+            try:
+                onnx.checker.check_model(str(folder / artefact), full_check=False)
+            except Exception as err:  # onnx raises its own ValidationError and protobuf's DecodeError
+                raise ExportError(f"{folder / artefact} is not a valid ONNX model ({_one_line(err)[:300]})") from err
         try:
-            onnx.checker.check_model(str(folder / report["artefact"]), full_check=False)
-        except Exception as err:  # onnx raises its own ValidationError and protobuf's DecodeError
-            raise ExportError(f"{folder / report['artefact']} is not a valid ONNX model ({_one_line(err)[:300]})") from err
-    try:
-        run = load_exported(folder)
-    except Exception as err:
-        raise ExportError(f"cannot load {folder / report['artefact']} ({type(err).__name__}: {_one_line(err)[:300]})") from err
+            runners[artefact] = load_exported(folder, artefact=artefact)
+        except Exception as err:
+            raise ExportError(f"cannot load {folder / artefact} ({type(err).__name__}: {_one_line(err)[:300]})") from err
 
     checkpoint = checkpoint if checkpoint is not None else report.get("checkpoint")
     if checkpoint is None:
@@ -803,22 +846,54 @@ def verify(
         if height != width:
             raise ExportError(f"{folder} was exported at {height}x{width}; only square resizes are reproducible")
         model.resize_position_embeddings(height)
-    tolerance = report.get("parity", {}).get("tolerance", DEFAULT_TOLERANCE) if tolerance is None else tolerance
-    relative = bool(report.get("parity", {}).get("relative"))  # an int8 export: relative to the outputs' scale
     dynamic = bool(report.get("dynamic_axes"))
     batches = DYNAMIC_CHECK_BATCH_SIZES if dynamic else (report.get("traced_batch_size", TRACED_BATCH_SIZE),)
-    try:
-        parity = check_parity(run, model, batches, tolerance, seed=100, relative=relative)
-    except ExportError:
-        raise
-    except Exception as err:  # a runtime error on a damaged or foreign graph
-        raise ExportError(f"running {folder / report['artefact']} failed ({type(err).__name__}: {_one_line(err)[:300]})") from err
-    parity["runtime"] = _runtime_name(report["format"])
-    if not parity["passed"]:
+    results = []
+    for artefact, bound, relative in graphs:
+        try:
+            parity = check_parity(runners[artefact], model, batches, bound, seed=100, relative=relative)
+        except ExportError:
+            raise
+        except Exception as err:  # a runtime error on a damaged or foreign graph
+            raise ExportError(f"running {folder / artefact} failed ({type(err).__name__}: {_one_line(err)[:300]})") from err
+        parity["runtime"] = _runtime_name(report["format"])
+        if not parity["passed"]:
+            what = folder if artefact == report["artefact"] else folder / artefact
+            raise ExportError(
+                f"{what} does not match {source!r}: max abs diff {_diff_summary(parity)} exceeds {_parity_bound(parity)}"
+            )
+        results.append(parity)
+    return results[0]
+
+
+# ----------------------------------------------------------------------------- publishing
+
+
+def hub_files(folder: str | os.PathLike, checkpoint: str | os.PathLike) -> list[tuple[Path, str]]:
+    """`(file, path in the repo)` of an ONNX export folder for the Hub repo of `checkpoint`:
+    `onnx/model.onnx`, `onnx/model_quantized.onnx` (an int8 export), external weights if any, and
+    the report as `onnx/export_report.json` (its file names are paths from the repo's root). The
+    folder is `verify`-ed against `checkpoint` first (SHA-256 of every graph, parity on fresh
+    inputs), so a push never publishes graphs of other weights. Raises `ExportError` for an
+    ExportedProgram (the Hub has no convention for it), a folder in the layout before `onnx/`, or
+    an export at another resolution than the checkpoint's config (the repo's
+    preprocessor_config.json, which transformers.js and optimum read, would feed it wrong sizes)."""
+    folder = Path(folder)
+    report = _read_report(folder)
+    if report["format"] != "onnx":
+        raise ExportError(f"{folder} holds a {report['format']} export; only ONNX exports are published (vit-repro export CHECKPOINT OUT)")
+    if not all(name.startswith("onnx/") for name in report["files"]):
+        raise ExportError(f"{folder} is in the layout before onnx/ (model.onnx at its root): export it again with "
+                          "`vit-repro export`, which writes onnx/model.onnx where transformers.js and optimum look")
+    _, config = checkpoint_config(checkpoint)
+    if list(config.image_hw) != list(report["image_size"]):
         raise ExportError(
-            f"{folder} does not match {source!r}: max abs diff {_diff_summary(parity)} exceeds {_parity_bound(parity)}"
+            f"{folder} was exported at {'x'.join(map(str, report['image_size']))} px but the checkpoint runs at "
+            f"{'x'.join(map(str, config.image_hw))} px (its config.json and preprocessor_config.json): export it at "
+            "the checkpoint's resolution (no --image-size) to publish them together"
         )
-    return parity
+    verify(folder, checkpoint)
+    return [(folder / name, name) for name in report["files"]] + [(folder / REPORT, f"onnx/{REPORT}")]
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -836,6 +911,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     parity = report["parity"]
     inputs = ", ".join(f"{i['name']} {i['shape']}" for i in report["inputs"])
     shapes = ", ".join(f"{o['name']} {o['shape']}" for o in report["outputs"])
+    quantization = report.get("quantization") or {}
+    if quantization.get("float32_artefact"):
+        print(f"Wrote {Path(args.output_dir) / quantization['float32_artefact']} (float32, max abs diff "
+              f"{_diff_summary(quantization['float32_parity'])} <= {_parity_bound(quantization['float32_parity'])})")
     print(f"Wrote {Path(args.output_dir) / report['artefact']} ({report['architecture']}, {report['format']}"
           + (f", opset {report['opset']}" if report["opset"] else "") + f"): {inputs} -> {shapes}")
     quantized = " (int8, dynamic)" if report.get("quantization") else ""
@@ -861,7 +940,9 @@ def add_cli(subparsers) -> None:
         "export",
         help="export a checkpoint to ONNX or a torch.export ExportedProgram, checked against PyTorch",
         description="Export a checkpoint (run folder, save_pretrained folder or Hub id) for deployment: OUT gets "
-        f"model.onnx (or model.pt2), config.json, preprocessor_config.json and {REPORT}. The export is run on "
+        f"onnx/model.onnx (+ onnx/model_quantized.onnx with --quantize int8; the layout transformers.js and optimum "
+        f"read from a Hub repo, uploaded by `vit-repro push --with-export OUT`) or model.pt2, config.json, "
+        f"preprocessor_config.json and {REPORT}. The export is run on "
         "random inputs and compared with PyTorch; the folder is written only when every output is within the "
         "tolerance. Masked image modeling and masked patch prediction checkpoints take their masks and corruptions "
         "as graph inputs (see export_report.json). The resolution is fixed (the checkpoint's, or --image-size); the batch axis is dynamic "
@@ -884,8 +965,8 @@ def add_cli(subparsers) -> None:
                    help=f"largest absolute difference allowed between export and PyTorch (default {DEFAULT_TOLERANCE:g}; "
                    f"with --quantize, relative to the outputs' largest absolute value, default {DEFAULT_QUANTIZED_TOLERANCE:g})")
     p.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
-                   help="ONNX only: ONNX Runtime's dynamic int8 quantisation (int8 weights, activations quantised per "
-                   "call), checked against PyTorch relative to the outputs' scale")
+                   help="ONNX only: also write onnx/model_quantized.onnx, ONNX Runtime's dynamic int8 quantisation "
+                   "(int8 weights, activations quantised per call), checked against PyTorch relative to the outputs' scale")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_export)
 
@@ -905,6 +986,7 @@ __all__ = [
     "EXPORT_INPUTS",
     "EXPORT_OUTPUTS",
     "FORMATS",
+    "QUANTIZED_ONNX",
     "REPORT",
     "DEFAULT_TOLERANCE",
     "DEFAULT_QUANTIZED_TOLERANCE",
@@ -913,6 +995,7 @@ __all__ = [
     "ExportableModel",
     "export",
     "export_model",
+    "hub_files",
     "verify",
     "load_exported",
     "load_for_export",

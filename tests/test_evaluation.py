@@ -141,3 +141,27 @@ def test_a_task_with_more_classes_than_the_head_is_refused(checkpoint, classifie
     # the same rows labelled as the 10-class task they are: evaluated
     ten = Dataset.from_dict(rows, features=Features({"image": Image(), "label": ClassLabel(num_classes=10)}))
     assert evaluate_model(classifier, ten, progress=False)["num_images"] == 10
+
+
+def test_metrics_record_names_the_image_processor_class_and_backend(checkpoint, tmp_path):
+    """The processor `AutoImageProcessor` (and so `pipeline`) loads from the checkpoint, by class
+    and transformers' backend name; a checkpoint without one says so."""
+    import shutil
+    import warnings
+
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(checkpoint)
+    record, _ = evaluate_checkpoint(checkpoint, "digits", max_images=8, output=tmp_path / "m.json", progress=False)
+    saved = json.loads((tmp_path / "m.json").read_text())["image_processor"]
+    assert saved == record["image_processor"] == {
+        "class": type(processor).__name__, "backend": processor.backend, "source": f"{checkpoint}/preprocessor_config.json"}
+    assert (saved["class"], saved["backend"]) == ("ViTImageProcessor", "torchvision")  # transformers 5's fast default
+
+    bare = tmp_path / "bare"
+    shutil.copytree(checkpoint, bare)
+    (bare / "preprocessor_config.json").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        record, _ = evaluate_checkpoint(bare, "digits", max_images=8, output=tmp_path / "b.json", progress=False)
+    assert record["image_processor"]["class"] is None and "none saved" in record["image_processor"]["source"]

@@ -143,7 +143,7 @@ def artefact_runner(folder: Path, fmt: str):
     not through the exporter's own loader: `{input name: tensor} -> list of arrays` (the
     ExportedProgram takes the inputs positionally, in the order given)."""
     if fmt == "onnx":
-        session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(folder / "onnx/model.onnx"), providers=["CPUExecutionProvider"])
         return lambda inputs: session.run(None, {name: t.numpy() for name, t in inputs.items()})
     module = torch.export.load(str(folder / "model.pt2")).module()
 
@@ -190,8 +190,8 @@ def test_onnx_graph_declares_a_dynamic_batch_axis(kind, exports):
     """Every input (masks and corruptions too) and every output has the one symbolic batch axis,
     but masked image modeling's loss, a scalar over the batch."""
     folder, report = exports[kind, "onnx"]
-    graph = onnx.load(str(folder / "model.onnx")).graph
-    onnx.checker.check_model(str(folder / "model.onnx"))
+    graph = onnx.load(str(folder / "onnx/model.onnx")).graph
+    onnx.checker.check_model(str(folder / "onnx/model.onnx"))
     assert [i.name for i in graph.input] == [name for name, _, _ in EXPECTED_INPUTS[kind]]
     element_types = [onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name for i in graph.input]
     assert element_types == [dtype for _, dtype, _ in EXPECTED_INPUTS[kind]]
@@ -204,12 +204,13 @@ def test_onnx_graph_declares_a_dynamic_batch_axis(kind, exports):
         assert dims[0].dim_param == "batch" and not dims[0].dim_value  # symbolic batch, named
         assert all(d.dim_value > 0 for d in dims[1:])  # everything else fixed
         assert report["dynamic_axes"][value.name] == {"0": dims[0].dim_param}
-    assert report["opset"] == next(o.version for o in onnx.load(str(folder / "model.onnx")).opset_import if o.domain == "")
+    assert report["opset"] == next(o.version for o in onnx.load(str(folder / "onnx/model.onnx")).opset_import if o.domain == "")
 
 
 def test_folder_describes_itself(checkpoints, exports, tmp_path):
     folder, report = exports["hybrid", "onnx"]
-    assert {"model.onnx", "config.json", "preprocessor_config.json", "export_report.json"} <= {p.name for p in folder.iterdir()}
+    assert {"onnx/model.onnx", "config.json", "preprocessor_config.json", "export_report.json"} <= {
+        p.relative_to(folder).as_posix() for p in folder.rglob("*")}
     config = AutoConfig.from_pretrained(folder)
     source = AutoConfig.from_pretrained(checkpoints["hybrid"])
     for field in ("depths", "hidden_sizes", "embedding_size", "num_groups"):
@@ -219,9 +220,13 @@ def test_folder_describes_itself(checkpoints, exports, tmp_path):
     processor = AutoImageProcessor.from_pretrained(folder)
     assert list(processor.image_mean) == [0.4] * 3 and list(processor.image_std) == [0.3] * 3
     assert processor.size == {"height": 32, "width": 32}
+    # the report names the processor the folder's preprocessor_config.json loads as, and its backend
+    assert report["image_processor"] == {"class": type(processor).__name__, "backend": processor.backend,
+                                         "source": "preprocessor_config.json"}
+    assert (report["image_processor"]["class"], report["image_processor"]["backend"]) == ("ViTImageProcessor", "torchvision")
     assert json.loads((folder / "export_report.json").read_text()) == report
     assert report["versions"]["onnxruntime"] == ort.__version__
-    assert set(report["files"]) == {"model.onnx"}  # what the hash protects
+    assert set(report["files"]) == {"onnx/model.onnx"} and report["artefact"] == "onnx/model.onnx"  # what the hash protects
     assert not any(p.name.startswith(".") for p in folder.parent.iterdir())  # no temporary folder left
     # the config reads without this package, through the configuration file copied beside it
     loaded = run_without_package(f"""
@@ -242,7 +247,7 @@ def test_image_size_is_baked_and_batch_can_be_static(checkpoints, tmp_path, caps
     assert code == 0
     printed = capsys.readouterr().out
     assert "Parity with PyTorch" in printed and "max abs diff logits" in printed
-    graph = onnx.load(str(out / "model.onnx"))
+    graph = onnx.load(str(out / "onnx/model.onnx"))
     assert next(o.version for o in graph.opset_import if o.domain == "") == 18
     assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 48, 48]
     model = reference_model(checkpoints["classifier"])
@@ -252,7 +257,7 @@ def test_image_size_is_baked_and_batch_can_be_static(checkpoints, tmp_path, caps
     torch.testing.assert_close(torch.from_numpy(artefact_runner(out, "onnx")({"pixel_values": x})[0]), on_the_fly, atol=ATOL, rtol=0)
     assert AutoConfig.from_pretrained(out).image_size == 48
     assert AutoImageProcessor.from_pretrained(out).size == {"height": 48, "width": 48}
-    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(out / "onnx/model.onnx"), providers=["CPUExecutionProvider"])
     with pytest.raises(Exception, match="(?i)dimension|shape"):
         session.run(None, {"pixel_values": torch.randn(3, 3, 48, 48).numpy()})
 
@@ -325,7 +330,7 @@ def test_failed_parity_check_writes_nothing_and_keeps_the_old_folder(checkpoints
     stays as it was and no temporary folder is left."""
     out = tmp_path / "export"
     shutil.copytree(exports["classifier", "onnx"][0], out)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     real = export_module.load_exported
 
     def off_by_a_bit(folder, *args, **kwargs):
@@ -335,7 +340,7 @@ def test_failed_parity_check_writes_nothing_and_keeps_the_old_folder(checkpoints
     monkeypatch.setattr(export_module, "load_exported", off_by_a_bit)
     with pytest.raises(ExportError, match="differs from PyTorch by more than 0.0001 .*nothing was written"):
         export(checkpoints["classifier"], out, format="exported-program", progress=False)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
@@ -354,8 +359,8 @@ def test_verify_accepts_an_intact_export(onnx_copy, capsys):
 
 
 def test_verify_refuses_a_truncated_model(onnx_copy, capsys):
-    data = (onnx_copy / "model.onnx").read_bytes()
-    (onnx_copy / "model.onnx").write_bytes(data[: len(data) // 2])
+    data = (onnx_copy / "onnx/model.onnx").read_bytes()
+    (onnx_copy / "onnx/model.onnx").write_bytes(data[: len(data) // 2])
     with pytest.raises(ExportError, match="changed or damaged"):
         verify(onnx_copy)
     assert main(["verify-export", str(onnx_copy)]) == 2
@@ -365,15 +370,15 @@ def test_verify_refuses_a_truncated_model(onnx_copy, capsys):
 
 def test_verify_refuses_a_tampered_weight_even_with_a_matching_hash(onnx_copy):
     """A weight changed and the report's hash forged to match: the numerical check still fails."""
-    model = onnx.load(str(onnx_copy / "model.onnx"))
+    model = onnx.load(str(onnx_copy / "onnx/model.onnx"))
     weight = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
     array = onnx.numpy_helper.to_array(weight).copy()
     array.flat[0] += 1.0
     weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
-    onnx.save(model, str(onnx_copy / "model.onnx"))
+    onnx.save(model, str(onnx_copy / "onnx/model.onnx"))
     report = json.loads((onnx_copy / "export_report.json").read_text())
-    report["files"]["model.onnx"] = {
-        "sha256": export_module._sha256(onnx_copy / "model.onnx"), "bytes": (onnx_copy / "model.onnx").stat().st_size
+    report["files"]["onnx/model.onnx"] = {
+        "sha256": export_module._sha256(onnx_copy / "onnx/model.onnx"), "bytes": (onnx_copy / "onnx/model.onnx").stat().st_size
     }
     (onnx_copy / "export_report.json").write_text(json.dumps(report))
     with pytest.raises(ExportError, match="does not match"):
@@ -424,30 +429,65 @@ def one_line_error(capsys, command: str) -> str:
 
 
 def test_int8_export_quantizes_the_matmuls_and_is_checked_relative_to_the_outputs_scale(checkpoints, tmp_path, capsys):
-    """`--quantize int8`: the float32 graph passes the 1e-4 check first (kept in the report), the
-    served graph has int8 weights (MatMulInteger) and matches PyTorch within 10% of the largest
-    logit, and verify-export applies the same relative check."""
+    """`--quantize int8`: the float32 graph passes the 1e-4 check first and stays as
+    onnx/model.onnx, the int8 graph beside it (onnx/model_quantized.onnx, transformers.js's name)
+    has int8 weights (MatMulInteger) and matches PyTorch within 10% of the largest logit, and
+    verify-export applies both checks."""
     out = tmp_path / "int8"
     assert main(["export", str(checkpoints["classifier"]), str(out), "--quantize", "int8", "--no-progress"]) == 0
-    assert "(int8, dynamic)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(int8, dynamic)" in printed and f"Wrote {out / 'onnx/model.onnx'} (float32" in printed
     report = json.loads((out / "export_report.json").read_text())
-    assert report["quantization"]["float32_parity"]["passed"]
+    assert report["quantization"]["float32_parity"]["passed"] and report["quantization"]["float32_artefact"] == "onnx/model.onnx"
     assert max(report["quantization"]["float32_parity"]["max_abs_diff"].values()) <= ATOL
     parity = report["parity"]
     assert parity["relative"] and parity["tolerance"] == 0.1 and parity["passed"]
     assert 0 < parity["max_abs_diff"]["logits"] <= 0.1 * parity["max_abs_reference"]["logits"] + ATOL
-    assert sorted(report["files"]) == ["model.onnx"] and not list(out.glob("*.tmp*"))
-    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
-    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
-    # the served graph, independently of the exporter's own check: PyTorch's logits within 10%
+    assert report["artefact"] == "onnx/model_quantized.onnx"
+    assert sorted(report["files"]) == ["onnx/model.onnx", "onnx/model_quantized.onnx"] and not list(out.rglob("*.tmp*"))
+    assert sorted(p.name for p in (out / "onnx").iterdir()) == ["model.onnx", "model_quantized.onnx"]
+    quantized_ops = {node.op_type for node in onnx.load(str(out / "onnx/model_quantized.onnx")).graph.node}
+    assert "MatMulInteger" in quantized_ops and "DynamicQuantizeLinear" in quantized_ops
+    assert "MatMulInteger" not in {node.op_type for node in onnx.load(str(out / "onnx/model.onnx")).graph.node}
+    # both graphs, independently of the exporter's own check: float32 within 1e-4, int8 within 10%
     model = AutoModelForImageClassification.from_pretrained(checkpoints["classifier"] / "final").eval()
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         expected = model(pixel_values=x).logits
-    got = torch.from_numpy(ort.InferenceSession(str(out / "model.onnx")).run(None, {"pixel_values": x.numpy()})[0])
-    assert (got - expected).abs().max() <= 0.1 * expected.abs().max()
+    def logits(name):
+        return torch.from_numpy(ort.InferenceSession(str(out / name)).run(None, {"pixel_values": x.numpy()})[0])
+    assert (logits("onnx/model_quantized.onnx") - expected).abs().max() <= 0.1 * expected.abs().max()
+    torch.testing.assert_close(logits("onnx/model.onnx"), expected, atol=ATOL, rtol=0)
+    assert load_exported(out)(x)["logits"].equal(logits("onnx/model_quantized.onnx"))  # the report's artefact
+    assert load_exported(out, artefact="onnx/model.onnx")(x)["logits"].equal(logits("onnx/model.onnx"))
     assert verify(out)["relative"] and main(["verify-export", str(out)]) == 0
     assert "x the largest |output|" in capsys.readouterr().out
+
+    # verify checks the float32 graph too: a tampered weight with a forged hash is found
+    graph = onnx.load(str(out / "onnx/model.onnx"))
+    weight = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    array = onnx.numpy_helper.to_array(weight).copy()
+    array.flat[0] += 1.0
+    weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
+    onnx.save(graph, str(out / "onnx/model.onnx"))
+    report["files"]["onnx/model.onnx"] = {"sha256": export_module._sha256(out / "onnx/model.onnx"),
+                                          "bytes": (out / "onnx/model.onnx").stat().st_size}
+    (out / "export_report.json").write_text(json.dumps(report))
+    with pytest.raises(ExportError, match=r"onnx/model.onnx does not match"):
+        verify(out)
+
+
+def test_a_folder_in_the_layout_before_onnx_still_loads_and_verifies(onnx_copy):
+    """model.onnx at the folder's root, as exports wrote it before the onnx/ layout."""
+    (onnx_copy / "onnx/model.onnx").rename(onnx_copy / "model.onnx")
+    (onnx_copy / "onnx").rmdir()
+    report = json.loads((onnx_copy / "export_report.json").read_text())
+    report["artefact"] = "model.onnx"
+    report["files"] = {"model.onnx": report["files"].pop("onnx/model.onnx")}
+    (onnx_copy / "export_report.json").write_text(json.dumps(report))
+    assert verify(onnx_copy)["passed"]
+    x = torch.randn(2, 3, 32, 32)
+    assert load_exported(onnx_copy)(x)["logits"].shape == (2, 3)
 
 
 def test_int8_export_beyond_its_tolerance_writes_nothing(checkpoints, tmp_path, capsys):

@@ -264,6 +264,7 @@ def test_cli_writes_fewshot_json(tmp_path, capsys):
         "big_vision", 1024.0, "central_crop", 32)
     assert protocol["preprocessing_steps"] == "resize to 37 x 37, central crop 32" and entry["train_images_per_class"] == 3
     assert "3-shot (%)" in capsys.readouterr().out
+    assert record["image_processor"]["class"] == "ViTImageProcessor" and record["image_processor"]["backend"] == "torchvision"
     cached = sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir())
     assert cli.main(args) == 0
     assert json.loads((run / runs.FEWSHOT).read_text())["results"] == record["results"]

@@ -8,11 +8,13 @@ import re
 import secrets
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from PIL import Image
 
 from hf_vit_repro import ViTReproConfig, hub, runs
 from hf_vit_repro.cli import main
@@ -66,6 +68,7 @@ def test_card_of_an_evaluated_run_comes_from_its_files(tmp_path):
         "README.md", "config.json", "model.safetensors", "preprocessor_config.json",
         "configuration_vit_repro.py", "modeling_vit_repro.py", "recipe.yaml", "train_summary.json",
         "fewshot.json", "vtab.json", "metrics/cifar10_test.json", "metrics/digits_test.json",
+        ".eval_results/cifar10_test.yaml", ".eval_results/digits_test.yaml",
         *(f"analysis/{name}.png" for name in FIGURES),
     }
     assert (folder / "model.safetensors").read_bytes() == (tmp_path / "run/final/model.safetensors").read_bytes()
@@ -291,13 +294,21 @@ def test_dry_run_command_writes_the_folder_and_validates_it(tmp_path, capsys):
     assert main(["push", str(tmp_path / "run"), "someone/tiny-vit", "--dry-run", "--output-dir", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert not (out / "logs").exists()
-    # RUN_DIR/final works too, and picks up the run's files from its parent; logs only when asked
+    # RUN_DIR/final works too, and picks up the run's files from its parent; the training logs by default
     (tmp_path / "run/logs/train").mkdir(parents=True)
     (tmp_path / "run/logs/train/events.out.tfevents.1").write_bytes(b"\x00event")
-    folder = hub.build_repo_folder(tmp_path / "run/final", tmp_path / "from-final", "someone/tiny-vit", include_logs=True)
+    (tmp_path / "run/logs/train_log.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    folder = hub.build_repo_folder(tmp_path / "run/final", tmp_path / "from-final", "someone/tiny-vit")
     assert (folder / "recipe.yaml").exists() and (folder / "metrics/cifar10_test.json").exists()
     assert (folder / "logs/train/events.out.tfevents.1").read_bytes() == b"\x00event"
+    assert (folder / "logs/train_log.jsonl").read_text() == '{"step": 1, "loss": 2.0}\n'
     assert "TensorBoard logs of the run are in `logs/`" in (folder / "README.md").read_text()
+    # the command line: logs by default (the old --include-logs still accepted), --no-logs leaves them out
+    for flags, has_logs in (([], True), (["--include-logs"], True), (["--no-logs"], False)):
+        out = tmp_path / f"cli{len(flags)}{has_logs}"
+        assert main(["push", str(tmp_path / "run"), "someone/tiny-vit", "--dry-run", "--output-dir", str(out), *flags]) == 0
+        assert (out / "logs/train/events.out.tfevents.1").is_file() == has_logs, flags
+        assert ("TensorBoard logs of the run are in `logs/`" in (out / "README.md").read_text()) == has_logs
 
 
 def test_validation_names_what_is_wrong(tmp_path):
@@ -398,3 +409,128 @@ def test_end_of_training_hook(tmp_path, monkeypatch):
     assert (folder / "README.md").exists() and (folder / "model.safetensors").exists()
     with pytest.raises(FileNotFoundError, match="no final/ checkpoint"):
         hub.push_run(tmp_path / "run/final", "someone/tiny-vit", dry_run=True)
+
+
+# --------------------------------------------------------------------------- the Hub's conventions
+
+
+@pytest.mark.parametrize("head", ["ViTReproForMaskedPatchPrediction", "ViTReproForMaskedImageModeling", "ViTReproModel"])
+def test_an_encoder_is_tagged_image_feature_extraction_and_its_card_says_how_to_use_it(tmp_path, head):
+    from transformers import ViTImageProcessor, pipeline
+
+    from hf_vit_repro import modeling_vit_repro
+
+    from .conftest import randomize_, tiny_kwargs
+
+    model = randomize_(getattr(modeling_vit_repro, head)(ViTReproConfig(**tiny_kwargs()))).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(tmp_path / "ckpt")
+    folder = hub.build_repo_folder(tmp_path / "ckpt", tmp_path / "repo", "someone/tiny-encoder")
+    hub.validate_repo_folder(folder)  # loads with the class config.json names, not a classifier
+
+    metadata, _ = card_metadata(folder)
+    assert metadata["pipeline_tag"] == "image-feature-extraction"
+    assert "image-feature-extraction" in metadata["tags"] and "image-classification" not in metadata["tags"]
+    body = (folder / "README.md").read_text().split("\n---\n", 1)[1]
+    assert 'pipeline("image-feature-extraction", model="someone/tiny-encoder", trust_remote_code=True)' in body
+    assert "| Head | " in body and "| Classes |" not in body and "Labels (" not in body
+    assert 'pipeline("image-classification"' not in body
+
+    # what the card says works: the feature-extraction pipeline gives the encoder's hidden states
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))
+    features = torch.tensor(pipeline("image-feature-extraction", model=str(folder))(image))
+    encoder = model if head == "ViTReproModel" else model.vit
+    pixels = ViTImageProcessor.from_pretrained(folder)(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        expected = encoder(pixels).last_hidden_state
+    torch.testing.assert_close(features, expected, atol=1e-5, rtol=0)
+
+
+def test_a_classifier_keeps_image_classification(tmp_path):
+    make_run(tmp_path / "run", evaluated=False, figures=False)
+    folder = hub.build_repo_folder(tmp_path / "run", tmp_path / "repo", "someone/tiny-vit")
+    metadata, _ = card_metadata(folder)
+    assert metadata["pipeline_tag"] == "image-classification" and "image-feature-extraction" not in metadata["tags"]
+
+
+def test_eval_results_files_in_the_hubs_format_beside_the_model_index(tmp_path):
+    from huggingface_hub import parse_eval_result_entries
+
+    make_run(tmp_path / "run")
+    # a metrics file of local data (no Hub dataset id) gets no eval-results file
+    runs.write_json(tmp_path / "run/metrics/mine_test.json", runs.metrics_record(
+        checkpoint="x", task="mine", dataset="mine (local)", split="test", resolution=32, num_images=5,
+        metrics={"accuracy": 0.2}))
+    folder = hub.build_repo_folder(tmp_path / "run", tmp_path / "repo", "someone/tiny-vit")
+    hub.validate_repo_folder(folder, load_model=False)
+    files = sorted(p.name for p in (folder / ".eval_results").iterdir())
+    assert files == ["cifar10_test.yaml", "digits_test.yaml"]
+    for task, dataset, split, metrics in METRICS:
+        raw = yaml.safe_load((folder / f".eval_results/{task}_{split}.yaml").read_text())
+        assert raw[0]["dataset"] == {"id": dataset, "task_id": task} and set(raw[0]) == {"dataset", "value", "notes"}
+        entries = parse_eval_result_entries(raw)  # huggingface_hub's own reader of the format
+        assert [(e.dataset_id, e.task_id, e.value) for e in entries] == [(dataset, task, v) for v in metrics.values()]
+        for entry, metric in zip(entries, metrics):
+            assert entry.notes.startswith(f"{metric} (split {split}, 32 px, 50 images)")
+            assert entry.notes.endswith(f"metrics/{task}_{split}.json")
+
+    def broken(name, edit):
+        copy = tmp_path / name
+        shutil.copytree(folder, copy)
+        edit(copy)
+        with pytest.raises(ValueError) as info:
+            hub.validate_repo_folder(copy, load_model=False)
+        return str(info.value)
+
+    assert ".eval_results/digits_test.yaml is missing" in broken("gone", lambda f: (f / ".eval_results/digits_test.yaml").unlink())
+
+    def change_value(f):
+        path = f / ".eval_results/cifar10_test.yaml"
+        path.write_text(path.read_text().replace("0.4567", "0.9999"))
+
+    assert ".eval_results/cifar10_test.yaml differs from its metrics file" in broken("changed", change_value)
+    assert ".eval_results/extra.yaml matches no metrics file" in broken(
+        "extra", lambda f: (f / ".eval_results/extra.yaml").write_text("[]\n"))
+
+
+def test_push_with_export_stages_the_onnx_graphs_where_transformers_js_looks(tmp_path, capsys):
+    from hf_vit_repro.export import export
+
+    model = make_run(tmp_path / "run", evaluated=False, figures=False)
+    export(tmp_path / "run", tmp_path / "int8", quantize="int8", progress=False)
+    out = tmp_path / "staged"
+    assert main(["push", str(tmp_path / "run"), "someone/tiny-vit", "--dry-run", "--output-dir", str(out),
+                 "--with-export", str(tmp_path / "int8")]) == 0
+    assert "onnx/model_quantized.onnx" in capsys.readouterr().out
+    for name in ("onnx/model.onnx", "onnx/model_quantized.onnx"):
+        assert (out / name).read_bytes() == (tmp_path / "int8" / name).read_bytes()
+    assert json.loads((out / "onnx/export_report.json").read_text())["artefact"] == "onnx/model_quantized.onnx"
+    assert (out / "config.json").read_bytes() == (tmp_path / "run/final/config.json").read_bytes()  # the checkpoint's, not the export's
+    body = (out / "README.md").read_text()
+    assert "`onnx/model.onnx`, `onnx/model_quantized.onnx`: exports of these weights" in body
+    assert 'hf_hub_download("someone/tiny-vit", "onnx/model.onnx")' in body
+
+    # refused, before anything is staged: graphs of other weights, another resolution, a .pt2, the old layout
+    other = tmp_path / "other"
+    save_tiny_checkpoint(other)
+    theirs = model.__class__.from_pretrained(other)
+    with torch.no_grad():
+        theirs.classifier.bias.add_(1.0)
+    theirs.save_pretrained(other)
+    export(other, tmp_path / "other-onnx", progress=False)
+    export(tmp_path / "run", tmp_path / "at48", image_size=48, progress=False)
+    export(tmp_path / "run", tmp_path / "pt2", format="exported-program", progress=False)
+    old = tmp_path / "old-layout"
+    shutil.copytree(tmp_path / "int8", old)
+    report = json.loads((old / "export_report.json").read_text())
+    report["files"] = {name.removeprefix("onnx/"): entry for name, entry in report["files"].items()}
+    (old / "export_report.json").write_text(json.dumps(report))
+    for folder, message in (("other-onnx", "does not match"), ("at48", "exported at 48x48 px but the checkpoint runs at 32x32"),
+                            ("pt2", "only ONNX exports are published"), ("old-layout", "layout before onnx/")):
+        staged = tmp_path / f"staged-{folder}"
+        capsys.readouterr()
+        assert main(["push", str(tmp_path / "run"), "someone/tiny-vit", "--dry-run", "--output-dir", str(staged),
+                     "--with-export", str(tmp_path / folder)]) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]  # after the loading bars of the check
+        assert error.startswith("vit-repro push: error:") and message in error, error
+        assert not staged.exists() and not list(tmp_path.glob(f".staged-{folder}*"))

@@ -54,6 +54,8 @@ def client_env(server, tmp_path) -> dict:
 
 def test_push_then_download_and_load_without_the_package(tmp_path, local_hub):
     model = make_run(tmp_path / "run")
+    (tmp_path / "run/logs").mkdir()
+    (tmp_path / "run/logs/events.out.tfevents.1").write_bytes(b"\x00event")  # training logs go by default
     # the exact folder the push will upload, for comparison
     staged = hub.build_repo_folder(tmp_path / "run", tmp_path / "staged", "test-user/tiny-vit", token=TOKEN)
 
@@ -69,6 +71,8 @@ def test_push_then_download_and_load_without_the_package(tmp_path, local_hub):
     on_hub = local_hub.files("test-user/tiny-vit")
     expected = {p.relative_to(staged).as_posix(): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
     assert on_hub.pop(".gitattributes") and on_hub == expected
+    assert {".eval_results/cifar10_test.yaml", ".eval_results/digits_test.yaml"} <= set(on_hub)  # the Hub's eval results
+    assert on_hub["logs/events.out.tfevents.1"] == b"\x00event"
     repo = local_hub.repos["test-user/tiny-vit"]
     assert repo.commits[repo.refs["main"]]["message"] == "first version" and not repo.private
     assert local_hub.requests("POST", "/api/validate-yaml") and local_hub.requests("PUT", "/lfs-upload/")
@@ -305,3 +309,26 @@ def test_push_to_transformers_publishes_the_native_form_with_the_same_card(tmp_p
     assert out["class"] == "ViTForImageClassification"
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(out["logits"]), model(x).logits, atol=1e-5, rtol=0)
+
+
+def test_push_with_export_uploads_the_onnx_graphs(tmp_path, local_hub, online):
+    """`push --with-export`: the graphs reach the Hub as onnx/model.onnx and
+    onnx/model_quantized.onnx, and what the server holds runs in ONNX Runtime like the weights."""
+    import onnxruntime as ort
+
+    from hf_vit_repro.export import export
+
+    model = make_run(tmp_path / "run", evaluated=False, figures=False)
+    export(tmp_path / "run", tmp_path / "onnx-export", quantize="int8", progress=False)
+    hub.push_to_hub(tmp_path / "run", "test-user/tiny-vit", endpoint=local_hub.url, verbose=False,
+                    with_export=tmp_path / "onnx-export")
+    on_hub = local_hub.files("test-user/tiny-vit")
+    assert {"onnx/model.onnx", "onnx/model_quantized.onnx", "onnx/export_report.json", "model.safetensors"} <= set(on_hub)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x).logits
+    for name, bound in (("onnx/model.onnx", 1e-4), ("onnx/model_quantized.onnx", 0.1 * float(expected.abs().max()))):
+        (tmp_path / "from_hub.onnx").write_bytes(on_hub[name])
+        session = ort.InferenceSession(str(tmp_path / "from_hub.onnx"), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"pixel_values": x.numpy()})[0])
+        assert float((got - expected).abs().max()) <= bound, name

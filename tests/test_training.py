@@ -4,6 +4,7 @@ scikit-learn's digits (offline), a few steps each."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -221,7 +222,11 @@ def test_run_folder_contents(tmp_path):
     assert metrics["num_images"] == 16 and 0.0 <= metrics["metrics"]["accuracy"] <= 1.0
     assert metrics["metrics"]["accuracy"] == pytest.approx(result.eval_accuracy)
     model = AutoModelForImageClassification.from_pretrained(run_dir / runs.FINAL_DIR)
-    assert AutoImageProcessor.from_pretrained(run_dir / runs.FINAL_DIR).size == {"height": 16, "width": 16}
+    processor = AutoImageProcessor.from_pretrained(run_dir / runs.FINAL_DIR)
+    assert processor.size == {"height": 16, "width": 16}
+    # the metrics file names the processor published with the model, as pipeline() loads it
+    assert (metrics["image_processor"]["class"], metrics["image_processor"]["backend"]) == (
+        type(processor).__name__, processor.backend) == ("ViTImageProcessor", "torchvision")
     assert (run_dir / runs.FINAL_DIR / "modeling_vit_repro.py").is_file()
     # With EMA the saved weights are the average, not the last iterate.
     last = load_file(str(run_dir / runs.CHECKPOINTS_DIR / "step_0000004" / "model.safetensors"))
@@ -428,3 +433,74 @@ def test_missing_init_from_checkpoint_fails_before_data_and_training(tmp_path):
     with pytest.raises(RecipeError, match="`model.init_from` .*no-such-run.* is not a local folder"):
         train(recipe)
     assert not recipe.output_dir.exists()
+
+
+# ------------------------------------------------------------------ trackers and their init options
+
+
+def test_tracker_kwargs_reach_the_trackers_init_and_bad_ones_are_one_clear_error(tmp_path, monkeypatch):
+    """`run.tracker_kwargs` goes to Accelerate's `init_trackers(init_kwargs=...)`: TensorBoard's
+    SummaryWriter gets `filename_suffix`, visible in the event file's name."""
+    recipe = tiny_recipe(tmp_path, **{"run.trackers": ["tensorboard"],
+                                      "run.tracker_kwargs": {"tensorboard": {"filename_suffix": ".vit-repro-test"}}})
+    result = train(recipe)
+    events = list((result.run_dir / runs.LOGS_DIR / "tiny").glob("events.out.tfevents.*"))  # the run's writer
+    assert len(events) == 1 and events[0].name.endswith(".vit-repro-test")
+
+    def refused(**changes):
+        with pytest.raises(RecipeError) as info:
+            tiny_recipe(tmp_path, name="bad", **changes).validate()
+        return str(info.value)
+
+    assert "`run.tracker_kwargs` has options for 'wandb', which is not in `run.trackers`" in refused(
+        **{"run.trackers": ["tensorboard"], "run.tracker_kwargs": {"wandb": {"entity": "x"}}})
+    assert "`run.tracker_kwargs.tensorboard` must be a mapping" in refused(
+        **{"run.trackers": ["tensorboard"], "run.tracker_kwargs": {"tensorboard": 30}})
+    assert "'tensorbord' is not an Accelerate tracker (did you mean 'tensorboard'?)" in refused(**{"run.trackers": ["tensorbord"]})
+    from accelerate import tracking
+
+    monkeypatch.setattr(tracking, "_available_trackers", [t for t in tracking._available_trackers if str(t) != "tensorboard"])
+    assert "names 'tensorboard', which is not installed: `pip install tensorboard`" in refused(**{"run.trackers": ["tensorboard"]})
+    monkeypatch.undo()
+    # an option the tracker's init does not take: one line naming the field, not a TypeError from inside it
+    with pytest.raises(RecipeError, match=r"`run.tracker_kwargs`: a tracker refused its options .*flush_every"):
+        train(tiny_recipe(tmp_path, name="typo", **{"run.trackers": ["tensorboard"],
+                                                      "run.tracker_kwargs": {"tensorboard": {"flush_every": 3}}}))
+
+
+def test_trackio_logs_a_run_to_a_local_store(tmp_path):
+    """`run.trackers: [trackio]` (the Hub's tracker, Accelerate's log_with="trackio") with its init
+    options from `run.tracker_kwargs`, pointed at a local store by TRACKIO_DIR (no Space, no
+    network): the store holds the run under the recipe's name as project, with the run name
+    given, the recipe as config and the losses the step log has. trackio reads TRACKIO_DIR when
+    imported, so the run is in a fresh process."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    store = tmp_path / "trackio-store"
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from tests.test_training import tiny_recipe
+        from pathlib import Path
+        from hf_vit_repro.training import train
+        recipe = tiny_recipe(Path({str(tmp_path)!r}), **{{"run.trackers": ["trackio"], "run.log_every": 1,
+            "run.tracker_kwargs": {{"trackio": {{"name": "tiny-b16", "auto_log_cpu": False, "auto_log_gpu": False}}}}}})
+        result = train(recipe)
+        from trackio.sqlite_storage import SQLiteStorage
+        print("RESULT " + json.dumps({{
+            "projects": SQLiteStorage.get_projects(), "runs": SQLiteStorage.get_runs("tiny"),
+            "logs": SQLiteStorage.get_logs("tiny", "tiny-b16"), "config": SQLiteStorage.get_run_config("tiny", "tiny-b16"),
+            "run_dir": str(result.run_dir)}}, default=str))
+    """)
+    env = {**os.environ, "TRACKIO_DIR": str(store), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert out["projects"] == ["tiny"] and out["runs"] == ["tiny-b16"]
+    assert [p.name for p in store.iterdir() if p.suffix == ".db"] == ["tiny.db"]  # the local store, nothing else
+    losses = [entry["train/loss"] for entry in out["logs"] if "train/loss" in entry]
+    assert len(losses) == 4 and losses == pytest.approx(logged_losses(Path(out["run_dir"])), rel=1e-6)
+    assert out["config"]["optim.lr"] == 1e-3 and out["config"]["train.steps"] == 4

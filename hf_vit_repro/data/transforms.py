@@ -137,6 +137,15 @@ def image_stats(processor: Any) -> tuple[tuple[float, float, float], tuple[float
     return _stats(mean, std)  # type: ignore[return-value]
 
 
+def describe_image_processor(processor: Any, source: str | None = None) -> dict[str, Any]:
+    """What a metrics file or an export report records about an image processor:
+    `{"class": "ViTImageProcessor", "backend": "torchvision", "source": ...}`. `backend` is
+    transformers' own name (5.x: "torchvision" for the fast class, "pil" for the `...Pil` slow
+    one; None for a processor without one); `source` says where it came from (the folder's
+    `preprocessor_config.json`, or the default used when none was saved)."""
+    return {"class": type(processor).__name__, "backend": getattr(processor, "backend", None), "source": source}
+
+
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
     return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
 

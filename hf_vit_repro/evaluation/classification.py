@@ -229,7 +229,9 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint (folder, run folder or Hub id) on `split` of `task` and write the
     metrics JSON (`runs.metrics_record`: checkpoint, task, dataset, split, resolution, number of
-    images, metrics, software versions; plus per-class accuracy and the evaluation settings).
+    images, metrics, software versions; plus per-class accuracy, the evaluation settings and the
+    checkpoint's image processor: class and backend as `AutoImageProcessor` loads it, whose mean
+    and std the evaluation normalised with).
 
     `resolution`: evaluate at this size, the position embeddings resampled once (paper Sec. 3.2; a
     BiT ResNet just runs at it); default the checkpoint's (needed for a BiT checkpoint that
@@ -266,6 +268,7 @@ def evaluate_checkpoint(
     extra: dict[str, Any] = {
         "precision": result["precision"]["precision"],
         "num_skipped": result["num_skipped"],
+        "image_processor": loaded.image_processor,
         "per_class_accuracy": result["per_class_accuracy"],
         "evaluation": {
             "preprocessing": "resize shorter side + central crop" if crop else "resize to the resolution",

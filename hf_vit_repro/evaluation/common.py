@@ -32,17 +32,21 @@ class LoadedCheckpoint:
     run_dir: Path | None
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    #: `data.describe_image_processor` of the processor saved beside the weights (class, backend),
+    #: recorded in the metrics files; `source` says when none was saved and the default was used.
+    image_processor: dict[str, Any] | None = None
 
 
 def load_checkpoint(checkpoint: str | os.PathLike, device: str | torch.device | None = None) -> LoadedCheckpoint:
     """`AutoModelForImageClassification` from a checkpoint folder, a run folder (its `final/`) or a
     Hub id, in eval mode on `device` (default: CUDA when available), with the mean/std of the image
-    processor saved beside it (0.5/0.5, the ViT checkpoints' values, with a warning when none is)."""
+    processor saved beside it (0.5/0.5, the ViT checkpoints' values, with a warning when none is),
+    and that processor's class and backend (`image_processor`, as `AutoImageProcessor` loads it)."""
     import hf_vit_repro  # noqa: F401  (registers the Auto classes)
-    from transformers import AutoModelForImageClassification
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from ..runs import CheckpointError, load_pretrained, resolve_checkpoint
-    from ..data import VIT_MEAN, VIT_STD, image_stats
+    from ..data import VIT_MEAN, VIT_STD, describe_image_processor, image_stats
 
     source, run_dir = resolve_checkpoint(checkpoint)
     try:
@@ -55,12 +59,15 @@ def load_checkpoint(checkpoint: str | os.PathLike, device: str | torch.device | 
             f"a run folder holding final/, or a Hub model id ({type(err).__name__}: {err})"
         ) from err
     try:
-        mean, std = image_stats(source)
+        processor = AutoImageProcessor.from_pretrained(source)
+        mean, std = image_stats(processor)
+        described = describe_image_processor(processor, f"{source}/preprocessor_config.json")
     except (OSError, ValueError):
         warnings.warn(f"no image processor saved with {source!r}; normalising with mean 0.5, std 0.5", stacklevel=2)
         mean, std = VIT_MEAN, VIT_STD
+        described = {"class": None, "backend": None, "source": "none saved with the checkpoint: mean 0.5, std 0.5"}
     device = torch.device(device) if device is not None else default_device()
-    return LoadedCheckpoint(model.to(device).eval(), source, run_dir, mean, std)
+    return LoadedCheckpoint(model.to(device).eval(), source, run_dir, mean, std, described)
 
 
 def default_device() -> torch.device:

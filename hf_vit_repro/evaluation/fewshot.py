@@ -451,6 +451,8 @@ def fewshot_checkpoint(
     else outputs/fewshot/<checkpoint>/fewshot.json; `output` may be a .json file or a folder),
     merged into what the file holds (`write_fewshot_results`: other tasks and other protocols are
     kept; the tasks asked for are (re)computed, which is cheap when their features are cached).
+    The file records the checkpoint's image processor (class, backend) whose mean and std normalise
+    the images.
     `cache_dir=True` uses `default_cache_dir()`, None/False disables the cache."""
     from ..data import load_task
     from .common import load_checkpoint
@@ -478,7 +480,7 @@ def fewshot_checkpoint(
             cache_dir=cache, data_key=key, **kwargs,
         )
         # after every task: an interrupted run keeps what it finished
-        record = write_fewshot_results(path, checkpoint, protocol, {task: result})
+        record = write_fewshot_results(path, checkpoint, protocol, {task: result}, image_processor=loaded.image_processor)
     return record, path
 
 
@@ -493,7 +495,8 @@ def _same_checkpoint(a, b) -> bool:
 
 
 def write_fewshot_results(
-    path: str | os.PathLike, checkpoint: str | os.PathLike, protocol: dict[str, Any], results: dict[str, Any]
+    path: str | os.PathLike, checkpoint: str | os.PathLike, protocol: dict[str, Any], results: dict[str, Any],
+    *, image_processor: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Merge `results` ({task: fewshot_evaluate's result}) of `checkpoint` under `protocol` into the
     fewshot.json at `path` and write it atomically; returns the record written.
@@ -502,7 +505,8 @@ def write_fewshot_results(
     read) is the group just written; every other (checkpoint, protocol) group already in the file
     moves to `other_protocols` (a list of {checkpoint, protocol, results}), so evaluating another
     task or another protocol never loses earlier results. A task evaluated again under the same
-    protocol replaces its entry."""
+    protocol replaces its entry. `image_processor` (class, backend: `load_checkpoint`'s) is recorded
+    with the group."""
     path = Path(path)
     groups: list[dict[str, Any]] = []
     if path.is_file():
@@ -515,10 +519,13 @@ def write_fewshot_results(
         if same:
             merged.update(group.get("results") or {})
         elif group.get("results"):
-            others.append({key: group.get(key) for key in ("checkpoint", "protocol", "results")})
+            others.append({key: group[key] for key in ("checkpoint", "protocol", "results", "image_processor")
+                           if key in group})
     merged.update(results)
     record: dict[str, Any] = {"checkpoint": str(checkpoint), "protocol": protocol, "results": merged,
                               "versions": runs.software_versions()}
+    if image_processor is not None:
+        record["image_processor"] = image_processor
     if others:
         record["other_protocols"] = others
     runs.write_json(path, record)

@@ -2,7 +2,7 @@
 
     vit-repro push outputs/run1 your-name/vit-b16-cifar10 [--dry-run]
 
-- `card`         reading a run folder, the result tables, `model_card`
+- `card`         reading a run folder, the result tables, `model_card`, the `.eval_results/` files
 - `model_facts`  the model a checkpoint holds (architecture, parameters) without loading it
 - `push`         the staged repo folder (`build_repo_folder`), its checks, the upload (`push_to_hub`)
 - `redaction`    the token and secrets, kept out of every file, message and upload
@@ -14,6 +14,7 @@ from __future__ import annotations
 from .card import (
     TEMPLATE_PATH,
     Sources,
+    eval_result_files,
     eval_results,
     locate,
     model_card,
@@ -35,6 +36,7 @@ __all__ = [
     "build_repo_folder",
     "count_parameters",
     "describe_model",
+    "eval_result_files",
     "eval_results",
     "locate",
     "model_card",

@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
-from .model_facts import describe_model
+from .model_facts import CLASSIFIER_PIPELINE_TAG, describe_model
 from .redaction import active_token, redact, redact_secrets
 
 # model_cards/modelcard_template.md, reached through the package (a link in a checkout, a copy in a
 # built wheel), so installed packages have it too.
 TEMPLATE_PATH = Path(__file__).resolve().parent / "modelcard_template.md"
 LIBRARY_NAME = "transformers"
-PIPELINE_TAG = "image-classification"
+#: The task of the metrics in `model-index` / `.eval_results` (classification accuracies); the
+#: card's `pipeline_tag` is the checkpoint's own (`model_facts.pipeline_tag_of`).
+PIPELINE_TAG = CLASSIFIER_PIPELINE_TAG
 DEFAULT_LICENSE = "apache-2.0"  # the license of this package's code; pass `license=` for the weights'
 BASE_TAGS = ["vision-transformer", "vit", "image-classification", "hf-vit-repro"]
 #: Tags of a BiT ResNet's card (the paper's CNN baseline; transformers' own model_type "bit").
@@ -244,6 +246,47 @@ def eval_results(records: list[dict]):
     return results
 
 
+#: The folder of the Hub's eval-results files (huggingface_hub's `constants.EVAL_RESULTS_FOLDER`).
+EVAL_RESULTS_DIR = ".eval_results"
+
+
+def eval_result_files(records: list[dict]) -> dict[str, str]:
+    """The Hub's `.eval_results/*.yaml` files from metrics records: {path in the repo: YAML text}.
+
+    Format: the one huggingface_hub documents and parses (`EvalResultEntry`,
+    `eval_result_entries_to_yaml`; https://huggingface.co/docs/hub/eval-results): a list of
+    entries `{dataset: {id, task_id}, value, notes}`. One file per metrics file
+    (`metrics/cifar10_test.json` -> `.eval_results/cifar10_test.yaml`), one entry per metric:
+    `dataset.id` the record's Hub dataset, `task_id` its task, `value` exactly as in the file (a
+    fraction), and `notes` naming the metric, split, resolution, image count and source file (the
+    format has no field for the metric: a benchmark's eval.yaml fixes it, and these datasets have
+    none). A record whose dataset is not a Hub id (local data) gets no file. The Hub shows such
+    results on the model page; it puts them on a leaderboard only for datasets registered as
+    benchmarks."""
+    import yaml
+    from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
+
+    files = {}
+    for record in records:
+        if not _is_hub_id(record["dataset"], []):
+            continue
+        source = record.get("file") or f"{runs.METRICS_DIR}/{record['task']}_{record['split']}.json"
+        resolution = record.get("resolution")
+        where = [f"split {record['split']}"]
+        if resolution:
+            where.append(f"{_cell(resolution).replace(', ', 'x')} px")
+        if record.get("num_images") is not None:
+            where.append(f"{record['num_images']} images")
+        entries = [
+            EvalResultEntry(dataset_id=record["dataset"], task_id=str(record["task"]), value=value,
+                            notes=f"{metric} ({', '.join(where)}); {source}")
+            for metric, value in record["metrics"].items()
+        ]
+        name = f"{EVAL_RESULTS_DIR}/{Path(source).stem}.yaml"
+        files[name] = yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False)
+    return files
+
+
 def _paper_cell(record: dict, variant: str | None, pretraining: str | None, recipe: dict | None):
     """The paper's number matching one metrics record, or None: Table 2 for ImageNet / ReaL
     fine-tuned at 512 or 518 px with Polyak averaging 0.9999 (the paper's headline setting),
@@ -458,7 +501,9 @@ def model_card(
     """Render the model card (`huggingface_hub.ModelCard`) of a run folder, a checkpoint folder or
     a staged repo folder, from `model_cards/modelcard_template.md`.
 
-    Metadata: license, `library_name`, `pipeline_tag`, tags (`hybrid` for hybrids), training
+    Metadata: license, `library_name`, `pipeline_tag` (`image-classification` for a classifier,
+    `image-feature-extraction` for an encoder: the bare model or a masked-patch-prediction /
+    masked-image-modeling checkpoint, by config.json's `architectures`), tags (`hybrid` for hybrids), training
     datasets (`datasets`, plus those the recipe names, see `recipe_metadata`), `base_model`
     (argument or the recipe's `BASE_MODEL_KEYS` when a Hub id; local folders are looked for next
     to `recipe_root`, default the run folder, and its parents), and a `model-index` with one entry
@@ -496,13 +541,14 @@ def model_card(
     train_datasets = list(dict.fromkeys(list(datasets or []) + recipe_datasets))
     base_model = base_model or recipe_base
     base_tags = BIT_TAGS if model["family"] == "bit" else BASE_TAGS
+    base_tags = [model["pipeline_tag"] if tag == CLASSIFIER_PIPELINE_TAG else tag for tag in base_tags]
     tags = base_tags + (["hybrid"] if model["hybrid"] else []) + (["converted"] if converted_from else [])
     results = eval_results(records)
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         license=license or DEFAULT_LICENSE,
         library_name=LIBRARY_NAME,
-        pipeline_tag=PIPELINE_TAG,
+        pipeline_tag=model["pipeline_tag"],
         tags=tags,
         datasets=train_datasets or None,
         base_model=base_model,
@@ -524,6 +570,8 @@ def model_card(
         "paper_citation": paper_results.CITATION,
         "figures": _figures(sources),
         "has_logs": (sources.run / runs.LOGS_DIR).is_dir(),
+        # ONNX graphs staged by `push --with-export` (hf_vit_repro.export's onnx/ layout)
+        "onnx": sorted(p.relative_to(sources.run).as_posix() for p in (sources.run / "onnx").glob("*.onnx")),
     }
     context["evaluated"] = bool(context["evaluation"] or context["fewshot"] or context["vtab"])
     card = ModelCard.from_template(card_data, template_path=str(template_path or _template_path()), **context)

@@ -31,6 +31,7 @@ def _push(args: argparse.Namespace):
         dry_run=args.dry_run,
         output_dir=args.output_dir,
         include_logs=args.include_logs,
+        with_export=args.with_export,
         license=args.license,
         datasets=args.dataset,
         base_model=args.base_model,
@@ -46,8 +47,8 @@ def add_cli(subparsers) -> None:
         "push",
         help="publish a run folder or checkpoint to the Hugging Face Hub with a model card",
         description="Build the repo folder of a run (weights, config with auto_map, shipped code, image processor, "
-        "README.md model card from the run's results, metrics, figures, recipe), validate it, show it, and upload it "
-        "with huggingface_hub. The token comes from HF_TOKEN or `hf auth login`.",
+        "README.md model card and .eval_results/ from the run's results, metrics, figures, recipe, training logs), "
+        "validate it, show it, and upload it with huggingface_hub. The token comes from HF_TOKEN or `hf auth login`.",
     )
     p.add_argument("source", help="run folder (with final/) or a save_pretrained checkpoint folder")
     p.add_argument("repo_id", help="Hub repo, 'namespace/name' (created if missing)")
@@ -57,7 +58,17 @@ def add_cli(subparsers) -> None:
     p.add_argument("--commit-message", default=None, help="commit message")
     p.add_argument("--dry-run", action="store_true", help="write and validate the folder, upload nothing")
     p.add_argument("--output-dir", default=None, help="where to write the repo folder (default for --dry-run: outputs/hub/NAME)")
-    p.add_argument("--include-logs", action="store_true", help="also upload the run's TensorBoard logs (logs/)")
+    logs = p.add_mutually_exclusive_group()
+    logs.add_argument("--no-logs", dest="include_logs", action="store_false",
+                      help="leave out the run's training logs (logs/: TensorBoard event files, the step log), which are "
+                      "uploaded by default")
+    logs.add_argument("--include-logs", dest="include_logs", action="store_true",
+                      help="upload the run's logs/ (the default; accepted for scripts written before it was)")
+    p.set_defaults(include_logs=True)
+    p.add_argument("--with-export", default=None, metavar="EXPORT_DIR",
+                   help="also upload an ONNX export of this checkpoint (a folder written by `vit-repro export`, checked "
+                   "against the checkpoint first) as onnx/model.onnx and onnx/model_quantized.onnx, where transformers.js "
+                   "and optimum look for them")
     p.add_argument("--license", default=None, help=f"license of the weights (default {DEFAULT_LICENSE}; required with --converted-from)")
     p.add_argument("--dataset", action="append", default=None, help="Hub id of a training dataset (repeatable)")
     p.add_argument("--base-model", default=None, help="Hub id of the checkpoint this one was fine-tuned from")

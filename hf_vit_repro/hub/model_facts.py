@@ -10,6 +10,22 @@ from typing import Any
 
 from .. import runs
 
+#: The Hub's `pipeline_tag` of a checkpoint whose class (config.json's `architectures`) predicts
+#: classes; any other class (the bare encoder `ViTReproModel`, the masked-patch-prediction and
+#: masked-image-modeling pretraining heads, whose outputs are not classes) is an encoder, which the
+#: Hub lists under `ENCODER_PIPELINE_TAG`.
+CLASSIFIER_PIPELINE_TAG = "image-classification"
+ENCODER_PIPELINE_TAG = "image-feature-extraction"
+
+
+def pipeline_tag_of(architectures: list[str] | None) -> str:
+    """`image-classification` for a `*ForImageClassification` class (or a config that names no
+    class: a classifier is what this package trains by default), else `image-feature-extraction`."""
+    name = (architectures or [None])[0]
+    if name is None or name.endswith("ForImageClassification"):
+        return CLASSIFIER_PIPELINE_TAG
+    return ENCODER_PIPELINE_TAG
+
 
 def count_parameters(checkpoint: str | os.PathLike) -> int:
     """Number of parameters stored in a checkpoint's safetensors weights (read from the file
@@ -87,12 +103,20 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
                    + (" + class token" if config.pooling == "token" else "")),
         ("Pooling", "class token" if config.pooling == "token" else "global average pooling of the patch tokens"),
         ("Pre-logits layer", f"{config.representation_size} (dense + tanh)" if config.representation_size else "none"),
-        ("Classes", str(len(id2label))),
     ]
+    architecture = (raw.get("architectures") or [None])[0]
+    encoder = pipeline_tag_of(raw.get("architectures")) == ENCODER_PIPELINE_TAG
+    if encoder:  # no classifier: its config's labels are transformers' placeholders
+        rows.append(("Head", f"{architecture}: no classifier (an encoder; its features serve image-feature-extraction)"))
+        id2label = {}
+    else:
+        rows.append(("Classes", str(len(id2label))))
     return {
         "name": name,
         "family": "vit",
         "native": (raw.get("architectures") or ["ViTForImageClassification"])[0] if native else None,
+        "architecture": architecture,
+        "pipeline_tag": pipeline_tag_of(raw.get("architectures")),
         "variant": variant,
         "hybrid": backbone is not None,
         "parameters": parameters,
@@ -162,6 +186,8 @@ def describe_bit_model(checkpoint: Path, raw: dict) -> dict[str, Any]:
     return {
         "name": variant or "custom BiT",
         "family": "bit",
+        "architecture": (raw.get("architectures") or [None])[0],
+        "pipeline_tag": pipeline_tag_of(raw.get("architectures")),
         "variant": variant,
         "hybrid": False,
         "parameters": parameters,

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from .. import runs
-from .card import Sources, check_repo_id, eval_results, locate, model_card, read_metrics
+from .card import EVAL_RESULTS_DIR, Sources, check_repo_id, eval_result_files, eval_results, locate, model_card, read_metrics
 from .redaction import TEXT_SUFFIXES, active_token, check_no_token, redact, redact_secrets
 
 
@@ -81,7 +81,8 @@ def build_repo_folder(
     output_dir: str | os.PathLike,
     repo_id: str,
     *,
-    include_logs: bool = False,
+    include_logs: bool = True,
+    with_export: str | os.PathLike | None = None,
     token: str | None = None,
     to: str = "vit_repro",
     **card_options,
@@ -89,9 +90,13 @@ def build_repo_folder(
     """Write the exact folder a push uploads to `output_dir` (which must not exist or be empty):
     safetensors weights, config.json (with `auto_map`), the shipped code, the image processor
     config, the run's recipe, training summary, metrics, few-shot and VTAB results, figures,
-    TensorBoard logs if `include_logs`, and README.md rendered from those staged files. Text files
-    have secrets redacted. Written to a temporary sibling and renamed, so a crash leaves nothing
-    half-written. `card_options` go to `model_card`.
+    the run's training logs (`logs/`: TensorBoard event files, the step log; unless
+    `include_logs=False`), README.md rendered from those staged files, and the Hub's
+    eval-results files `.eval_results/*.yaml` (`card.eval_result_files`). `with_export`: an ONNX
+    export folder of this checkpoint (`vit-repro export`), verified against it and staged as
+    `onnx/model.onnx` (+ `onnx/model_quantized.onnx`), where transformers.js and optimum look
+    (`export.hub_files`). Text files have secrets redacted. Written to a temporary sibling and
+    renamed, so a crash leaves nothing half-written. `card_options` go to `model_card`.
 
     `to="transformers"` stages the checkpoint in transformers' own ViT classes instead (model_type
     "vit", no `auto_map`, no code files: `convert(..., to="transformers")`, which refuses a model
@@ -111,6 +116,11 @@ def build_repo_folder(
             "the weights (`processor.save_pretrained(folder)`), so pipeline() and AutoImageProcessor work."
         )
     output_dir.parent.mkdir(parents=True, exist_ok=True)
+    exported = []
+    if with_export is not None:
+        from ..export import hub_files
+
+        exported = hub_files(with_export, sources.checkpoint)  # checked before anything is staged
     staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.staging-"))
     native = None
     try:
@@ -120,10 +130,13 @@ def build_repo_folder(
             native = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.native-"))
             sources = dataclasses.replace(sources, checkpoint=convert(sources.checkpoint, native / "checkpoint",
                                                                       to="transformers"))
-        for src, name in _staged_files(sources, include_logs):
+        for src, name in _staged_files(sources, include_logs) + exported:
             _copy(src, staging / name, token)
         card = model_card(staging, repo_id, token=token, **{"recipe_root": sources.run, **card_options})
         card.save(staging / "README.md")
+        for name, text in eval_result_files(read_metrics(staging)).items():
+            (staging / name).parent.mkdir(exist_ok=True)
+            (staging / name).write_text(text, encoding="utf-8")
         check_no_token(staging, token)
         if output_dir.exists():
             output_dir.rmdir()
@@ -144,9 +157,9 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
     are present, except for a BiT ResNet, transformers' own model_type "bit" that loads without
     remote code; safetensors weights, preprocessor_config.json, README.md); the card's metadata
     parses with huggingface_hub (license, library_name, pipeline_tag, tags) and its `model-index`
-    equals the metrics files in the folder; every relative link in the card points to a file in the
-    folder; no file holds the token; and (`load_model`) the weights load into the config's model
-    with no missing or unexpected tensor.
+    equals the metrics files in the folder, as do the `.eval_results/*.yaml` files; every relative
+    link in the card points to a file in the folder; no file holds the token; and (`load_model`)
+    the weights load into the class config.json names with no missing or unexpected tensor.
     """
     from huggingface_hub import ModelCard
 
@@ -186,6 +199,7 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
             for target in re.findall(r"\]\(([^)\s]+)\)", card.text):
                 if not re.match(r"^[a-z]+:", target) and not target.startswith("#") and not (folder / target).exists():
                     problems.append(f"README.md links to {target}, which is not in the folder")
+    problems += _eval_results_problems(folder)
     try:
         check_no_token(folder, active_token(token))
     except ValueError as err:
@@ -194,6 +208,17 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
         problems += _load_problems(folder)
     if problems:
         raise ValueError(f"{folder} is not ready to publish:\n- " + "\n- ".join(problems))
+
+
+def _eval_results_problems(folder: Path) -> list[str]:
+    """The `.eval_results/*.yaml` files must be exactly those the metrics files give."""
+    expected = eval_result_files(read_metrics(folder))
+    found = {p.relative_to(folder).as_posix(): p.read_text(encoding="utf-8")
+             for p in sorted((folder / EVAL_RESULTS_DIR).glob("*")) if p.is_file()}
+    problems = [f"{name} is missing (the Hub's eval results of its metrics file)" for name in expected.keys() - found.keys()]
+    problems += [f"{name} matches no metrics file" for name in found.keys() - expected.keys()]
+    problems += [f"{name} differs from its metrics file" for name in expected.keys() & found.keys() if expected[name] != found[name]]
+    return sorted(problems)
 
 
 def _load_problems(folder: Path) -> list[str]:
@@ -279,7 +304,8 @@ def push_to_hub(
     token: str | None = None,
     dry_run: bool = False,
     output_dir: str | os.PathLike | None = None,
-    include_logs: bool = False,
+    include_logs: bool = True,
+    with_export: str | os.PathLike | None = None,
     endpoint: str | None = None,
     verbose: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
@@ -293,7 +319,9 @@ def push_to_hub(
     `upload_folder` with huggingface_hub. `create_pr` opens a pull request on the main branch
     instead of committing to it. `dry_run` stops after validation and keeps the folder in
     `output_dir` (default `outputs/hub/<repo name>`); without it the folder is temporary unless
-    `output_dir` is given. `endpoint` is a Hub mirror (default: `HF_ENDPOINT` / huggingface.co).
+    `output_dir` is given. The run's `logs/` go with it unless `include_logs=False`;
+    `with_export`, an ONNX export folder of the checkpoint, adds its `onnx/` graphs (see
+    `build_repo_folder`). `endpoint` is a Hub mirror (default: `HF_ENDPOINT` / huggingface.co).
     `timeout`: seconds any one request may wait for the Hub (connect, send, answer) before the push
     stops with a HubPushError. `to="transformers"` publishes the checkpoint in transformers' own
     ViT classes, loadable without remote code (see `build_repo_folder`). `card_options` (license, datasets, base_model, converted_from) go
@@ -319,8 +347,8 @@ def push_to_hub(
     built = None
     try:
         with _terminate_as_interrupt():
-            built = folder = build_repo_folder(source, output_dir, repo_id, include_logs=include_logs, token=token,
-                                               to=to, **card_options)
+            built = folder = build_repo_folder(source, output_dir, repo_id, include_logs=include_logs,
+                                               with_export=with_export, token=token, to=to, **card_options)
             validate_repo_folder(folder, token=token)
             built = None  # valid: a dry run keeps it
             return _publish(folder, source, repo_id, dry_run=dry_run, private=private, revision=revision,

@@ -195,7 +195,11 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     if r.trackers:
         hyper = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
                  for s in SECTIONS for k, v in dataclasses.asdict(getattr(recipe, s)).items()}
-        accelerator.init_trackers(recipe.name, config=hyper)
+        try:
+            accelerator.init_trackers(recipe.name, config=hyper, init_kwargs=r.tracker_kwargs or None)
+        except TypeError as err:  # an option the tracker's init does not take
+            raise RecipeError(f"`run.tracker_kwargs`: a tracker refused its options ({err}); use the keyword "
+                              "arguments of that tracker's own init.") from None
 
     step, images_seen, train_time, skipped_images = 0, 0, 0.0, 0
     if checkpoint is not None:
@@ -373,6 +377,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
                     metrics=evaluation["metrics"], per_class_accuracy=evaluation.get("per_class_accuracy"),
                     num_skipped=evaluation["num_skipped"], objective=objective.name,
                     **({"precision": evaluation["precision"]["precision"]} if "precision" in evaluation else {}),
+                    image_processor=_saved_image_processor(final_dir),
                 ),
             )
     accelerator.wait_for_everyone()
@@ -382,6 +387,16 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
         push_run_to_hub(run_dir, r.hub_repo_id)
     return TrainResult(run_dir, step, last_loss, accuracy, train_time, num_parameters, losses,
                        trainable_parameters=trainable_parameters)
+
+
+def _saved_image_processor(final_dir: Path) -> dict:
+    """Class and backend of the image processor `save_final_model` wrote, as `AutoImageProcessor`
+    (and so `pipeline`) loads it: what the run's metrics file records beside its numbers."""
+    from transformers import AutoImageProcessor
+
+    from ..data import describe_image_processor
+
+    return describe_image_processor(AutoImageProcessor.from_pretrained(final_dir), f"{final_dir}/preprocessor_config.json")
 
 
 def truncate_log(log_file: Path, step: int) -> None:

@@ -189,7 +189,11 @@ class RunRecipe:
     `stop_after` ends this session after that many updates with a checkpoint (for time-limited
     jobs: run again with `resume=auto` to continue). `torch_threads` caps PyTorch's intra-op threads for the run (tiny models on a busy CPU run
     faster on one thread, with `num_workers: 1` loading data on another core). `trackers`:
-    `tensorboard` (local, in `logs/`) and any other Accelerate tracker (`wandb`, `mlflow`...)."""
+    `tensorboard` (local, in `logs/`) and any other installed Accelerate tracker (`trackio`, the
+    Hub's own, `wandb`, `mlflow`...). `tracker_kwargs`: a tracker's init options, through
+    Accelerate's `init_trackers(init_kwargs=...)`, e.g. `{trackio: {space_id: you/runs, name: b16}}`
+    (without `space_id` trackio logs to `$TRACKIO_DIR`, default ~/.cache/huggingface/trackio) or
+    `{wandb: {entity: team}}`; the project is the recipe's `name`."""
 
     output_dir: str | None = None
     resume: str = "auto"
@@ -204,6 +208,7 @@ class RunRecipe:
     stop_after: int | None = None
     log_every: int = 10
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    tracker_kwargs: dict = field(default_factory=dict)
     progress_bar: bool = True
     push_to_hub: bool = False
     hub_repo_id: str | None = None
@@ -405,6 +410,7 @@ class Recipe:
         positive("run.log_every", r.log_every)
         positive("run.num_workers", r.num_workers, allow_zero=True)
         positive("run.torch_threads", r.torch_threads, allow_none=True)
+        self._validate_trackers()
         if r.push_to_hub and not r.hub_repo_id:
             raise RecipeError("`run.push_to_hub: true` needs `run.hub_repo_id` ('user/name').")
         if r.hub_repo_id is not None and r.hub_repo_id.count("/") != 1:
@@ -436,6 +442,33 @@ class Recipe:
             if is_bit_variant(self.model.variant):
                 raise RecipeError(f"`train.method: {t.method}` adapts a ViT's blocks; {self.model.variant} is a BiT "
                                   "ResNet: use full, linear or bitfit.")
+
+    def _validate_trackers(self) -> None:
+        """`run.trackers` are Accelerate trackers that are installed (Accelerate itself drops a
+        missing one without a word), and `run.tracker_kwargs` gives init options only to those."""
+        from accelerate.tracking import get_available_trackers
+        from accelerate.utils import LoggerType
+
+        r = self.run
+        known = [t.value for t in LoggerType if t.value != "all"]
+        available = {str(t) for t in get_available_trackers()}
+        for tracker in r.trackers:
+            if tracker not in known:
+                hint = "".join(f" (did you mean {c!r}?)" for c in difflib.get_close_matches(tracker, known, n=1))
+                raise RecipeError(f"`run.trackers`: {tracker!r} is not an Accelerate tracker{hint}; choose from "
+                                  f"{', '.join(known)}, or [] for none.")
+            if tracker not in available:
+                raise RecipeError(f"`run.trackers` names {tracker!r}, which is not installed: `pip install {tracker}` "
+                                  "(or remove it from `run.trackers`).")
+        for tracker, options in r.tracker_kwargs.items():
+            if tracker not in r.trackers:
+                raise RecipeError(f"`run.tracker_kwargs` has options for {tracker!r}, which is not in `run.trackers` "
+                                  f"({r.trackers}): add it there, or remove its options.")
+            if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+                raise RecipeError(
+                    f"`run.tracker_kwargs.{tracker}` must be a mapping of its init's keyword arguments "
+                    f"(e.g. {{space_id: you/runs}}), got {options!r}."
+                )
 
     def _validate_masked_patch_prediction(self) -> None:
         """What `train.objective: masked_patch_prediction` rules out: it pretrains a plain ViT
