@@ -194,3 +194,24 @@ __all__ = [
     "resolved_options",
     "trainable_parameters",
 ]
+
+
+def recipe_problem(train, variant: str | None) -> str | None:
+    """What is wrong with a recipe's `train.method` / `train.method_options` (None: nothing): a
+    known method, options it has, and a classifier to train (every method but `full` trains a
+    classification head); the methods that adapt a ViT's blocks refuse a BiT ResNet variant."""
+    if train.method not in METHODS:
+        return f"`train.method` must be one of {', '.join(map(repr, METHODS))}; got {train.method!r}."
+    problem = options_problem(train.method, train.method_options)
+    if problem:
+        return problem
+    if train.method != "full" and train.objective != "classification":
+        return (f"`train.method: {train.method}` trains a classifier head; `train.objective: {train.objective}` "
+                "has none: use `train.method: full`.")
+    if train.method in VIT_ONLY and variant is not None:
+        from ..variants import is_bit_variant
+
+        if is_bit_variant(variant):
+            return (f"`train.method: {train.method}` adapts a ViT's blocks; {variant} is a BiT ResNet: use full, "
+                    "linear or bitfit.")
+    return None

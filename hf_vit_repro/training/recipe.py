@@ -422,53 +422,20 @@ class Recipe:
         return self
 
     def _validate_method(self) -> None:
-        """`train.method` and its options (`peft_methods`): a known method, options it has, and a
-        classifier to train (every method but `full` trains a classification head)."""
+        """`train.method` and its options (`peft_methods.recipe_problem`)."""
         from . import peft_methods
 
-        t = self.train
-        if t.method not in peft_methods.METHODS:
-            raise RecipeError(f"`train.method` must be one of {', '.join(map(repr, peft_methods.METHODS))}; "
-                              f"got {t.method!r}.")
-        problem = peft_methods.options_problem(t.method, t.method_options)
+        problem = peft_methods.recipe_problem(self.train, self.model.variant)
         if problem:
             raise RecipeError(problem)
-        if t.method != "full" and t.objective != "classification":
-            raise RecipeError(f"`train.method: {t.method}` trains a classifier head; `train.objective: {t.objective}` "
-                              "has none: use `train.method: full`.")
-        if t.method in peft_methods.VIT_ONLY and self.model.variant is not None:
-            from ..variants import is_bit_variant
-
-            if is_bit_variant(self.model.variant):
-                raise RecipeError(f"`train.method: {t.method}` adapts a ViT's blocks; {self.model.variant} is a BiT "
-                                  "ResNet: use full, linear or bitfit.")
 
     def _validate_trackers(self) -> None:
-        """`run.trackers` are Accelerate trackers that are installed (Accelerate itself drops a
-        missing one without a word), and `run.tracker_kwargs` gives init options only to those."""
-        from accelerate.tracking import get_available_trackers
-        from accelerate.utils import LoggerType
+        """`run.trackers` and `run.tracker_kwargs` (`trackers.trackers_problem`)."""
+        from .trackers import trackers_problem
 
-        r = self.run
-        known = [t.value for t in LoggerType if t.value != "all"]
-        available = {str(t) for t in get_available_trackers()}
-        for tracker in r.trackers:
-            if tracker not in known:
-                hint = "".join(f" (did you mean {c!r}?)" for c in difflib.get_close_matches(tracker, known, n=1))
-                raise RecipeError(f"`run.trackers`: {tracker!r} is not an Accelerate tracker{hint}; choose from "
-                                  f"{', '.join(known)}, or [] for none.")
-            if tracker not in available:
-                raise RecipeError(f"`run.trackers` names {tracker!r}, which is not installed: `pip install {tracker}` "
-                                  "(or remove it from `run.trackers`).")
-        for tracker, options in r.tracker_kwargs.items():
-            if tracker not in r.trackers:
-                raise RecipeError(f"`run.tracker_kwargs` has options for {tracker!r}, which is not in `run.trackers` "
-                                  f"({r.trackers}): add it there, or remove its options.")
-            if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
-                raise RecipeError(
-                    f"`run.tracker_kwargs.{tracker}` must be a mapping of its init's keyword arguments "
-                    f"(e.g. {{space_id: you/runs}}), got {options!r}."
-                )
+        problem = trackers_problem(self.run.trackers, self.run.tracker_kwargs)
+        if problem:
+            raise RecipeError(problem)
 
     def _validate_masked_patch_prediction(self) -> None:
         """What `train.objective: masked_patch_prediction` rules out: it pretrains a plain ViT
