@@ -2,6 +2,12 @@
 own hidden states and against timm's `forward_intermediates`, transformers' backbone conventions,
 loading from classifier checkpoints (also as remote code, without this package)."""
 
+import importlib.util
+import os
+import sys
+import unittest
+from pathlib import Path
+
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
@@ -344,3 +350,57 @@ def test_backbone_loads_as_remote_code_without_the_package(tmp_path):
         expected = tokens_to_map(classifier.vit(x, interpolate_pos_encoding=True).last_hidden_state, (6, 5))
     assert_logits_close(torch.tensor(out["map"]), expected)
     assert_logits_close(torch.tensor(out["intermediate"]), expected)
+
+
+# ----------------------------------------------------------------------------- transformers' own backbone tests
+#
+# transformers' BackboneTesterMixin lives in its repository's tests/test_backbone_common.py, which the
+# pip package does not ship. Point TRANSFORMERS_TESTS_DIR at that folder of a transformers checkout to
+# run it here against ViTReproBackbone (it needs nothing from the network).
+
+
+def _transformers_backbone_tester_mixin():
+    folder = os.environ.get("TRANSFORMERS_TESTS_DIR")
+    path = Path(folder or "", "test_backbone_common.py")
+    if not folder or not path.is_file():
+        return None
+    import transformers.backbone_utils
+    import transformers.utils.backbone_utils
+
+    # Older copies of the file import BackboneType from its former home (utils.backbone_utils).
+    if not hasattr(transformers.utils.backbone_utils, "BackboneType"):
+        transformers.utils.backbone_utils.BackboneType = transformers.backbone_utils.BackboneType
+    spec = importlib.util.spec_from_file_location("transformers_test_backbone_common", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.BackboneTesterMixin
+
+
+class _TinyBackboneTester:
+    """What BackboneTesterMixin asks of a model tester: a tiny config choosing two stages, and inputs."""
+
+    def prepare_config_and_inputs_for_common(self):
+        config = ViTReproConfig(**tiny_kwargs(num_hidden_layers=3, out_features=["stage1", "stage3"]))
+        return config, {"pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))}
+
+
+BackboneTesterMixin = _transformers_backbone_tester_mixin()
+
+if BackboneTesterMixin is not None:
+
+    class TestTransformersBackboneTesterMixin(BackboneTesterMixin, unittest.TestCase):
+        all_model_classes = (ViTReproBackbone,)
+        config_class = ViTReproConfig
+        has_attentions = True
+
+        def setUp(self):
+            self.model_tester = _TinyBackboneTester()
+
+else:
+
+    def test_transformers_backbone_tester_mixin():
+        pytest.skip(
+            "transformers' tests/test_backbone_common.py is not in the pip package: set TRANSFORMERS_TESTS_DIR to "
+            "the tests/ folder of a transformers checkout to run its BackboneTesterMixin against ViTReproBackbone"
+        )
