@@ -22,6 +22,11 @@ number of patches, K = the number of classes:
     ViTReproModel                     pixel_values -> last_hidden_state (B, S, D), pooler_output (B, D)
     ViTReproForMaskedImageModeling    pixel_values, bool_masked_pos -> reconstruction (B, C, H, W), loss ()
     ViTReproForMaskedPatchPrediction  pixel_values, corruption, replacement_index -> logits (B, N, ...)
+    ViTReproBackbone                  pixel_values -> feature_maps_0, feature_maps_1, ... (one per map)
+
+A backbone's `feature_maps` (one per `out_features` entry, or per level of its feature pyramid)
+become that many graph outputs, in order. Save the backbone first to export one from a classifier:
+`ViTReproBackbone.from_pretrained(classifier_dir, out_indices=[...]).save_pretrained(backbone_dir)`.
 
 `pixel_values` `(B, C, H, W)` float32, normalised as the image processor says. The
 self-supervised classes take their masks as graph inputs, so the graph draws nothing at random:
@@ -95,13 +100,18 @@ EXPORT_INPUTS: dict[str, tuple[str, ...]] = {
     "ViTReproForImageClassification": ("pixel_values",),
     "ViTReproForMaskedImageModeling": ("pixel_values", "bool_masked_pos"),
     "ViTReproForMaskedPatchPrediction": ("pixel_values", "corruption", "replacement_index"),
+    "ViTReproBackbone": ("pixel_values",),
 }
 EXPORT_OUTPUTS: dict[str, tuple[str, ...]] = {
     "ViTReproModel": ("last_hidden_state", "pooler_output"),
     "ViTReproForImageClassification": ("logits",),
     "ViTReproForMaskedImageModeling": ("reconstruction", "loss"),
     "ViTReproForMaskedPatchPrediction": ("logits",),
+    "ViTReproBackbone": ("feature_maps",),
 }
+# Output fields that hold a tuple of tensors -> how many the model returns; each becomes its own graph
+# output `{field}_{i}`.
+TUPLE_OUTPUTS: dict[str, Callable[[nn.Module], int]] = {"feature_maps": lambda model: len(model.channels)}
 INPUT_NAME = "pixel_values"  # every class's first input
 FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
 REPORT = "export_report.json"
@@ -136,8 +146,8 @@ def require_onnx() -> None:
 
 class ExportableModel(nn.Module):
     """The input tensors named by `EXPORT_INPUTS`, positional and in that order -> a tuple of the
-    output tensors named by `EXPORT_OUTPUTS`: the plain tensors-in, tensors-out signature
-    exporters and runtimes want."""
+    output tensors named by `EXPORT_OUTPUTS` (a `TUPLE_OUTPUTS` field flattened into its tensors):
+    the plain tensors-in, tensors-out signature exporters and runtimes want."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -146,11 +156,19 @@ class ExportableModel(nn.Module):
             raise ValueError(f"cannot export a {name}; exportable classes: {', '.join(EXPORT_OUTPUTS)}")
         self.model = model
         self.input_names = EXPORT_INPUTS[name]
-        self.output_names = EXPORT_OUTPUTS[name]
+        self.output_fields = EXPORT_OUTPUTS[name]
+        self.output_names = tuple(
+            f"{field}_{i}" if field in TUPLE_OUTPUTS else field
+            for field in self.output_fields
+            for i in range(TUPLE_OUTPUTS[field](model) if field in TUPLE_OUTPUTS else 1)
+        )
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = self.model(**dict(zip(self.input_names, inputs, strict=True)))
-        return tuple(outputs[name] for name in self.output_names)
+        flat = []
+        for field in self.output_fields:
+            flat.extend(outputs[field] if field in TUPLE_OUTPUTS else (outputs[field],))
+        return tuple(flat)
 
 
 # ----------------------------------------------------------------------------- loading
