@@ -136,7 +136,8 @@ class ViTReproConfig(BackboneConfigMixin, PreTrainedConfig):
 
         out_features (`list[str]`, *optional*), out_indices (`list[int]`, *optional*): the stages whose outputs
             the backbone returns, by name or by index into :attr:`stage_names` (either one; the other is derived
-            by transformers' `set_output_features_output_indices`). Default: the last block (`"stage{L}"`).
+            by transformers' `set_output_features_output_indices`). Default: the last block (`"stage{L}"`),
+            which follows `num_hidden_layers` when that changes (and is saved as `None`).
         apply_layernorm (`bool`, defaults to True): the encoder's final LayerNorm on every ViT feature map
             (ResNet maps of a hybrid are returned as they are).
         reshape_hidden_states (`bool`, defaults to True): ViT maps as `(B, D, H / P, W / P)` images, class token
@@ -206,11 +207,29 @@ class ViTReproConfig(BackboneConfigMixin, PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     def __setattr__(self, name, value):
+        # The default stage choice (the last block) follows the depth: `config.num_hidden_layers = 4`
+        # after construction moves it to "stage4" instead of leaving a stage that no longer exists.
+        follow_depth = name in ("num_hidden_layers", "backbone_config") and self._selects_last_stage_only()
         super().__setattr__(name, value)
+        if follow_depth:
+            self.set_output_features_output_indices(out_features=None, out_indices=None)
         if name == "num_channels":  # the hybrid's CNN reads the same images (see the class docstring)
             backbone = self.__dict__.get("backbone_config")
             if isinstance(backbone, BitConfig):
                 backbone.num_channels = value
+
+    def _selects_last_stage_only(self) -> bool:
+        """Whether the backbone's stage choice is the default one, the last block alone."""
+        fields = self.__dict__
+        if fields.get("_out_features") is None or "backbone_config" not in fields:  # still being built
+            return False
+        return fields["_out_features"] == [self.stage_names[-1]]
+
+    def to_dict(self):
+        output = super().to_dict()
+        if self._selects_last_stage_only():  # the default: saved as such, so it follows a changed depth
+            output["out_features"] = output["out_indices"] = None
+        return output
 
     # ----------------------------------------------------------------- derived values
     @property

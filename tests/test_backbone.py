@@ -18,7 +18,7 @@ from hf_vit_repro import ViTReproBackbone, ViTReproConfig, ViTReproForImageClass
 from hf_vit_repro.convert import convert_timm_state_dict, load_converted
 
 from .conftest import assert_logits_close, randomize_, run_without_package, tiny_kwargs
-from .test_hybrid import BACKBONES, VIT, our_hybrid, timm_hybrid
+from .test_hybrid import our_hybrid, timm_hybrid
 from .test_parity import timm_vit
 
 # Tolerance against timm (another implementation: its own attention and resampling kernels), as in
@@ -221,6 +221,10 @@ def test_backbone_config_follows_transformers_conventions(tmp_path):
     config = ViTReproConfig(**tiny_kwargs(num_hidden_layers=3))
     assert config.stage_names == ["stem", "stage1", "stage2", "stage3"]
     assert (config.out_features, config.out_indices) == (["stage3"], [3])  # the last stage by default
+    # the default follows the depth, also through the fields of another config (training's build does that)
+    config.num_hidden_layers = 5
+    assert config.out_features == ["stage5"] and config.to_dict()["out_features"] is None
+    assert ViTReproConfig(**{**config.to_dict(), "num_hidden_layers": 2}).out_features == ["stage2"]
     config = ViTReproConfig(**tiny_kwargs(num_hidden_layers=3, out_indices=[-2, -1]))
     assert config.out_features == ["stage2", "stage3"]
     config.out_features = ["stem", "stage1"]  # the setter re-aligns the indices
