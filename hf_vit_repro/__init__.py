@@ -5,6 +5,7 @@ registration is this module's only side effect.
 """
 
 from transformers import (
+    AutoBackbone,
     AutoConfig,
     AutoModel,
     AutoModelForImageClassification,
@@ -16,6 +17,7 @@ from .configuration_vit_repro import ViTReproConfig
 from .modeling_vit_repro import (
     MaskedPatchPredictionOutput,
     PatchCorruption,
+    ViTReproBackbone,
     ViTReproForImageClassification,
     ViTReproForMaskedImageModeling,
     ViTReproForMaskedPatchPrediction,
@@ -36,6 +38,8 @@ AutoModelForImageClassification.register(ViTReproConfig, ViTReproForImageClassif
 AutoModelForMaskedImageModeling.register(ViTReproConfig, ViTReproForMaskedImageModeling, exist_ok=True)
 # Masked patch prediction is this model's pretraining objective (as ViTMAEForPreTraining is ViT-MAE's).
 AutoModelForPreTraining.register(ViTReproConfig, ViTReproForMaskedPatchPrediction, exist_ok=True)
+# Dense-prediction heads (UperNet, DPT) build their backbone with AutoBackbone.from_config.
+AutoBackbone.register(ViTReproConfig, ViTReproBackbone, exist_ok=True)
 # `save_pretrained` writes `auto_map` and copies the shipped files, so checkpoints load with
 # trust_remote_code=True where this package is not installed.
 ViTReproConfig.register_for_auto_class()
@@ -43,6 +47,7 @@ ViTReproModel.register_for_auto_class("AutoModel")
 ViTReproForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 ViTReproForMaskedImageModeling.register_for_auto_class("AutoModelForMaskedImageModeling")
 ViTReproForMaskedPatchPrediction.register_for_auto_class("AutoModelForPreTraining")
+ViTReproBackbone.register_for_auto_class("AutoBackbone")
 
 __all__ = [
     "ViTReproConfig",
@@ -50,6 +55,7 @@ __all__ = [
     "ViTReproForImageClassification",
     "ViTReproForMaskedImageModeling",
     "ViTReproForMaskedPatchPrediction",
+    "ViTReproBackbone",
     "MaskedPatchPredictionOutput",
     "PatchCorruption",
     "ViTReproPreTrainedModel",

@@ -11,6 +11,7 @@ at 224 with the original code's LayerNorm epsilon (1e-6).
 
 from huggingface_hub.dataclasses import strict
 from transformers import BitConfig, PreTrainedConfig
+from transformers.backbone_utils import BackboneConfigMixin
 from transformers.activations import ACT2FN
 from transformers.configuration_utils import SubConfigSpec
 
@@ -21,6 +22,10 @@ CLASSIFIER_INITS = ("zeros", "normal")
 # of the patch (512-way), the patch downsized to 4x4 with a 3-bit colour per cell (16 predictions of
 # 512 ways each), or L2 regression on the patch's (normalised) pixels.
 MPP_TARGETS = ("mean_color_3bit", "downsized_4x4_3bit", "l2_patch")
+
+# Resolutions a simple feature pyramid (ViTDet, Li et al. 2022, Sec. 3) can make from the ViT's single
+# token grid, relative to it: 4 and 2 by transposed convolutions, 1 as it is, 0.5 by max pooling.
+FEATURE_PYRAMID_SCALES = (4.0, 2.0, 1.0, 0.5)
 
 # How patch-grid position embeddings are resampled to another grid. Each entry is
 # (torch.nn.functional.interpolate mode, align_corners, antialias) and cites who uses it.
@@ -68,7 +73,7 @@ def _pair(value, name: str) -> tuple[int, int]:
 
 
 @strict
-class ViTReproConfig(PreTrainedConfig):
+class ViTReproConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""Configuration of a :class:`ViTReproModel` / :class:`ViTReproForImageClassification`.
 
     Use :meth:`from_variant` for the paper's named models (``"ViT-B/16"``, ``"ViT-L/16"``...).
@@ -139,6 +144,25 @@ class ViTReproConfig(PreTrainedConfig):
             added to its output times `adapter_scale`. 0: no adapter.
         adapter_scale (`float`, defaults to 0.1): the adapter's output scale s (AdaptFormer's default 0.1).
 
+        Backbone (read only by `ViTReproBackbone`, i.e. `AutoBackbone`, and the dense-prediction heads built on
+        it; transformers' `BackboneConfigMixin` conventions and Dinov2Config's field names):
+
+        out_features (`list[str]`, *optional*), out_indices (`list[int]`, *optional*): the stages whose outputs
+            the backbone returns, by name or by index into :attr:`stage_names` (either one; the other is derived
+            by transformers' `set_output_features_output_indices`). Default: the last block (`"stage{L}"`),
+            which follows `num_hidden_layers` when that changes (and is saved as `None`).
+        apply_layernorm (`bool`, defaults to True): the encoder's final LayerNorm on every ViT feature map
+            (ResNet maps of a hybrid are returned as they are).
+        reshape_hidden_states (`bool`, defaults to True): ViT maps as `(B, D, H / P, W / P)` images, class token
+            dropped; False keeps the token sequences `(B, S, D)`, class token first (DPT's neck reads them so).
+        feature_pyramid_scales (`list[float]`, *optional*): ViTDet's simple feature pyramid (Li et al., 2022):
+            the one ViT map named by `out_features` becomes one map per scale, each a subset of
+            :data:`FEATURE_PYRAMID_SCALES` (4, 2, 1, 0.5: upsampled by transposed convolutions, kept, max-pooled),
+            finest first, for heads that need several resolutions (UperNet). `None`: no pyramid.
+
+    :attr:`stage_names` (derived, never stored): `"stem"` (the token embeddings, Eq. 1) and `"stage1"` ...
+    `"stage{L}"` (each block's output), after `"resnet_stem"`, `"resnet_stage1"` ... for a hybrid's CNN.
+
     Validation: rules about one field (positive sizes, known choices, probabilities) are checked at
     construction and name the field. Rules relating fields (the heads divide `hidden_size`; patches,
     times a hybrid's CNN stride, tile `image_size`) are checked by :meth:`check_model_sizes` when a
@@ -176,6 +200,11 @@ class ViTReproConfig(PreTrainedConfig):
     prompt_deep: bool = False
     adapter_bottleneck: int = 0
     adapter_scale: float | int = 0.1
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+    apply_layernorm: bool = True
+    reshape_hidden_states: bool = True
+    feature_pyramid_scales: list[float | int] | tuple[float | int, ...] | None = None
 
     sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=BitConfig, optional=True)}
 
@@ -189,14 +218,35 @@ class ViTReproConfig(PreTrainedConfig):
             backbone.num_channels = self.num_channels
             backbone.set_output_features_output_indices(out_features=[backbone.stage_names[-1]], out_indices=None)
         self.backbone_config = backbone
+        self.set_output_features_output_indices(
+            out_features=kwargs.pop("out_features", None), out_indices=kwargs.pop("out_indices", None)
+        )
         super().__post_init__(**kwargs)
 
     def __setattr__(self, name, value):
+        # The default stage choice (the last block) follows the depth: `config.num_hidden_layers = 4`
+        # after construction moves it to "stage4" instead of leaving a stage that no longer exists.
+        follow_depth = name in ("num_hidden_layers", "backbone_config") and self._selects_last_stage_only()
         super().__setattr__(name, value)
+        if follow_depth:
+            self.set_output_features_output_indices(out_features=None, out_indices=None)
         if name == "num_channels":  # the hybrid's CNN reads the same images (see the class docstring)
             backbone = self.__dict__.get("backbone_config")
             if isinstance(backbone, BitConfig):
                 backbone.num_channels = value
+
+    def _selects_last_stage_only(self) -> bool:
+        """Whether the backbone's stage choice is the default one, the last block alone."""
+        fields = self.__dict__
+        if fields.get("_out_features") is None or "backbone_config" not in fields:  # still being built
+            return False
+        return fields["_out_features"] == [self.stage_names[-1]]
+
+    def to_dict(self):
+        output = super().to_dict()
+        if self._selects_last_stage_only():  # the default: saved as such, so it follows a changed depth
+            output["out_features"] = output["out_indices"] = None
+        return output
 
     # ----------------------------------------------------------------- derived values
     @property
@@ -237,6 +287,24 @@ class ViTReproConfig(PreTrainedConfig):
         """Token grid `(rows, cols)` at `image_size`."""
         (h, w), (sh, sw) = self.image_hw, self.token_stride_hw
         return h // sh, w // sw
+
+    @property
+    def stage_names(self) -> list[str]:
+        """What `ViTReproBackbone` can return, in the order it computes them: for a hybrid its CNN's
+        `"resnet_stem"`, `"resnet_stage1"`, ...; then `"stem"` (the embeddings, Eq. 1) and `"stage1"` ...
+        `"stage{L}"` (the output of block l), the names transformers' ViT backbones (Dinov2) use."""
+        names = ["stem"] + [f"stage{index}" for index in range(1, self.num_hidden_layers + 1)]
+        if isinstance(self.backbone_config, BitConfig):
+            names = [f"resnet_{name}" for name in self.backbone_config.stage_names] + names
+        return names
+
+    @stage_names.setter
+    def stage_names(self, value) -> None:
+        # Derived from num_hidden_layers and backbone_config; accepted only when it says the same.
+        if list(value) != self.stage_names:
+            raise ValueError(
+                f"`stage_names` follows from num_hidden_layers and backbone_config ({self.stage_names}); got {list(value)}."
+            )
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -329,6 +397,17 @@ class ViTReproConfig(PreTrainedConfig):
                 "bottleneck widths (a quarter of each)."
             )
 
+    def validate_feature_pyramid(self):
+        scales = self.feature_pyramid_scales
+        if scales is None:
+            return
+        values = [float(scale) for scale in scales]
+        if not values or any(v not in FEATURE_PYRAMID_SCALES for v in values) or values != sorted(set(values), reverse=True):
+            raise ValueError(
+                f"`feature_pyramid_scales` must be distinct values out of {list(FEATURE_PYRAMID_SCALES)}, finest "
+                f"first (e.g. [4, 2, 1, 0.5], ViTDet's pyramid); got {scales!r}."
+            )
+
     def validate_choices(self):
         for name, allowed in (
             ("pooling", POOLING_MODES),
@@ -396,4 +475,10 @@ class ViTReproConfig(PreTrainedConfig):
         return cls(**{**variant_kwargs(name), **overrides})
 
 
-__all__ = ["ViTReproConfig", "ModelSizeError", "MPP_TARGETS", "POSITION_EMBEDDING_INTERPOLATIONS"]
+__all__ = [
+    "ViTReproConfig",
+    "ModelSizeError",
+    "FEATURE_PYRAMID_SCALES",
+    "MPP_TARGETS",
+    "POSITION_EMBEDDING_INTERPOLATIONS",
+]

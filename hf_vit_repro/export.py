@@ -33,6 +33,11 @@ number of patches, K = the number of classes:
     ViTReproModel                     pixel_values -> last_hidden_state (B, S, D), pooler_output (B, D)
     ViTReproForMaskedImageModeling    pixel_values, bool_masked_pos -> reconstruction (B, C, H, W), loss ()
     ViTReproForMaskedPatchPrediction  pixel_values, corruption, replacement_index -> logits (B, N, ...)
+    ViTReproBackbone                  pixel_values -> feature_maps_0, feature_maps_1, ... (one per map)
+
+A backbone's `feature_maps` (one per `out_features` entry, or per level of its feature pyramid)
+become that many graph outputs, in order. Save the backbone first to export one from a classifier:
+`ViTReproBackbone.from_pretrained(classifier_dir, out_indices=[...]).save_pretrained(backbone_dir)`.
 
 A classifier's graph also returns the features its head reads (`pooler_output`: the pooled
 token after the pre-logits layer, if any; D' = `pooled_size`), so that the parity check compares
@@ -114,18 +119,24 @@ EXPORT_INPUTS: dict[str, tuple[str, ...]] = {
     "ViTReproForImageClassification": ("pixel_values",),
     "ViTReproForMaskedImageModeling": ("pixel_values", "bool_masked_pos"),
     "ViTReproForMaskedPatchPrediction": ("pixel_values", "corruption", "replacement_index"),
+    "ViTReproBackbone": ("pixel_values",),
 }
 EXPORT_OUTPUTS: dict[str, tuple[str, ...]] = {
     "ViTReproModel": ("last_hidden_state", "pooler_output"),
     "ViTReproForImageClassification": ("logits", "pooler_output"),
     "ViTReproForMaskedImageModeling": ("reconstruction", "loss"),
     "ViTReproForMaskedPatchPrediction": ("logits",),
+    "ViTReproBackbone": ("feature_maps",),
 }
 # Outputs that are no field of the output dataclass but the input of one of the model's modules:
 # output name -> module. A classifier's features are what its head reads (see the module docstring).
 EXPORT_MODULE_INPUTS: dict[str, dict[str, str]] = {
     "ViTReproForImageClassification": {"pooler_output": "classifier"},
 }
+
+# Output fields that hold a tuple of tensors -> how many the model returns; each becomes its own graph
+# output `{field}_{i}`.
+TUPLE_OUTPUTS: dict[str, Callable[[nn.Module], int]] = {"feature_maps": lambda model: len(model.channels)}
 INPUT_NAME = "pixel_values"  # every class's first input
 #: The artefact of each format, by its path in the export folder (ONNX: where transformers.js and
 #: optimum look in a Hub repo).
@@ -167,8 +178,8 @@ def require_onnx() -> None:
 
 class ExportableModel(nn.Module):
     """The input tensors named by `EXPORT_INPUTS`, positional and in that order -> a tuple of the
-    output tensors named by `EXPORT_OUTPUTS`: the plain tensors-in, tensors-out signature
-    exporters and runtimes want."""
+    output tensors named by `EXPORT_OUTPUTS` (a `TUPLE_OUTPUTS` field flattened into its tensors):
+    the plain tensors-in, tensors-out signature exporters and runtimes want."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -177,7 +188,12 @@ class ExportableModel(nn.Module):
             raise ValueError(f"cannot export a {name}; exportable classes: {', '.join(EXPORT_OUTPUTS)}")
         self.model = model
         self.input_names = EXPORT_INPUTS[name]
-        self.output_names = EXPORT_OUTPUTS[name]
+        self.output_fields = EXPORT_OUTPUTS[name]
+        self.output_names = tuple(
+            f"{field}_{i}" if field in TUPLE_OUTPUTS else field
+            for field in self.output_fields
+            for i in range(TUPLE_OUTPUTS[field](model) if field in TUPLE_OUTPUTS else 1)
+        )
         self.module_inputs = EXPORT_MODULE_INPUTS.get(name, {})
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -195,7 +211,13 @@ class ExportableModel(nn.Module):
         finally:
             for hook in hooks:
                 hook.remove()
-        return tuple(captured[name] if name in captured else outputs[name] for name in self.output_names)
+        flat = []
+        for field in self.output_fields:
+            if field in captured:
+                flat.append(captured[field])
+            else:
+                flat.extend(outputs[field] if field in TUPLE_OUTPUTS else (outputs[field],))
+        return tuple(flat)
 
 
 # ----------------------------------------------------------------------------- loading

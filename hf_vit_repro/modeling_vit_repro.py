@@ -23,8 +23,10 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
+    BackboneOutput,
     BaseModelOutputWithPooling,
     ImageClassifierOutput,
     MaskedImageModelingOutput,
@@ -156,16 +158,25 @@ class ViTReproPatchEmbeddings(nn.Module):
         self.projection = nn.Conv2d(in_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size)
         self.channels_last = True  # the CNN's layout (see forward); False for NCHW
 
+    def cnn_feature_maps(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Hybrid only: `(B, C, H, W)` -> the CNN's stem and stage outputs, `(B, C_k, H / s_k, W / s_k)`
+        each (BiT's `hidden_states`; the last one is what the patches are cut from)."""
+        # Channels-last (NHWC) convolutions and GroupNorms: about 3 % faster for R50+ViT-B/16 on
+        # CPU (benchmarks/README.md), and the layout GPU kernels prefer. The projection's output in
+        # this layout makes the flatten + transpose in `forward` a free view.
+        if self.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        return self.backbone(pixel_values, output_hidden_states=True).hidden_states
+
+    def project(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The linear patch projection: `(B, C, H, W)` image or CNN map -> `(B, N, D)`, row-major patches."""
+        return self.projection(feature_map).flatten(2).transpose(1, 2)
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(B, C, H, W)` -> `(B, N, D)`, patches in row-major order."""
         if self.backbone is not None:
-            # Channels-last (NHWC) convolutions and GroupNorms: about 3 % faster for R50+ViT-B/16 on
-            # CPU (benchmarks/README.md), and the layout GPU kernels prefer. The projection's output in
-            # this layout makes the flatten + transpose below a free view.
-            if self.channels_last:
-                pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-            pixel_values = self.backbone(pixel_values).feature_maps[-1]
-        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+            pixel_values = self.cnn_feature_maps(pixel_values)[-1]
+        return self.project(pixel_values)
 
 
 def _zero_init_last_norms(backbone: nn.Module) -> None:
@@ -212,13 +223,20 @@ class ViTReproEmbeddings(nn.Module):
         embedding of patch `replacement_index[b, n]` (masked patch prediction's "random other patch";
         the identity changes nothing); then `bool_masked_pos` `(B, N)` puts the [mask] embedding where
         True. Position embeddings stay those of the position."""
-        height, width = pixel_values.shape[-2:]
         embeddings = self.patch_embeddings(pixel_values)
         if replacement_index is not None or bool_masked_pos is not None:
             embeddings = self._corrupt(embeddings, bool_masked_pos, replacement_index)
+        return self.add_positions(embeddings, pixel_values.shape[-2:], interpolate_pos_encoding)
+
+    def add_positions(
+        self, patch_embeddings: torch.Tensor, image_hw: tuple[int, int], interpolate_pos_encoding: bool = False
+    ) -> torch.Tensor:
+        """Patch embeddings `(B, N, D)` of an `image_hw` image -> `(B, S, D)`: the class token prepended,
+        the position embeddings (resampled to the image's grid with `interpolate_pos_encoding`) added,
+        then dropout."""
         position_embeddings = self.position_embeddings
         if interpolate_pos_encoding:
-            (sh, sw) = self.config.token_stride_hw
+            (height, width), (sh, sw) = image_hw, self.config.token_stride_hw
             position_embeddings = resample_position_embeddings(
                 position_embeddings,
                 new_grid=(height // sh, width // sw),
@@ -226,6 +244,7 @@ class ViTReproEmbeddings(nn.Module):
                 num_prefix_tokens=self.config.num_prefix_tokens,
                 interpolation=self.config.position_embedding_interpolation,
             )
+        embeddings = patch_embeddings
         if self.cls_token is not None:
             embeddings = torch.cat([self.cls_token.expand(embeddings.shape[0], -1, -1), embeddings], dim=1)
         embeddings = self.dropout(embeddings + position_embeddings)
@@ -556,6 +575,73 @@ class ViTReproPooler(nn.Module):
         return pooled
 
 
+# ----------------------------------------------------------------------------- running chosen blocks
+
+
+def _block_indices(indices, num_blocks: int, name: str) -> list[int]:
+    """timm's block selection -> sorted 0-based block indices: None all, an int n the last n, a list of
+    indices (negative from the end)."""
+    if indices is None:
+        return list(range(num_blocks))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= num_blocks:
+            raise ValueError(
+                f"`{name}`={indices} asks for the last {indices} blocks; the model has {num_blocks}, so pass 1 to "
+                f"{num_blocks} (or a list of block indices)."
+            )
+        return list(range(num_blocks - indices, num_blocks))
+    chosen = []
+    for index in indices:
+        if not isinstance(index, int) or not -num_blocks <= index < num_blocks:
+            raise ValueError(
+                f"`{name}` holds {index!r}, not a block index of this {num_blocks}-block model "
+                f"(0 to {num_blocks - 1}, or negative from the end)."
+            )
+        chosen.append(index % num_blocks)
+    if not chosen:
+        raise ValueError(f"`{name}` is empty: name at least one block (or pass None for all of them).")
+    return sorted(set(chosen))
+
+
+def _layer_with_attention(layer: nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run one block with the eager attention kernel; its output and attention weights `(B, h, S, S)`
+    (read off the attention module's output, as transformers' output capturing does)."""
+    captured = []
+    handle = layer.attention.register_forward_hook(lambda module, args, output: captured.append(output[1]))
+    try:
+        hidden_states = layer(hidden_states, output_attentions=True)
+    finally:
+        handle.remove()
+    return hidden_states, captured[0]
+
+
+def _run_blocks(layers, hidden_states: torch.Tensor, keep: set[int], attend: set[int], last: int):
+    """Blocks 0 .. `last` on `(B, S, D)` tokens. Returns the last block's output, `{index: output}` of
+    the blocks in `keep` and `{index: attention weights}` of those in `attend`; the others run with
+    whichever kernel the model is set to."""
+    kept, attentions = {}, {}
+    for index, layer in enumerate(layers[: last + 1]):
+        if index in attend:
+            hidden_states, attentions[index] = _layer_with_attention(layer, hidden_states)
+        else:
+            hidden_states = layer(hidden_states)
+        if index in keep:
+            kept[index] = hidden_states
+    return hidden_states, kept, attentions
+
+
+def _token_grid(config: ViTReproConfig, pixel_values: torch.Tensor) -> tuple[int, int]:
+    """`(rows, cols)` of the patch tokens of an input `(B, C, H, W)`."""
+    (sh, sw) = config.token_stride_hw
+    return pixel_values.shape[-2] // sh, pixel_values.shape[-1] // sw
+
+
+def _tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Patch tokens `(B, N, D)` in row-major order -> a feature map `(B, D, rows, cols)`."""
+    batch, _, dim = tokens.shape
+    return tokens.transpose(1, 2).reshape(batch, dim, grid[0], grid[1])
+
+
 # ----------------------------------------------------------------------------- models
 
 # What `save_pretrained` writes into config.json so that a checkpoint folder (or Hub repo) resolves
@@ -566,6 +652,7 @@ AUTO_MAP = {
     "AutoModelForImageClassification": "modeling_vit_repro.ViTReproForImageClassification",
     "AutoModelForMaskedImageModeling": "modeling_vit_repro.ViTReproForMaskedImageModeling",
     "AutoModelForPreTraining": "modeling_vit_repro.ViTReproForMaskedPatchPrediction",
+    "AutoBackbone": "modeling_vit_repro.ViTReproBackbone",
 }
 
 
@@ -627,6 +714,9 @@ class ViTReproPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.Conv2d):
             _lecun_normal_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, nn.ConvTranspose2d):  # the backbone's feature pyramid
+            init.normal_(module.weight, std=std)
+            init.zeros_(module.bias)
         elif isinstance(module, ViTReproEmbeddings):
             init.normal_(module.position_embeddings, std=std)
             if module.cls_token is not None:
@@ -681,30 +771,6 @@ class ViTReproPreTrainedModel(PreTrainedModel):
         embeddings.position_embeddings = nn.Parameter(next(iter(new_state.values())).clone())
         self.config.image_size = new_config.image_size  # the config every submodule holds
 
-
-class ViTReproModel(ViTReproPreTrainedModel):
-    """The ViT encoder: embeddings -> L pre-norm blocks -> final LayerNorm -> pooling.
-
-    Returns `BaseModelOutputWithPooling`: `last_hidden_state` `(B, S, D)` after the final norm,
-    `pooler_output` `(B, D)` (or `(B, representation_size)`), and on request `hidden_states`
-    (L + 1 tensors: the embeddings, then each block's output, before the final norm) and
-    `attentions` (L tensors `(B, h, S, S)`).
-
-    `use_mask_token=True` adds the learned [mask] embedding that `bool_masked_pos` puts in place of
-    patch embeddings (the masked-image-modeling and masked-patch-prediction heads build it so).
-    """
-
-    def __init__(self, config: ViTReproConfig, use_mask_token: bool = False):
-        super().__init__(config)
-        self.embeddings = ViTReproEmbeddings(config, use_mask_token=use_mask_token)
-        self.layers = nn.ModuleList([ViTReproLayer(config) for _ in range(config.num_hidden_layers)])
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.pooler = ViTReproPooler(config)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embeddings
-
     def _check_pixel_values(self, pixel_values, interpolate_pos_encoding: bool) -> torch.Tensor:
         """Clear errors for inputs the model cannot take; casts floating inputs to the weights' dtype."""
         if pixel_values is None:
@@ -737,8 +803,112 @@ class ViTReproModel(ViTReproPreTrainedModel):
                 f"Input size {height}x{width} does not match the model's image_size {config.image_hw}. Pass "
                 "`interpolate_pos_encoding=True` to run at another resolution, or resize the inputs."
             )
-        weight = self.embeddings.patch_embeddings.projection.weight
+        weight = self.base_model.embeddings.patch_embeddings.projection.weight
         return pixel_values.to(dtype=weight.dtype)
+
+    # ----------------------------------------------------------------- intermediate features
+    # Every class (the encoder, the heads, the backbone) runs its base model's embeddings and blocks.
+
+    def forward_intermediates(
+        self,
+        pixel_values: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        stop_early: bool | None = None,
+        return_prefix_tokens: bool = False,
+        attention_indices: int | list[int] | tuple[int, ...] | None = None,
+        output_dict: bool = False,
+    ):
+        """The outputs of chosen blocks, with timm's `forward_intermediates` contract (timm >= 1.0).
+
+        Args:
+            pixel_values: `(B, C, H, W)` of any size the token cells tile (a multiple of the patch size, times
+                the CNN's stride for a hybrid): the position embeddings are resampled to its grid, as with
+                `interpolate_pos_encoding=True`.
+            indices: which blocks: an int n is the last n blocks, a list names blocks by 0-based index (negative
+                from the end), None is all L. Returned in block order.
+            norm: pass each through the encoder's final LayerNorm (as `last_hidden_state` is).
+            output_fmt: `"NCHW"`: maps `(B, D, H / P, W / P)`; `"NLC"`: patch tokens `(B, N, D)`. Prefix
+                (class) tokens are dropped from both.
+            intermediates_only: return the list only.
+            stop_early: run no block after the last one asked for (by `indices` or `attention_indices`). The
+                default is `intermediates_only`, which needs nothing later; with `stop_early=True` and
+                `intermediates_only=False` the final features are those of that last block, as in timm.
+            return_prefix_tokens: each intermediate becomes a pair `(features, prefix tokens (B, 1, D))`
+                (`(B, 0, D)` for `pooling="gap"`); in the dict, the prefix tokens go under their own key.
+            attention_indices: blocks whose attention weights `(B, h, S, S)` to return (same forms as `indices`).
+                Only these blocks run the eager attention kernel, so only their weights are ever held in memory
+                (`output_attentions=True` materialises every block's). Needs `output_dict=True`.
+            output_dict: return a dict: `"image_intermediates"`, `"image_intermediates_prefix"` (with
+                `return_prefix_tokens`), `"image_features"` (unless `intermediates_only`) and `"attentions"`
+                (a list in block order, with `attention_indices`).
+
+        Returns:
+            The list of intermediates (`intermediates_only`), else `(final features (B, S, D) after the final
+            LayerNorm, list)`, or the dict.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"`output_fmt` must be 'NCHW' (feature maps) or 'NLC' (token sequences), got {output_fmt!r}.")
+        encoder = self.base_model
+        num_blocks = len(encoder.layers)
+        take = _block_indices(indices, num_blocks, "indices")
+        attend = [] if attention_indices is None else _block_indices(attention_indices, num_blocks, "attention_indices")
+        if attend and not output_dict:
+            raise ValueError("Attention weights are returned in the dict output: pass `output_dict=True` with `attention_indices`.")
+        stop_early = intermediates_only if stop_early is None else stop_early
+        last = max(take + attend) if stop_early else num_blocks - 1
+        pixel_values = self._check_pixel_values(pixel_values, interpolate_pos_encoding=True)
+        hidden_states = encoder.embeddings(pixel_values, interpolate_pos_encoding=True)
+        hidden_states, kept, attentions = _run_blocks(encoder.layers, hidden_states, set(take), set(attend), last)
+
+        prefix = self.config.num_prefix_tokens
+        grid = _token_grid(self.config, pixel_values)
+        intermediates, prefix_tokens = [], []
+        for index in take:
+            tokens = encoder.layernorm(kept[index]) if norm else kept[index]
+            prefix_tokens.append(tokens[:, :prefix])
+            intermediates.append(_tokens_to_map(tokens[:, prefix:], grid) if output_fmt == "NCHW" else tokens[:, prefix:])
+        if output_dict:
+            result = {"image_intermediates": intermediates}
+            if return_prefix_tokens:
+                result["image_intermediates_prefix"] = prefix_tokens
+            if not intermediates_only:
+                result["image_features"] = encoder.layernorm(hidden_states)
+            if attend:
+                result["attentions"] = [attentions[index] for index in attend]
+            return result
+        if return_prefix_tokens:
+            intermediates = list(zip(intermediates, prefix_tokens))
+        if intermediates_only:
+            return intermediates
+        return encoder.layernorm(hidden_states), intermediates
+
+
+class ViTReproModel(ViTReproPreTrainedModel):
+    """The ViT encoder: embeddings -> L pre-norm blocks -> final LayerNorm -> pooling.
+
+    Returns `BaseModelOutputWithPooling`: `last_hidden_state` `(B, S, D)` after the final norm,
+    `pooler_output` `(B, D)` (or `(B, representation_size)`), and on request `hidden_states`
+    (L + 1 tensors: the embeddings, then each block's output, before the final norm) and
+    `attentions` (L tensors `(B, h, S, S)`).
+
+    `use_mask_token=True` adds the learned [mask] embedding that `bool_masked_pos` puts in place of
+    patch embeddings (the masked-image-modeling and masked-patch-prediction heads build it so).
+    """
+
+    def __init__(self, config: ViTReproConfig, use_mask_token: bool = False):
+        super().__init__(config)
+        self.embeddings = ViTReproEmbeddings(config, use_mask_token=use_mask_token)
+        self.layers = nn.ModuleList([ViTReproLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pooler = ViTReproPooler(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
@@ -836,6 +1006,168 @@ class ViTReproForImageClassification(ViTReproPreTrainedModel):
             loss = self.loss_function(labels.to(logits.device), logits, self.config)
         return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+# ----------------------------------------------------------------------------- backbone (dense prediction)
+
+
+class _ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of a `(B, C, H, W)` map, at every position (ViTDet's "LN" in its pyramid)."""
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        return super().forward(feature_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ViTReproSimpleFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid (Li et al., "Exploring Plain Vision Transformer Backbones for Object
+    Detection", 2022, Sec. 3): maps at several resolutions from the ViT's one map `(B, D, h, w)`, with no
+    lateral or top-down connections. Per entry of `config.feature_pyramid_scales`:
+
+        4    transposed conv 2x2/2 (D -> D/2), LayerNorm, GELU, transposed conv 2x2/2 (D/2 -> D/4)
+        2    transposed conv 2x2/2 (D -> D/2)
+        1    the map as it is (D)
+        0.5  max pooling 2x2/2 (D)
+
+    ViTDet follows each level with 1x1 and 3x3 convolutions to a common width; the heads this is built
+    for (UperNet's lateral and FPN convolutions) do that themselves, so `channels` stays per level.
+    """
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__()
+        dim, scales = config.hidden_size, [float(scale) for scale in config.feature_pyramid_scales]
+        if (4.0 in scales and dim % 4) or (2.0 in scales and dim % 2):
+            raise ValueError(
+                f"The feature pyramid halves (scale 2) or quarters (scale 4) the width: hidden_size {dim} must be "
+                "divisible by 4 for scale 4 and by 2 for scale 2."
+            )
+        self.levels = nn.ModuleList()
+        self.channels = []
+        for scale in scales:
+            if scale == 4.0:
+                level = nn.Sequential(
+                    nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2),
+                    _ChannelLayerNorm(dim // 2, eps=config.layer_norm_eps),
+                    nn.GELU(),
+                    nn.ConvTranspose2d(dim // 2, dim // 4, kernel_size=2, stride=2),
+                )
+                width = dim // 4
+            elif scale == 2.0:
+                level, width = nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2), dim // 2
+            elif scale == 1.0:
+                level, width = nn.Identity(), dim
+            else:  # 0.5
+                level, width = nn.MaxPool2d(kernel_size=2, stride=2), dim
+            self.levels.append(level)
+            self.channels.append(width)
+
+    def forward(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`(B, D, h, w)` -> one map per scale, `(B, channels[i], h * scale, w * scale)` (floor for 0.5)."""
+        return tuple(level(feature_map) for level in self.levels)
+
+
+class ViTReproBackbone(BackboneMixin, ViTReproPreTrainedModel):
+    """The ViT (or hybrid) as a transformers backbone (`AutoBackbone`) for dense-prediction heads
+    (UperNet, DPT, ...): feature maps from chosen stages of `config.stage_names`.
+
+    `config.out_features` / `out_indices` choose the stages: `"stem"` (the token embeddings),
+    `"stage1"` ... `"stage{L}"` (block outputs) and, for a hybrid, the CNN's `"resnet_stem"`,
+    `"resnet_stage1"`, ... A ViT stage's map is its tokens after the final LayerNorm
+    (`config.apply_layernorm`), class token dropped, laid out as `(B, D, H / P, W / P)` (`(B, D, H / 16,
+    W / 16)` for R50+ViT-B/16); with `config.reshape_hidden_states=False` it is the token sequence
+    `(B, S, D)`, class token first. ResNet maps are BiT's stage outputs `(B, C_k, H / s_k, W / s_k)`.
+    With `config.feature_pyramid_scales` the one ViT map chosen becomes a ViTDet pyramid
+    (`ViTReproSimpleFeaturePyramid`), and `channels` lists the pyramid's widths.
+
+    Any input whose sides are multiples of the token stride runs: position embeddings are resampled to
+    its grid (`config.position_embedding_interpolation`), so no `interpolate_pos_encoding` flag is needed.
+
+    Weights: the parameter names are `ViTReproModel`'s, so `ViTReproBackbone.from_pretrained` of a
+    classifier, encoder, masked-patch-prediction or masked-image-modeling checkpoint loads the encoder
+    and reports the heads (classifier, pooler, mask token, decoder) as unused, as transformers' backbones
+    do. `output_hidden_states=True` returns one entry per `stage_names` entry (ResNet maps, then the raw
+    token sequences before the final norm); `output_attentions=True` every block's weights.
+    """
+
+    def __init__(self, config: ViTReproConfig):
+        super().__init__(config)
+        self.embeddings = ViTReproEmbeddings(config)
+        self.layers = nn.ModuleList([ViTReproLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        cnn = config.backbone_config
+        cnn_widths = [cnn.embedding_size, *cnn.hidden_sizes] if cnn is not None else []
+        self.num_features = cnn_widths + [config.hidden_size] * (config.num_hidden_layers + 1)
+        self.feature_pyramid = None
+        if config.feature_pyramid_scales is not None:
+            self._pyramid_source()
+            self.feature_pyramid = ViTReproSimpleFeaturePyramid(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    @property
+    def channels(self) -> list[int]:
+        """Channels of each returned feature map (of each pyramid level with a pyramid)."""
+        if self.feature_pyramid is not None:
+            return list(self.feature_pyramid.channels)
+        return super().channels
+
+    def _pyramid_source(self) -> str:
+        """The one ViT stage a feature pyramid is built from; raises unless `out_features` names exactly one."""
+        config = self.config
+        vit_stages = config.stage_names[-(config.num_hidden_layers + 1) :]
+        if len(self.out_features) != 1 or self.out_features[0] not in vit_stages or not config.reshape_hidden_states:
+            raise ValueError(
+                f"A feature pyramid (feature_pyramid_scales={config.feature_pyramid_scales}) is built from one ViT map: "
+                f"set `out_features` to one of {vit_stages[1:]} (ViTDet uses the last, {vit_stages[-1]!r}) and keep "
+                f"`reshape_hidden_states=True`; got out_features={self.out_features}, "
+                f"reshape_hidden_states={config.reshape_hidden_states}."
+            )
+        return self.out_features[0]
+
+    @can_return_tuple
+    @filter_output_hidden_states
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BackboneOutput:
+        """`pixel_values` `(B, C, H, W)` -> `BackboneOutput` with `feature_maps` (one per `out_features`
+        entry, or per pyramid level). `output_hidden_states` and `return_dict` behave as in every
+        transformers backbone."""
+        config = self.config
+        pixel_values = self._check_pixel_values(pixel_values, interpolate_pos_encoding=True)
+        if output_attentions is None:
+            output_attentions = config.output_attentions
+        patch_embeddings = self.embeddings.patch_embeddings
+        cnn_maps = patch_embeddings.cnn_feature_maps(pixel_values) if config.is_hybrid else ()
+        tokens = patch_embeddings.project(cnn_maps[-1] if cnn_maps else pixel_values)
+        embedded = self.embeddings.add_positions(tokens, pixel_values.shape[-2:], interpolate_pos_encoding=True)
+        blocks = range(len(self.layers))
+        attend = set(blocks) if output_attentions else set()
+        _, kept, attentions = _run_blocks(self.layers, embedded, set(blocks), attend, len(self.layers) - 1)
+        hidden_states = (*cnn_maps, embedded, *(kept[index] for index in blocks))
+
+        grid, prefix = _token_grid(config, pixel_values), config.num_prefix_tokens
+        feature_maps = []
+        for index, (name, state) in enumerate(zip(self.stage_names, hidden_states)):
+            if name not in self.out_features:
+                continue
+            if index >= len(cnn_maps):  # a ViT stage: tokens
+                state = self.layernorm(state) if config.apply_layernorm else state
+                state = _tokens_to_map(state[:, prefix:], grid) if config.reshape_hidden_states else state
+            feature_maps.append(state)
+        if self.feature_pyramid is not None:
+            self._pyramid_source()
+            feature_maps = self.feature_pyramid(feature_maps[0])
+        return BackboneOutput(
+            feature_maps=tuple(feature_maps),
+            hidden_states=hidden_states,
+            attentions=tuple(attentions[index] for index in blocks) if output_attentions else None,
         )
 
 
@@ -1221,6 +1553,8 @@ __all__ = [
     "ViTReproPreTrainedModel",
     "ViTReproModel",
     "ViTReproForImageClassification",
+    "ViTReproBackbone",
+    "ViTReproSimpleFeaturePyramid",
     "ViTReproForMaskedImageModeling",
     "ViTReproForMaskedPatchPrediction",
     "MaskedPatchPredictionOutput",

@@ -54,6 +54,7 @@ def test_checkpoint_folder_carries_code_and_full_auto_map(tmp_path):
         "AutoModelForImageClassification": "modeling_vit_repro.ViTReproForImageClassification",
         "AutoModelForMaskedImageModeling": "modeling_vit_repro.ViTReproForMaskedImageModeling",
         "AutoModelForPreTraining": "modeling_vit_repro.ViTReproForMaskedPatchPrediction",
+        "AutoBackbone": "modeling_vit_repro.ViTReproBackbone",
     }
     # what transformers' remote-code loader sees the shipped files import: nothing from this package
     from transformers.dynamic_module_utils import get_imports

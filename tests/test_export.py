@@ -26,6 +26,7 @@ from transformers import (
 
 import hf_vit_repro.export as export_module
 from hf_vit_repro import (
+    ViTReproBackbone,
     ViTReproConfig,
     ViTReproForImageClassification,
     ViTReproForMaskedImageModeling,
@@ -594,3 +595,24 @@ def test_parity_compares_the_features_when_the_head_is_zero(checkpoints, tmp_pat
     with pytest.raises(ExportError, match=r"differs from PyTorch .*logits 0.00e\+00, pooler_output 1.00e-02"):
         export(folder, tmp_path / "off", progress=False)
     assert not (tmp_path / "off").exists()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_backbone_exports_one_output_per_feature_map(fmt, tmp_path, capsys):
+    """A saved ViTReproBackbone with the ViTDet pyramid (four maps) exports through the command line:
+    four graph outputs, each within ATOL of PyTorch's map at a batch size other than the traced one."""
+    config = ViTReproConfig(**tiny_kwargs(out_features=["stage2"], feature_pyramid_scales=[4, 2, 1, 0.5]))
+    backbone = randomize_(ViTReproBackbone(config), std=0.1).eval()
+    backbone.save_pretrained(tmp_path / "backbone")
+    assert main(["export", str(tmp_path / "backbone"), str(tmp_path / "out"), "--format", fmt]) == 0
+    report = json.loads((tmp_path / "out" / "export_report.json").read_text())
+    assert report["architecture"] == "ViTReproBackbone" and report["parity"]["passed"]
+    names = [f"feature_maps_{i}" for i in range(4)]
+    assert [o["name"] for o in report["outputs"]] == names
+    assert [o["shape"][1:] for o in report["outputs"]] == [[8, 16, 16], [16, 8, 8], [32, 4, 4], [32, 2, 2]]
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    got = load_exported(tmp_path / "out")(x)
+    with torch.no_grad():
+        expected = backbone(x).feature_maps
+    for name, want in zip(names, expected, strict=True):
+        torch.testing.assert_close(got[name], want, atol=ATOL, rtol=0)
