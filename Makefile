@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo mpp-demo bench study install clean help
+.PHONY: test demo mpp-demo bench study install clean help transformers-tests
 
 help:
 	@echo "make test   create $(VENV) if missing, install hf-vit-repro[test], run the test suite"
@@ -20,7 +20,18 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(MAKE) --no-print-directory transformers-tests
 	@touch $(STAMP)
+
+# transformers' common test mixins (tests/test_backbone_common.py: BackboneTesterMixin) are not in its
+# wheel; its source distribution on PyPI ships them. tests/test_backbone.py runs the mixin from here.
+TF_VERSION = $(shell sed -n 's/^transformers==//p' constraints.txt)
+TF_TESTS := $(VENV)/transformers-tests
+transformers-tests:
+	@rm -rf $(TF_TESTS) && mkdir -p $(TF_TESTS)/sdist
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation -d $(TF_TESTS)/sdist transformers==$(TF_VERSION)
+	tar -xzf $(TF_TESTS)/sdist/transformers-$(TF_VERSION).tar.gz -C $(TF_TESTS) --strip-components=2 transformers-$(TF_VERSION)/tests/test_backbone_common.py
+	@rm -rf $(TF_TESTS)/sdist
 
 install: $(STAMP)
 
