@@ -4,7 +4,10 @@ around a library function; `vit-repro SUBCOMMAND --help` documents it."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
 
 
 def _cmd_variants(args: argparse.Namespace) -> int:
@@ -188,8 +191,27 @@ def main(argv: list[str] | None = None) -> int:
         message = user_error_message(err)
         if message is None:
             raise
-        print(f"vit-repro {args.command}: error: {message}", file=sys.stderr)
+        line = f"vit-repro {args.command}: error: {message}"
+        print(line, file=sys.stderr)
+        _tell_the_launcher(line)
         return 2
+
+
+def _tell_the_launcher(line: str) -> None:
+    """Under torchrun (and `accelerate launch` with several processes, which runs torchrun's agent),
+    the launcher prints its own ChildFailedError report when a worker exits non-zero, and that report
+    is what the user reads last. Its "Root Cause" shows the worker's error file
+    (TORCHELASTIC_ERROR_FILE, torch.distributed.elastic's format) where one was written: write our one
+    line there, so the report names the bad input instead of "error_file: <N/A>"."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path or os.path.exists(path):  # another error was recorded first: keep it
+        return
+    record = {"message": {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}}
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+    except OSError:
+        pass  # the report then says <N/A>, as before; the line above was printed anyway
 
 
 if __name__ == "__main__":

@@ -199,3 +199,38 @@ def test_train_with_an_image_size_the_patches_do_not_tile(tmp_path, capsys):
     argv = ["train", str(recipe), "model.image_size=30", f"run.output_dir={tmp_path / 'run'}"]
     assert_one_line_error(*run_cli(argv, capsys), "train", "`image_size` 30 must be divisible by `patch_size` 4")
     assert not (tmp_path / "run" / runs.CHECKPOINTS_DIR).exists()
+
+
+def test_a_launchers_report_names_the_bad_input(tmp_path):
+    """Under torchrun a worker's bad-input error ends in torchrun's own ChildFailedError report; its
+    "Root Cause" shows the error file the worker wrote, which is now our one line (issue 24: the
+    report said `error_file: <N/A>` below a traceback, and the package's line scrolled away)."""
+    import subprocess
+    import sys
+
+    missing = tmp_path / "no-such-checkpoint"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+         "-m", "hf_vit_repro", "evaluate", str(missing), "digits", "--no-progress"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
+    )
+    assert result.returncode != 0
+    root_cause = result.stderr[result.stderr.rindex("Root Cause"):]
+    assert "error_file: <N/A>" not in root_cause
+    line = next(l for l in result.stderr.splitlines() if l.startswith("vit-repro evaluate: error:"))
+    assert str(missing) in line and f"traceback : {line}" in root_cause
+
+
+def test_the_launcher_error_file_is_written_once(tmp_path, monkeypatch, capsys):
+    """Outside a launcher nothing is written; an error file already recorded is kept."""
+    monkeypatch.delenv("TORCHELASTIC_ERROR_FILE", raising=False)
+    assert cli.main(["evaluate", str(tmp_path / "missing"), "digits", "--no-progress"]) == 2
+    assert list(tmp_path.iterdir()) == []
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    assert cli.main(["evaluate", str(tmp_path / "missing"), "digits", "--no-progress"]) == 2
+    recorded = json.loads(error_file.read_text())["message"]["message"]
+    assert recorded.startswith("vit-repro evaluate: error:") and "missing" in recorded
+    assert cli.main(["evaluate", str(tmp_path / "other"), "digits", "--no-progress"]) == 2
+    assert json.loads(error_file.read_text())["message"]["message"] == recorded
+    capsys.readouterr()
