@@ -28,6 +28,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# precision="auto" means fp32 on every CPU in tests and in every process they start, module-scoped
+# fixtures' launches included (hf_vit_repro.precision.PRECISION_ENV; tests/test_precision.py plays
+# the CPUs itself), so results compare with fp32 references on Intel with AMX and AMD alike.
+os.environ["HF_VIT_REPRO_CPU_PRECISION"] = "fp32"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -64,7 +68,7 @@ def _auto_precision_is_fp32(monkeypatch):
     from hf_vit_repro import precision
 
     monkeypatch.setattr(precision, "cpu_capabilities", lambda: {"avx2": True, "fma3": True})
-    monkeypatch.setenv(precision.PRECISION_ENV, "fp32")
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp32")  # set at import too; a test that removed it gets it back
 
 
 # Two float32 forward passes of the same weights on the same input agree only up to rounding when

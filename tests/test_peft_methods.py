@@ -97,7 +97,11 @@ def test_exactly_the_methods_parameters_train_and_the_rest_stay_bit_identical(me
     assert got_gradient == wanted
     after = dict(model.named_parameters())
     changed = {n for n in names if not torch.equal(before[n], after[n])}
-    assert changed == wanted
+    # AdaptFormer's up-projection starts at zero, so the down-projection's gradient is ~1e-9 in these
+    # few steps (received, checked above) and its update ~1e-10 on weights ~0.2: below float32's
+    # resolution for most entries, whether any entry moves depends on the CPU's rounding.
+    too_small_to_move = {n for n in wanted if ".adapter.down_proj." in n}
+    assert changed <= wanted and wanted - changed <= too_small_to_move, (wanted - changed, changed - wanted)
     # Frozen weights are the pretrained checkpoint's, bit for bit (the 3-way head was replaced).
     saved = load_file(str(checkpoint / "model.safetensors"))
     frozen = [n for n in names if n not in wanted and not n.startswith(("classifier.", "base_model.model.classifier."))]
@@ -354,3 +358,25 @@ def test_an_interrupted_lora_run_resumes_to_the_same_adapter(checkpoint, tmp_pat
     assert a.keys() == b.keys() and any("lora_B" in k for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_lora_without_peft_installed_says_which_extra(tmp_path, checkpoint, monkeypatch):
+    """peft is an extra (`[peft]`): without it, `method: lora` is refused before training with the
+    install command, and the library call names it too, instead of a ModuleNotFoundError."""
+    import builtins
+    import importlib.util
+
+    real_find_spec, real_import = importlib.util.find_spec, builtins.__import__
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real_find_spec(name, *a))
+    with pytest.raises(RecipeError, match=r"peft, which is not installed: pip install 'hf-vit-repro\[peft\]'"):
+        recipe_for(tmp_path, checkpoint, "lora")
+
+    def no_peft(name, *args, **kwargs):
+        if name == "peft" or name.startswith("peft."):
+            raise ImportError("No module named 'peft'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_peft)
+    model = ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs()))
+    with pytest.raises(ImportError, match=r"pip install 'hf-vit-repro\[peft\]'"):
+        peft_methods.apply_method(model, "lora")

@@ -40,6 +40,7 @@ its tables.
 from __future__ import annotations
 
 import copy
+import importlib.util
 from typing import Any
 
 METHODS = ("full", "linear", "bitfit", "lora", "vpt-shallow", "vpt-deep", "adapter")
@@ -106,13 +107,23 @@ def is_peft_model(model) -> bool:
     return type(model).__module__.split(".")[0] == "peft"
 
 
+PEFT_MISSING = "`train.method: lora` trains through Hugging Face peft, which is not installed: pip install 'hf-vit-repro[peft]'"
+
+
+def _peft():
+    """The `peft` package (the `peft` extra), or an ImportError that says how to install it."""
+    try:
+        import peft
+    except ImportError as err:
+        raise ImportError(PEFT_MISSING) from err
+    return peft
+
+
 def lora_config(options: dict[str, Any] | None = None):
     """The `peft.LoraConfig` of `lora` (module docstring): the four dense layers of every block, the
     classifier in `modules_to_save`."""
-    from peft import LoraConfig
-
     values = resolved_options("lora", options)
-    return LoraConfig(r=int(values["r"]), lora_alpha=float(values["alpha"]), lora_dropout=float(values["dropout"]),
+    return _peft().LoraConfig(r=int(values["r"]), lora_alpha=float(values["alpha"]), lora_dropout=float(values["dropout"]),
                       target_modules=list(LORA_TARGET_MODULES), modules_to_save=[HEAD], bias="none")
 
 
@@ -152,9 +163,7 @@ def apply_method(model, method: str, options: dict[str, Any] | None = None):
             raise ValueError(f"method {method!r} needs the model built with {key}={value!r} (it has "
                              f"{getattr(config, key)!r}): build it after `config_updates`")
     if method == "lora":
-        import peft
-
-        return peft.get_peft_model(model, lora_config(options))
+        return _peft().get_peft_model(model, lora_config(options))
     for name, param in model.named_parameters():
         param.requires_grad_(_trains(method, name))
     return model
@@ -205,6 +214,8 @@ def recipe_problem(train, variant: str | None) -> str | None:
     problem = options_problem(train.method, train.method_options)
     if problem:
         return problem
+    if train.method == "lora" and importlib.util.find_spec("peft") is None:
+        return PEFT_MISSING + "."
     if train.method != "full" and train.objective != "classification":
         return (f"`train.method: {train.method}` trains a classifier head; `train.objective: {train.objective}` "
                 "has none: use `train.method: full`.")
