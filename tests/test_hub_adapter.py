@@ -30,7 +30,10 @@ TOKEN = "hf_" + secrets.token_hex(17)
 def lora_run(tmp_path_factory):
     """(run folder, pretrained checkpoint): a 2-step LoRA fine-tune of a tiny 'pretrained' ViT on digits."""
     root = tmp_path_factory.mktemp("lora")
-    model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs())), seed=5)
+    # pretrained at 16 px with a pre-logits layer: the base needs both of the run's changes (dropped
+    # pre-logits layer, position embeddings resampled to 32 px) before the adapter fits it
+    config = ViTReproConfig(**tiny_kwargs(image_size=16, representation_size=16))
+    model = randomize_(ViTReproForImageClassification(config), seed=5)
     checkpoint = save_classifier(model, root / "pretrained" / "final")
     recipe = Recipe.from_dict({
         "name": "lora", "mode": "finetune",
@@ -75,8 +78,11 @@ def test_adapter_only_push_downloads_and_loads_on_its_base_to_the_runs_logits(lo
     assert f"`{checkpoint}` (a local path, not a Hub id" in card.text and "LoRA (Hu et al., ICLR 2022)" in card.text
     assert runs.read_json(f"{path}/adapter_config.json")["base_model_name_or_path"] == "test-user/tiny-base"
 
-    # The base as the card says to load it: the pretrained checkpoint with a 10-way head.
-    base = AutoModelForImageClassification.from_pretrained(checkpoint, num_labels=10, ignore_mismatched_sizes=True)
+    # The base as the card says to build it: the pretrained checkpoint, a new 10-way head, resampled to 32 px.
+    assert "base.reset_classifier(10)" in card.text and "base.resize_position_embeddings(32)" in card.text
+    base = AutoModelForImageClassification.from_pretrained(checkpoint)
+    base.reset_classifier(10)
+    base.resize_position_embeddings(32)
     adapted = peft.PeftModel.from_pretrained(base, path).eval()
     merged = ViTReproForImageClassification.from_pretrained(run / runs.FINAL_DIR).eval()
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
@@ -103,7 +109,7 @@ def test_the_card_names_a_hub_base_in_the_metadata_and_a_local_one_in_the_text(l
     folder = hub.build_adapter_folder(hub_run, tmp_path / "hub", "me/lora")
     card = ModelCard.load(folder / "README.md")
     assert card.data.base_model == "google/vit-base-patch16-224-in21k" and "a local path" not in card.text
-    assert 'from_pretrained("google/vit-base-patch16-224-in21k", num_labels=10' in card.text
+    assert 'from_pretrained("google/vit-base-patch16-224-in21k")' in card.text
     hub.validate_adapter_folder(folder)
 
 

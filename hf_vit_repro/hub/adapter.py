@@ -97,7 +97,9 @@ def adapter_facts(sources: AdapterSources, base_model: str | None = None) -> dic
     trainable, total = summary.get("trainable_parameters"), summary.get("num_parameters")
     merged = runs.read_json(sources.checkpoint / "config.json")
     size = model.get("image_size") or merged.get("image_size")
-    local = _local_folder(named, anchors)
+    local, load_from = _local_folder(named, anchors), named
+    if local is not None and (local / runs.FINAL_DIR / "config.json").exists():  # a run folder: its final/ model
+        local, load_from = local / runs.FINAL_DIR, f"{named.rstrip('/')}/{runs.FINAL_DIR}"
     base_size = runs.read_json(local / "config.json").get("image_size") if local and (local / "config.json").exists() else None
     if base_size == size:
         resize = None
@@ -110,6 +112,7 @@ def adapter_facts(sources: AdapterSources, base_model: str | None = None) -> dic
         "method_name": METHOD_NAMES["lora"] + " through Hugging Face peft",
         "base_model": named or "unknown (the run records none: pass --base-model)",
         "base_hub_id": hub_id,
+        "base_load": hub_id or load_from,  # what from_pretrained takes
         "base_local": bool(named) and not _is_hub_id(named, anchors),
         "options": [("Rank r", config.get("r")), ("alpha", config.get("lora_alpha")), ("Dropout", config.get("lora_dropout")),
                     ("Target modules", ", ".join(f"`{m}`" for m in sorted(config.get("target_modules") or [])))],
