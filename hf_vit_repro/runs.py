@@ -33,6 +33,8 @@ RECIPE = "recipe.yaml"
 TRAIN_SUMMARY = "train_summary.json"
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
+#: A LoRA run's peft adapter folder, inside its final/ checkpoint (`training.peft_methods`, `hub.adapter`).
+ADAPTER_DIR = "adapter"
 BEST_DIR = "best"
 LOGS_DIR = "logs"
 METRICS_DIR = "metrics"

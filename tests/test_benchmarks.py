@@ -207,3 +207,38 @@ def test_cpu_peaks_and_description_are_recorded(tmp_path, monkeypatch):
     calls.clear()
     assert bench.main(["--rows", "vit_s16", "--device", "cpu", "--precisions", "fp32", "--out", str(out)]) == 0
     assert [c[0] for c in calls] == [None]
+
+
+def test_peft_digits_table_transfers_a_checkpoint_pretrained_on_the_spot_with_every_method(tmp_path):
+    """benchmarks/peft_digits.py --smoke: the tiny ViT pretrained on the spot, then one fine-tune per
+    method; the table's trainable counts are the methods' definitions counted here on the smoke model
+    (width 32, 2 layers, 10 digits), its accuracies those the runs' metrics files hold."""
+    import json
+
+    from hf_vit_repro.training.peft_methods import METHODS
+
+    spec = importlib.util.spec_from_file_location(
+        "peft_digits", Path(__file__).resolve().parents[1] / "benchmarks" / "peft_digits.py"
+    )
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert table.main(["--smoke", "--no-progress", "--output-dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "peft_digits.json").read_text())
+    rows = {r["method"]: r for r in record["rows"]}
+    assert list(rows) == list(METHODS) and record["checkpoint"] == str(tmp_path / "pretrain")
+    head = 32 * 10 + 10
+    full = ViTReproForImageClassification.from_pretrained(tmp_path / "full" / "final")
+    biases = sum(p.numel() for n, p in full.named_parameters() if n.endswith(".bias") and not n.startswith("classifier."))
+    assert rows["full"]["trainable_fraction"] == 1.0
+    assert rows["full"]["trainable_parameters"] == sum(p.numel() for p in full.parameters())
+    assert rows["linear"]["trainable_parameters"] == head
+    assert rows["bitfit"]["trainable_parameters"] == head + biases
+    assert rows["vpt-shallow"]["trainable_parameters"] == head + 10 * 32  # 10 prompts of width 32
+    assert rows["vpt-deep"]["trainable_parameters"] == head + 2 * 10 * 32  # ... at each of the 2 blocks
+    assert rows["lora"]["trainable_parameters"] == head + 2 * 8 * ((32 + 96) + (32 + 32) + (32 + 64) + (64 + 32))
+    assert rows["adapter"]["trainable_parameters"] == head + 2 * (32 * 64 + 64 + 64 * 32 + 32)  # bottleneck 64
+    for method, row in rows.items():
+        metrics = json.loads((tmp_path / method / "metrics" / "digits_test.json").read_text())
+        assert row["accuracy"] == metrics["metrics"]["accuracy"] and 0 < row["trainable_fraction"] <= 1
+    lines = (tmp_path / "peft_digits.md").read_text().splitlines()
+    assert len(lines) == 2 + len(METHODS) and lines[3].startswith("| linear | 330 | ")

@@ -4,6 +4,7 @@
 
 - `card`         reading a run folder, the result tables, `model_card`, the `.eval_results/` files
 - `model_facts`  the model a checkpoint holds (architecture, parameters) without loading it
+- `adapter`      adapter-only repos of LoRA runs (`push --adapter-only`)
 - `push`         the staged repo folder (`build_repo_folder`), its checks, the upload (`push_to_hub`)
 - `redaction`    the token and secrets, kept out of every file, message and upload
 - `cli`          `vit-repro push`
@@ -22,6 +23,7 @@ from .card import (
     read_metrics,
     recipe_metadata,
 )
+from .adapter import build_adapter_folder, locate_adapter, validate_adapter_folder
 from .cli import add_cli
 from .model_facts import count_parameters, describe_model
 from .push import HubPushError, build_repo_folder, push_run, push_to_hub, validate_repo_folder
@@ -33,12 +35,14 @@ __all__ = [
     "Sources",
     "active_token",
     "add_cli",
+    "build_adapter_folder",
     "build_repo_folder",
     "count_parameters",
     "describe_model",
     "eval_result_files",
     "eval_results",
     "locate",
+    "locate_adapter",
     "model_card",
     "pretraining_of",
     "push_run",
@@ -46,5 +50,6 @@ __all__ = [
     "read_metrics",
     "recipe_metadata",
     "redact",
+    "validate_adapter_folder",
     "validate_repo_folder",
 ]

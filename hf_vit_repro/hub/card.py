@@ -497,6 +497,7 @@ def model_card(
     template_path: str | os.PathLike | None = None,
     recipe_root: str | os.PathLike | None = None,
     pretraining_data: str | None = None,
+    adapter: dict | None = None,
 ):
     """Render the model card (`huggingface_hub.ModelCard`) of a run folder, a checkpoint folder or
     a staged repo folder, from `model_cards/modelcard_template.md`.
@@ -517,6 +518,11 @@ def model_card(
     `converted_from` (e.g. "google/vit-base-patch16-224") marks published weights converted with
     `hf_vit_repro.convert`: the card then names the source and its `license` (required) and says
     that the weights, and what they score, are the source's.
+
+    `adapter` (`hub.adapter.adapter_facts`) makes it the card of an adapter-only repo: `source` is
+    then a `Sources` whose checkpoint is the run's merged model (described in the Model section)
+    and whose run folder is the staged repo; `library_name: peft`, the method's tags, an Adapter
+    section (base model, method, options, trainable parameters) and peft's usage.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -528,9 +534,11 @@ def model_card(
             "command line): it is the source's license, not this package's."
         )
     check_repo_id(repo_id)
-    sources = locate(source)
+    sources = source if isinstance(source, Sources) else locate(source)
     token = active_token(token)
     model = describe_model(sources.checkpoint)
+    if adapter:  # the model table describes the merged model, whose weights an adapter repo does not hold
+        model["rows"] = [(k, v.replace("the uploaded weights", "the merged model's weights")) for k, v in model["rows"]]
     records = read_metrics(sources.run)
     fewshot = _read_optional_json(sources.file(runs.FEWSHOT), "few-shot results")
     vtab = _read_optional_json(sources.file(runs.VTAB), "VTAB results")
@@ -543,11 +551,13 @@ def model_card(
     base_tags = BIT_TAGS if model["family"] == "bit" else BASE_TAGS
     base_tags = [model["pipeline_tag"] if tag == CLASSIFIER_PIPELINE_TAG else tag for tag in base_tags]
     tags = base_tags + (["hybrid"] if model["hybrid"] else []) + (["converted"] if converted_from else [])
+    if adapter:
+        tags += ["peft", adapter["method"]]
     results = eval_results(records)
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         license=license or DEFAULT_LICENSE,
-        library_name=LIBRARY_NAME,
+        library_name="peft" if adapter else LIBRARY_NAME,
         pipeline_tag=model["pipeline_tag"],
         tags=tags,
         datasets=train_datasets or None,
@@ -571,6 +581,7 @@ def model_card(
         "figures": _figures(sources),
         "has_logs": (sources.run / runs.LOGS_DIR).is_dir(),
         # ONNX graphs staged by `push --with-export` (hf_vit_repro.export's onnx/ layout)
+        "adapter": adapter,
         "onnx": sorted(p.relative_to(sources.run).as_posix() for p in (sources.run / "onnx").glob("*.onnx")),
     }
     context["evaluated"] = bool(context["evaluation"] or context["fewshot"] or context["vtab"])

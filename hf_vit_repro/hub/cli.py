@@ -39,6 +39,7 @@ def _push(args: argparse.Namespace):
         pretraining_data=args.pretraining_data,
         timeout=args.timeout,
         to=args.to,
+        adapter_only=args.adapter_only,
     )
 
 
@@ -50,7 +51,8 @@ def add_cli(subparsers) -> None:
         "README.md model card and .eval_results/ from the run's results, metrics, figures, recipe, training logs), "
         "validate it, show it, and upload it with huggingface_hub. The token comes from HF_TOKEN or `hf auth login`.",
     )
-    p.add_argument("source", help="run folder (with final/) or a save_pretrained checkpoint folder")
+    p.add_argument("source", help="run folder (with final/) or a save_pretrained checkpoint folder (with --adapter-only: "
+                   "a LoRA run folder or its adapter folder)")
     p.add_argument("repo_id", help="Hub repo, 'namespace/name' (created if missing)")
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.add_argument("--revision", default=None, help="branch to commit to (created from main if missing)")
@@ -83,6 +85,12 @@ def add_cli(subparsers) -> None:
                    "(transformers' own ViTForImageClassification / ViTModel / ViTForMaskedImageModeling, model_type "
                    "'vit', loads without remote code; the same card; refused, with the reason, for models it cannot "
                    "hold exactly, see `vit-repro convert --help`)")
+    p.add_argument("--adapter-only", action="store_true",
+                   help="publish only the peft adapter of a LoRA run (train.method: lora; SOURCE is the run folder, its "
+                   "final/ or final/adapter/): adapter_config.json, adapter_model.safetensors, the image processor "
+                   "config, the run's records and a card with library_name: peft, the method and base_model (the "
+                   "run's model.init_from when it is a Hub id, else --base-model); loads with "
+                   "PeftModel.from_pretrained(base, REPO)")
     p.set_defaults(func=_cmd_push)
 
 

@@ -66,6 +66,13 @@ def _staged_files(sources: Sources, include_logs: bool) -> list[tuple[Path, str]
         if (ckpt / name).exists():
             files.append((ckpt / name, name))
     files += [(p, p.name) for p in sorted(ckpt.glob("*.py"))]  # the shipped code (auto_map)
+    return files + run_files(run, include_logs)
+
+
+def run_files(run: Path, include_logs: bool) -> list[tuple[Path, str]]:
+    """(source path, path in repo) of a run's own records: recipe, training summary, few-shot and
+    VTAB results, metrics, figures and (`include_logs`) training logs."""
+    files = []
     for name in (runs.RECIPE, runs.TRAIN_SUMMARY, runs.FEWSHOT, runs.VTAB):
         if (run / name).exists():
             files.append((run / name, name))
@@ -74,6 +81,15 @@ def _staged_files(sources: Sources, include_logs: bool) -> list[tuple[Path, str]
     if include_logs and (run / runs.LOGS_DIR).is_dir():
         files += [(p, p.relative_to(run).as_posix()) for p in sorted((run / runs.LOGS_DIR).rglob("*")) if p.is_file()]
     return files
+
+
+def prepare_output_dir(output_dir: str | os.PathLike) -> Path:
+    """`output_dir` as a Path whose parent exists; FileExistsError if it exists and is not an empty folder."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise FileExistsError(f"{output_dir} already exists and is not empty; remove it or choose another output folder.")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    return output_dir
 
 
 def build_repo_folder(
@@ -107,15 +123,12 @@ def build_repo_folder(
     sources = locate(source)
     runs.check_checkpoint_files(sources.checkpoint)  # a truncated download is named before anything is staged
     token = active_token(token)
-    output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise FileExistsError(f"{output_dir} already exists and is not empty; remove it or choose another output folder.")
     if not (sources.checkpoint / "preprocessor_config.json").exists():
         raise FileNotFoundError(
             f"{sources.checkpoint} has no preprocessor_config.json: save the image processor used in training next to "
             "the weights (`processor.save_pretrained(folder)`), so pipeline() and AutoImageProcessor work."
         )
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    output_dir = prepare_output_dir(output_dir)
     exported = []
     if with_export is not None:
         from ..export import hub_files
@@ -161,8 +174,6 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
     link in the card points to a file in the folder; no file holds the token; and (`load_model`)
     the weights load into the class config.json names with no missing or unexpected tensor.
     """
-    from huggingface_hub import ModelCard
-
     folder = Path(folder)
     problems = []
     for name in ("config.json", "preprocessor_config.json", "README.md"):
@@ -180,6 +191,20 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
             module = reference.split("--")[-1].rsplit(".", 1)[0]
             if not (folder / f"{module}.py").exists():
                 problems.append(f"config.json's auto_map names {module}.py, which is missing")
+    problems += card_problems(folder, token)
+    if load_model and not problems:
+        problems += _load_problems(folder)
+    if problems:
+        raise ValueError(f"{folder} is not ready to publish:\n- " + "\n- ".join(problems))
+
+
+def card_problems(folder: Path, token: str | None, keys=("license", "library_name", "pipeline_tag", "tags")) -> list[str]:
+    """What is wrong with a staged folder's README.md, `.eval_results/` and secrets: the card's
+    metadata parses and has `keys`, its `model-index` equals the metrics files, as do the
+    `.eval_results/*.yaml` files; every relative link points into the folder; no file holds the token."""
+    from huggingface_hub import ModelCard
+
+    problems = []
     if (folder / "README.md").exists():
         try:
             card = ModelCard.load(folder / "README.md")
@@ -187,7 +212,7 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
             problems.append(f"README.md metadata does not parse: {err}")
         else:
             data = card.data
-            for key in ("license", "library_name", "pipeline_tag", "tags"):
+            for key in keys:
                 if not getattr(data, key, None):
                     problems.append(f"README.md metadata lacks {key}")
             expected = {(r.dataset_type, r.dataset_name, r.dataset_split, r.metric_type, r.metric_value)
@@ -204,10 +229,7 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
         check_no_token(folder, active_token(token))
     except ValueError as err:
         problems.append(str(err))
-    if load_model and not problems:
-        problems += _load_problems(folder)
-    if problems:
-        raise ValueError(f"{folder} is not ready to publish:\n- " + "\n- ".join(problems))
+    return problems
 
 
 def _eval_results_problems(folder: Path) -> list[str]:
@@ -310,9 +332,14 @@ def push_to_hub(
     verbose: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
     to: str = "vit_repro",
+    adapter_only: bool = False,
     **card_options,
 ):
     """Publish a run folder or checkpoint folder to the Hub repo `repo_id`.
+
+    `adapter_only`: publish only the peft adapter of a LoRA run (`hub.adapter.build_adapter_folder`:
+    the adapter files, the image processor config, the run's records and a card with
+    `library_name: peft` and `base_model`) instead of the whole checkpoint.
 
     Builds the repo folder (`build_repo_folder`), validates it (`validate_repo_folder`), prints
     what will be uploaded, then `create_repo(exist_ok=True)` (+ `create_branch` for `revision`) and
@@ -333,6 +360,9 @@ def push_to_hub(
     HubPushError when the upload fails; running the same call again finishes an interrupted push.
     """
     check_repo_id(repo_id)
+    if adapter_only and (with_export is not None or to != "vit_repro"):
+        raise ValueError("--adapter-only publishes the peft adapter alone; --with-export and --to transformers are for a "
+                         "whole checkpoint: leave them out, or push without --adapter-only.")
     if create_pr and revision not in (None, "main"):
         raise ValueError("create_pr opens a pull request on the main branch; do not combine it with --revision.")
     token = active_token(token)
@@ -347,13 +377,26 @@ def push_to_hub(
     built = None
     try:
         with _terminate_as_interrupt():
-            built = folder = build_repo_folder(source, output_dir, repo_id, include_logs=include_logs,
-                                               with_export=with_export, token=token, to=to, **card_options)
-            validate_repo_folder(folder, token=token)
+            if adapter_only:
+                from .adapter import adapter_card, build_adapter_folder, validate_adapter_folder
+
+                built = folder = build_adapter_folder(source, output_dir, repo_id, include_logs=include_logs,
+                                                      token=token, **card_options)
+                validate_adapter_folder(folder, token=token)
+
+                def render_card(name):
+                    return adapter_card(folder, source, name, token=token, **card_options)
+            else:
+                built = folder = build_repo_folder(source, output_dir, repo_id, include_logs=include_logs,
+                                                   with_export=with_export, token=token, to=to, **card_options)
+                validate_repo_folder(folder, token=token)
+
+                def render_card(name):
+                    return model_card(folder, name, token=token, **{"recipe_root": locate(source).run, **card_options})
             built = None  # valid: a dry run keeps it
-            return _publish(folder, source, repo_id, dry_run=dry_run, private=private, revision=revision,
+            return _publish(folder, repo_id, dry_run=dry_run, private=private, revision=revision,
                             create_pr=create_pr, commit_message=commit_message, token=token, endpoint=endpoint,
-                            timeout=timeout, say=say, card_options=card_options)
+                            timeout=timeout, say=say, render_card=render_card)
     finally:
         if built is not None and temporary is None:
             shutil.rmtree(built, ignore_errors=True)
@@ -361,8 +404,8 @@ def push_to_hub(
             temporary.cleanup()
 
 
-def _publish(folder, source, repo_id, *, dry_run, private, revision, create_pr, commit_message, token, endpoint,
-             timeout, say, card_options):
+def _publish(folder, repo_id, *, dry_run, private, revision, create_pr, commit_message, token, endpoint,
+             timeout, say, render_card):
     """Show what a validated `folder` holds, then stop (dry run) or upload it."""
     target = f"{repo_id}" + (f" (branch {revision})" if revision else "") + (" (pull request)" if create_pr else "")
     say(redact(_plan(folder, target), token))
@@ -372,7 +415,7 @@ def _publish(folder, source, repo_id, *, dry_run, private, revision, create_pr, 
     with _request_timeout(timeout):
         return _upload(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
                        commit_message=commit_message, token=token, endpoint=endpoint, say=say, timeout=timeout,
-                       card_options={"recipe_root": locate(source).run, **card_options})
+                       render_card=render_card)
 
 
 @contextlib.contextmanager
@@ -414,7 +457,7 @@ def _terminate_as_interrupt():
 
 
 def _upload(folder, repo_id, *, private, revision, create_pr, commit_message, token, endpoint, say, timeout,
-            card_options):
+            render_card):
     from huggingface_hub import HfApi, constants
 
     api = HfApi(endpoint=endpoint, token=token)
@@ -422,7 +465,7 @@ def _upload(folder, repo_id, *, private, revision, create_pr, commit_message, to
     try:
         full_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         if full_id != repo_id:  # "name" went to the token's namespace: the card's snippets name the real repo
-            model_card(folder, full_id, token=token, **card_options).save(folder / "README.md")
+            render_card(full_id).save(folder / "README.md")
             repo_id = full_id
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)

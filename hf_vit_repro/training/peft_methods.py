@@ -33,8 +33,8 @@ within float32 rounding) so every command that reads a checkpoint reads it, and 
 folder `final/adapter/` that `PeftModel.from_pretrained(base, folder)` loads on the base model
 (`base_model` below).
 
-This module imports no other part of the package at import time: the recipe's validation reads
-its tables.
+This module imports no other part of the package at import time but `runs` (the run folder's
+names, standard library only): the recipe's validation reads its tables.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 from typing import Any
+
+from ..runs import ADAPTER_DIR  # where a LoRA run's peft adapter folder goes, inside final/ (re-exported)
 
 METHODS = ("full", "linear", "bitfit", "lora", "vpt-shallow", "vpt-deep", "adapter")
 DEFAULT_METHOD = "full"
@@ -59,8 +61,6 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
 LORA_TARGET_MODULES = ("qkv", "o_proj", "fc1", "fc2")
 #: The classification head every method trains (`model.classifier`, ours and transformers' BiT's).
 HEAD = "classifier"
-#: Where a LoRA run's peft adapter folder goes, inside its final/ checkpoint.
-ADAPTER_DIR = "adapter"
 #: Methods that change a ViT's modules (a BiT ResNet has no blocks to prompt or adapt).
 VIT_ONLY = ("lora", "vpt-shallow", "vpt-deep", "adapter")
 
