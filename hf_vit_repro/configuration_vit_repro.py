@@ -93,6 +93,11 @@ class ViTReproConfig(BackboneConfigMixin, PreTrainedConfig):
         hidden_dropout_prob (`float`, defaults to 0.0): dropout after every dense layer except qkv,
             and after adding position embeddings (paper Appendix B.1).
         attention_probs_dropout_prob (`float`, defaults to 0.0): dropout on attention weights.
+        drop_path_rate (`float`, defaults to 0.0): stochastic depth (Huang et al., ECCV 2016), used by AugReg
+            (Steiner et al., TMLR 2022, Sec. 3.3: "linearly increasing probability of dropping layers"): in training,
+            each block's attention and MLP branches are dropped per sample, the kept samples scaled by 1 / (1 - p),
+            with p rising linearly from 0 at the first block to `drop_path_rate` at the last (timm's rule,
+            :attr:`drop_path_rates`). Identity in evaluation; 0 (the paper's setting) adds no computation.
         qkv_bias (`bool`, defaults to True): bias on the query/key/value projections.
         pooling (`str`, defaults to `"token"`): `"token"` prepends a learned class token and uses its
             final state; `"gap"` has no class token and averages the final (normalised) patch tokens,
@@ -183,6 +188,7 @@ class ViTReproConfig(BackboneConfigMixin, PreTrainedConfig):
     layer_norm_eps: float = 1e-6
     hidden_dropout_prob: float | int = 0.0
     attention_probs_dropout_prob: float | int = 0.0
+    drop_path_rate: float | int = 0.0
     qkv_bias: bool = True
     pooling: str = "token"
     representation_size: int | None = None
@@ -312,6 +318,13 @@ class ViTReproConfig(BackboneConfigMixin, PreTrainedConfig):
         return 1 if self.pooling == "token" else 0
 
     @property
+    def drop_path_rates(self) -> list[float]:
+        """Stochastic-depth rate of each block: linear from 0 at the first block to `drop_path_rate` at the
+        last (timm's `calculate_drop_path_rates`; Huang et al.'s own rule starts at `drop_path_rate / L`)."""
+        last = self.num_hidden_layers - 1
+        return [self.drop_path_rate * index / last if last else 0.0 for index in range(self.num_hidden_layers)]
+
+    @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
@@ -421,7 +434,7 @@ class ViTReproConfig(BackboneConfigMixin, PreTrainedConfig):
             raise ValueError(f"`hidden_act` {self.hidden_act!r} is not a known activation; try 'gelu'.")
 
     def validate_dropout_rates(self):
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"`{name}` must be a probability in [0, 1), got {value}.")

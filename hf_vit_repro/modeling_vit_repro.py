@@ -480,6 +480,18 @@ class ViTReproAdapter(nn.Module):
         return self.up_proj(self.dropout(self.activation(self.down_proj(hidden_states)))) * self.scale
 
 
+def drop_path(branch: torch.Tensor, rate: float) -> torch.Tensor:
+    """Stochastic depth (Huang et al., ECCV 2016) on a residual branch `(B, ...)`: each sample's branch is zeroed
+    with probability `rate` and the kept ones are multiplied by 1 / (1 - rate), so its expectation is unchanged.
+
+    One Bernoulli draw per sample from torch's default generator of the branch's device, so gradient
+    checkpointing (`torch.utils.checkpoint` saves that generator's state before the forward and restores it
+    for the recomputation) drops the same samples twice. The mask has the branch's dtype, as timm's."""
+    keep = 1.0 - rate
+    mask = torch.empty((branch.shape[0],) + (1,) * (branch.ndim - 1), dtype=branch.dtype, device=branch.device)
+    return branch * mask.bernoulli_(keep).div_(keep)
+
+
 class ViTReproLayer(GradientCheckpointingLayer):
     """One pre-norm encoder block (Eqs. 2-3).
 
@@ -491,7 +503,7 @@ class ViTReproLayer(GradientCheckpointingLayer):
     hooks (`_reads_weights_safely`); under peft, quantisation or a hook the block calls its modules.
     """
 
-    def __init__(self, config: ViTReproConfig):
+    def __init__(self, config: ViTReproConfig, drop_path_rate: float = 0.0):
         super().__init__()
         self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.attention = ViTReproAttention(config)
@@ -500,6 +512,9 @@ class ViTReproLayer(GradientCheckpointingLayer):
         p = config.hidden_dropout_prob
         self.dropout = nn.Dropout(p) if p else nn.Identity()
         self.adapter = ViTReproAdapter(config) if config.adapter_bottleneck else None
+        # Stochastic depth of this block (`config.drop_path_rates`): a number, not a module, so a model
+        # without it has the same modules, state dict and program as before it existed.
+        self.drop_path_rate = drop_path_rate
 
     def _use_native_fast_path(self, hidden_states: torch.Tensor, output_attentions: bool) -> bool:
         attention = self.attention
@@ -545,10 +560,15 @@ class ViTReproLayer(GradientCheckpointingLayer):
             self.layernorm_before(hidden_states), output_attentions, num_queries=num_queries, **kwargs
         )
         residual = hidden_states if num_queries is None else hidden_states[:, :num_queries]
-        hidden_states = residual + self.dropout(attention_output)
-        if self.adapter is not None:  # AdaptFormer: in parallel to the MLP (Eq. 3 + s * adapter)
-            return hidden_states + self.mlp(self.layernorm_after(hidden_states)) + self.adapter(hidden_states)
-        return hidden_states + self.mlp(self.layernorm_after(hidden_states))
+        hidden_states = residual + self._drop_path(self.dropout(attention_output))
+        mlp_output = self._drop_path(self.mlp(self.layernorm_after(hidden_states)))
+        if self.adapter is not None:  # AdaptFormer: in parallel to the MLP (Eq. 3 + s * adapter), never dropped
+            return hidden_states + mlp_output + self.adapter(hidden_states)
+        return hidden_states + mlp_output
+
+    def _drop_path(self, branch: torch.Tensor) -> torch.Tensor:
+        """Stochastic depth on one residual branch, in training only (the native fast path above never trains)."""
+        return drop_path(branch, self.drop_path_rate) if self.training and self.drop_path_rate else branch
 
 
 class ViTReproPooler(nn.Module):
@@ -902,7 +922,7 @@ class ViTReproModel(ViTReproPreTrainedModel):
     def __init__(self, config: ViTReproConfig, use_mask_token: bool = False):
         super().__init__(config)
         self.embeddings = ViTReproEmbeddings(config, use_mask_token=use_mask_token)
-        self.layers = nn.ModuleList([ViTReproLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layers = nn.ModuleList([ViTReproLayer(config, rate) for rate in config.drop_path_rates])
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = ViTReproPooler(config)
         self.post_init()
@@ -1092,7 +1112,7 @@ class ViTReproBackbone(BackboneMixin, ViTReproPreTrainedModel):
     def __init__(self, config: ViTReproConfig):
         super().__init__(config)
         self.embeddings = ViTReproEmbeddings(config)
-        self.layers = nn.ModuleList([ViTReproLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layers = nn.ModuleList([ViTReproLayer(config, rate) for rate in config.drop_path_rates])
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         cnn = config.backbone_config
         cnn_widths = [cnn.embedding_size, *cnn.hidden_sizes] if cnn is not None else []
@@ -1564,4 +1584,5 @@ __all__ = [
     "masked_patch_prediction_losses",
     "resample_position_embeddings",
     "resize_position_embeddings_in_state_dict",
+    "drop_path",
 ]

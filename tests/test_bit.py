@@ -175,7 +175,8 @@ def bit_run(tmp_path_factory):
 
 
 def test_a_bit_recipe_refuses_vit_only_settings(tmp_path):
-    for key, value in (("model.dropout", 0.1), ("model.representation_size", 64), ("model.gradient_checkpointing", True)):
+    for key, value in (("model.dropout", 0.1), ("model.drop_path_rate", 0.1), ("model.representation_size", 64),
+                       ("model.gradient_checkpointing", True)):
         with pytest.raises(RecipeError, match=f"BiT ResNet.*{key}"):
             tiny_bit_recipe(tmp_path, **{key: value})
 

@@ -35,6 +35,8 @@ def test_non_square_image_and_derived_values():
         ({"classifier_init": "xavier"}, "classifier_init", "must be one of"),
         ({"position_embedding_interpolation": "lanczos"}, "position_embedding_interpolation", "must be one of"),
         ({"hidden_dropout_prob": 1.5}, "hidden_dropout_prob", "probability"),
+        ({"drop_path_rate": 1.0}, "drop_path_rate", "[0, 1)"),
+        ({"drop_path_rate": -0.1}, "drop_path_rate", "[0, 1)"),
         ({"num_hidden_layers": 0}, "num_hidden_layers", "positive"),
         ({"representation_size": -1}, "representation_size", "positive"),
         ({"hidden_act": "swishy"}, "hidden_act", "known activation"),

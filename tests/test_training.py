@@ -78,6 +78,20 @@ def test_model_memory_options_reach_the_model(tmp_path, option):
     assert flags(model) == [True, True] and flags(plain) == [False, False]
 
 
+def test_stochastic_depth_reaches_the_model_from_scratch_and_from_a_checkpoint(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{"model.drop_path_rate": 0.2})
+    model = training.build_model(recipe, num_classes=10)
+    assert model.config.drop_path_rate == 0.2 and [layer.drop_path_rate for layer in model.vit.layers] == [0.0, 0.2]
+    training.build_model(tiny_recipe(tmp_path), num_classes=10).save_pretrained(tmp_path / "pretrained")  # rate 0
+    finetune = recipe.replace(**{"mode": "finetune", "model.init_from": str(tmp_path / "pretrained")})
+    tuned = training.build_model(finetune, num_classes=10)
+    assert [layer.drop_path_rate for layer in tuned.vit.layers] == [0.0, 0.2]
+    for changes, message in (({"model.drop_path_rate": 1.0}, "`model.drop_path_rate` must be a probability in \\[0, 1\\)"),
+                             ({"model.config": {**TINY, "drop_path_rate": 0.1}}, "use `model.drop_path_rate`")):
+        with pytest.raises(RecipeError, match=message):
+            tiny_recipe(tmp_path, **changes)
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_fused_optimizer_is_the_default_and_updates_like_the_loop(tmp_path, optimizer):
     """The single-kernel optimizer (`optim.fused`, on by default) takes the same steps as torch's

@@ -183,7 +183,7 @@ def base_recipe(
     if checkpoint is not None:
         values["model"]["init_from"] = str(checkpoint)
         if _is_bit_checkpoint(checkpoint):  # a ResNet has no dropout and no pre-logits layer to configure
-            values["model"].update(dropout=0.0, attention_dropout=0.0, representation_size=None)
+            values["model"].update(dropout=0.0, attention_dropout=0.0, drop_path_rate=0.0, representation_size=None)
     with tempfile.TemporaryDirectory() as folder:
         resolved = Path(folder) / path.name
         resolved.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")

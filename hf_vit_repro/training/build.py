@@ -192,6 +192,7 @@ def _recipe_config_kwargs(recipe: Recipe, num_classes: int) -> dict[str, Any]:
         "representation_size": m.representation_size,
         "hidden_dropout_prob": m.dropout,
         "attention_probs_dropout_prob": m.attention_dropout,
+        "drop_path_rate": m.drop_path_rate,
     }
 
 
@@ -202,7 +203,7 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
     data's mean/std as `mpp_image_mean` / `_std`, for masked patch prediction).
     From scratch: `models.config_from_variant(variant, ...)` (a `ViTReproConfig`, or transformers'
     `BitConfig` for a BiT ResNet such as "BiT-R50x1"), or `ViTReproConfig(**model.config)` without
-    a variant. From `init_from`: the checkpoint (either family), with dropout (and `mpp_*` fields)
+    a variant. From `init_from`: the checkpoint (either family), with dropout, stochastic depth (and `mpp_*` fields)
     from the recipe; in fine-tuning mode its head is replaced by a zero-initialised K-way one (a
     ViT's pre-logits layer dropped unless `representation_size` is set; a masked-patch-prediction
     checkpoint's prediction head and mask token are left behind) and a ViT's position embeddings
@@ -251,6 +252,7 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
                                   "a BiT ResNet: use full, linear or bitfit.")
         else:
             config.hidden_dropout_prob, config.attention_probs_dropout_prob = m.dropout, m.attention_dropout
+            config.drop_path_rate = m.drop_path_rate
             for key, value in method_config.items():
                 setattr(config, key, value)
         try:  # the recipe's own settings first: an error there is the recipe's, not the checkpoint's

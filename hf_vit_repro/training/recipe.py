@@ -40,8 +40,9 @@ class ModelRecipe:
     """The network. `variant` names a row of the variant table ("ViT-B/16", "R50+ViT-B/16", or a
     BiT ResNet such as "BiT-R50x1", built as transformers' `BitConfig`); `config` sets any other
     field of that config (a tiny demo model, `pooling: gap`, a BiT's `depths` / `hidden_sizes` /
-    `embedding_size` / `num_groups`...). A BiT ResNet has no dropout, pre-logits layer or memory
-    options: `dropout`, `attention_dropout` must be 0 and `representation_size` null for it.
+    `embedding_size` / `num_groups`...). `drop_path_rate`: stochastic depth (AugReg's `sd`), the last block's
+    rate, linear from 0 at the first. A BiT ResNet has no dropout, stochastic depth, pre-logits layer or memory
+    options: `dropout`, `attention_dropout`, `drop_path_rate` must be 0 and `representation_size` null for it.
     `init_from` fine-tunes a checkpoint: a run folder (its `final/` is used), a `save_pretrained`
     folder or a Hub repo id. `representation_size` is the pre-logits width (pretraining; `null`
     drops it when fine-tuning). `image_size` differs from the checkpoint's when fine-tuning at a
@@ -56,6 +57,7 @@ class ModelRecipe:
     representation_size: int | None = None
     dropout: float = 0.0
     attention_dropout: float = 0.0
+    drop_path_rate: float = 0.0
     config: dict = field(default_factory=dict)
     gradient_checkpointing: bool = False
     recompute_mlp_activation: bool = False
@@ -335,10 +337,10 @@ class Recipe:
             )
         positive("model.image_size", m.image_size)
         positive("model.representation_size", m.representation_size, allow_none=True)
-        for key, p in (("model.dropout", m.dropout), ("model.attention_dropout", m.attention_dropout)):
-            if not 0.0 <= p < 1.0:
-                raise RecipeError(f"`{key}` must be a probability in [0, 1), got {p}.")
-        for key in ("image_size", "num_labels", "representation_size", "hidden_dropout_prob",
+        for key in ("dropout", "attention_dropout", "drop_path_rate"):
+            if not 0.0 <= (p := getattr(m, key)) < 1.0:
+                raise RecipeError(f"`model.{key}` must be a probability in [0, 1), got {p}.")
+        for key in ("image_size", "num_labels", "representation_size", "hidden_dropout_prob", "drop_path_rate",
                     "attention_probs_dropout_prob", "id2label", "label2id", "mpp_image_mean", "mpp_image_std"):
             if key in m.config:
                 raise RecipeError(
@@ -482,14 +484,14 @@ def check_bit_model(m: ModelRecipe, subject: str | None = None) -> None:
     """A BiT ResNet has none of the ViT's dropout, pre-logits layer or memory options: `RecipeError`
     naming those the recipe sets. `subject` says where the ResNet comes from (default: the variant)."""
     wrong = [f"model.{key}={getattr(m, key)!r}" for key, off in (
-        ("dropout", 0.0), ("attention_dropout", 0.0), ("representation_size", None),
+        ("dropout", 0.0), ("attention_dropout", 0.0), ("drop_path_rate", 0.0), ("representation_size", None),
         ("gradient_checkpointing", False), ("recompute_mlp_activation", False),
     ) if getattr(m, key) != off]
     if wrong:
         subject = subject or f"`model.variant` {m.variant}"
         raise RecipeError(
-            f"{subject} is a BiT ResNet, which has no dropout, pre-logits layer or ViT memory "
-            f"options; remove {', '.join(wrong)} (dropout 0, representation_size null, the options false)."
+            f"{subject} is a BiT ResNet, which has no dropout, stochastic depth, pre-logits layer or ViT memory "
+            f"options; remove {', '.join(wrong)} (rates 0, representation_size null, the options false)."
         )
 
 
@@ -498,6 +500,7 @@ _CONFIG_KEY_OWNERS = {
     "representation_size": "`model.representation_size`",
     "hidden_dropout_prob": "`model.dropout`",
     "attention_probs_dropout_prob": "`model.attention_dropout`",
+    "drop_path_rate": "`model.drop_path_rate`",
     "mpp_image_mean": "`data.mean` (the targets are de-normalised with it)",
     "mpp_image_std": "`data.std` (the targets are de-normalised with it)",
 }
