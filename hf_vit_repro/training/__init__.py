@@ -76,7 +76,8 @@ from .objectives import (
     objective_for,
 )
 from .peft_methods import METHODS, apply_method, trainable_parameters
-from .optim import EMA, build_optimizer, build_scheduler, classification_loss, lr_multiplier, mixup, parameter_groups
+from .optim import (EMA, build_optimizer, build_scheduler, classification_loss, layer_decay_groups, lr_multiplier, mixup,
+                    parameter_groups)
 from .recipe import (
     AUGMENTATIONS,
     LOSSES,
@@ -114,8 +115,8 @@ __all__ = [
     "add_cli", "apply_overrides", "architecture", "build_data", "build_model", "build_optimizer",
     "build_scheduler", "check_checkpoint_compatible", "check_checkpoint_layout", "check_same_recipe",
     "checkpoint_name", "classification_loss", "describe_architecture", "evaluate",
-    "evaluate_masked_patch_prediction", "latest_checkpoint", "list_checkpoints", "load_checkpoint_config",
-    "load_recipe", "lr_multiplier", "mixup", "objective_for", "parameter_groups", "parse_overrides",
+    "evaluate_masked_patch_prediction", "latest_checkpoint", "layer_decay_groups", "list_checkpoints",
+    "load_checkpoint_config", "load_recipe", "lr_multiplier", "mixup", "objective_for", "parameter_groups", "parse_overrides",
     "push_run_to_hub", "recipe_differences", "resolve_checkpoint", "resolve_key", "resume_point",
     "run_recipe", "save_checkpoint", "save_final_model", "smoke_recipe", "sweep_member", "train",
 ]

@@ -10,6 +10,10 @@ the classification losses (paper Appendix B.1).
   warm-up and 0 at the last update for linear and cosine decay.
 - BiT-HyperRule's fine-tuning schedule (Kolesnikov et al. 2020, Sec. 3.3) is `step`: after the
   same linear warm-up, the rate is divided by 10 once t passes 30%, 60% and 90% of T.
+- Layer-wise learning-rate decay (`optim.layer_decay`, BEiT, Bao et al. 2022; MAE's fine-tuning): with
+  L blocks, layer i's parameters get `lr * layer_decay ** (L + 1 - i)`: i = 0 for the embeddings,
+  k + 1 for block k, L + 1 for what follows the blocks. The schedule multiplies every group's own
+  rate by the same factor (`LambdaLR` scales each group's initial rate), so the ratios hold.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .recipe import SCHEDULES, OptimRecipe
+from .recipe import SCHEDULES, OptimRecipe, RecipeError
 
 #: BiT-HyperRule's step decay (BiT paper Sec. 3.3): "decay the learning rate by a factor of 10 at
 #: 30%, 60% and 90% of the training steps". (The released bit_hyperrule.py decays its 500-step
@@ -46,9 +50,53 @@ def parameter_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
+def layer_index(model) -> tuple[dict[int, int], int]:
+    """`({id(parameter): layer}, L)` for a ViT (also wrapped by peft, or a backbone): layer 0 holds
+    the embeddings module's parameters (patch embedding or a hybrid's CNN, class token, position
+    embeddings, mask token, VPT prompts, deep ones included), layer k + 1 block k's (with its LoRA
+    or adapter weights); parameters absent from the map (final norm, pooler, heads) are layer L + 1.
+    Found by parameter identity, so peft's renaming does not matter. `RecipeError` for a model with
+    no ViT blocks (a BiT ResNet)."""
+    import torch
+
+    vit = next((m for m in model.modules() if isinstance(getattr(m, "layers", None), torch.nn.ModuleList)
+                and isinstance(getattr(m, "embeddings", None), torch.nn.Module)), None)
+    if vit is None:
+        raise RecipeError(
+            f"`optim.layer_decay` needs a ViT's embeddings and blocks; {type(model).__name__} has none "
+            "(a BiT ResNet's stages are not layers here): set `optim.layer_decay: null`."
+        )
+    layers = {id(p): 0 for p in vit.embeddings.parameters()}
+    for k, block in enumerate(vit.layers):
+        layers.update({id(p): k + 1 for p in block.parameters()})
+    return layers, len(vit.layers)
+
+
+def layer_decay_groups(model, weight_decay: float, layer_decay: float, lr: float) -> list[dict[str, Any]]:
+    """`parameter_groups` split by layer (`layer_index`): for each layer i = 0..L+1 that has trainable
+    parameters, a decayed and an exempt group (the same `no_weight_decay()` exemptions), each with
+    `lr = lr * layer_decay ** (L + 1 - i)` and its `layer` and `names` for inspection. Empty
+    groups are left out."""
+    layers, num_layers = layer_index(model)
+    base_groups = parameter_groups(model, weight_decay)
+    groups = []
+    for layer in range(num_layers + 2):
+        for base in base_groups:
+            chosen = [(n, p) for n, p in zip(base["names"], base["params"])
+                      if layers.get(id(p), num_layers + 1) == layer]
+            if chosen:
+                groups.append({
+                    "params": [p for _, p in chosen], "names": [n for n, _ in chosen], "layer": layer,
+                    "weight_decay": base["weight_decay"], "lr": lr * layer_decay ** (num_layers + 1 - layer),
+                })
+    return groups
+
+
 def build_optimizer(model, optim: OptimRecipe, lr: float | None = None, sharded: bool = False):
     """`torch.optim.AdamW` (paper pretraining) or `SGD` with momentum (paper fine-tuning) over
-    `parameter_groups`. The learning rate set here is the base rate the schedule multiplies.
+    `parameter_groups`, or `layer_decay_groups` when `optim.layer_decay` is set and not 1 (1 and
+    null give the same two groups). The learning rate set here is the base rate the schedule
+    multiplies (every group's own rate, with layer decay).
     `sharded`: the parameters will be FSDP2 DTensors. torch 2.14 has no DTensor rule for the
     fused SGD kernel ("aten._fused_sgd_.default does not have a sharding strategy registered" at
     the first step), so sharded SGD takes torch's default implementation (the same update, one
@@ -56,7 +104,11 @@ def build_optimizer(model, optim: OptimRecipe, lr: float | None = None, sharded:
     import torch
 
     lr = optim.lr if lr is None else lr
-    groups = [{k: v for k, v in g.items() if k != "names"} for g in parameter_groups(model, optim.weight_decay)]
+    if optim.layer_decay is None or optim.layer_decay == 1.0:
+        named_groups = parameter_groups(model, optim.weight_decay)
+    else:
+        named_groups = layer_decay_groups(model, optim.weight_decay, optim.layer_decay, lr)
+    groups = [{k: v for k, v in g.items() if k not in ("names", "layer")} for g in named_groups]
     fused = optim.fused or None  # None: torch's own default implementation
     if sharded and optim.optimizer == "sgd":
         fused = None

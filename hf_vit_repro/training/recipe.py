@@ -109,16 +109,16 @@ class DataRecipe:
 
 @dataclass
 class OptimRecipe:
-    """Optimizer and schedule. `adamw` is the paper's pretraining Adam with decoupled weight decay
-    (multiplied by the learning rate, as the original code applies it); `sgd` uses `momentum` and
-    the paper's fine-tuning has no weight decay. Parameters named by `model.no_weight_decay()`
-    never decay (for a BiT ResNet: every 1-D parameter). `schedule`: `cosine`, `linear`,
-    `constant`, or `step` (BiT-HyperRule: the rate divided by 10 after 30%, 60% and 90% of the
-    steps). `lr_sweep` lists learning rates to choose from on the validation split before
-    the final run (`run_recipe`). `grad_clip_norm: null` disables clipping. `fused` updates all
-    parameters in one kernel (torch's fused AdamW / SGD, the default of transformers' Trainer
-    too): a ViT-S/16 training step on CPU is about 4 % faster than with torch's default
-    AdamW (benchmarks/README.md). Under FSDP SGD is never fused (torch has no sharded fused SGD)."""
+    """Optimizer and schedule. `adamw` is the paper's pretraining Adam with decoupled weight decay (multiplied by
+    the learning rate, as the original code applies it); `sgd` uses `momentum` and the paper's fine-tuning has
+    no weight decay. Parameters named by `model.no_weight_decay()` never decay (for a BiT ResNet: every 1-D
+    parameter). `schedule`: `cosine`, `linear`, `constant`, or `step` (BiT-HyperRule: the rate divided by 10
+    after 30%, 60% and 90% of the steps). `lr_sweep` lists learning rates to choose from on the validation split
+    before the final run (`run_recipe`). `grad_clip_norm: null` disables clipping. `fused` updates all
+    parameters in one kernel (torch's fused AdamW / SGD, the default of transformers' Trainer too): a ViT-S/16
+    training step on CPU is about 4 % faster than with torch's default AdamW (benchmarks/README.md). Under FSDP
+    SGD is never fused (torch has no sharded fused SGD). `layer_decay` (BEiT / MAE fine-tuning, e.g. 0.75; null:
+    off): layer i of L blocks gets `lr * layer_decay ** (L + 1 - i)` (`optim.layer_decay_groups`, ViTs only)."""
 
     optimizer: str = "sgd"
     lr: float = 0.01
@@ -131,6 +131,7 @@ class OptimRecipe:
     schedule: str = "cosine"
     warmup_steps: int = 500
     fused: bool = True
+    layer_decay: float | None = None
 
 
 @dataclass
@@ -374,6 +375,8 @@ class Recipe:
             raise RecipeError(f"`optim.momentum` must lie in [0, 1), got {o.momentum}.")
         positive("optim.grad_clip_norm", o.grad_clip_norm, allow_none=True)
         positive("optim.warmup_steps", o.warmup_steps, allow_zero=True)
+        if o.layer_decay is not None and not 0.0 < o.layer_decay <= 1.0:
+            raise RecipeError(f"`optim.layer_decay` must lie in (0, 1] (e.g. 0.75) or be null, got {o.layer_decay}.")
         if (t.steps is None) == (t.epochs is None):
             raise RecipeError(
                 f"Give exactly one of `train.steps` and `train.epochs` (got steps={t.steps}, epochs={t.epochs})."
@@ -381,9 +384,7 @@ class Recipe:
         positive("train.steps", t.steps, allow_none=True)
         positive("train.epochs", t.epochs, allow_none=True)
         if t.steps is not None and o.warmup_steps >= t.steps and t.steps > 1:
-            raise RecipeError(
-                f"`optim.warmup_steps` ({o.warmup_steps}) must be smaller than `train.steps` ({t.steps})."
-            )
+            raise RecipeError(f"`optim.warmup_steps` ({o.warmup_steps}) must be smaller than `train.steps` ({t.steps}).")
         positive("train.global_batch_size", t.global_batch_size)
         positive("train.micro_batch_size", t.micro_batch_size)
         if t.global_batch_size % t.micro_batch_size:
