@@ -131,3 +131,31 @@ def test_bad_values_are_refused_in_one_line():
     with pytest.raises(RecipeError, match="`optim.layer_decay` needs a ViT.*BitForImageClassification.*null"):
         build_optimizer(bit, optim_recipe(layer_decay=0.75))
     build_optimizer(bit, optim_recipe(layer_decay=1.0))  # off: BiT trains as today
+
+
+def test_a_run_with_layer_decay_logs_the_heads_rate_and_resumes(tmp_path):
+    """Through the loop: the logged rate is the base schedule's (the head's group), and a run
+    stopped after 2 steps resumes its per-layer optimizer groups to the same weights."""
+    from safetensors.torch import load_file
+
+    from hf_vit_repro import runs
+    from hf_vit_repro.training import train
+
+    def recipe(name, **changes):
+        return Recipe.from_dict({
+            "name": "llrd", "mode": "pretrain",
+            "model": {"variant": None, "image_size": 16, "config": {**TINY, "num_hidden_layers": 2}},
+            "data": {"task": "digits", "augmentation": "none", "max_train_examples": 32, "max_eval_examples": 16},
+            "optim": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 1, "layer_decay": 0.6},
+            "train": {"steps": 4, "global_batch_size": 8, "micro_batch_size": 8},
+            "run": {"output_dir": str(tmp_path / name), "checkpoint_every": 2, "progress_bar": False,
+                    "trackers": []},
+        }).replace(**changes)
+
+    seen = []
+    whole = train(recipe("whole"), callbacks=[lambda state: seen.append((state.step, state.lr))])
+    assert seen == [(s, pytest.approx(1e-3 * lr_multiplier(s, 4, 1, "cosine"))) for s in range(1, 5)]
+    train(recipe("split", **{"run.stop_after": 2}))
+    split = train(recipe("split"))
+    a, b = (load_file(str(r.run_dir / runs.FINAL_DIR / "model.safetensors")) for r in (whole, split))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -259,7 +259,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
         grad_norm = None
         if o.grad_clip_norm:
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), o.grad_clip_norm))
-        lr = scheduler.get_last_lr()[0]
+        lr = max(scheduler.get_last_lr())  # the base rate: the head's group (layer decay lowers the others)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
