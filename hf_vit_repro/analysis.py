@@ -1059,7 +1059,7 @@ def analyze_checkpoint(
     source, run_dir = resolve_checkpoint(checkpoint)
     if out_dir is None:
         if run_dir is None:
-            raise ValueError(f"Say where to write the figures (--out DIR): {str(checkpoint)!r} is not a run folder.")
+            raise ValueError(f"Say where to write the figures (--output-dir DIR): {str(checkpoint)!r} is not a run folder.")
         out_dir = run_dir / runs.ANALYSIS_DIR
     model, processor = load_for_analysis(source, device)
     kwargs.setdefault("image_processor", processor)

@@ -576,7 +576,7 @@ def run_vtab(
         if previous.get("protocol") != settings:
             raise ValueError(
                 f"{path} holds VTAB results of another protocol (protocol name, checkpoint or recipe differ); choose "
-                "another --output folder, or move that file away to start over"
+                "another --output-dir folder, or move that file away to start over"
             )
         record["tasks"] = dict(previous.get("tasks", {}))
     main = PartialState().is_main_process
