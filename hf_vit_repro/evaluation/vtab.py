@@ -622,7 +622,9 @@ def _cmd_vtab(args) -> int:
 
     # `--tasks a b key=value` also works: overrides typed after the task names are overrides.
     tasks = [t for t in args.tasks if "=" not in t] or ["all"]
-    data_dirs = data_dirs_for(args.data_dir, resolve_tasks(tasks), canonical=lambda task: resolve_tasks(task)[0])
+    data_dirs = {}
+    if args.data_dir:  # a bare FOLDER is the one task's, when one task is run
+        data_dirs = data_dirs_for(args.data_dir, resolve_tasks(tasks), canonical=lambda task: resolve_tasks(task)[0])
     overrides = list(args.overrides) + [t for t in args.tasks if "=" in t]
     if args.no_progress:
         overrides.append("run.progress_bar=false")
