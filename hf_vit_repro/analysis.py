@@ -1059,7 +1059,7 @@ def analyze_checkpoint(
     source, run_dir = resolve_checkpoint(checkpoint)
     if out_dir is None:
         if run_dir is None:
-            raise ValueError(f"Say where to write the figures (--out DIR): {str(checkpoint)!r} is not a run folder.")
+            raise ValueError(f"Say where to write the figures (--output-dir DIR): {str(checkpoint)!r} is not a run folder.")
         out_dir = run_dir / runs.ANALYSIS_DIR
     model, processor = load_for_analysis(source, device)
     kwargs.setdefault("image_processor", processor)
@@ -1073,7 +1073,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     result = analyze_checkpoint(
         args.checkpoint,
         args.images,
-        args.out,
+        args.output_dir,
         device=args.device,
         num_images=args.num_images,
         batch_size=args.batch_size,
@@ -1085,7 +1085,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         precision=args.precision,
     )
-    out = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint)[1] / runs.ANALYSIS_DIR
+    out = Path(args.output_dir) if args.output_dir else resolve_checkpoint(args.checkpoint)[1] / runs.ANALYSIS_DIR
     trend = result["mean_attention_distance"]["trend"]
     print(f"Wrote figures and {runs.ANALYSIS_JSON} to {out} ({result['images']['num_images']} images)")
     means = ", ".join(f"{v:.1f}" for v in trend["layer_mean_pixels"])
@@ -1094,6 +1094,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers) -> None:
+    from .cli_options import add_device, add_no_progress, add_output_dir
     from .precision import add_precision_argument
 
     p = subparsers.add_parser(
@@ -1109,16 +1110,16 @@ def add_cli(subparsers) -> None:
         help="folder of image files, a registry task (digits, cifar10, vtab/dtd; see `vit-repro data tasks`), "
         "or a datasets id / local dataset folder with an image column",
     )
-    p.add_argument("--out", default=None, help="output folder (default for a run folder: RUN/analysis)")
+    add_output_dir(p, "for a run folder RUN/analysis", old=["--out"])
     p.add_argument("--split", default=None, help="dataset split (default: test, validation or train)")
     p.add_argument("--image-column", default="image", help="dataset column holding the images (default: image)")
     p.add_argument("--num-images", type=int, default=128, help="images for mean attention distance (default 128)")
     p.add_argument("--rollout-images", type=int, default=8, help="images drawn with attention rollout (default 8)")
     p.add_argument("--num-filters", type=int, default=28, help="principal components of E to draw (default 28)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_device(p)
     add_precision_argument(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     p.add_argument(
         "--no-renormalize",
         action="store_true",

@@ -324,16 +324,19 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    run_demo(args.output_dir, args.models, fresh=args.fresh, progress_bar=not args.no_progress, smoke=args.smoke)
+    run_demo(args.output_dir or DEFAULT_OUTPUT_DIR, args.models, fresh=args.fresh, progress_bar=not args.no_progress, smoke=args.smoke)
     return 0
 
 
 def _cmd_mpp_demo(args: argparse.Namespace) -> int:
-    run_mpp_demo(args.output_dir, fresh=args.fresh, progress_bar=not args.no_progress, smoke=args.smoke)
+    run_mpp_demo(args.output_dir or DEFAULT_MPP_OUTPUT_DIR, fresh=args.fresh, progress_bar=not args.no_progress,
+                 smoke=args.smoke)
     return 0
 
 
 def add_cli(subparsers) -> None:
+    from .cli_options import add_no_progress, add_output_dir
+
     p = subparsers.add_parser(
         "demo",
         help="the offline end-to-end demo (what `make demo` runs)",
@@ -342,11 +345,11 @@ def add_cli(subparsers) -> None:
         "OUTPUT_DIR/summary.json and print a summary table. Offline; a few minutes on 2 CPU cores. An "
         "interrupted demo continues where it stopped.",
     )
-    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"where to write (default {DEFAULT_OUTPUT_DIR})")
+    add_output_dir(p, str(DEFAULT_OUTPUT_DIR))
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="which models (default: all)")
     p.add_argument("--fresh", action="store_true",
                    help="delete the demo's earlier run folders first and start over (needed after editing recipes/demo/)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    add_no_progress(p)
     p.add_argument("--smoke", action="store_true", help="a few steps of tiny models per stage (checks the pipeline)")
     p.set_defaults(func=_cmd_demo)
 
@@ -359,9 +362,8 @@ def add_cli(subparsers) -> None:
         "with that of the untrained network. Writes OUTPUT_DIR/summary.json and prints a table. Offline; a few "
         "minutes on 2 CPU cores. An interrupted run continues where it stopped.",
     )
-    p.add_argument("--output-dir", default=DEFAULT_MPP_OUTPUT_DIR,
-                   help=f"where to write (default {DEFAULT_MPP_OUTPUT_DIR})")
+    add_output_dir(p, str(DEFAULT_MPP_OUTPUT_DIR))
     p.add_argument("--fresh", action="store_true", help="delete the earlier run folders first and start over")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    add_no_progress(p)
     p.add_argument("--smoke", action="store_true", help="a few steps of tiny models per stage (checks the pipeline)")
     p.set_defaults(func=_cmd_mpp_demo)

@@ -958,6 +958,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers) -> None:
     """`vit-repro export` and `vit-repro verify-export`."""
+    from .cli_options import add_no_progress
+
     p = subparsers.add_parser(
         "export",
         help="export a checkpoint to ONNX or a torch.export ExportedProgram, checked against PyTorch",
@@ -989,7 +991,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
                    help="ONNX only: also write onnx/model_quantized.onnx, ONNX Runtime's dynamic int8 quantisation "
                    "(int8 weights, activations quantised per call), checked against PyTorch relative to the outputs' scale")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(p)
     p.set_defaults(func=_cmd_export)
 
     p = subparsers.add_parser(

@@ -417,7 +417,7 @@ def test_analyze_command_writes_valid_pngs_and_json(tmp_path, tiny_checkpoint, c
     images = write_png_folder(tmp_path / "digits", [i.convert("RGB") for i in digit_images(6)])
     out = tmp_path / "figures"
     code = main(
-        ["analyze", str(tiny_checkpoint), "--images", str(images), "--out", str(out), "--num-images", "5",
+        ["analyze", str(tiny_checkpoint), "--images", str(images), "--output-dir", str(out), "--num-images", "5",
          "--batch-size", "2", "--rollout-images", "3"]
     )
     assert code == 0
@@ -444,9 +444,9 @@ def test_analyze_command_help_and_errors(tmp_path, tiny_checkpoint, capsys):
     missing = str(tmp_path / "nothing-here")
     assert main(["analyze", str(tiny_checkpoint), "--images", missing]) == 2
     assert "Say where to write" in capsys.readouterr().err
-    assert main(["analyze", str(tmp_path / "no-checkpoint"), "--images", missing, "--out", str(tmp_path / "o")]) == 2
+    assert main(["analyze", str(tmp_path / "no-checkpoint"), "--images", missing, "--output-dir", str(tmp_path / "o")]) == 2
     assert "Cannot load a model from" in capsys.readouterr().err
-    code = main(["analyze", str(tiny_checkpoint), "--images", missing, "--out", str(tmp_path / "o")])
+    code = main(["analyze", str(tiny_checkpoint), "--images", missing, "--output-dir", str(tmp_path / "o")])
     assert code == 2 and "not a folder of image files" in capsys.readouterr().err
 
 
@@ -454,7 +454,7 @@ def test_analyze_reads_registry_tasks_like_the_other_commands(tmp_path, tiny_che
     """`--images digits` (a registry task, as `evaluate` and `fewshot` take it) reads the task's
     test split through `data.load_task` (issue 14, item 16)."""
     out = tmp_path / "from-task"
-    argv = ["analyze", str(tiny_checkpoint), "--images", "digits", "--out", str(out), "--num-images", "3",
+    argv = ["analyze", str(tiny_checkpoint), "--images", "digits", "--output-dir", str(out), "--num-images", "3",
             "--rollout-images", "1", "--no-progress"]
     assert main(argv) == 0
     result = json.loads((out / "analysis.json").read_text())
@@ -464,7 +464,7 @@ def test_analyze_reads_registry_tasks_like_the_other_commands(tmp_path, tiny_che
     first = next(iter(analysis.iter_images("digits")))
     assert np.array_equal(np.asarray(first), np.asarray(load_task("digits", "test")[0]["image"]))
     capsys.readouterr()
-    assert main(["analyze", str(tiny_checkpoint), "--images", "digitz", "--out", str(out)]) == 2
+    assert main(["analyze", str(tiny_checkpoint), "--images", "digitz", "--output-dir", str(out)]) == 2
     assert "Did you mean the task 'digits'?" in capsys.readouterr().err  # as the other commands suggest it
 
 
@@ -473,12 +473,12 @@ def test_analyze_progress_bar_counts_images_and_honours_no_progress(tmp_path, ti
     --no-progress no bar is drawn, neither ours nor transformers' "Loading weights" (item 20)."""
     images = write_png_folder(tmp_path / "two", [i.convert("RGB") for i in digit_images(2)])
     capsys.readouterr()
-    assert main(["analyze", str(tiny_checkpoint), "--images", str(images), "--out", str(tmp_path / "a")]) == 0
+    assert main(["analyze", str(tiny_checkpoint), "--images", str(images), "--output-dir", str(tmp_path / "a")]) == 0
     out, err = capsys.readouterr()
     assert "2/2" in err and "/128" not in err
     # the trend is printed as its statistic, value, layers and p-value (item 19)
     assert "grows with depth? Spearman's rho = " in out and "over 2 layers (one-sided permutation p = " in out
-    assert main(["analyze", str(tiny_checkpoint), "--images", str(images), "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert main(["analyze", str(tiny_checkpoint), "--images", str(images), "--output-dir", str(tmp_path / "b"), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "attention" not in err and "Loading weights" not in err and "it/s" not in err, err
 

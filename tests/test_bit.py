@@ -258,7 +258,7 @@ def test_evaluate_a_bit_run(bit_run, capsys):
     # at another resolution: a ResNet runs at any size, the record says which
     out = bit_run / "eval48.json"
     assert main(["evaluate", str(bit_run), "digits", "--split", "test", "--max-images", "8", "--resolution", "48",
-                 "--output", str(out), "--no-progress"]) == 0
+                 "--output-dir", str(out), "--no-progress"]) == 0
     assert runs.read_json(out)["resolution"] == 48
 
 

@@ -32,10 +32,10 @@ def images(tmp_path_factory):
 def commands(checkpoint, images, out):
     """Every command that loads a checkpoint, as a user types it."""
     return {
-        "evaluate": ["evaluate", str(checkpoint), "digits", "--max-images", "4", "--output", str(out / "m.json"), "--no-progress"],
+        "evaluate": ["evaluate", str(checkpoint), "digits", "--max-images", "4", "--output-dir", str(out / "m.json"), "--no-progress"],
         "fewshot": ["fewshot", str(checkpoint), "digits", "--shots", "1", "--seeds", "1", "--no-cache",
-                    "--output", str(out / "f.json"), "--no-progress"],
-        "analyze": ["analyze", str(checkpoint), "--images", str(images), "--out", str(out / "a"), "--no-progress"],
+                    "--output-dir", str(out / "f.json"), "--no-progress"],
+        "analyze": ["analyze", str(checkpoint), "--images", str(images), "--output-dir", str(out / "a"), "--no-progress"],
         "convert": ["convert", str(checkpoint), str(out / "converted")],
     }
 
@@ -144,8 +144,8 @@ def test_bad_config_values_are_one_line_errors_in_every_command(checkpoint, imag
 
 def test_resolution_not_a_multiple_of_the_patch_size(checkpoint, tmp_path, capsys):
     for name, argv in (
-        ("evaluate", ["evaluate", str(checkpoint), "digits", "--resolution", "30", "--output", str(tmp_path / "m.json")]),
-        ("fewshot", ["fewshot", str(checkpoint), "digits", "--resolution", "30", "--output", str(tmp_path / "f.json")]),
+        ("evaluate", ["evaluate", str(checkpoint), "digits", "--resolution", "30", "--output-dir", str(tmp_path / "m.json")]),
+        ("fewshot", ["fewshot", str(checkpoint), "digits", "--resolution", "30", "--output-dir", str(tmp_path / "f.json")]),
     ):
         code, err = run_cli(argv, capsys)
         assert_one_line_error(code, err, name, "resolution 30 is not a multiple of the model's patch size (8 px); use e.g. 32")
@@ -172,7 +172,7 @@ def test_ctrl_c_prints_one_line(checkpoint, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(classification, "evaluate_checkpoint", interrupted)
     try:
-        code, err = run_cli(["evaluate", str(checkpoint), "digits", "--output", str(tmp_path / "m.json")], capsys)
+        code, err = run_cli(["evaluate", str(checkpoint), "digits", "--output-dir", str(tmp_path / "m.json")], capsys)
     except KeyboardInterrupt:  # would stop the whole test session
         pytest.fail("KeyboardInterrupt escaped cli.main")
     assert code == 130 and "Traceback" not in err and err.strip() == "vit-repro evaluate: interrupted"

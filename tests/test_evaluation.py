@@ -86,7 +86,7 @@ def test_bad_input_is_explained(checkpoint, tmp_path, capsys):
     three = ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs(num_labels=3)))
     with pytest.raises(ValueError, match="head has 3 classes"):
         evaluate_model(three, load_task("digits", "test").select(range(10)), progress=False)
-    assert cli.main(["evaluate", str(tmp_path / "nothing"), "digits", "--output", str(tmp_path)]) == 2
+    assert cli.main(["evaluate", str(tmp_path / "nothing"), "digits", "--output-dir", str(tmp_path)]) == 2
     assert "cannot load a classifier" in capsys.readouterr().err
 
 
@@ -135,7 +135,7 @@ def test_a_task_with_more_classes_than_the_head_is_refused(checkpoint, classifie
     folder.mkdir()
     hundred.to_parquet(str(folder / "test.parquet"))
     capsys.readouterr()
-    assert cli.main(["evaluate", str(checkpoint), str(folder), "--output", str(tmp_path / "m.json"), "--no-progress"]) == 2
+    assert cli.main(["evaluate", str(checkpoint), str(folder), "--output-dir", str(tmp_path / "m.json"), "--no-progress"]) == 2
     assert "the task has 100 classes but the model's head has 10 classes" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()
     # the same rows labelled as the 10-class task they are: evaluated

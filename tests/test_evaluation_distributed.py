@@ -20,7 +20,7 @@ def test_two_processes_equal_one(tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "hf_vit_repro", "evaluate", str(checkpoint), "digits", "--max-images", "45", "--batch-size", "4",
-        "--output", str(tmp_path / "two.json"), "--no-progress",
+        "--output-dir", str(tmp_path / "two.json"), "--no-progress",
     ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -51,7 +51,7 @@ def test_skipping_unreadable_images_gives_the_same_metrics_on_two_processes(tmp_
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "hf_vit_repro", "evaluate", str(checkpoint), str(tmp_path / "data"), "--batch-size", "4",
-        "--skip-unreadable", "--output", str(tmp_path / "two.json"), "--no-progress",
+        "--skip-unreadable", "--output-dir", str(tmp_path / "two.json"), "--no-progress",
     ]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           cwd=tmp_path, timeout=300, check=False)

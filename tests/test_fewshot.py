@@ -270,7 +270,7 @@ def test_cli_writes_fewshot_json(tmp_path, capsys):
     assert json.loads((run / runs.FEWSHOT).read_text())["results"] == record["results"]
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()) == cached  # nothing recomputed
     # The selection option is labelled as not big_vision's, in the file and on the screen.
-    assert cli.main(args + ["--l2-reg", "select", "--output", str(tmp_path / "select.json")]) == 0
+    assert cli.main(args + ["--l2-reg", "select", "--output-dir", str(tmp_path / "select.json")]) == 0
     assert "not big_vision's" in capsys.readouterr().out
     assert json.loads((tmp_path / "select.json").read_text())["protocol"]["name"] == (
         "l2 selection on held-out images (not big_vision's)")

@@ -237,7 +237,7 @@ def test_metrics_json_and_cli_record_the_precision(cpu_is, random_classifier, tm
     assert "in bf16" in capsys.readouterr().out
     out = tmp_path / "fp32.json"
     assert cli.main(["evaluate", str(run), "digits", "--max-images", "20", "--no-progress", "--precision", "fp32",
-                     "--output", str(out)]) == 0
+                     "--output-dir", str(out)]) == 0
     assert json.loads(out.read_text())["precision"] == "fp32"
     with pytest.raises(SystemExit):
         cli.main(["evaluate", str(run), "digits", "--precision", "fp16"])

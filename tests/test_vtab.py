@@ -75,7 +75,7 @@ def test_runner_structure_and_resume(vtab_data, checkpoint, tmp_path):
     training.run_recipe = recording
     try:
         code = cli.main(["vtab", str(checkpoint), *SMOKE[:1], "--tasks", "dtd", "eurosat", "clevr_count", *SMOKE[1:],
-                         "--output", str(out), "--data-root", str(vtab_data)])
+                         "--output-dir", str(out), "--data-root", str(vtab_data)])
     finally:
         training.run_recipe = training_run_recipe
     assert code == 0
@@ -132,7 +132,7 @@ def test_sweep_protocol_is_labelled_and_picks_a_rate_per_task(vtab_data, checkpo
     """--protocol sweep: each task picks its rate on val200 after fine-tuning on train800, and
     the record and the report say "sweep"."""
     out = tmp_path / "sweep"
-    code = cli.main(["vtab", str(checkpoint), *SMOKE, "--tasks", "dtd", "--protocol", "sweep", "--output", str(out),
+    code = cli.main(["vtab", str(checkpoint), *SMOKE, "--tasks", "dtd", "--protocol", "sweep", "--output-dir", str(out),
                      "--data-root", str(vtab_data)])
     assert code == 0
     record = json.loads((out / runs.VTAB).read_text())
@@ -301,7 +301,7 @@ def test_method_option_runs_a_parameter_efficient_transfer(vtab_data, checkpoint
     """`--method bitfit`: recorded per task with the trainable-parameter count and fraction (as the
     run's own summary counts them), in the table, and as a departure from the paper's setting."""
     out = tmp_path / "bitfit"
-    code = cli.main(["vtab", str(checkpoint), *SMOKE, "--tasks", "dtd", "--method", "bitfit", "--output", str(out),
+    code = cli.main(["vtab", str(checkpoint), *SMOKE, "--tasks", "dtd", "--method", "bitfit", "--output-dir", str(out),
                      "--data-root", str(vtab_data)])
     assert code == 0
     record = json.loads((out / runs.VTAB).read_text())

@@ -8,8 +8,10 @@ import collections
 
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..cli_options import add_data_dir
+
     parser.add_argument("name", help="registry task (see `vit-repro data tasks`), Hub dataset id, or local folder")
-    parser.add_argument("--data-dir", default=None, help="local copy laid out like the Hub repo (read instead of the Hub)")
+    add_data_dir(parser)
     parser.add_argument("--image-column", default=None, help="the source's image column, if not the registry's / guessable")
     parser.add_argument("--label-column", default=None, help="the source's label column, if not the registry's / guessable")
 
@@ -27,9 +29,10 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from ..cli_options import data_dir_for
     from .loading import load_task
 
-    dataset = load_task(args.name, args.split, args.data_dir, image_column=args.image_column,
+    dataset = load_task(args.name, args.split, data_dir_for(args.data_dir, args.name), image_column=args.image_column,
                         label_column=args.label_column, seed=args.seed)
     labels = dataset.features["label"]
     counts = collections.Counter(int(v) for v in dataset["label"])
@@ -43,9 +46,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_vtab(args: argparse.Namespace) -> int:
+    from ..cli_options import data_dir_for
     from .loading import export_vtab1k_indices
 
-    path = export_vtab1k_indices(args.name, args.output, args.data_dir, seed=args.seed,
+    path = export_vtab1k_indices(args.name, args.output, data_dir_for(args.data_dir, args.name), seed=args.seed,
                                  image_column=args.image_column, label_column=args.label_column)
     print(f"Wrote {path} (load_task({args.name!r}, 'train800', indices={str(path)!r}) reads it back)")
     return 0

@@ -302,11 +302,15 @@ def metrics_table(record: dict[str, Any]) -> str:
 
 
 def _cmd_evaluate(args) -> int:
+    from ..cli_options import data_dir_for
+
     record, path = evaluate_checkpoint(
-        args.checkpoint, args.task, args.split, resolution=args.resolution, data_dir=args.data_dir,
+        args.checkpoint, args.task, args.split, resolution=args.resolution,
+        data_dir=data_dir_for(args.data_dir, args.task),
         image_column=args.image_column, label_column=args.label_column, batch_size=args.batch_size, crop=args.crop,
-        top_k=args.top_k, real_labels=args.real_labels, max_images=args.max_images, output=args.output,
-        num_workers=args.num_workers, cpu=args.cpu, progress=not args.no_progress, strict=not args.skip_unreadable,
+        top_k=args.top_k, real_labels=args.real_labels, max_images=args.max_images, output=args.output_dir,
+        num_workers=args.num_workers, cpu=_evaluate_on_cpu(args.device), progress=not args.no_progress,
+        strict=not args.skip_unreadable,
         precision=args.precision,
     )
     from accelerate import PartialState
@@ -320,7 +324,26 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _evaluate_on_cpu(device: str | None) -> bool:
+    """`--device` of `vit-repro evaluate`: cpu, or cuda (each process on its own GPU, as Accelerate
+    places it); None: cuda if available, else cpu."""
+    if device is None:
+        return False
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device takes a torch device such as cpu or cuda, got {device!r}") from None
+    if kind.type == "cpu":
+        return True
+    if kind.type == "cuda" and kind.index is None:
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no GPU is available here; use --device cpu")
+        return False
+    raise ValueError(f"vit-repro evaluate runs on cpu or cuda (each process on its own GPU), got --device {device!r}")
+
+
 def add_evaluate_cli(subparsers) -> None:
+    from ..cli_options import add_data_dir, add_device, add_no_progress, add_output_dir, add_skip_unreadable
     from ..precision import add_precision_argument
 
     p = subparsers.add_parser(
@@ -334,7 +357,7 @@ def add_evaluate_cli(subparsers) -> None:
     p.add_argument("task", help="registry task (see `vit-repro data tasks`), Hub dataset id or local dataset folder")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--resolution", type=int, default=None, help="evaluate at this resolution (default: the checkpoint's)")
-    p.add_argument("--data-dir", default=None, help="local copy of the dataset laid out like the Hub repo")
+    add_data_dir(p)
     p.add_argument("--image-column", default=None, help="the dataset's image column, if not the registry's")
     p.add_argument("--label-column", default=None, help="the dataset's label column, if not the registry's")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch and process (default 64)")
@@ -342,12 +365,10 @@ def add_evaluate_cli(subparsers) -> None:
     p.add_argument("--top-k", type=int, nargs="+", default=None, help="k of top-k accuracy (default: 1 5)")
     p.add_argument("--real-labels", default=None, help="ImageNet ReaL real.json, for ReaL accuracy on ImageNet val")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images (quick checks)")
-    p.add_argument("--output", default=None, help="JSON file or folder (default: RUN/metrics/<task>_<split>.json)")
+    add_output_dir(p, "RUN/metrics/; a path ending in .json names the file", old=["--output"])
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
-    p.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
+    add_device(p, old_cpu=True)
     add_precision_argument(p)
-    p.add_argument("--skip-unreadable", action="store_true",
-                   help="skip images that cannot be decoded and count them in the metrics file (default: stop, naming "
-                   "the image)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_skip_unreadable(p)
+    add_no_progress(p)
     p.set_defaults(func=_cmd_evaluate)

@@ -546,19 +546,16 @@ def fewshot_table(record: dict[str, Any]) -> str:
 
 
 def _cmd_fewshot(args) -> int:
-    data_dirs = {}
-    for item in args.data_dir or []:
-        task, sep, folder = item.partition("=")
-        if not sep:
-            raise ValueError(f"--data-dir takes TASK=FOLDER, got {item!r}")
-        data_dirs[task] = folder
+    from ..cli_options import data_dirs_for
+
+    data_dirs = data_dirs_for(args.data_dir, args.tasks)
     try:
         l2 = args.l2_reg if args.l2_reg == "select" else float(args.l2_reg)
     except ValueError:
         raise ValueError(f"--l2-reg takes 'select' or a positive number, got {args.l2_reg!r}") from None
     record, path = fewshot_checkpoint(
         args.checkpoint, args.tasks, shots=args.shots, seeds=range(args.seeds), train_split=args.train_split,
-        test_split=args.test_split, data_dirs=data_dirs, resolution=args.resolution, output=args.output,
+        test_split=args.test_split, data_dirs=data_dirs, resolution=args.resolution, output=args.output_dir,
         device=args.device, cache_dir=args.cache_dir or (None if args.no_cache else True), l2_reg=l2,
         val_shots=args.val_shots, preprocessing=args.preprocessing, batch_size=args.batch_size,
         progress=not args.no_progress, precision=args.precision,
@@ -572,6 +569,7 @@ def _cmd_fewshot(args) -> int:
 
 
 def add_fewshot_cli(subparsers) -> None:
+    from ..cli_options import add_data_dir, add_device, add_no_progress, add_output_dir
     from ..precision import add_precision_argument
 
     p = subparsers.add_parser(
@@ -597,13 +595,13 @@ def add_fewshot_cli(subparsers) -> None:
                    "resize (straight to the resolution)")
     p.add_argument("--train-split", default="train", help="split the shots come from (default: train)")
     p.add_argument("--test-split", default="test", help="split that is scored (default: test)")
-    p.add_argument("--data-dir", action="append", metavar="TASK=FOLDER", help="local copy of a task (repeatable)")
+    add_data_dir(p)
     p.add_argument("--resolution", type=int, default=None, help="feature resolution (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    p.add_argument("--output", default=None, help="JSON file or folder (default: RUN/fewshot.json)")
+    add_output_dir(p, "RUN/fewshot.json; a path ending in .json names the file", old=["--output"])
     p.add_argument("--cache-dir", default=None, help=f"feature cache (default {default_cache_dir()})")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_device(p)
     add_precision_argument(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     p.set_defaults(func=_cmd_fewshot)

@@ -576,7 +576,7 @@ def run_vtab(
         if previous.get("protocol") != settings:
             raise ValueError(
                 f"{path} holds VTAB results of another protocol (protocol name, checkpoint or recipe differ); choose "
-                "another --output folder, or move that file away to start over"
+                "another --output-dir folder, or move that file away to start over"
             )
         record["tasks"] = dict(previous.get("tasks", {}))
     main = PartialState().is_main_process
@@ -618,14 +618,13 @@ def run_vtab(
 
 
 def _cmd_vtab(args) -> int:
-    data_dirs = {}
-    for item in args.data_dir or []:
-        task, sep, folder = item.partition("=")
-        if not sep:
-            raise ValueError(f"--data-dir takes TASK=FOLDER, got {item!r}")
-        data_dirs[resolve_tasks(task)[0]] = folder
+    from ..cli_options import data_dirs_for
+
     # `--tasks a b key=value` also works: overrides typed after the task names are overrides.
     tasks = [t for t in args.tasks if "=" not in t] or ["all"]
+    data_dirs = {}
+    if args.data_dir:  # a bare FOLDER is the one task's, when one task is run
+        data_dirs = data_dirs_for(args.data_dir, resolve_tasks(tasks), canonical=lambda task: resolve_tasks(task)[0])
     overrides = list(args.overrides) + [t for t in args.tasks if "=" in t]
     if args.no_progress:
         overrides.append("run.progress_bar=false")
@@ -634,7 +633,7 @@ def _cmd_vtab(args) -> int:
     if args.precision is not None:  # one switch for fine-tuning and scoring (the recipe's run.mixed_precision)
         overrides.append('run.mixed_precision="%s"' % {"fp32": "no"}.get(args.precision, args.precision))
     record = run_vtab(
-        args.checkpoint, tasks, protocol=args.protocol, output_dir=args.output, recipe=args.recipe, overrides=overrides,
+        args.checkpoint, tasks, protocol=args.protocol, output_dir=args.output_dir, recipe=args.recipe, overrides=overrides,
         data_root=args.data_root, data_dirs=data_dirs, pretraining_data=args.pretraining_data,
         keep_checkpoints=args.keep_checkpoints,
     )
@@ -647,6 +646,8 @@ def _cmd_vtab(args) -> int:
 
 
 def add_vtab_cli(subparsers) -> None:
+    from ..cli_options import add_data_dir, add_no_progress, add_output_dir
+
     p = subparsers.add_parser(
         "vtab",
         help="the VTAB-1k benchmark: the paper's protocol by default (or a per-task sweep), resumable",
@@ -677,14 +678,14 @@ def add_vtab_cli(subparsers) -> None:
     p.add_argument("--recipe", default=None, help="base fine-tuning recipe (default: recipes/finetune_vtab.yaml, "
                    "recipes/finetune_bit_vtab.yaml for --protocol bit-hyperrule)")
     p.add_argument("--data-root", default=None, help="folder holding local copies at <root>/<Hub id of the task>")
-    p.add_argument("--data-dir", action="append", metavar="TASK=FOLDER", help="local copy of one task (repeatable)")
-    p.add_argument("--output", default=None, help="results folder (default: the run folder, else outputs/vtab/...)")
+    add_data_dir(p)
+    add_output_dir(p, "the run folder, else outputs/vtab/...", old=["--output"])
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep training checkpoints and sweep models of finished tasks (default: deleted)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="fine-tuning and scoring precision: auto (bf16 on GPUs and on CPUs with AMX, else fp32), bf16 or "
                    "fp32 (default: the recipe's run.mixed_precision, auto in recipes/finetune_vtab.yaml)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (the recipe's run.progress_bar=false)")
+    add_no_progress(p)  # the recipe's run.progress_bar=false
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides (right after the checkpoint)")
     p.set_defaults(func=_cmd_vtab)
 

@@ -44,6 +44,8 @@ def _push(args: argparse.Namespace):
 
 
 def add_cli(subparsers) -> None:
+    from ..cli_options import add_output_dir
+
     p = subparsers.add_parser(
         "push",
         help="publish a run folder or checkpoint to the Hugging Face Hub with a model card",
@@ -59,7 +61,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
     p.add_argument("--commit-message", default=None, help="commit message")
     p.add_argument("--dry-run", action="store_true", help="write and validate the folder, upload nothing")
-    p.add_argument("--output-dir", default=None, help="where to write the repo folder (default for --dry-run: outputs/hub/NAME)")
+    add_output_dir(p, "for --dry-run outputs/hub/NAME")
     logs = p.add_mutually_exclusive_group()
     logs.add_argument("--no-logs", dest="include_logs", action="store_false",
                       help="leave out the run's training logs (logs/: TensorBoard event files, the step log), which are "

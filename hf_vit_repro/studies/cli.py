@@ -52,6 +52,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers) -> None:
+    from ..cli_options import add_no_progress, add_output_dir
+
     p = subparsers.add_parser(
         "study",
         help="the paper's data-size and compute studies (Figures 3-5, Table 6)",
@@ -69,10 +71,9 @@ def add_cli(subparsers) -> None:
         q.add_argument("config", help=f"study config YAML, e.g. recipes/studies/{kind.replace('-', '_')}.yaml")
         q.add_argument("overrides", nargs="*", metavar="key=value",
                        help="recipe overrides for every run of the study, e.g. run.num_workers=1 smoke=true")
-        q.add_argument("--output-dir", default=None, help="study folder (default: the config's output_dir, else "
-                       "outputs/studies/<name>)")
+        add_output_dir(q, "the config's output_dir, else outputs/studies/<name>")
         q.add_argument("--fresh", action="store_true", help="delete the study's earlier runs first and start over")
-        q.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+        add_no_progress(q)
         q.set_defaults(func=_cmd_run, kind=kind)
     q = sub.add_parser("report", help="redraw a study's plot and table from its study.json",
                        description="Redraw STUDY_DIR's plot (data_size.png or compute.png) and study.md from study.json.")
