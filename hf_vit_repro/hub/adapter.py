@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import runs
-from .card import Sources, _is_hub_id, _local_folder, _read_yaml, check_repo_id, eval_result_files, model_card, read_metrics
-from .push import _copy, card_problems, prepare_output_dir, run_files
-from .redaction import active_token, check_no_token
+from .card import Sources, _is_hub_id, _local_folder, _read_yaml, check_repo_id, model_card
+from .push import _copy, card_problems, finish_staging, prepare_output_dir, run_files
+from .redaction import active_token
 
 #: The files of a peft adapter folder that are published (peft's own README.md is replaced by the card).
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -160,13 +160,7 @@ def build_adapter_folder(source: str | os.PathLike, output_dir: str | os.PathLik
         for src, name in run_files(sources.run, include_logs):
             _copy(src, staging / name, token)
         adapter_card(staging, source, repo_id, token=token, base_model=base_model, **card_options).save(staging / "README.md")
-        for name, text in eval_result_files(read_metrics(staging)).items():
-            (staging / name).parent.mkdir(exist_ok=True)
-            (staging / name).write_text(text, encoding="utf-8")
-        check_no_token(staging, token)
-        if output_dir.exists():
-            output_dir.rmdir()
-        os.replace(staging, output_dir)
+        finish_staging(staging, output_dir, token)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -147,13 +147,7 @@ def build_repo_folder(
             _copy(src, staging / name, token)
         card = model_card(staging, repo_id, token=token, **{"recipe_root": sources.run, **card_options})
         card.save(staging / "README.md")
-        for name, text in eval_result_files(read_metrics(staging)).items():
-            (staging / name).parent.mkdir(exist_ok=True)
-            (staging / name).write_text(text, encoding="utf-8")
-        check_no_token(staging, token)
-        if output_dir.exists():
-            output_dir.rmdir()
-        os.replace(staging, output_dir)
+        finish_staging(staging, output_dir, token)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -161,6 +155,19 @@ def build_repo_folder(
         if native is not None:
             shutil.rmtree(native, ignore_errors=True)
     return output_dir
+
+
+def finish_staging(staging: Path, output_dir: Path, token: str | None) -> None:
+    """The last steps of every staged repo folder, once its files and README.md are in: the Hub's
+    `.eval_results/*.yaml` from the metrics files staged, the token check, and the rename of the
+    staging folder to `output_dir` (an empty `output_dir` is replaced)."""
+    for name, text in eval_result_files(read_metrics(staging)).items():
+        (staging / name).parent.mkdir(exist_ok=True)
+        (staging / name).write_text(text, encoding="utf-8")
+    check_no_token(staging, token)
+    if output_dir.exists():
+        output_dir.rmdir()
+    os.replace(staging, output_dir)
 
 
 def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None, load_model: bool = True) -> None:
