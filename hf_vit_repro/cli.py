@@ -82,7 +82,7 @@ def _auto_class_of(folder) -> str:
 # whose `func(args) -> int` default runs the command. Such modules keep their heavy imports
 # (matplotlib, datasets, ...) inside functions so `vit-repro --help` stays fast.
 SUBCOMMAND_MODULES: list[str] = [
-    "analysis", "data", "evaluation", "evaluation.vtab", "training", "demo", "hub", "export", "studies",
+    "analysis", "data", "evaluation", "training", "vtab", "demo", "hub", "export", "studies",
 ]
 
 

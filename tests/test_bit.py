@@ -284,7 +284,7 @@ def test_fewshot_of_a_bit_run_uses_its_pooled_features(bit_run, tmp_path):
 def test_vtab_protocols_for_a_bit_checkpoint(bit_run):
     """The paper's protocol runs a ResNet too (its recipe's dropout switched off: a ResNet has
     none); `bit-hyperrule` is BiT's own one setting, from recipes/finetune_bit_vtab.yaml."""
-    from hf_vit_repro.evaluation.vtab import base_recipe, default_recipe_path
+    from hf_vit_repro.vtab import base_recipe, default_recipe_path
 
     final = str(bit_run / runs.FINAL_DIR)
     assert default_recipe_path("bit-hyperrule").name == "finetune_bit_vtab.yaml"

@@ -70,7 +70,7 @@ def test_commands_run_on_the_good_checkpoint_without_progress_bars(checkpoint, i
 
 
 def test_vtab_no_progress_reaches_the_training_runs(checkpoint, tmp_path, capsys, monkeypatch):
-    from hf_vit_repro.evaluation import vtab
+    from hf_vit_repro.vtab import runner as vtab
 
     seen = {}
 

@@ -10,8 +10,8 @@ import zipfile
 from pathlib import Path
 
 from hf_vit_repro import hub
-from hf_vit_repro.evaluation import vtab
-from hf_vit_repro.evaluation.vtab import default_recipe_path
+from hf_vit_repro import vtab
+from hf_vit_repro.vtab import default_recipe_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_wheel_ships_the_model_card_template_and_metric_scripts(tmp_path):
         assert path.parent == Path(vtab.__file__).resolve().parent / "recipes" and path.name == name
         assert path.read_bytes() == (ROOT / "recipes" / name).read_bytes()
         with zipfile.ZipFile(wheel) as archive:
-            assert archive.read(f"hf_vit_repro/evaluation/recipes/{name}") == path.read_bytes(), name
+            assert archive.read(f"hf_vit_repro/vtab/recipes/{name}") == path.read_bytes(), name
 
 
 def _requirement_names(requirements) -> set[str]:

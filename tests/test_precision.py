@@ -307,7 +307,7 @@ def test_analysis_in_bf16_counts_one_pass(cpu_is, random_classifier, tmp_path):
 
 
 def test_vtab_precision_is_the_recipes_mixed_precision(monkeypatch, tmp_path):
-    from hf_vit_repro.evaluation import vtab
+    from hf_vit_repro.vtab import runner as vtab
     from hf_vit_repro.training.recipe import load_recipe
 
     seen = {}

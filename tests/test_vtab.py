@@ -11,7 +11,7 @@ import pytest
 
 from hf_vit_repro import cli, runs
 from hf_vit_repro.data import get_task
-from hf_vit_repro.evaluation import aggregate, resolve_tasks, run_vtab, vtab_table
+from hf_vit_repro.vtab import aggregate, resolve_tasks, run_vtab, vtab_table
 from hf_vit_repro.training import run_recipe
 
 from .data_fixtures import HUB_LAYOUTS, write_layout
@@ -185,7 +185,7 @@ def test_paper_protocol_settings_per_task(checkpoint, task):
     steps, batch 512, 384 px, no selection), trains on all 1000 images, is scored on test, and
     is pre-processed with the crop and flip of the table written from the paper / BiT."""
     from hf_vit_repro.data import get_task, task_transforms
-    from hf_vit_repro.evaluation.vtab import base_recipe, task_recipe
+    from hf_vit_repro.vtab.runner import base_recipe, task_recipe
 
     recipe = task_recipe(base_recipe(checkpoint=str(checkpoint)), checkpoint, task, checkpoint.parent / "vtab", None)
     o, t, d = recipe.optim, recipe.train, recipe.data
@@ -208,7 +208,7 @@ def test_protocols_and_departures(checkpoint):
     """The sweep protocol adds the default sweep and the train800 / val200 splits; the paper's
     settings win over the recipe file; overrides of them are departures; runtime switches do not
     change the protocol."""
-    from hf_vit_repro.evaluation.vtab import DEFAULT_LR_SWEEP, base_recipe, departures, protocol_of, task_recipe
+    from hf_vit_repro.vtab.runner import DEFAULT_LR_SWEEP, base_recipe, departures, protocol_of, task_recipe
 
     base = base_recipe(checkpoint=str(checkpoint))
     assert departures(base) == []
@@ -237,7 +237,7 @@ PAPER_L16_I21K = {"vtab/dtd": 74.1, "vtab/svhn": 80.9, "mean": 72.7}
 
 
 def _record(tasks, protocol="paper", identity=None, departures_=None):
-    from hf_vit_repro.evaluation.vtab import paper_comparison
+    from hf_vit_repro.vtab.runner import paper_comparison
 
     settings = {"name": protocol, "departures": departures_ if protocol == "paper" else None}
     entries = {t: {"group": get_task(t).vtab_group, "accuracy": 0.5,
@@ -249,7 +249,7 @@ def _record(tasks, protocol="paper", identity=None, departures_=None):
 
 
 def test_paper_row_beside_this_run_only_where_it_matches():
-    from hf_vit_repro.evaluation.vtab import vtab_report
+    from hf_vit_repro.vtab.runner import vtab_report
 
     l16 = {"model": "ViT-L/16", "pretraining": "ImageNet-21k"}
     record = _record(["vtab/dtd", "vtab/svhn"], identity=l16)
@@ -283,7 +283,7 @@ def test_paper_row_beside_this_run_only_where_it_matches():
 
 def test_checkpoint_identity_from_config_and_recipe(tmp_path):
     from hf_vit_repro import ViTReproConfig
-    from hf_vit_repro.evaluation.vtab import checkpoint_identity
+    from hf_vit_repro.vtab.runner import checkpoint_identity
 
     run = tmp_path / "run"
     ViTReproConfig.from_variant("ViT-L/16").save_pretrained(run / "final")

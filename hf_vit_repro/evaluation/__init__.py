@@ -1,20 +1,17 @@
-"""Evaluation: classification metrics, few-shot linear evaluation and the VTAB-1k benchmark.
+"""Evaluation: classification metrics and few-shot linear evaluation.
 
     vit-repro evaluate RUN cifar10 --split test           # metrics/<task>_<split>.json
     vit-repro fewshot RUN digits vtab/dtd --shots 1 5 10 25   # fewshot.json
-    vit-repro vtab RUN --tasks natural                     # vtab.json, vtab.md, vtab.png
 
 Modules: `classification` (`evaluate_model`, `evaluate_checkpoint`: top-1/top-5, per-class, ReaL
 through the `evaluate` modules of `hf_vit_repro.metrics`, data-parallel under Accelerate),
 `fewshot` (the paper's closed-form regularised least squares on frozen pre-logits features,
-big_vision's protocol by default, with a feature cache), `vtab` (the VTAB-1k protocol, the
-paper's or a per-task sweep, task by task, resumable), `common` (checkpoint loading and
+big_vision's protocol by default, with a feature cache), `common` (checkpoint loading and
 fingerprints). Heavy imports happen inside functions.
 
-Layering: `classification`, `fewshot` and `common` sit below `hf_vit_repro.training` (the training
-loop scores with `classification.evaluate_model`); `vtab` fine-tunes with the training package and
-so sits above it. Its names are therefore loaded on first use (`__getattr__` below), so importing
-this package, or the training loop, never imports the VTAB runner.
+Layering: this package sits below `hf_vit_repro.training` (the training loop scores with
+`classification.evaluate_model`) and never imports it. The VTAB-1k runner, which fine-tunes and
+then evaluates, is an orchestrator above both: `hf_vit_repro.vtab` (`vit-repro vtab`).
 """
 
 from __future__ import annotations
@@ -35,20 +32,9 @@ from .fewshot import (
     write_fewshot_results,
 )
 
-#: Names re-exported from `vtab` on first use (see the layering note above).
-_VTAB_NAMES = ("DEFAULT_LR_SWEEP", "PAPER_SETTING", "aggregate", "resolve_tasks", "run_vtab", "vtab_report", "vtab_table")
-
-
-def __getattr__(name: str):
-    if name in _VTAB_NAMES:
-        from . import vtab
-
-        return getattr(vtab, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 def add_cli(subparsers) -> None:
-    """`vit-repro evaluate`, `vit-repro fewshot` (`vit-repro vtab` is added by `vtab.add_cli`)."""
+    """`vit-repro evaluate`, `vit-repro fewshot` (`vit-repro vtab` is `hf_vit_repro.vtab.add_cli`)."""
     from .classification import add_evaluate_cli
     from .fewshot import add_fewshot_cli
 
@@ -74,12 +60,5 @@ __all__ = [
     "LeastSquares",
     "L2_GRID",
     "DEFAULT_L2",
-    "run_vtab",
-    "resolve_tasks",
-    "aggregate",
-    "vtab_table",
-    "vtab_report",
-    "PAPER_SETTING",
-    "DEFAULT_LR_SWEEP",
     "add_cli",
 ]

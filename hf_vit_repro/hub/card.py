@@ -368,7 +368,7 @@ def _fewshot_table(fewshot: dict | None) -> dict | None:
 def _vtab_table(vtab: dict | None) -> dict | None:
     """vtab.json as a table labelled with its protocol; a "paper (%)" column from the paper's
     Table 9 only where vtab.json itself found the row comparable (the paper's protocol, no
-    departures, the same variant and pretraining data: `evaluation.vtab.paper_comparison`), and
+    departures, the same variant and pretraining data: `vtab.runner.paper_comparison`), and
     the paper's mean only beside a 19-task mean. Otherwise vtab.json's note says why not."""
     from .. import paper_results
 

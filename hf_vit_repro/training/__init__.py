@@ -21,7 +21,7 @@ Both doors call `run_recipe(load_recipe(path, overrides))`. Where each part live
 
 Dependencies point one way: peft_methods <- recipe <- optim <- objectives <- build <- checkpoints <- loop <- sweep <- cli. The
 loop's evaluation is `hf_vit_repro.evaluation.classification.evaluate_model`, a lower module; the
-VTAB runner (`hf_vit_repro.evaluation.vtab`), which runs recipes, sits on top of this package.
+VTAB runner (`hf_vit_repro.vtab`), which runs recipes, sits on top of this package.
 
 The paper's settings (shared/PAPER.md, "Training"; paper Appendix B.1):
 

@@ -66,9 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
-from ..training.peft_methods import METHODS
-from ..precision import PRECISIONS
-from .common import default_output_dir, format_table, write_text_atomic
+from ..evaluation.common import default_output_dir, format_table, write_text_atomic
 
 PROTOCOLS = ("paper", "sweep", "bit-hyperrule")
 DEFAULT_PROTOCOL = "paper"
@@ -617,79 +615,6 @@ def run_vtab(
     return record
 
 
-def _cmd_vtab(args) -> int:
-    from ..cli_options import data_dirs_for
-
-    # `--tasks a b key=value` also works: overrides typed after the task names are overrides.
-    tasks = [t for t in args.tasks if "=" not in t] or ["all"]
-    data_dirs = {}
-    if args.data_dir:  # a bare FOLDER is the one task's, when one task is run
-        data_dirs = data_dirs_for(args.data_dir, resolve_tasks(tasks), canonical=lambda task: resolve_tasks(task)[0])
-    overrides = list(args.overrides) + [t for t in args.tasks if "=" in t]
-    if args.no_progress:
-        overrides.append("run.progress_bar=false")
-    if args.method is not None:
-        overrides.append(f"train.method={args.method}")
-    if args.precision is not None:  # one switch for fine-tuning and scoring (the recipe's run.mixed_precision)
-        overrides.append('run.mixed_precision="%s"' % {"fp32": "no"}.get(args.precision, args.precision))
-    record = run_vtab(
-        args.checkpoint, tasks, protocol=args.protocol, output_dir=args.output_dir, recipe=args.recipe, overrides=overrides,
-        data_root=args.data_root, data_dirs=data_dirs, pretraining_data=args.pretraining_data,
-        keep_checkpoints=args.keep_checkpoints,
-    )
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        print(vtab_report(record), end="")
-        print(f"Wrote {record['path']}, {TABLE} and {PLOT}")
-    return 0
-
-
-def add_vtab_cli(subparsers) -> None:
-    from ..cli_options import add_data_dir, add_no_progress, add_output_dir
-
-    p = subparsers.add_parser(
-        "vtab",
-        help="the VTAB-1k benchmark: the paper's protocol by default (or a per-task sweep), resumable",
-        description="Run VTAB-1k for a checkpoint. --protocol paper (default): the paper's one setting for all tasks "
-        "(learning rate 0.01, 2500 steps, batch 512, 384 px, no per-task sweep), fine-tuned on all 1000 images "
-        "(train800val200), the full test split scored. --protocol sweep: per task, fine-tune on train800 for each "
-        "learning rate of the sweep, pick the best on val200, then fine-tune on all 1000 (not the paper's protocol; "
-        "never compared with its numbers). --protocol bit-hyperrule: BiT-HyperRule's one setting for a BiT ResNet "
-        "(recipes/finetune_bit_vtab.yaml: lr 0.003, 500 steps, step decay). Writes vtab.json (protocol, per-task accuracy, settings, rows, group "
-        "means, overall mean, the paper's matching Table 9 row), vtab.md (this run and the paper in separate "
-        "columns, or 'no matching row') and vtab.png; a finished task is not re-run. key=value arguments after the "
-        "checkpoint (or after the task names) override the recipe as in `vit-repro train` (e.g. train.steps=500, "
-        "smoke=true); with --protocol paper a change to its settings is recorded as a departure.",
-    )
-    p.add_argument("checkpoint", help="checkpoint folder, run folder (uses RUN/final) or Hub model id")
-    p.add_argument("--tasks", nargs="+", default=["all"],
-                   help="all (default), natural, specialized, structured, or task names (dtd, vtab/eurosat, ...)")
-    p.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
-                   help="paper (default): one setting for all tasks; sweep: a learning rate chosen per task on val200; "
-                   "bit-hyperrule: BiT-HyperRule's one setting (BiT ResNets)")
-    p.add_argument("--method", choices=METHODS, default=None,
-                   help="which parameters are trained: full (default, the paper's fine-tuning), linear (the head), "
-                   "bitfit (biases and head), lora (peft LoRA on qkv/o_proj/fc1/fc2), vpt-shallow / vpt-deep (prompt "
-                   "tokens), adapter (AdaptFormer); options with train.method_options={...}")
-    p.add_argument("--pretraining-data", default=None, metavar="NAME",
-                   help="the checkpoint's pretraining data (ImageNet, ImageNet-21k, JFT-300M), to find the paper's "
-                   "Table 9 row (default: read from the run's recipe when it was a pretraining run)")
-    p.add_argument("--recipe", default=None, help="base fine-tuning recipe (default: recipes/finetune_vtab.yaml, "
-                   "recipes/finetune_bit_vtab.yaml for --protocol bit-hyperrule)")
-    p.add_argument("--data-root", default=None, help="folder holding local copies at <root>/<Hub id of the task>")
-    add_data_dir(p)
-    add_output_dir(p, "the run folder, else outputs/vtab/...", old=["--output"])
-    p.add_argument("--keep-checkpoints", action="store_true",
-                   help="keep training checkpoints and sweep models of finished tasks (default: deleted)")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="fine-tuning and scoring precision: auto (bf16 on GPUs and on CPUs with AMX, else fp32), bf16 or "
-                   "fp32 (default: the recipe's run.mixed_precision, auto in recipes/finetune_vtab.yaml)")
-    add_no_progress(p)  # the recipe's run.progress_bar=false
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides (right after the checkpoint)")
-    p.set_defaults(func=_cmd_vtab)
-
-
 __all__ = [
     "PROTOCOLS",
     "DEFAULT_PROTOCOL",
@@ -708,9 +633,4 @@ __all__ = [
     "vtab_report",
     "plot_vtab",
     "run_vtab",
-    "add_vtab_cli",
 ]
-
-
-#: `vit-repro vtab` (hf_vit_repro.cli adds each module's subcommands through `add_cli`).
-add_cli = add_vtab_cli
