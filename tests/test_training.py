@@ -185,6 +185,57 @@ def test_ema_is_polyak_average():
     torch.testing.assert_close(model.weight.detach(), 0.9 * start + 0.1 * (start + 1.0))
 
 
+class _Scalar(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(value, dtype=torch.float64))
+
+
+def _ema_after(correction, decay, start, values):
+    model = _Scalar(start)
+    ema = training.EMA(model, decay, correction)
+    for value in values:
+        with torch.no_grad():
+            model.w.fill_(value)
+        ema.update(model)
+    return ema
+
+
+def test_ema_debias_matches_zero_start_average_divided_by_one_minus_d_to_the_t():
+    d, start, values = 0.9, 5.0, [1.0, 2.0, 4.0]
+    # by hand: z_t = d z_{t-1} + (1 - d) p_t from z_0 = 0, then z_t / (1 - d^t)
+    z1 = 0.1 * 1.0                      # 0.1
+    z2 = 0.9 * z1 + 0.1 * 2.0           # 0.29
+    z3 = 0.9 * z2 + 0.1 * 4.0           # 0.661
+    assert _ema_after("debias", d, start, values[:1]).shadow["w"].item() == pytest.approx(z1 / 0.1)  # = p_1: start ignored
+    assert _ema_after("debias", d, start, values[:2]).shadow["w"].item() == pytest.approx(z2 / (1 - 0.81))
+    ema = _ema_after("debias", d, start, values)
+    assert ema.shadow["w"].item() == pytest.approx(0.661 / (1 - 0.729)) == pytest.approx(z3 / (1 - d**3))
+    assert ema.updates == 3
+    # without the correction the start value keeps weight d^t
+    plain = _ema_after("none", d, start, values).shadow["w"].item()
+    assert plain == pytest.approx(0.729 * 5.0 + 0.661)
+
+
+def test_ema_warmup_uses_min_d_and_one_plus_n_over_ten_plus_n():
+    d, start, values = 0.5, 5.0, [1.0, 2.0, 4.0]
+    # by hand, n = updates before this one: d_1 = min(.5, 1/10) = .1, d_2 = min(.5, 2/11), d_3 = min(.5, 3/12) = .25
+    e1 = 0.1 * 5.0 + 0.9 * 1.0
+    e2 = (2 / 11) * e1 + (9 / 11) * 2.0
+    e3 = 0.25 * e2 + 0.75 * 4.0
+    assert _ema_after("warmup", d, start, values).shadow["w"].item() == pytest.approx(e3)
+    # once (1 + n) / (10 + n) passes d, the factor is d
+    ema = _ema_after("warmup", 0.5, start, values)
+    assert ema.decay_at(20) == 0.5 and ema.decay_at(8) == pytest.approx(8 / 17)
+    with pytest.raises(ValueError, match="debias"):
+        training.EMA(_Scalar(0.0), 0.5, "bogus")
+
+
+def test_ema_correction_is_a_recipe_choice(tmp_path):
+    with pytest.raises(RecipeError, match="ema_correction"):
+        tiny_recipe(tmp_path, **{"train.ema_decay": 0.9, "train.ema_correction": "adam"})
+
+
 def test_losses_match_torch_references():
     logits, labels = torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])
     torch.testing.assert_close(training.classification_loss(logits, labels, "softmax_xent", 0.1),
@@ -273,6 +324,32 @@ def test_kill_and_resume_ends_with_the_same_weights(tmp_path):
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert [loss for _, loss in resumed.losses] == [loss for _, loss in reference.losses[2:]]
+
+
+def test_kill_and_resume_keeps_the_bias_corrected_ema_bit_identical(tmp_path):
+    # The EMA's update count is part of the checkpoint: the corrected decay d_t depends on it.
+    changes = {"train.steps": 5, "train.ema_decay": 0.5, "train.ema_correction": "debias"}
+    reference = train(tiny_recipe(tmp_path, "uninterrupted", **changes))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_3(state):
+        if state.step == 3:
+            raise Killed
+
+    interrupted = tiny_recipe(tmp_path, "interrupted", **changes)
+    with pytest.raises(Killed):
+        train(interrupted, callbacks=[kill_at_step_3])
+    saved = [torch.load(f, weights_only=False) for f in
+             (interrupted.output_dir / runs.CHECKPOINTS_DIR / "step_0000002").rglob("custom_checkpoint_*.pkl")]
+    assert [(state["updates"], state["correction"]) for state in saved] == [(2, "debias")]
+    resumed = train(interrupted)
+    a, b = final_weights(reference.run_dir), final_weights(resumed.run_dir)
+    for name in a:  # final/ holds the EMA weights
+        assert torch.equal(a[name], b[name]), name
+    plain = train(tiny_recipe(tmp_path, "plain", **{**changes, "train.ema_correction": "none"}))
+    assert any(not torch.equal(a[k], v) for k, v in final_weights(plain.run_dir).items())  # the option matters
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ LOSSES = ("softmax_xent", "sigmoid_xent")
 OBJECTIVES = ("classification", "masked_patch_prediction")
 AUGMENTATIONS = ("inception_crop", "finetune", "none")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+EMA_CORRECTIONS = ("none", "debias", "warmup")  # train.ema_correction: see optim.EMA
 
 
 class RecipeError(ValueError):
@@ -139,7 +140,7 @@ class TrainRecipe:
     """The optimisation problem: length (`steps`, or `epochs` of the training split), batch
     (`global_batch_size` images per update, reached with micro-batches of `micro_batch_size` per
     process and gradient accumulation), objective, loss (`softmax_xent`, or `sigmoid_xent` on
-    one-hot targets), label smoothing, Polyak averaging (`ema_decay`), seed, evaluation interval.
+    one-hot targets), label smoothing, Polyak averaging (`ema_decay`, `ema_correction`), seed, evaluation interval.
     `mixup_alpha` > 0 turns on MixUp as BiT-HyperRule uses it (alpha 0.1 for 20k+ training images):
     each update draws lambda ~ Beta(alpha, alpha), every micro-batch is mixed with a permutation of
     itself and the loss is lambda L(y) + (1 - lambda) L(y_permuted) (`optim.mixup`).
@@ -175,6 +176,7 @@ class TrainRecipe:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     ema_decay: float | None = None
+    ema_correction: str = "none"
     seed: int = 0
     eval_every: int = 0
     eval_batch_size: int = 256
@@ -388,15 +390,14 @@ class Recipe:
         positive("train.global_batch_size", t.global_batch_size)
         positive("train.micro_batch_size", t.micro_batch_size)
         if t.global_batch_size % t.micro_batch_size:
-            raise RecipeError(
-                f"`train.global_batch_size` ({t.global_batch_size}) must be a multiple of "
-                f"`train.micro_batch_size` ({t.micro_batch_size}): the difference is made up by gradient accumulation."
-            )
+            raise RecipeError(f"`train.global_batch_size` ({t.global_batch_size}) must be a multiple of `train.micro_batch_size` "
+                              f"({t.micro_batch_size}): the difference is made up by gradient accumulation.")
         if not 0.0 <= t.label_smoothing < 1.0:
             raise RecipeError(f"`train.label_smoothing` must lie in [0, 1), got {t.label_smoothing}.")
         positive("train.mixup_alpha", t.mixup_alpha, allow_zero=True)
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
             raise RecipeError(f"`train.ema_decay` must lie in (0, 1) or be null, got {t.ema_decay}.")
+        choice("train.ema_correction", t.ema_correction, EMA_CORRECTIONS)
         if t.objective == "masked_patch_prediction":
             self._validate_masked_patch_prediction()
         positive("train.eval_every", t.eval_every, allow_zero=True)
@@ -419,9 +420,8 @@ class Recipe:
         if r.hub_repo_id is not None and r.hub_repo_id.count("/") != 1:
             raise RecipeError(f"`run.hub_repo_id` must look like 'user/name', got {r.hub_repo_id!r}.")
         if r.resume not in ("auto", "never") and not Path(r.resume).is_dir():
-            raise RecipeError(
-                f"`run.resume` must be 'auto', 'never' or an existing checkpoint folder; {r.resume!r} is none of these."
-            )
+            raise RecipeError(f"`run.resume` must be 'auto', 'never' or an existing checkpoint folder; "
+                              f"{r.resume!r} is none of these.")
         return self
 
     def _validate_method(self) -> None:
