@@ -81,7 +81,7 @@ class DataRecipe:
     first one, naming its row and file.
 
     `subset` trains on a seeded random part of the training split (the paper's data-size study,
-    Sec. 4.2: 9M, 30M, 90M of JFT-300M): a value in (0, 1] is a fraction, a larger one a number of
+    Sec. 4.3: 9M, 30M, 90M of JFT-300M): a value in (0, 1] is a fraction, a larger one a number of
     images; drawn after the `holdout` part is set aside, so the validation images are the same for
     every size. Subsets of one `subset_seed` are nested: the 10% subset is inside the 30% one
     (`hf_vit_repro.data.nested_subset`).
@@ -145,7 +145,7 @@ class TrainRecipe:
     each update draws lambda ~ Beta(alpha, alpha), every micro-batch is mixed with a permutation of
     itself and the loss is lambda L(y) + (1 - lambda) L(y_permuted) (`optim.mixup`).
 
-    `early_stopping_patience` (the paper's data-size setting, Sec. 4.2): every `eval_every` steps
+    `early_stopping_patience` (the paper's data-size setting, Sec. 4.3): every `eval_every` steps
     and at the last one the model is scored on the evaluation set (use `data.holdout: true` for a
     validation part of the training split); the best-scoring model is kept in RUN_DIR/best/ and
     becomes final/, and training stops after that many evaluations without a better accuracy
