@@ -156,6 +156,38 @@ def test_step_schedule_is_bit_hyperrule():
     assert used[29] == pytest.approx(base) and used[30] == pytest.approx(base / 10) and used[-1] == pytest.approx(base / 1000)
 
 
+def test_step_bit_code_schedule_follows_bit_released_get_lr():
+    """BiT's released training loop, written out for 1000 images: steps s = 0, 1, ... until
+    get_lr(s) is None, with supports [100, 200, 300, 400, 500]: s < 100 -> base * s / 100, else base
+    divided by 10 for every later support strictly below s."""
+    base, supports = 0.003, [100, 200, 300, 400, 500]
+
+    def bit_get_lr(step):
+        if step < supports[0]:
+            return base * step / supports[0]
+        if step >= supports[-1]:
+            return None
+        return base / 10 ** sum(x < step for x in supports[1:])
+
+    reference, step = [], 0
+    while (lr := bit_get_lr(step)) is not None:
+        reference.append(lr)
+        step += 1
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    scheduler = training.build_scheduler(optimizer, 500, 100, "step_bit_code")
+    used = []
+    for _ in range(500):
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert len(reference) == 500 and used == pytest.approx(reference, rel=1e-12)
+    # 40/60/80%, not the paper text's 30/60/90% (the `step` schedule)
+    assert used[0] == 0.0 and used[200] == pytest.approx(base) and used[201] == pytest.approx(base / 10)
+    assert used[401] == pytest.approx(base / 1000)
+    assert training.lr_multiplier(152, 500, 100, "step") == pytest.approx(0.1)
+    assert training.lr_multiplier(152, 500, 100, "step_bit_code") == pytest.approx(1.0)
+
+
 def test_mixup_mixes_images_and_losses_as_the_formula_says():
     generator = torch.Generator().manual_seed(0)
     pixels, labels = torch.randn(6, 3, 4, 4, generator=generator), torch.tensor([0, 1, 2, 3, 4, 5])

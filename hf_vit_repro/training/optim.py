@@ -29,6 +29,9 @@ from .recipe import EMA_CORRECTIONS, SCHEDULES, OptimRecipe, RecipeError
 #: schedule at steps 200, 300, 400 after a 100-step warm-up; the longer ones at 30/60/90%.)
 STEP_DECAY_AT: tuple[float, ...] = (0.3, 0.6, 0.9)
 STEP_DECAY_FACTOR = 0.1
+#: `step_bit_code`: where BiT's released code (big_transfer's `bit_hyperrule.get_lr`) divides the
+#: rate in its 500-step schedule (for < 20k images: decays after steps 200, 300, 400 of 500)
+BIT_CODE_DECAY_AT: tuple[float, ...] = (0.4, 0.6, 0.8)
 
 def parameter_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     """Two optimizer groups: parameters named by `model.no_weight_decay()` (biases, norms,
@@ -124,9 +127,22 @@ def lr_multiplier(update: int, total_steps: int, warmup_steps: int, schedule: st
     (linear), `(1 + cos(pi * progress)) / 2` (cosine) or 1 (constant). It is exactly 1 at the
     end of warm-up and 0 at the last update for linear and cosine decay. `step` (BiT-HyperRule)
     multiplies the warm-up factor by `STEP_DECAY_FACTOR` for every fraction f of `STEP_DECAY_AT`
-    with `update > f * total_steps`."""
+    with `update > f * total_steps`: what the BiT paper's text says (Kolesnikov et al. 2020,
+    Sec. 3.3: the rate decayed by a factor of 10 at 30%, 60% and 90% of the training steps).
+
+    `step_bit_code` is the small schedule as BiT's released code runs it (`bit_hyperrule.get_lr`,
+    steps counted from 0, s = update - 1): during warm-up the factor is s / warmup (so the first
+    update has rate 0), then it is divided by 10 for every point p of `BIT_CODE_DECAY_AT` x
+    total_steps with p < s: with 500 steps and 100 warm-up steps, decays at 40/60/80% (after steps
+    200, 300, 400), not the paper text's 30/60/90%. BiT's code uses 30/60/90% only in its 10k and
+    20k schedules (for larger data sets): those are the `step` schedule up to this off-by-one."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; one of {SCHEDULES}")
+    if schedule == "step_bit_code":
+        s = update - 1
+        if s < warmup_steps:
+            return s / warmup_steps
+        return STEP_DECAY_FACTOR ** sum(f * total_steps < s for f in BIT_CODE_DECAY_AT)
     factor = min(1.0, update / warmup_steps) if warmup_steps > 0 else 1.0
     if schedule == "step":
         return factor * STEP_DECAY_FACTOR ** sum(update > f * total_steps for f in STEP_DECAY_AT)

@@ -24,7 +24,7 @@ from typing import Any
 
 MODES = ("pretrain", "finetune")
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "linear", "constant", "step")
+SCHEDULES = ("cosine", "linear", "constant", "step", "step_bit_code")  # optim.lr_multiplier
 LOSSES = ("softmax_xent", "sigmoid_xent")
 OBJECTIVES = ("classification", "masked_patch_prediction")
 AUGMENTATIONS = ("inception_crop", "finetune", "none")
@@ -114,7 +114,7 @@ class OptimRecipe:
     the learning rate, as the original code applies it); `sgd` uses `momentum` and the paper's fine-tuning has
     no weight decay. Parameters named by `model.no_weight_decay()` never decay (for a BiT ResNet: every 1-D
     parameter). `schedule`: `cosine`, `linear`, `constant`, or `step` (BiT-HyperRule: the rate divided by 10
-    after 30%, 60% and 90% of the steps). `lr_sweep` lists learning rates to choose from on the validation split
+    after 30%, 60% and 90% of the steps; `step_bit_code`: as BiT's code runs 500 steps). `lr_sweep` lists learning rates to choose from on the validation split
     before the final run (`run_recipe`). `grad_clip_norm: null` disables clipping. `fused` updates all
     parameters in one kernel (torch's fused AdamW / SGD, the default of transformers' Trainer too): a ViT-S/16
     training step on CPU is about 4 % faster than with torch's default AdamW (benchmarks/README.md). Under FSDP
