@@ -156,6 +156,38 @@ def test_step_schedule_is_bit_hyperrule():
     assert used[29] == pytest.approx(base) and used[30] == pytest.approx(base / 10) and used[-1] == pytest.approx(base / 1000)
 
 
+def test_step_bit_code_schedule_follows_bit_released_get_lr():
+    """BiT's released training loop, written out for 1000 images: steps s = 0, 1, ... until
+    get_lr(s) is None, with supports [100, 200, 300, 400, 500]: s < 100 -> base * s / 100, else base
+    divided by 10 for every later support strictly below s."""
+    base, supports = 0.003, [100, 200, 300, 400, 500]
+
+    def bit_get_lr(step):
+        if step < supports[0]:
+            return base * step / supports[0]
+        if step >= supports[-1]:
+            return None
+        return base / 10 ** sum(x < step for x in supports[1:])
+
+    reference, step = [], 0
+    while (lr := bit_get_lr(step)) is not None:
+        reference.append(lr)
+        step += 1
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    scheduler = training.build_scheduler(optimizer, 500, 100, "step_bit_code")
+    used = []
+    for _ in range(500):
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert len(reference) == 500 and used == pytest.approx(reference, rel=1e-12)
+    # 40/60/80%, not the paper text's 30/60/90% (the `step` schedule)
+    assert used[0] == 0.0 and used[200] == pytest.approx(base) and used[201] == pytest.approx(base / 10)
+    assert used[401] == pytest.approx(base / 1000)
+    assert training.lr_multiplier(152, 500, 100, "step") == pytest.approx(0.1)
+    assert training.lr_multiplier(152, 500, 100, "step_bit_code") == pytest.approx(1.0)
+
+
 def test_mixup_mixes_images_and_losses_as_the_formula_says():
     generator = torch.Generator().manual_seed(0)
     pixels, labels = torch.randn(6, 3, 4, 4, generator=generator), torch.tensor([0, 1, 2, 3, 4, 5])
@@ -183,6 +215,57 @@ def test_ema_is_polyak_average():
     torch.testing.assert_close(ema.shadow["weight"], 0.9 * start + 0.1 * (start + 1.0))
     ema.copy_to(model)
     torch.testing.assert_close(model.weight.detach(), 0.9 * start + 0.1 * (start + 1.0))
+
+
+class _Scalar(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(value, dtype=torch.float64))
+
+
+def _ema_after(correction, decay, start, values):
+    model = _Scalar(start)
+    ema = training.EMA(model, decay, correction)
+    for value in values:
+        with torch.no_grad():
+            model.w.fill_(value)
+        ema.update(model)
+    return ema
+
+
+def test_ema_debias_matches_zero_start_average_divided_by_one_minus_d_to_the_t():
+    d, start, values = 0.9, 5.0, [1.0, 2.0, 4.0]
+    # by hand: z_t = d z_{t-1} + (1 - d) p_t from z_0 = 0, then z_t / (1 - d^t)
+    z1 = 0.1 * 1.0                      # 0.1
+    z2 = 0.9 * z1 + 0.1 * 2.0           # 0.29
+    z3 = 0.9 * z2 + 0.1 * 4.0           # 0.661
+    assert _ema_after("debias", d, start, values[:1]).shadow["w"].item() == pytest.approx(z1 / 0.1)  # = p_1: start ignored
+    assert _ema_after("debias", d, start, values[:2]).shadow["w"].item() == pytest.approx(z2 / (1 - 0.81))
+    ema = _ema_after("debias", d, start, values)
+    assert ema.shadow["w"].item() == pytest.approx(0.661 / (1 - 0.729)) == pytest.approx(z3 / (1 - d**3))
+    assert ema.updates == 3
+    # without the correction the start value keeps weight d^t
+    plain = _ema_after("none", d, start, values).shadow["w"].item()
+    assert plain == pytest.approx(0.729 * 5.0 + 0.661)
+
+
+def test_ema_warmup_uses_min_d_and_one_plus_n_over_ten_plus_n():
+    d, start, values = 0.5, 5.0, [1.0, 2.0, 4.0]
+    # by hand, n = updates before this one: d_1 = min(.5, 1/10) = .1, d_2 = min(.5, 2/11), d_3 = min(.5, 3/12) = .25
+    e1 = 0.1 * 5.0 + 0.9 * 1.0
+    e2 = (2 / 11) * e1 + (9 / 11) * 2.0
+    e3 = 0.25 * e2 + 0.75 * 4.0
+    assert _ema_after("warmup", d, start, values).shadow["w"].item() == pytest.approx(e3)
+    # once (1 + n) / (10 + n) passes d, the factor is d
+    ema = _ema_after("warmup", 0.5, start, values)
+    assert ema.decay_at(20) == 0.5 and ema.decay_at(8) == pytest.approx(8 / 17)
+    with pytest.raises(ValueError, match="debias"):
+        training.EMA(_Scalar(0.0), 0.5, "bogus")
+
+
+def test_ema_correction_is_a_recipe_choice(tmp_path):
+    with pytest.raises(RecipeError, match="ema_correction"):
+        tiny_recipe(tmp_path, **{"train.ema_decay": 0.9, "train.ema_correction": "adam"})
 
 
 def test_losses_match_torch_references():
@@ -273,6 +356,32 @@ def test_kill_and_resume_ends_with_the_same_weights(tmp_path):
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert [loss for _, loss in resumed.losses] == [loss for _, loss in reference.losses[2:]]
+
+
+def test_kill_and_resume_keeps_the_bias_corrected_ema_bit_identical(tmp_path):
+    # The EMA's update count is part of the checkpoint: the corrected decay d_t depends on it.
+    changes = {"train.steps": 5, "train.ema_decay": 0.5, "train.ema_correction": "debias"}
+    reference = train(tiny_recipe(tmp_path, "uninterrupted", **changes))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_3(state):
+        if state.step == 3:
+            raise Killed
+
+    interrupted = tiny_recipe(tmp_path, "interrupted", **changes)
+    with pytest.raises(Killed):
+        train(interrupted, callbacks=[kill_at_step_3])
+    saved = [torch.load(f, weights_only=False) for f in
+             (interrupted.output_dir / runs.CHECKPOINTS_DIR / "step_0000002").rglob("custom_checkpoint_*.pkl")]
+    assert [(state["updates"], state["correction"]) for state in saved] == [(2, "debias")]
+    resumed = train(interrupted)
+    a, b = final_weights(reference.run_dir), final_weights(resumed.run_dir)
+    for name in a:  # final/ holds the EMA weights
+        assert torch.equal(a[name], b[name]), name
+    plain = train(tiny_recipe(tmp_path, "plain", **{**changes, "train.ema_correction": "none"}))
+    assert any(not torch.equal(a[k], v) for k, v in final_weights(plain.run_dir).items())  # the option matters
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

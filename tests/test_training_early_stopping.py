@@ -1,4 +1,4 @@
-"""What the data-size study (paper Sec. 4.2) needs of a training run: nested seeded subsets of the
+"""What the data-size study (paper Sec. 4.3) needs of a training run: nested seeded subsets of the
 training split beside a fixed validation hold-out (`data.subset`), and early stopping that keeps
 the best validation checkpoint as final/ (`train.early_stopping_patience`), also across a resume."""
 

@@ -101,7 +101,7 @@ def subset_size(n: int, size: float) -> int:
 def nested_subset(n: int, size: float, seed: int = 0) -> np.ndarray:
     """Sorted row indices of a seeded random subset of range(n) with `subset_size(n, size)` rows:
     the first rows of `stable_permutation(n, seed)`. Subsets of one (n, seed) are nested (the 10%
-    subset lies inside the 30% one: the paper's data-size study, Sec. 4.2) and the same on every
+    subset lies inside the 30% one: the paper's data-size study, Sec. 4.3) and the same on every
     machine."""
     return np.sort(stable_permutation(n, seed)[: subset_size(n, size)])
 

@@ -1,6 +1,8 @@
-"""The paper's two experiments as commands (issue 16): the data-size study (Sec. 4.2, Figures 3
+"""The paper's two experiments as commands (issue 16): the data-size study (Sec. 4.3, Figures 3
 and 4: ResNets win on small pretraining data, ViT with enough of it) and the compute study
-(Sec. 4.4, Figure 5 and Table 6: transfer accuracy against pretraining compute).
+(Sec. 4.4, Figure 5 and Table 6: transfer accuracy against pretraining compute). Section numbers
+follow arXiv v2 (ICLR 2021 camera-ready): 4.3 is "Pre-training data requirements", 4.2 the
+comparison to the state of the art.
 
     vit-repro study data-size recipes/studies/data_size.yaml     # the miniature, offline
     vit-repro study compute recipes/studies/compute.yaml

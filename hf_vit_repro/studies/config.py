@@ -8,7 +8,7 @@
       task: digits                        # registry task, Hub dataset id or local folder
       val_fraction: 0.1                   # held out of the training split to validate on
       sizes: [0.1, 0.3, 1.0]              # data-size: nested subsets, fractions (<= 1) or counts
-    early_stopping: {patience: 3, eval_every: 20}   # required by data-size (paper Sec. 4.2)
+    early_stopping: {patience: 3, eval_every: 20}   # required by data-size (paper Sec. 4.3)
     epochs: [10, 30]                      # compute: every model for each (or per model)
     models:
       - {name: ViT-tiny, family: ViT, config: {hidden_size: 32, ...}}
@@ -204,7 +204,7 @@ class StudyConfig:
         if self.study == "data-size":
             if self.early_stopping is None or d.val_fraction <= 0:
                 raise StudyConfigError(
-                    "the data-size study validates on held-out data with early stopping (paper Sec. 4.2): set "
+                    "the data-size study validates on held-out data with early stopping (paper Sec. 4.3): set "
                     "`early_stopping: {patience: ..., eval_every: ...}` and `data.val_fraction` > 0."
                 )
         else:

@@ -1,4 +1,4 @@
-"""Early stopping on a held-out validation set (the paper's data-size study, Sec. 4.2: "we
+"""Early stopping on a held-out validation set (the paper's data-size study, Sec. 4.3: "we
 perform early-stopping, and report the best validation accuracy achieved during training").
 
 With `train.early_stopping_patience: N` the loop scores the model on its evaluation set every

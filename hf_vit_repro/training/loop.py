@@ -183,7 +183,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     optimizer = build_optimizer(model, o, sharded=is_sharded(accelerator))
     scheduler = build_scheduler(optimizer, total_steps, o.warmup_steps, o.schedule)
     model, optimizer, train_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, scheduler)
-    ema = EMA(accelerator.unwrap_model(model), t.ema_decay) if t.ema_decay else None
+    ema = EMA(accelerator.unwrap_model(model), t.ema_decay, t.ema_correction) if t.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
 

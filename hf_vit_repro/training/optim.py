@@ -22,13 +22,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .recipe import SCHEDULES, OptimRecipe, RecipeError
+from .recipe import EMA_CORRECTIONS, SCHEDULES, OptimRecipe, RecipeError
 
 #: BiT-HyperRule's step decay (BiT paper Sec. 3.3): "decay the learning rate by a factor of 10 at
 #: 30%, 60% and 90% of the training steps". (The released bit_hyperrule.py decays its 500-step
 #: schedule at steps 200, 300, 400 after a 100-step warm-up; the longer ones at 30/60/90%.)
 STEP_DECAY_AT: tuple[float, ...] = (0.3, 0.6, 0.9)
 STEP_DECAY_FACTOR = 0.1
+#: `step_bit_code`: where BiT's released code (big_transfer's `bit_hyperrule.get_lr`) divides the
+#: rate in its 500-step schedule (for < 20k images: decays after steps 200, 300, 400 of 500)
+BIT_CODE_DECAY_AT: tuple[float, ...] = (0.4, 0.6, 0.8)
 
 def parameter_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     """Two optimizer groups: parameters named by `model.no_weight_decay()` (biases, norms,
@@ -124,9 +127,22 @@ def lr_multiplier(update: int, total_steps: int, warmup_steps: int, schedule: st
     (linear), `(1 + cos(pi * progress)) / 2` (cosine) or 1 (constant). It is exactly 1 at the
     end of warm-up and 0 at the last update for linear and cosine decay. `step` (BiT-HyperRule)
     multiplies the warm-up factor by `STEP_DECAY_FACTOR` for every fraction f of `STEP_DECAY_AT`
-    with `update > f * total_steps`."""
+    with `update > f * total_steps`: what the BiT paper's text says (Kolesnikov et al. 2020,
+    Sec. 3.3: the rate decayed by a factor of 10 at 30%, 60% and 90% of the training steps).
+
+    `step_bit_code` is the small schedule as BiT's released code runs it (`bit_hyperrule.get_lr`,
+    steps counted from 0, s = update - 1): during warm-up the factor is s / warmup (so the first
+    update has rate 0), then it is divided by 10 for every point p of `BIT_CODE_DECAY_AT` x
+    total_steps with p < s: with 500 steps and 100 warm-up steps, decays at 40/60/80% (after steps
+    200, 300, 400), not the paper text's 30/60/90%. BiT's code uses 30/60/90% only in its 10k and
+    20k schedules (for larger data sets): those are the `step` schedule up to this off-by-one."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; one of {SCHEDULES}")
+    if schedule == "step_bit_code":
+        s = update - 1
+        if s < warmup_steps:
+            return s / warmup_steps
+        return STEP_DECAY_FACTOR ** sum(f * total_steps < s for f in BIT_CODE_DECAY_AT)
     factor = min(1.0, update / warmup_steps) if warmup_steps > 0 else 1.0
     if schedule == "step":
         return factor * STEP_DECAY_FACTOR ** sum(update > f * total_steps for f in STEP_DECAY_AT)
@@ -150,22 +166,50 @@ def build_scheduler(optimizer, total_steps: int, warmup_steps: int, schedule: st
 
 class EMA:
     """Polyak averaging of the weights (paper Appendix B.1.1, optional in fine-tuning):
-    `ema <- decay * ema + (1 - decay) * param` after every update, in float32. Saved in
-    checkpoints (`state_dict`), copied into the model at the end (`copy_to`). Under FSDP each
-    process averages its own shards (the parameters are DTensors, so are the shadow weights)."""
+    `ema <- d_t * ema + (1 - d_t) * param` after every update t = 1, 2, ..., in float32. Saved in
+    checkpoints (`state_dict`, with the update count t, so a resumed run continues the same
+    average bit for bit), copied into the model at the end (`copy_to`). Under FSDP each process
+    averages its own shards (the parameters are DTensors, so are the shadow weights).
 
-    def __init__(self, model, decay: float):
+    `correction` (`train.ema_correction`) says what `decay` d means in the first updates. The paper
+    names only "Polyak & Juditsky averaging with a factor of 0.9999" and no start-up rule, so
+    `none` is the default:
+    - `none`: the average starts at the weights training starts from (the pretrained ones when
+      fine-tuning) and d_t = d; after t updates those initial weights still weigh d^t (13% after
+      20k updates at d = 0.9999).
+    - `debias`: Adam's bias correction. The average that starts at zero, z_t = d z_{t-1} + (1 - d)
+      param_t, divided by (1 - d^t); it weighs only the trained iterates (d^(t-k) normalised).
+      Kept already divided: d_t = d (1 - d^(t-1)) / (1 - d^t), so the first update copies the
+      weights and the shadow is the corrected average at every step.
+    - `warmup`: d_t = min(d, (1 + n) / (10 + n)) with n = t - 1 updates done before this one
+      (TensorFlow's `ExponentialMovingAverage(num_updates=...)` rule), starting at the initial
+      weights like `none`."""
+
+    def __init__(self, model, decay: float, correction: str = "none"):
         import torch
 
-        self.decay = float(decay)
+        if correction not in EMA_CORRECTIONS:
+            raise ValueError(f"EMA correction must be one of {', '.join(EMA_CORRECTIONS)}; got {correction!r}.")
+        self.decay, self.correction, self.updates = float(decay), correction, 0
         self.shadow = {n: p.detach().to(torch.float32).clone() for n, p in model.named_parameters()}
+
+    def decay_at(self, t: int) -> float:
+        """The factor d_t of update t (1-based) under `correction`."""
+        d = self.decay
+        if self.correction == "debias":
+            return d * (1.0 - d ** (t - 1)) / (1.0 - d**t)
+        if self.correction == "warmup":
+            return min(d, t / (9.0 + t))  # (1 + n) / (10 + n) with n = t - 1
+        return d
 
     def update(self, model) -> None:
         import torch
 
+        self.updates += 1
+        weight = 1.0 - self.decay_at(self.updates)
         with torch.no_grad():
             for name, param in model.named_parameters():
-                self.shadow[name].lerp_(param.detach().to(torch.float32), 1.0 - self.decay)
+                self.shadow[name].lerp_(param.detach().to(torch.float32), weight)
 
     def copy_to(self, model) -> None:
         import torch
@@ -178,7 +222,8 @@ class EMA:
         """Full float32 tensors, whatever the sharding. Under FSDP the shadow weights are shards
         (DTensors, laid out like the parameters) and are gathered here: a collective, which
         Accelerate's `save_state` calls on every process before the main one writes."""
-        return {"decay": self.decay, "shadow": {n: _full_tensor(t) for n, t in self.shadow.items()}}
+        return {"decay": self.decay, "correction": self.correction, "updates": self.updates,
+                "shadow": {n: _full_tensor(t) for n, t in self.shadow.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Every process reads the full tensors; under FSDP each keeps its own shard of them
@@ -186,6 +231,8 @@ class EMA:
         from torch.distributed.tensor import DTensor, distribute_tensor
 
         self.decay = state["decay"]
+        # checkpoints written before the correction existed averaged with a constant decay
+        self.correction, self.updates = state.get("correction", "none"), state.get("updates", 0)
         shadow = {}
         for name, full in state["shadow"].items():
             current = self.shadow.get(name)

@@ -24,11 +24,12 @@ from typing import Any
 
 MODES = ("pretrain", "finetune")
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "linear", "constant", "step")
+SCHEDULES = ("cosine", "linear", "constant", "step", "step_bit_code")  # optim.lr_multiplier
 LOSSES = ("softmax_xent", "sigmoid_xent")
 OBJECTIVES = ("classification", "masked_patch_prediction")
 AUGMENTATIONS = ("inception_crop", "finetune", "none")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+EMA_CORRECTIONS = ("none", "debias", "warmup")  # train.ema_correction: see optim.EMA
 
 
 class RecipeError(ValueError):
@@ -80,7 +81,7 @@ class DataRecipe:
     first one, naming its row and file.
 
     `subset` trains on a seeded random part of the training split (the paper's data-size study,
-    Sec. 4.2: 9M, 30M, 90M of JFT-300M): a value in (0, 1] is a fraction, a larger one a number of
+    Sec. 4.3: 9M, 30M, 90M of JFT-300M): a value in (0, 1] is a fraction, a larger one a number of
     images; drawn after the `holdout` part is set aside, so the validation images are the same for
     every size. Subsets of one `subset_seed` are nested: the 10% subset is inside the 30% one
     (`hf_vit_repro.data.nested_subset`).
@@ -113,7 +114,7 @@ class OptimRecipe:
     the learning rate, as the original code applies it); `sgd` uses `momentum` and the paper's fine-tuning has
     no weight decay. Parameters named by `model.no_weight_decay()` never decay (for a BiT ResNet: every 1-D
     parameter). `schedule`: `cosine`, `linear`, `constant`, or `step` (BiT-HyperRule: the rate divided by 10
-    after 30%, 60% and 90% of the steps). `lr_sweep` lists learning rates to choose from on the validation split
+    after 30%, 60% and 90% of the steps; `step_bit_code`: as BiT's code runs 500 steps). `lr_sweep` lists learning rates to choose from on the validation split
     before the final run (`run_recipe`). `grad_clip_norm: null` disables clipping. `fused` updates all
     parameters in one kernel (torch's fused AdamW / SGD, the default of transformers' Trainer too): a ViT-S/16
     training step on CPU is about 4 % faster than with torch's default AdamW (benchmarks/README.md). Under FSDP
@@ -139,12 +140,12 @@ class TrainRecipe:
     """The optimisation problem: length (`steps`, or `epochs` of the training split), batch
     (`global_batch_size` images per update, reached with micro-batches of `micro_batch_size` per
     process and gradient accumulation), objective, loss (`softmax_xent`, or `sigmoid_xent` on
-    one-hot targets), label smoothing, Polyak averaging (`ema_decay`), seed, evaluation interval.
+    one-hot targets), label smoothing, Polyak averaging (`ema_decay`, `ema_correction`), seed, evaluation interval.
     `mixup_alpha` > 0 turns on MixUp as BiT-HyperRule uses it (alpha 0.1 for 20k+ training images):
     each update draws lambda ~ Beta(alpha, alpha), every micro-batch is mixed with a permutation of
     itself and the loss is lambda L(y) + (1 - lambda) L(y_permuted) (`optim.mixup`).
 
-    `early_stopping_patience` (the paper's data-size setting, Sec. 4.2): every `eval_every` steps
+    `early_stopping_patience` (the paper's data-size setting, Sec. 4.3): every `eval_every` steps
     and at the last one the model is scored on the evaluation set (use `data.holdout: true` for a
     validation part of the training split); the best-scoring model is kept in RUN_DIR/best/ and
     becomes final/, and training stops after that many evaluations without a better accuracy
@@ -175,6 +176,7 @@ class TrainRecipe:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     ema_decay: float | None = None
+    ema_correction: str = "none"
     seed: int = 0
     eval_every: int = 0
     eval_batch_size: int = 256
@@ -388,15 +390,14 @@ class Recipe:
         positive("train.global_batch_size", t.global_batch_size)
         positive("train.micro_batch_size", t.micro_batch_size)
         if t.global_batch_size % t.micro_batch_size:
-            raise RecipeError(
-                f"`train.global_batch_size` ({t.global_batch_size}) must be a multiple of "
-                f"`train.micro_batch_size` ({t.micro_batch_size}): the difference is made up by gradient accumulation."
-            )
+            raise RecipeError(f"`train.global_batch_size` ({t.global_batch_size}) must be a multiple of `train.micro_batch_size` "
+                              f"({t.micro_batch_size}): the difference is made up by gradient accumulation.")
         if not 0.0 <= t.label_smoothing < 1.0:
             raise RecipeError(f"`train.label_smoothing` must lie in [0, 1), got {t.label_smoothing}.")
         positive("train.mixup_alpha", t.mixup_alpha, allow_zero=True)
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
             raise RecipeError(f"`train.ema_decay` must lie in (0, 1) or be null, got {t.ema_decay}.")
+        choice("train.ema_correction", t.ema_correction, EMA_CORRECTIONS)
         if t.objective == "masked_patch_prediction":
             self._validate_masked_patch_prediction()
         positive("train.eval_every", t.eval_every, allow_zero=True)
@@ -419,9 +420,8 @@ class Recipe:
         if r.hub_repo_id is not None and r.hub_repo_id.count("/") != 1:
             raise RecipeError(f"`run.hub_repo_id` must look like 'user/name', got {r.hub_repo_id!r}.")
         if r.resume not in ("auto", "never") and not Path(r.resume).is_dir():
-            raise RecipeError(
-                f"`run.resume` must be 'auto', 'never' or an existing checkpoint folder; {r.resume!r} is none of these."
-            )
+            raise RecipeError(f"`run.resume` must be 'auto', 'never' or an existing checkpoint folder; "
+                              f"{r.resume!r} is none of these.")
         return self
 
     def _validate_method(self) -> None:
