@@ -33,6 +33,7 @@ STEP_DECAY_FACTOR = 0.1
 #: rate in its 500-step schedule (for < 20k images: decays after steps 200, 300, 400 of 500)
 BIT_CODE_DECAY_AT: tuple[float, ...] = (0.4, 0.6, 0.8)
 
+
 def parameter_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     """Two optimizer groups: parameters named by `model.no_weight_decay()` (biases, norms,
     position embeddings, class token; for a BiT ResNet its 1-D parameters, `models.no_weight_decay`)
