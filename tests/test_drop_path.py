@@ -13,7 +13,7 @@ import torch
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification, ViTReproModel
 from hf_vit_repro.modeling_vit_repro import drop_path
 
-from .conftest import randomize_, tiny_kwargs
+from .conftest import assert_logits_close, randomize_, tiny_kwargs
 
 
 def make(seed=0, **overrides):
@@ -128,15 +128,18 @@ def test_each_block_drops_its_branches_at_its_rate(adapter_bottleneck):
         assert within_binomial(int((attention_dropped & mlp_dropped).sum()), n, rate**2)
 
 
-def test_identity_in_evaluation_bit_identical_to_rate_zero():
+def test_identity_in_evaluation_equals_rate_zero():
+    """Two models built apart hold their weights in different buffers, and a CPU's kernels may round
+    differently by alignment: compared at the suite's float32 tolerance (a single dropped sample at
+    p = 0.5 would move the logits by far more), and no random number is drawn at all."""
     plain, dropping = make(), make(drop_path_rate=0.5)
     x = pixels()
     state = torch.get_rng_state()
     with torch.no_grad():  # the native fused kernel (CPU inference)
-        assert torch.equal(dropping(x).logits, plain(x).logits)
+        assert_logits_close(dropping(x).logits, plain(x).logits)
     # autograd on: the composed path, and the class-token-only last block of the classifier
-    assert torch.equal(dropping(x).logits, plain(x).logits)
-    assert torch.equal(dropping.vit(x).last_hidden_state, plain.vit(x).last_hidden_state)
+    assert_logits_close(dropping(x).logits, plain(x).logits)
+    assert_logits_close(dropping.vit(x).last_hidden_state, plain.vit(x).last_hidden_state)
     assert torch.equal(torch.get_rng_state(), state)  # nothing was drawn
 
 
@@ -186,7 +189,7 @@ def test_gradient_checkpointing_recomputes_with_the_same_masks():
         loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     (loss, grads), (checkpointed_loss, checkpointed_grads) = results
-    assert torch.equal(loss, checkpointed_loss)
+    assert_logits_close(checkpointed_loss, loss)  # two models built apart: float32 tolerance, not bits
     for name in grads:
         torch.testing.assert_close(checkpointed_grads[name], grads[name], atol=1e-6, rtol=1e-5, msg=name)
     with torch.no_grad():
