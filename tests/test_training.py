@@ -331,22 +331,28 @@ def test_run_folder_contents(tmp_path):
     assert any(not torch.equal(last[k], final[k]) for k in last if last[k].dtype.is_floating_point)
 
 
+class Killed(Exception):
+    pass
+
+
+def kill_at_step_3(recipe) -> None:
+    """Train `recipe` until step 3 starts (after the step-2 checkpoint, before the step-4 one), then
+    stop it as a crash would."""
+    def kill(state):
+        if state.step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(recipe, callbacks=[kill])
+
+
 def test_kill_and_resume_ends_with_the_same_weights(tmp_path):
     # Augmentation and dropout on: exact resume needs the data position, augmentation seeds and RNG.
     changes = {"data.augmentation": "finetune", "model.dropout": 0.1, "train.steps": 5, "train.micro_batch_size": 4,
                "data.max_train_examples": 20}  # 5 micro-batches per epoch, 2 per step: epochs straddle steps
     reference = train(tiny_recipe(tmp_path, "uninterrupted", **changes))
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_step_3(state):
-        if state.step == 3:  # after the step-2 checkpoint, before the step-4 one
-            raise Killed
-
     interrupted = tiny_recipe(tmp_path, "interrupted", **changes)
-    with pytest.raises(Killed):
-        train(interrupted, callbacks=[kill_at_step_3])
+    kill_at_step_3(interrupted)
     assert [p.name for p in training.list_checkpoints(interrupted.output_dir)] == ["step_0000002"]
     assert not (interrupted.output_dir / runs.FINAL_DIR).exists()
     resumed = train(interrupted)  # run.resume defaults to "auto"
@@ -362,17 +368,8 @@ def test_kill_and_resume_keeps_the_bias_corrected_ema_bit_identical(tmp_path):
     # The EMA's update count is part of the checkpoint: the corrected decay d_t depends on it.
     changes = {"train.steps": 5, "train.ema_decay": 0.5, "train.ema_correction": "debias"}
     reference = train(tiny_recipe(tmp_path, "uninterrupted", **changes))
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_step_3(state):
-        if state.step == 3:
-            raise Killed
-
     interrupted = tiny_recipe(tmp_path, "interrupted", **changes)
-    with pytest.raises(Killed):
-        train(interrupted, callbacks=[kill_at_step_3])
+    kill_at_step_3(interrupted)
     saved = [torch.load(f, weights_only=False) for f in
              (interrupted.output_dir / runs.CHECKPOINTS_DIR / "step_0000002").rglob("custom_checkpoint_*.pkl")]
     assert [(state["updates"], state["correction"]) for state in saved] == [(2, "debias")]
