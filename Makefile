@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo mpp-demo bench study install clean help transformers-tests
+.PHONY: test demo mpp-demo bench study docs docs-serve install clean help transformers-tests
 
 help:
 	@echo "make test   create $(VENV) if missing, install hf-vit-repro[test], run the test suite"
@@ -14,6 +14,8 @@ help:
 	@echo "make mpp-demo  create $(VENV) if missing, install, run masked patch prediction vs from scratch (digits)"
 	@echo "make bench  create $(VENV) if missing, install, measure speed/memory against transformers and timm"
 	@echo "make study  create $(VENV) if missing, install, run the miniature data-size and compute studies (plots in outputs/studies/)"
+	@echo "make docs   create $(VENV) if missing, install, build the documentation site into site/ (strict: broken links fail)"
+	@echo "make docs-serve  the same site served at http://127.0.0.1:8000, rebuilt as you edit"
 	@echo "make clean  remove $(VENV) and build artefacts"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -52,5 +54,12 @@ study: $(STAMP)
 	$(BIN)/vit-repro study data-size recipes/studies/data_size.yaml $(STUDY_ARGS)
 	$(BIN)/vit-repro study compute recipes/studies/compute.yaml $(STUDY_ARGS)
 
+# The documentation site (mkdocs.yml, docs/; the API pages come from the docstrings).
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache site

@@ -1,36 +1,36 @@
-"""The README's Python snippets run as written."""
+"""The README's Python snippets run as written, its `vit-repro` lines parse, and its table of
+commands names every subcommand. The docs pages: tests/test_docs.py."""
 
-import re
-import shlex
-from pathlib import Path
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from .doc_blocks import README, code_blocks, parse_problem, run_python_blocks, shell_commands
 
 
 def test_readme_python_snippets_run(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    assert len(blocks) >= 2
+    assert len(code_blocks(README, "python")) >= 4
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)
+    namespace = run_python_blocks(README)
     assert namespace["logits"].shape == (1, 10)
     assert (tmp_path / "my-vit" / "modeling_vit_repro.py").exists()
     assert type(namespace["model"]).__name__ == "ViTReproForImageClassification"
+    # The quick start fine-tuned on the image folder it wrote (not on a stand-in task), and the
+    # dry-run push folder holds that run's weights and card.
+    assert namespace["recipe"].data.task == "my-images"
+    assert (tmp_path / "outputs" / "mine" / "metrics" / "my-images_test.json").is_file()
+    assert {"README.md", "model.safetensors", "config.json"} <= {p.name for p in namespace["folder"].iterdir()}
 
 
-def test_readme_analyze_command_runs_on_a_run_folder(tmp_path, monkeypatch):
-    """The README's `vit-repro analyze outputs/run1 --images ...` line, run as written on a tiny run
-    folder at that path (fewer images, to stay fast): its `--images digits/` did not exist (issue 24)."""
-    from hf_vit_repro import runs
-    from hf_vit_repro.cli import main
+def test_readme_cli_lines_parse():
+    commands = shell_commands(README)
+    assert len(commands) >= 5
+    problems = [f"{line}: {problem}" for line, args in commands if (problem := parse_problem(args))]
+    assert not problems, problems
 
-    from .run_fixtures import make_run
 
-    lines = [line.split("#")[0].strip() for line in README.read_text().splitlines()]
-    [command] = [line for line in lines if line.startswith("vit-repro analyze outputs/run1 ")]
-    monkeypatch.chdir(tmp_path)
-    make_run(tmp_path / "outputs" / "run1", evaluated=False, figures=False)
-    args = shlex.split(command)[1:] + ["--num-images", "8", "--rollout-images", "1", "--no-progress"]
-    assert main(args) == 0
-    assert (tmp_path / "outputs" / "run1" / runs.ANALYSIS_DIR / runs.ANALYSIS_JSON).is_file()
+def test_readme_command_table_names_every_subcommand():
+    """A subcommand added to `vit-repro` gets its line in the README's table (and a docs page)."""
+    from hf_vit_repro.cli import build_parser
+
+    [subparsers] = [action for action in build_parser()._actions if action.dest == "command"]
+    rows = [line for line in README.read_text().splitlines() if line.startswith("| `vit-repro ")]
+    named = {row.split("`")[1].split()[1] for row in rows}
+    assert named == set(subparsers.choices), set(subparsers.choices) ^ named
+    assert all("](docs/" in row for row in rows)
