@@ -1,6 +1,6 @@
 """`vit-repro`'s one place where errors meet the user (`cli.main`): bad input in any command is one
 line, `vit-repro CMD: error: ...`, exit code 2, never a traceback; Ctrl-C is one line too. The
-cases here are the README's table of bad inputs (section "Bad input")."""
+cases here are the table of bad inputs in docs/bad-input.md."""
 
 import json
 import shutil

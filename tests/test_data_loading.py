@@ -417,8 +417,8 @@ def test_cli_tasks_show_and_export(tmp_path, capsys):
     assert "unknown task 'vtab/cifar10'. Did you mean 'vtab/cifar100'" in err
 
 
-def test_readme_carries_the_current_registry_table():
+def test_docs_carry_the_current_registry_table():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert registry_markdown() in readme, "README's registry table is stale: paste registry_markdown() into it"
+    page = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+    assert registry_markdown() in page, "docs/data.md's registry table is stale: paste registry_markdown() into it"
