@@ -96,3 +96,17 @@ def parse_problem(args: list[str]) -> str | None:
         except SystemExit:
             return f"{shlex.join(argv)}: {stderr.getvalue().strip().splitlines()[-1]}"
     return None
+
+
+def command_problem(args: list[str]) -> str | None:
+    """`parse_problem`, and for `train RECIPE key=value ...` with a recipe of this repository: the
+    overrides name recipe keys that exist (read, not run)."""
+    problem = parse_problem(args)
+    if problem is None and args[0] == "train" and (ROOT / args[1]).is_file():
+        from hf_vit_repro.training import load_recipe
+
+        try:
+            load_recipe(ROOT / args[1], [arg for arg in optional_spellings(args[2:])[1] if "=" in arg])
+        except ValueError as err:
+            problem = str(err)
+    return problem

@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from .doc_blocks import DOCS, ROOT, code_blocks, optional_spellings, parse_problem, run_python_blocks, shell_commands
+from .doc_blocks import DOCS, ROOT, code_blocks, command_problem, parse_problem, run_python_blocks, shell_commands
 
 PAGES = sorted(path for path in DOCS.rglob("*.md") if "_incoming" not in path.parts)
 PYTHON_PAGES = [path for path in PAGES if code_blocks(path, "python")]
@@ -90,19 +90,7 @@ def test_the_pages_have_python_blocks_to_run():
 def test_cli_lines_of_the_page_parse(page):
     """Every `vit-repro ...` line (also under accelerate launch / torchrun) parses with the real
     argparse parser, and a `train RECIPE key=value ...` line's overrides are valid recipe keys."""
-    from hf_vit_repro.training import load_recipe
-
-    problems = []
-    for line, args in shell_commands(page):
-        problem = parse_problem(args)
-        if problem:
-            problems.append(f"{line}\n    {problem}")
-        elif args[0] == "train" and (ROOT / args[1]).is_file():
-            overrides = [arg for arg in optional_spellings(args[2:])[1] if "=" in arg]
-            try:
-                load_recipe(ROOT / args[1], overrides)
-            except ValueError as err:
-                problems.append(f"{line}\n    {err}")
+    problems = [f"{line}\n    {problem}" for line, args in shell_commands(page) if (problem := command_problem(args))]
     assert not problems, "\n".join(problems)
 
 
@@ -113,6 +101,8 @@ def test_the_cli_line_check_catches_a_renamed_flag_and_a_bad_recipe_key():
     # [--markdown]: the notation for an optional part; both spellings are checked.
     assert parse_problem(["data", "tasks", "[--markdown]"]) is None
     assert parse_problem(["data", "tasks", "[--markdwn]"]) is not None
+    assert command_problem(["train", "recipes/finetune_cifar10.yaml", "optim.lr=0.003"]) is None
+    assert "optim.lrr" in command_problem(["train", "recipes/finetune_cifar10.yaml", "optim.lrr=0.003"])
 
 
 def test_analyze_command_runs_on_a_run_folder(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """The README's Python snippets run as written, its `vit-repro` lines parse, and its table of
 commands names every subcommand. The docs pages: tests/test_docs.py."""
 
-from .doc_blocks import README, code_blocks, parse_problem, run_python_blocks, shell_commands
+from .doc_blocks import README, code_blocks, command_problem, run_python_blocks, shell_commands
 
 
 def test_readme_python_snippets_run(tmp_path, monkeypatch):
@@ -21,7 +21,7 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
 def test_readme_cli_lines_parse():
     commands = shell_commands(README)
     assert len(commands) >= 5
-    problems = [f"{line}: {problem}" for line, args in commands if (problem := parse_problem(args))]
+    problems = [f"{line}: {problem}" for line, args in commands if (problem := command_problem(args))]
     assert not problems, problems
 
 
