@@ -40,6 +40,8 @@ def test_site_builds_strict_with_the_api_reference_and_the_readme_quick_start(tm
     # ... and the home page carries the README's quick start (pymdownx.snippets), not the marker line.
     home = (site / "index.html").read_text()
     assert "run_recipe" in home and "--8&lt;--" not in home and "--8<--" not in home
+    models = (site / "models" / "index.html").read_text()
+    assert "interpolate_pos_encoding" in models and "ViTReproConfig.from_variant(" in models and "--8&lt;--" not in models
     # The studies' figures travel with their pages.
     assert (site / "studies" / "data_size.png").is_file() and (site / "studies" / "compute.png").is_file()
 
