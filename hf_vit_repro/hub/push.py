@@ -412,9 +412,11 @@ def push_to_hub(
 
 
 def _publish(folder, repo_id, *, dry_run, private, revision, create_pr, commit_message, token, endpoint,
-             timeout, say, render_card):
-    """Show what a validated `folder` holds, then stop (dry run) or upload it."""
-    target = f"{repo_id}" + (f" (branch {revision})" if revision else "") + (" (pull request)" if create_pr else "")
+             timeout, say, render_card, repo_type=None):
+    """Show what a validated `folder` holds, then stop (dry run) or upload it (to a model repo, or to
+    a Space with `repo_type="space"`, `hub.space`)."""
+    target = ("the Space " if repo_type == "space" else "") + f"{repo_id}"
+    target += (f" (branch {revision})" if revision else "") + (" (pull request)" if create_pr else "")
     say(redact(_plan(folder, target), token))
     if dry_run:
         say(f"Dry run: the folder above is in {folder} and passed validation; nothing was uploaded.")
@@ -422,7 +424,7 @@ def _publish(folder, repo_id, *, dry_run, private, revision, create_pr, commit_m
     with _request_timeout(timeout):
         return _upload(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
                        commit_message=commit_message, token=token, endpoint=endpoint, say=say, timeout=timeout,
-                       render_card=render_card)
+                       render_card=render_card, repo_type=repo_type)
 
 
 @contextlib.contextmanager
@@ -464,20 +466,22 @@ def _terminate_as_interrupt():
 
 
 def _upload(folder, repo_id, *, private, revision, create_pr, commit_message, token, endpoint, say, timeout,
-            render_card):
+            render_card, repo_type=None):
     from huggingface_hub import HfApi, constants
 
     api = HfApi(endpoint=endpoint, token=token)
     where = api.endpoint or constants.ENDPOINT
+    sdk = {"space_sdk": "gradio"} if repo_type == "space" else {}
     try:
-        full_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        full_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **sdk).repo_id
         if full_id != repo_id:  # "name" went to the token's namespace: the card's snippets name the real repo
             render_card(full_id).save(folder / "README.md")
             repo_id = full_id
         if revision and revision != "main":
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
         commit = api.upload_folder(
             repo_id=repo_id,
+            repo_type=repo_type,
             folder_path=folder,
             revision=revision,
             create_pr=create_pr,
