@@ -27,7 +27,6 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch

@@ -15,7 +15,9 @@ model repo on its plain (non-Xet) path, as read from huggingface_hub's own sourc
     HEAD/GET /{repo}/resolve/{rev}/{path}               hf_hub_download (X-Repo-Commit, ETag, Content-Length)
 
 The /api/models/ routes also answer as /api/spaces/ (a Space's upload, `push --space`); a Space is kept
-under the key "spaces/{repo}" (`hub.files("spaces/user/name")`). Writes need `Authorization: Bearer <token>`; private repos need it for reads too. Every request
+under the key "spaces/{repo}" (`hub.files("spaces/user/name")`).
+
+Writes need `Authorization: Bearer <token>`; private repos need it for reads too. Every request
 is logged (method, path, status) so tests can see what was sent again on a retry. `drop` makes
 the server cut the connection in the middle of reading a request body, once per listed route
 kind ("commit" or "lfs"), to play a network failure mid-upload.

@@ -322,6 +322,25 @@ def _upload_error(err: BaseException, endpoint: str, repo_id: str, token: str | 
     return HubPushError(redact(f"Publishing to {repo_id} failed: {message}", token))
 
 
+def publishing_setup(repo_id: str, *, revision, create_pr, token, dry_run, output_dir, verbose, prefix="vit-repro-push"):
+    """What every publish starts with: the repo id and branch options checked, the token found, the
+    printer (`verbose`), and the folder to build in: `output_dir`, else `outputs/hub/<name>` for a dry
+    run, else a temporary folder (`prefix`). Returns `(token, say, output_dir, temporary)`, where
+    `temporary` is the TemporaryDirectory to clean up, or None."""
+    check_repo_id(repo_id)
+    if create_pr and revision not in (None, "main"):
+        raise ValueError("create_pr opens a pull request on the main branch; do not combine it with --revision.")
+    say = print if verbose else (lambda *a, **k: None)
+    name = repo_id.split("/")[-1]
+    temporary = None
+    if output_dir is None and dry_run:
+        output_dir = Path("outputs") / "hub" / name
+    if output_dir is None:
+        temporary = tempfile.TemporaryDirectory(prefix=f"{prefix}-{name}-")
+        output_dir = Path(temporary.name) / name
+    return active_token(token), say, output_dir, temporary
+
+
 def push_to_hub(
     source: str | os.PathLike,
     repo_id: str,
@@ -366,21 +385,11 @@ def push_to_hub(
     dry run. Raises ValueError / FileNotFoundError for bad input before anything is sent, and
     HubPushError when the upload fails; running the same call again finishes an interrupted push.
     """
-    check_repo_id(repo_id)
     if adapter_only and (with_export is not None or to != "vit_repro"):
         raise ValueError("--adapter-only publishes the peft adapter alone; --with-export and --to transformers are for a "
                          "whole checkpoint: leave them out, or push without --adapter-only.")
-    if create_pr and revision not in (None, "main"):
-        raise ValueError("create_pr opens a pull request on the main branch; do not combine it with --revision.")
-    token = active_token(token)
-    say = print if verbose else (lambda *a, **k: None)
-    name = repo_id.split("/")[-1]
-    temporary = None
-    if output_dir is None and dry_run:
-        output_dir = Path("outputs") / "hub" / name
-    if output_dir is None:
-        temporary = tempfile.TemporaryDirectory(prefix=f"vit-repro-push-{name}-")
-        output_dir = Path(temporary.name) / name
+    token, say, output_dir, temporary = publishing_setup(repo_id, revision=revision, create_pr=create_pr, token=token,
+                                                         dry_run=dry_run, output_dir=output_dir, verbose=verbose)
     built = None
     try:
         with _terminate_as_interrupt():

@@ -213,24 +213,14 @@ def push_space(
     space_sdk="gradio")`, `upload_folder`, the same errors). `dry_run` keeps the folder in `output_dir`
     (default `outputs/hub/<space name>`); otherwise it is temporary unless `output_dir` is given.
     Returns the CommitInfo, or the folder for a dry run."""
-    from .push import DEFAULT_TIMEOUT, _publish, _terminate_as_interrupt
-    from .redaction import active_token
+    from .push import DEFAULT_TIMEOUT, _publish, _terminate_as_interrupt, publishing_setup
 
-    check_repo_id(space_id)
     if Path(model_id).exists():
         raise ValueError(f"--space: {model_id!r} is a local path, but the Space loads its model from the Hub: give the "
                          "model's repo id (publish it first with `vit-repro push RUN MODEL_ID`).")
-    if create_pr and revision not in (None, "main"):
-        raise ValueError("create_pr opens a pull request on the main branch; do not combine it with --revision.")
-    token = active_token(token)
-    say = print if verbose else (lambda *a, **k: None)
-    name = space_id.split("/")[-1]
-    temporary = None
-    if output_dir is None and dry_run:
-        output_dir = Path("outputs") / "hub" / name
-    if output_dir is None:
-        temporary = tempfile.TemporaryDirectory(prefix=f"vit-repro-space-{name}-")
-        output_dir = Path(temporary.name) / name
+    token, say, output_dir, temporary = publishing_setup(space_id, revision=revision, create_pr=create_pr, token=token,
+                                                         dry_run=dry_run, output_dir=output_dir, verbose=verbose,
+                                                         prefix="vit-repro-space")
     try:
         with _terminate_as_interrupt():
             folder = build_space_folder(model_id, output_dir, **options)
