@@ -301,7 +301,8 @@ def build_app(
                 labels = gr.Label(num_top_classes=predictor.top_k, label=f"Top-{predictor.top_k} classes")
                 rollout = gr.Image(label="Attention rollout", format="png", interactive=False)
                 distance = gr.Image(label="Mean attention distance per head and depth", format="png", interactive=False)
-        button.click(predict, inputs=image, outputs=[labels, rollout, distance], api_name="predict")
+        # One request at a time: attention_statistics hooks the shared model while it runs.
+        button.click(predict, inputs=image, outputs=[labels, rollout, distance], api_name="predict", concurrency_limit=1)
     blocks.predictor = predictor
     return blocks
 
