@@ -82,7 +82,7 @@ def _auto_class_of(folder) -> str:
 # whose `func(args) -> int` default runs the command. Such modules keep their heavy imports
 # (matplotlib, datasets, ...) inside functions so `vit-repro --help` stays fast.
 SUBCOMMAND_MODULES: list[str] = [
-    "analysis", "data", "evaluation", "training", "vtab", "demo", "hub", "export", "studies",
+    "analysis", "data", "evaluation", "training", "vtab", "demo", "hub", "export", "studies", "app",
 ]
 
 
@@ -162,8 +162,11 @@ def user_error_message(err: BaseException) -> str | None:
     Bad input is what the library raises as ValueError (and its subclasses: ConversionError,
     runs.CheckpointError, ...), OSError (missing or unreadable files) or KeyError, and what
     huggingface_hub's strict config validation raises (StrictDataclassError, whose cause holds the
-    message of the rule broken). Line breaks are folded: the user sees one line."""
-    if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+    message of the rule broken), and an ImportError whose message says what to `pip install` (an
+    extra the command needs). Line breaks are folded: the user sees one line."""
+    if isinstance(err, ImportError) and "pip install" in str(err):
+        message = str(err)
+    elif isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
         message = err.args[0]  # str(KeyError) would quote it
     elif isinstance(err, (ValueError, OSError, KeyError)):
         message = str(err)

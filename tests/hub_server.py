@@ -3,7 +3,7 @@
 It speaks the part of the Hub's HTTP API that huggingface_hub 2.4 uses to publish and fetch a
 model repo on its plain (non-Xet) path, as read from huggingface_hub's own source:
 
-    POST /api/repos/create                              HfApi.create_repo
+    POST /api/repos/create                              HfApi.create_repo (a model, or a Space with type "space")
     POST /api/validate-yaml                             README.md metadata check (create_commit, ModelCard.validate)
     POST /api/models/{repo}/branch/{branch}             HfApi.create_branch
     POST /api/models/{repo}/preupload/{rev}             _commit_api._fetch_upload_modes ("regular" or "lfs")
@@ -13,6 +13,9 @@ model repo on its plain (non-Xet) path, as read from huggingface_hub's own sourc
     GET  /api/models/{repo}[/revision/{rev}]            HfApi.repo_info (snapshot_download resolves the commit)
     GET  /api/models/{repo}/tree/{rev}                  HfApi.list_repo_tree (recursive)
     HEAD/GET /{repo}/resolve/{rev}/{path}               hf_hub_download (X-Repo-Commit, ETag, Content-Length)
+
+The /api/models/ routes also answer as /api/spaces/ (a Space's upload, `push --space`); a Space is kept
+under the key "spaces/{repo}" (`hub.files("spaces/user/name")`).
 
 Writes need `Authorization: Bearer <token>`; private repos need it for reads too. Every request
 is logged (method, path, status) so tests can see what was sent again on a retry. `drop` makes
@@ -175,7 +178,7 @@ class LocalHub:
 
             def do_PUT(self):
                 path = urlsplit(self.path).path
-                if m := re.fullmatch(r"/lfs-upload/([^/]+/[^/]+)/([0-9a-f]{64})", path):
+                if m := re.fullmatch(r"/lfs-upload/((?:spaces/)?[^/]+/[^/]+)/([0-9a-f]{64})", path):
                     data = self._body("lfs")
                     if data is None:
                         return
@@ -194,13 +197,14 @@ class LocalHub:
                     return self._create_repo(json.loads(self._body("create")))
                 if path == "/api/validate-yaml":
                     return self._validate_yaml(json.loads(self._body("validate")))
-                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/branch/([^/]+)", path):
+                path = re.sub(r"^/api/spaces/", "/api/models/spaces/", path)  # a Space's key is "spaces/{repo}"
+                if m := re.fullmatch(r"/api/models/((?:spaces/)?[^/]+/[^/]+)/branch/([^/]+)", path):
                     return self._create_branch(m[1], unquote(m[2]))
-                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/preupload/([^/]+)", path):
+                if m := re.fullmatch(r"/api/models/((?:spaces/)?[^/]+/[^/]+)/preupload/([^/]+)", path):
                     return self._preupload(m[1], m[2], json.loads(self._body("preupload")))
-                if m := re.fullmatch(r"/([^/]+/[^/]+)\.git/info/lfs/objects/batch", path):
+                if m := re.fullmatch(r"/((?:spaces/)?[^/]+/[^/]+)\.git/info/lfs/objects/batch", path):
                     return self._lfs_batch(m[1], json.loads(self._body("batch")))
-                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/([^/]+)", path):
+                if m := re.fullmatch(r"/api/models/((?:spaces/)?[^/]+/[^/]+)/commit/([^/]+)", path):
                     return self._commit(m[1], m[2], query.get("create_pr") == ["1"])
                 self._error(404, f"no route for POST {path}")
 
@@ -209,6 +213,10 @@ class LocalHub:
                 if not self._authorized():
                     return self._error(401, "Invalid credentials in Authorization header")
                 repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
+                if payload.get("type") == "space":
+                    if payload.get("sdk") not in ("gradio", "docker", "static", "streamlit"):
+                        return self._error(400, "a Space needs an sdk")
+                    repo_id = f"spaces/{repo_id}"
                 url = f"{hub.url}/{repo_id}"
                 with hub.lock:
                     if repo_id in hub.repos:  # the Hub's 409 names the existing repo's url too

@@ -22,7 +22,7 @@ SPLIT_BY_MODULE: set[str] = set()
 #: -> training -> (vtab, studies) -> hub, analysis, export -> cli. A room may import its own tier
 #: (the cycle check covers those) and lower ones, never a higher one. Rooms DESIGN.md does not name
 #: are placed by what they are: leaf helpers with the shipped files, run folders and conversion with
-#: the model families, the demo (training, then push) beside the CLI.
+#: the model families, the demo (training, then push) and the Gradio app (analysis over an upload) beside the CLI.
 TIERS: list[set[str]] = [
     {"hf_vit_repro", "variants", "configuration_vit_repro", "modeling_vit_repro", "flops", "precision", "cli_options",
      "metrics", "paper_results"},
@@ -32,7 +32,7 @@ TIERS: list[set[str]] = [
     {"training"},
     {"vtab", "studies"},
     {"hub", "analysis", "export"},
-    {"cli", "demo", "__main__"},
+    {"cli", "demo", "app", "__main__"},
 ]
 #: Upward imports that exist today, each a lazy import inside one function, to be moved away (issue 28):
 #: the loop's optional push at the end of a run (`training.loop.push_run_to_hub` -> `hub.push_run`) and

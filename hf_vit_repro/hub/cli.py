@@ -1,4 +1,5 @@
-"""`vit-repro push`: publish a run folder or checkpoint with its model card."""
+"""`vit-repro push`: publish a run folder or checkpoint with its model card, or (`--space`) a Gradio
+Space for a model already on the Hub."""
 
 from __future__ import annotations
 
@@ -20,27 +21,46 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0 if result is not None else 1
 
 
+def _publishing_options(args: argparse.Namespace) -> dict:
+    """The options a model push and a Space push share."""
+    return dict(private=args.private, revision=args.revision, create_pr=args.create_pr,
+                commit_message=args.commit_message, dry_run=args.dry_run, output_dir=args.output_dir,
+                timeout=args.timeout, license=args.license)
+
+
 def _push(args: argparse.Namespace):
+    if args.space:
+        return _push_space(args)
     return push_to_hub(
         args.source,
         args.repo_id,
-        private=args.private,
-        revision=args.revision,
-        create_pr=args.create_pr,
-        commit_message=args.commit_message,
-        dry_run=args.dry_run,
-        output_dir=args.output_dir,
+        **_publishing_options(args),
         include_logs=args.include_logs,
         with_export=args.with_export,
-        license=args.license,
         datasets=args.dataset,
         base_model=args.base_model,
         converted_from=args.converted_from,
         pretraining_data=args.pretraining_data,
-        timeout=args.timeout,
         to=args.to,
         adapter_only=args.adapter_only,
     )
+
+
+#: Flags of a model push that a Space push (`--space`) has no use for: (dest, flag, its value when not given).
+_MODEL_ONLY_FLAGS = (("with_export", "--with-export", None), ("adapter_only", "--adapter-only", False),
+                     ("to", "--to", "vit_repro"), ("dataset", "--dataset", None), ("base_model", "--base-model", None),
+                     ("converted_from", "--converted-from", None), ("pretraining_data", "--pretraining-data", None))
+
+
+def _push_space(args: argparse.Namespace):
+    from .space import push_space
+
+    given = [flag for dest, flag, unset in _MODEL_ONLY_FLAGS if getattr(args, dest) != unset]
+    if given:
+        raise ValueError(f"--space publishes a Gradio Space for a model already on the Hub; {', '.join(given)} "
+                         "belong to the model's own push: run that first, without --space.")
+    return push_space(args.source, args.repo_id, **_publishing_options(args), title=args.space_title,
+                      emoji=args.space_emoji)
 
 
 def add_cli(subparsers) -> None:
@@ -73,7 +93,8 @@ def add_cli(subparsers) -> None:
                    help="also upload an ONNX export of this checkpoint (a folder written by `vit-repro export`, checked "
                    "against the checkpoint first) as onnx/model.onnx and onnx/model_quantized.onnx, where transformers.js "
                    "and optimum look for them")
-    p.add_argument("--license", default=None, help=f"license of the weights (default {DEFAULT_LICENSE}; required with --converted-from)")
+    p.add_argument("--license", default=None, help=f"license of the weights (default {DEFAULT_LICENSE}; required with "
+                   "--converted-from; with --space, the Space's)")
     p.add_argument("--dataset", action="append", default=None, help="Hub id of a training dataset (repeatable)")
     p.add_argument("--base-model", default=None, help="Hub id of the checkpoint this one was fine-tuned from")
     p.add_argument("--converted-from", default=None, help="source of converted published weights (e.g. google/vit-base-patch16-224)")
@@ -93,6 +114,13 @@ def add_cli(subparsers) -> None:
                    "config, the run's records and a card with library_name: peft, the method and base_model (the "
                    "run's model.init_from when it is a Hub id, else --base-model); loads with "
                    "PeftModel.from_pretrained(base, REPO)")
+    p.add_argument("--space", action="store_true",
+                   help="publish a Gradio Space instead: SOURCE is the model's Hub repo id (push it first), REPO_ID the "
+                   "Space's; writes app.py (the `vit-repro app` demo loading the model by id), requirements.txt (pinned) "
+                   "and README.md (Space metadata: sdk gradio, sdk_version, app_file, models, license), validates them "
+                   "and uploads them (--dry-run: only writes them, to --output-dir)")
+    p.add_argument("--space-title", default=None, help="with --space: the Space's title (default 'ViT MODEL_NAME')")
+    p.add_argument("--space-emoji", default="🔭", help="with --space: the Space's emoji (default 🔭)")
     p.set_defaults(func=_cmd_push)
 
 

@@ -322,6 +322,25 @@ def _upload_error(err: BaseException, endpoint: str, repo_id: str, token: str | 
     return HubPushError(redact(f"Publishing to {repo_id} failed: {message}", token))
 
 
+def publishing_setup(repo_id: str, *, revision, create_pr, token, dry_run, output_dir, verbose, prefix="vit-repro-push"):
+    """What every publish starts with: the repo id and branch options checked, the token found, the
+    printer (`verbose`), and the folder to build in: `output_dir`, else `outputs/hub/<name>` for a dry
+    run, else a temporary folder (`prefix`). Returns `(token, say, output_dir, temporary)`, where
+    `temporary` is the TemporaryDirectory to clean up, or None."""
+    check_repo_id(repo_id)
+    if create_pr and revision not in (None, "main"):
+        raise ValueError("create_pr opens a pull request on the main branch; do not combine it with --revision.")
+    say = print if verbose else (lambda *a, **k: None)
+    name = repo_id.split("/")[-1]
+    temporary = None
+    if output_dir is None and dry_run:
+        output_dir = Path("outputs") / "hub" / name
+    if output_dir is None:
+        temporary = tempfile.TemporaryDirectory(prefix=f"{prefix}-{name}-")
+        output_dir = Path(temporary.name) / name
+    return active_token(token), say, output_dir, temporary
+
+
 def push_to_hub(
     source: str | os.PathLike,
     repo_id: str,
@@ -366,21 +385,11 @@ def push_to_hub(
     dry run. Raises ValueError / FileNotFoundError for bad input before anything is sent, and
     HubPushError when the upload fails; running the same call again finishes an interrupted push.
     """
-    check_repo_id(repo_id)
     if adapter_only and (with_export is not None or to != "vit_repro"):
         raise ValueError("--adapter-only publishes the peft adapter alone; --with-export and --to transformers are for a "
                          "whole checkpoint: leave them out, or push without --adapter-only.")
-    if create_pr and revision not in (None, "main"):
-        raise ValueError("create_pr opens a pull request on the main branch; do not combine it with --revision.")
-    token = active_token(token)
-    say = print if verbose else (lambda *a, **k: None)
-    name = repo_id.split("/")[-1]
-    temporary = None
-    if output_dir is None and dry_run:
-        output_dir = Path("outputs") / "hub" / name
-    if output_dir is None:
-        temporary = tempfile.TemporaryDirectory(prefix=f"vit-repro-push-{name}-")
-        output_dir = Path(temporary.name) / name
+    token, say, output_dir, temporary = publishing_setup(repo_id, revision=revision, create_pr=create_pr, token=token,
+                                                         dry_run=dry_run, output_dir=output_dir, verbose=verbose)
     built = None
     try:
         with _terminate_as_interrupt():
@@ -412,9 +421,11 @@ def push_to_hub(
 
 
 def _publish(folder, repo_id, *, dry_run, private, revision, create_pr, commit_message, token, endpoint,
-             timeout, say, render_card):
-    """Show what a validated `folder` holds, then stop (dry run) or upload it."""
-    target = f"{repo_id}" + (f" (branch {revision})" if revision else "") + (" (pull request)" if create_pr else "")
+             timeout, say, render_card, repo_type=None):
+    """Show what a validated `folder` holds, then stop (dry run) or upload it (to a model repo, or to
+    a Space with `repo_type="space"`, `hub.space`)."""
+    target = ("the Space " if repo_type == "space" else "") + f"{repo_id}"
+    target += (f" (branch {revision})" if revision else "") + (" (pull request)" if create_pr else "")
     say(redact(_plan(folder, target), token))
     if dry_run:
         say(f"Dry run: the folder above is in {folder} and passed validation; nothing was uploaded.")
@@ -422,7 +433,7 @@ def _publish(folder, repo_id, *, dry_run, private, revision, create_pr, commit_m
     with _request_timeout(timeout):
         return _upload(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
                        commit_message=commit_message, token=token, endpoint=endpoint, say=say, timeout=timeout,
-                       render_card=render_card)
+                       render_card=render_card, repo_type=repo_type)
 
 
 @contextlib.contextmanager
@@ -464,20 +475,22 @@ def _terminate_as_interrupt():
 
 
 def _upload(folder, repo_id, *, private, revision, create_pr, commit_message, token, endpoint, say, timeout,
-            render_card):
+            render_card, repo_type=None):
     from huggingface_hub import HfApi, constants
 
     api = HfApi(endpoint=endpoint, token=token)
     where = api.endpoint or constants.ENDPOINT
+    sdk = {"space_sdk": "gradio"} if repo_type == "space" else {}
     try:
-        full_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        full_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **sdk).repo_id
         if full_id != repo_id:  # "name" went to the token's namespace: the card's snippets name the real repo
             render_card(full_id).save(folder / "README.md")
             repo_id = full_id
         if revision and revision != "main":
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
         commit = api.upload_folder(
             repo_id=repo_id,
+            repo_type=repo_type,
             folder_path=folder,
             revision=revision,
             create_pr=create_pr,
