@@ -22,7 +22,7 @@ reached through `pp/archive/randaug.py`'s `randaug(num_layers, magnitude)` op), 
 - Consequences worth knowing: at M = 0 (AugReg's "light1", "actually not nothing!") Solarize
   inverts the whole image, Posterize keeps 1 bit and the enhance ops blend 90 % towards grey /
   black / blur; with M >= 10 Solarize at threshold >= 256 and Posterize at 8 bits do nothing;
-  Posterize gets *weaker* as M grows (torchvision's and timm's get stronger).
+  Posterize gets *weaker* as M grows (torchvision's gets stronger).
 - Pixels uncovered by Rotate / Shear / Translate and the Cutout square are grey (128, 128, 128);
   geometric ops use nearest-neighbour sampling, rotate about the image centre, shear about the
   top-left corner (tensorflow_addons' `transform` / `rotate` / `translate`).
@@ -42,11 +42,14 @@ Where this module differs from big_vision:
 - Posterize with 0 bits shifts right and left by 8, which TF documents as implementation-defined;
   TF's CPU kernels clamp the shift to 7 (keep the top bit), which is what this module does.
 
-Compared with `torchvision.transforms.RandAugment` (and timm's `rand-m*` policies): torchvision
-has 14 ops (Identity instead of Cutout and SolarizeAdd; no Invert), a magnitude in bins out of 31
-mapped to fractions of the image for translate (0.45 W), rotate up to 30 degrees, enhance factors
-in [0.1, 1.9] centred on 1 (0.9 either way, signed), posterize 8 -> 4 bits and solarize 255 -> 0
-as the magnitude grows, and fill 0 by default; so the same "M" is a different augmentation.
+Compared with `torchvision.transforms.RandAugment`: torchvision has 14 ops (Identity instead of
+Cutout and SolarizeAdd; no Invert), a magnitude in bins out of 31 mapped to fractions of the
+image for translate (0.45 W), rotate up to 30 degrees, enhance factors in [0.1, 1.9] centred on 1
+(0.9 either way, signed), posterize 8 -> 4 bits and solarize 255 -> 0 as the magnitude grows, and
+fill 0 by default; so the same "M" is a different augmentation. timm's `rand-m*` policies come
+from the same tensorflow/tpu code (the same level formulas for most ops) but have 15 ops (no
+Cutout: timm does random erasing apart), translate by a fraction of the image, and apply each
+chosen op with probability 0.5 by default.
 """
 
 from __future__ import annotations
