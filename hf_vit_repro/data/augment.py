@@ -199,8 +199,9 @@ def augment_problem(data: AugmentRecipe, train: Any = None) -> str | None:
     if level is not None:
         level_ra, level_p = AUGREG_LEVELS[level]
         if ra is not None and tuple(ra) != tuple(level_ra or ()):
+            given = "[" + ", ".join(f"{v:g}" for v in ra) + "]"
             return (f"`data.augment_level: {level}` sets `data.randaugment` to {list(level_ra) if level_ra else None}, "
-                    f"but the recipe also sets it to [{', '.join(f'{v:g}' for v in ra)}]: keep one (set `data.augment_level=null` to choose your own).")
+                    f"but the recipe also sets it to {given}: keep one (set `data.augment_level=null` to choose your own).")
         if data.mixup_p is not None and data.mixup_p != level_p:
             return (f"`data.augment_level: {level}` sets `data.mixup_p` to {level_p}, but the recipe also sets it to "
                     f"{data.mixup_p}: keep one (set `data.augment_level=null` to choose your own).")
@@ -214,8 +215,10 @@ def augment_problem(data: AugmentRecipe, train: Any = None) -> str | None:
     mixes = resolved_augment(data)["mixup_p"] > 0 or data.cutmix_alpha > 0
     if mixes and train is not None:
         if getattr(train, "objective", "classification") != "classification":
-            return (f"MixUp / CutMix mix labels, which `train.objective: {train.objective}` has none of: "
-                    "set `data.mixup_p: 0` and `data.cutmix_alpha: 0`.")
+            fix = ("set `data.mixup_p: 0` and `data.cutmix_alpha: 0`" if level is None else
+                   f"level {level} mixes with p {AUGREG_LEVELS[level][1]}: use `none` or `light1`, or `data.augment_level=null` "
+                   "with `data.randaugment` and `data.cutmix_alpha: 0`")
+            return f"MixUp / CutMix mix labels, which `train.objective: {train.objective}` has none of: {fix}."
         if getattr(train, "mixup_alpha", 0.0):
             return ("`train.mixup_alpha` (BiT's MixUp) and `data.mixup_p` / `data.cutmix_alpha` (AugReg / DeiT) both mix "
                     "batches: keep one.")
