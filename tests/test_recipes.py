@@ -192,3 +192,23 @@ def test_accelerate_launch_configs_load(path):
     assert "-m hf_vit_repro train" in path.read_text()
     if path.stem == "fsdp":
         assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "ViTReproLayer"
+
+
+def test_augreg_recipes_hold_big_vision_configs():
+    """big_vision configs/vit_i21k.py and vit_i1k.py (commit 0127fb6b): batch 4096, 300 epochs,
+    sigmoid loss, Adam lr 1e-3 with wd 1e-4 applied after the learning rate (0.1 in this package's
+    lr-scaled convention), 10k warm-up, cosine, clipping at 1; i21k: GAP, no pre-logits, B/16 at
+    'light2'; i1k: class token with a pre-logits layer, B/16 at 'medium2'."""
+    from hf_vit_repro.data.augment import resolved_augment
+
+    for data, pooling, representation, level, ra, p in (("imagenet21k", "gap", None, "light2", (2, 10), 0.2),
+                                                        ("imagenet1k", "token", 768, "medium2", (2, 15), 0.5)):
+        recipe = load_recipe(ROOT / "recipes" / f"pretrain_augreg_vit_b16_{data}.yaml")
+        o, t, m, d = recipe.optim, recipe.train, recipe.model, recipe.data
+        assert (t.global_batch_size, t.epochs, t.loss) == (4096, 300, "sigmoid_xent")
+        assert (o.optimizer, o.betas, o.lr, o.weight_decay * o.lr) == ("adamw", [0.9, 0.999], 1e-3, pytest.approx(1e-4))
+        assert (o.warmup_steps, o.schedule, o.grad_clip_norm) == (10000, "cosine", 1.0)
+        assert (m.variant, m.config.get("pooling", "token"), m.representation_size) == ("ViT-B/16", pooling, representation)
+        assert (m.dropout, m.drop_path_rate, d.augmentation, d.augment_level) == (0.0, 0.0, "inception_crop", level)
+        assert resolved_augment(d) == {"randaugment": (ra[0], float(ra[1])), "mixup_p": p}
+        assert pretraining_name(d.task) == {"imagenet21k": "ImageNet-21k", "imagenet1k": "ImageNet"}[data]

@@ -137,3 +137,21 @@ def test_masked_patch_prediction_on_two_cpu_processes_matches_one_process(tmp_pa
     assert evals[0]["num_images"] == evals[1]["num_images"] == 21
     for key in ("masked_patch_loss", "masked_patch_accuracy"):
         assert evals[1][key] == pytest.approx(evals[0][key], rel=1e-4, abs=1e-5), key
+
+
+@pytest.mark.slow
+def test_augmented_run_on_two_cpu_processes_matches_one_process(tmp_path):
+    # RandAugment, random erasing and the repeated copies are drawn per image from its own generator,
+    # MixUp / CutMix per update from (seed, update): two processes see and mix exactly the batches of
+    # one process with the same micro-batches (the partner is the next image in the micro-batch).
+    changes = {"data.augmentation": "inception_crop", "data.augment_level": "strong2", "data.cutmix_alpha": 1.0,
+               "data.random_erasing": 0.25, "data.repeated_aug": 3}
+    path = recipe_file(tmp_path, "augreg", **changes)
+    one = train(load_recipe(path, [f"run.output_dir={tmp_path / 'one'}", MICRO]))
+    plain = train(load_recipe(recipe_file(tmp_path, "plain"), [f"run.output_dir={tmp_path / 'plain'}", MICRO]))
+    # the augmentation is on (the first loss is log 10 in both: the head starts at zero)
+    assert [loss for _, loss in one.losses][1:] != pytest.approx([loss for _, loss in plain.losses][1:], rel=1e-3)
+    two_processes(path, f"run.output_dir={tmp_path / 'two'}")
+    lines = (tmp_path / "two" / runs.LOGS_DIR / training.TRAIN_LOG).read_text().splitlines()
+    assert [json.loads(line)["loss"] for line in lines] == pytest.approx([loss for _, loss in one.losses],
+                                                                          rel=1e-5, abs=1e-6)

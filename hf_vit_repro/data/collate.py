@@ -244,10 +244,20 @@ class SeededSampler(torch.utils.data.Sampler):
     order. Each iteration uses the current epoch and then advances it, so a loop over epochs gets
     a new order each time even if nobody calls `set_epoch`; `set_epoch(e)` (what Accelerate and a
     resumed run call) pins it.
+
+    `repeats` = k > 1 is DeiT's repeated augmentation (Hoffer et al. 2020; DeiT's `RASampler`):
+    each of the first ceil(n / k) rows of the order is yielded k times in a row, each copy with
+    its own seed (so its own augmentation), and the epoch stops after n samples, so its length
+    and the schedule stay those of k = 1. The copies fall in the same global batch; Accelerate
+    then deals the batches out to the processes. (DeiT deals single samples round-robin, which
+    puts the copies on different GPUs; for a model without batch statistics the update is the same.)
     """
 
-    def __init__(self, num_rows: int, *, shuffle: bool, seed: int = 0):
+    def __init__(self, num_rows: int, *, shuffle: bool, seed: int = 0, repeats: int = 1):
         self.num_rows, self.shuffle, self.seed = int(num_rows), bool(shuffle), int(seed)
+        if int(repeats) != repeats or repeats < 1:
+            raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+        self.repeats = int(repeats)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -261,6 +271,13 @@ class SeededSampler(torch.utils.data.Sampler):
         epoch_seed = mix64(self.seed, epoch)
         order = stable_permutation(self.num_rows, epoch_seed) if self.shuffle else np.arange(self.num_rows)
         seeds = hash_indices(order, epoch_seed)  # == mix64(epoch_seed, index), one per row
+        if self.repeats > 1:
+            distinct = -(-self.num_rows // self.repeats)
+            order, seeds = np.repeat(order[:distinct], self.repeats), np.repeat(seeds[:distinct], self.repeats)
+            copies = np.tile(np.arange(self.repeats, dtype=np.uint64), distinct)
+            # copy c of a row: a bijective hash of (row seed XOR c), so the copies' seeds differ
+            seeds = hash_indices(seeds ^ copies, mix64(epoch_seed, self.repeats))
+            order, seeds = order[: self.num_rows], seeds[: self.num_rows]
         yield from zip(order.tolist(), seeds.tolist())
 
 
@@ -318,6 +335,7 @@ def make_dataloader(
     per_image=None,
     labels: bool = True,
     unreadable_hint: str = SKIP_UNREADABLE_HINT,
+    repeats: int = 1,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over a dataset with "image" and "label" columns yielding
     {"pixel_values": (B, 3, H, W) float32, "labels": (B,) int64}; with `labels=False` the
@@ -328,7 +346,7 @@ def make_dataloader(
     docstring). Decoding and `transform` run in the workers. The collator is
     `loader.collate_fn` (read `loader.collate_fn.pop_skipped()` at the end of an epoch), the
     sampler `loader.sampler` (`set_epoch`). `placeholder_label`, `unreadable_hint`: see
-    `ImageClassificationCollator`.
+    `ImageClassificationCollator`. `repeats`: repeated augmentation (`SeededSampler`; map-style datasets only).
 
     A streaming `datasets.IterableDataset` is accepted too: it is shuffled with a buffer when
     `shuffle` (its own `set_epoch` reshuffles) and augmented from each worker's torch RNG, which
@@ -352,6 +370,8 @@ def make_dataloader(
     from datasets import IterableDataset
 
     if isinstance(dataset, IterableDataset):
+        if repeats != 1:
+            raise ValueError("repeated augmentation (data.repeated_aug) needs a dataset with rows by index, not a streamed one")
         from datasets import Image as ImageFeature
 
         if dataset.features is not None and isinstance(dataset.features.get("image"), ImageFeature):
@@ -362,5 +382,5 @@ def make_dataloader(
     if len(dataset) == 0:
         raise ValueError("the dataset is empty; check the split and any filtering before building a DataLoader")
     rows = _RowsWithSeeds(dataset)
-    sampler = SeededSampler(len(rows), shuffle=shuffle, seed=seed)
+    sampler = SeededSampler(len(rows), shuffle=shuffle, seed=seed, repeats=repeats)
     return torch.utils.data.DataLoader(rows, sampler=sampler, **common)

@@ -67,6 +67,7 @@ def build_data(recipe: Recipe, train_dataset=None, eval_dataset=None) -> RunData
     and "label" columns; "image" alone for an objective without labels, which never reads them)
     and pick the transforms. Fails with `RecipeError` before training."""
     from ..data import eval_transform, finetune_transform, num_classes, pretrain_transform, task_transforms
+    from ..data.augment import train_augmentation
     from ..data.registry import TASKS
 
     d, size = recipe.data, recipe.model.image_size
@@ -112,6 +113,7 @@ def build_data(recipe: Recipe, train_dataset=None, eval_dataset=None) -> RunData
         train_tf = finetune_transform(size, mean, std, flip=True if d.flip is None else d.flip)
     else:
         train_tf = eval_transform(size, mean, std)
+    train_tf = train_augmentation(train_tf, d)  # RandAugment, random erasing (data.augment)
     dataset_name = (spec.hub_id or f"{spec.name} (local)") if spec is not None else d.task
     return RunData(
         train=train,

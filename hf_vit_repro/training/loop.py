@@ -178,7 +178,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
 
     train_dl = make_dataloader(
         data.train, data.train_transform, t.micro_batch_size, shuffle=True, num_workers=r.num_workers,
-        seed=t.seed, drop_last=True, strict=recipe.data.strict, **objective.loader_options(model),
+        seed=t.seed, drop_last=True, strict=recipe.data.strict, repeats=recipe.data.repeated_aug,
+        **objective.loader_options(model),
     )
     optimizer = build_optimizer(model, o, sharded=is_sharded(accelerator))
     scheduler = build_scheduler(optimizer, total_steps, o.warmup_steps, o.schedule)

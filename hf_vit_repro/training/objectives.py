@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.augment import batch_mixing
+from ..data.mixing import mix_batch
 from ..evaluation.classification import evaluate_model
 from ..modeling_vit_repro import (
     PatchCorruption,
@@ -94,6 +96,9 @@ class Classification(Objective):
         pixels, mixed = batch["pixel_values"], None
         if t.mixup_alpha:  # BiT-HyperRule's MixUp
             pixels, other, lam = mixup(pixels, batch["labels"], t.mixup_alpha, key)
+            mixed = (other, lam)
+        elif (mix := batch_mixing(self.recipe.data)) is not None:  # AugReg's MixUp, DeiT's CutMix
+            pixels, other, lam = mix_batch(pixels, batch["labels"], key, **mix)
             mixed = (other, lam)
         logits = model(pixel_values=pixels).logits
         return classification_loss(logits, batch["labels"], t.loss, t.label_smoothing, mixed)

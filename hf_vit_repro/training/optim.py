@@ -19,9 +19,9 @@ the classification losses (paper Appendix B.1).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
+from ..data.mixing import mixup  # noqa: F401  (BiT's MixUp; re-exported, `training.mixup`)
 from .recipe import EMA_CORRECTIONS, SCHEDULES, OptimRecipe, RecipeError
 
 #: BiT-HyperRule's step decay (BiT paper Sec. 3.3): "decay the learning rate by a factor of 10 at
@@ -248,23 +248,6 @@ def _full_tensor(tensor):
     from torch.distributed.tensor import DTensor
 
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
-
-
-def mixup(pixel_values, labels, alpha: float, key: Sequence[int]):
-    """MixUp (Zhang et al. 2018) as BiT-HyperRule applies it (BiT Sec. 3.3; big_transfer's
-    `mixup_data`): `x = lam * x + (1 - lam) * x[perm]`, returning (mixed images, labels[perm], lam).
-
-    lam ~ Beta(alpha, alpha) is drawn from `key[:2]` (seed, update) and the permutation of the
-    micro-batch from the whole `key` (seed, update, micro-batch, process), with numpy generators
-    seeded by them: the same step mixes the same way after a resume, whatever ran before.
-    pixel_values (B, C, H, W), labels (B,)."""
-    import numpy as np
-    import torch
-
-    lam = float(np.random.default_rng([int(k) for k in key[:2]]).beta(alpha, alpha))
-    perm = torch.from_numpy(np.random.default_rng([int(k) for k in key]).permutation(labels.shape[0]))
-    perm = perm.to(labels.device)
-    return lam * pixel_values + (1.0 - lam) * pixel_values[perm], labels[perm], lam
 
 
 def classification_loss(logits, labels, loss: str = "softmax_xent", label_smoothing: float = 0.0, mixed=None):

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.augment import AugmentRecipe, augment_problem
+
 MODES = ("pretrain", "finetune")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant", "step", "step_bit_code")  # optim.lr_multiplier
@@ -65,7 +67,7 @@ class ModelRecipe:
 
 
 @dataclass
-class DataRecipe:
+class DataRecipe(AugmentRecipe):
     """Where images come from (`hf_vit_repro.data.load_task`). `task` is a registry name, a Hub
     dataset id or a local folder; `data_dir` a local copy laid out like the Hub repo.
 
@@ -74,11 +76,10 @@ class DataRecipe:
     with a fixed seed (paper Appendix B.1.1: 2% for CIFAR, 1% for ImageNet, 10% for Pets and
     Flowers). `holdout: true` is how a sweep member says "train on the rest, evaluate on the
     held-out part". `augmentation`: `inception_crop` (pretraining), `finetune` (the transfer
-    preprocessing, VTAB-aware for registry tasks), `none` (resize only). `flip: null` keeps the
-    task's own rule (no flips where they change the label). `strict: false` (the default) skips
-    images that cannot be decoded, in training and in the end-of-run evaluation, and counts them
-    (`skipped_images` in train_summary.json, `num_skipped` in the metrics); `true` stops at the
-    first one, naming its row and file.
+    preprocessing, VTAB-aware for registry tasks), `none` (resize only); `augment_level`, RandAugment, MixUp...:
+    `data.augment.AugmentRecipe`. `flip: null` keeps the task's own rule (no flips where they change the label).
+    `strict: false` (the default) skips images that cannot be decoded, in training and in the end-of-run evaluation, and
+    counts them (`skipped_images` in train_summary.json, `num_skipped` in the metrics); `true` stops at the first one.
 
     `subset` trains on a seeded random part of the training split (the paper's data-size study,
     Sec. 4.3: 9M, 30M, 90M of JFT-300M): a value in (0, 1] is a fraction, a larger one a number of
@@ -414,7 +415,7 @@ class Recipe:
         positive("run.log_every", r.log_every)
         positive("run.num_workers", r.num_workers, allow_zero=True)
         positive("run.torch_threads", r.torch_threads, allow_none=True)
-        self._validate_trackers()
+        self._validate_trackers_and_augment()
         if r.push_to_hub and not r.hub_repo_id:
             raise RecipeError("`run.push_to_hub: true` needs `run.hub_repo_id` ('user/name').")
         if r.hub_repo_id is not None and r.hub_repo_id.count("/") != 1:
@@ -428,16 +429,14 @@ class Recipe:
         """`train.method` and its options (`peft_methods.recipe_problem`)."""
         from . import peft_methods
 
-        problem = peft_methods.recipe_problem(self.train, self.model.variant)
-        if problem:
+        if problem := peft_methods.recipe_problem(self.train, self.model.variant):
             raise RecipeError(problem)
 
-    def _validate_trackers(self) -> None:
-        """`run.trackers` and `run.tracker_kwargs` (`trackers.trackers_problem`)."""
+    def _validate_trackers_and_augment(self) -> None:
+        """`run.trackers`, `run.tracker_kwargs` (`trackers.trackers_problem`), augmentation (`augment_problem`)."""
         from .trackers import trackers_problem
 
-        problem = trackers_problem(self.run.trackers, self.run.tracker_kwargs)
-        if problem:
+        if problem := trackers_problem(self.run.trackers, self.run.tracker_kwargs) or augment_problem(self.data, self.train):
             raise RecipeError(problem)
 
     def _validate_masked_patch_prediction(self) -> None:
