@@ -80,3 +80,12 @@ def test_sources_agree_cell_by_cell_except_the_known_differences():
     # Convpass reprints VPT's Full and VPT rows: the same numbers as V-PETL's Full and VPT-Deep
     for row in peft_vtab.rows("convpass-readme"):
         assert row.tasks == peft_vtab.reference_row(row.method).tasks
+
+
+def test_groups_are_the_registry_groups():
+    from hf_vit_repro.data import get_task
+    from hf_vit_repro.paper_results import VTAB_COLUMNS
+
+    for group, columns in peft_vtab.GROUP_TASKS.items():
+        assert {get_task(VTAB_COLUMNS[c]).vtab_group for c in columns} == {group}
+    assert sum(len(c) for c in peft_vtab.GROUP_TASKS.values()) == 19

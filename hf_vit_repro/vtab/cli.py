@@ -84,7 +84,37 @@ def add_vtab_cli(subparsers) -> None:
     p.set_defaults(func=_cmd_vtab)
 
 
-#: `vit-repro vtab` (hf_vit_repro.cli adds each module's subcommands through `add_cli`).
-add_cli = add_vtab_cli
+def _cmd_vtab_methods(args) -> int:
+    from .methods import write_methods_table
 
-__all__ = ["add_cli", "add_vtab_cli"]
+    paths = write_methods_table(args.results, args.output_dir or ".")
+    print(paths["table"].read_text(encoding="utf-8"), end="")
+    print(f"Wrote {paths['table']}, {paths['summary'].name} and {paths['tasks'].name}")
+    return 0
+
+
+def add_vtab_methods_cli(subparsers) -> None:
+    from ..cli_options import add_output_dir
+
+    p = subparsers.add_parser(
+        "vtab-methods",
+        help="one table of VTAB-1k results by parameter-efficient method, beside the published numbers",
+        description="Read one `vit-repro vtab` output folder (or vtab.json) per method and write vtab_methods.md, "
+        "vtab_methods.csv (per method: trainable parameters and fraction, Natural / Specialized / Structured means, "
+        "mean over tasks and mean of groups, the published row's means over the same tasks) and vtab_methods_tasks.csv "
+        "(per method and task: this run and the published accuracy). Published: ViT-B/16 ImageNet-21k rows of "
+        "hf_vit_repro.paper_results.peft_vtab, with their sources.",
+    )
+    p.add_argument("results", nargs="+", help="vit-repro vtab output folders or vtab.json files, one per method")
+    add_output_dir(p, "the current folder")
+    p.set_defaults(func=_cmd_vtab_methods)
+
+
+def add_cli(subparsers) -> None:
+    """`vit-repro vtab` and `vit-repro vtab-methods` (hf_vit_repro.cli adds each module's subcommands through
+    `add_cli`)."""
+    add_vtab_cli(subparsers)
+    add_vtab_methods_cli(subparsers)
+
+
+__all__ = ["add_cli", "add_vtab_cli", "add_vtab_methods_cli"]
