@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..precision import PRECISIONS
 from ..training.peft_methods import METHODS
-from . import runner  # looked up on each call, so tests (and callers) may replace runner's functions
+from . import runner, selection  # looked up on each call, so tests (and callers) may replace runner's functions
 from .runner import DEFAULT_PROTOCOL, PLOT, PROTOCOLS, TABLE, resolve_tasks
 
 
@@ -26,10 +26,20 @@ def _cmd_vtab(args) -> int:
         overrides.append(f"train.method={args.method}")
     if args.precision is not None:  # one switch for fine-tuning and scoring (the recipe's run.mixed_precision)
         overrides.append('run.mixed_precision="%s"' % {"fp32": "no"}.get(args.precision, args.precision))
+    protocol, grid = args.protocol, None
+    if args.select:
+        if protocol not in (DEFAULT_PROTOCOL, "select"):
+            raise ValueError(f"--select is a protocol of its own (VPT's grid); it does not combine with --protocol {protocol}")
+        protocol = "select"
+    if args.select_lr or args.select_weight_decay:
+        if protocol != "select":
+            raise ValueError("--select-lr / --select-weight-decay set the grid of --select; add --select")
+        grid = {**selection.default_grid(), **{k: v for k, v in (("lr", args.select_lr),
+                                                                  ("weight_decay", args.select_weight_decay)) if v}}
     record = runner.run_vtab(
-        args.checkpoint, tasks, protocol=args.protocol, output_dir=args.output_dir, recipe=args.recipe, overrides=overrides,
+        args.checkpoint, tasks, protocol=protocol, output_dir=args.output_dir, recipe=args.recipe, overrides=overrides,
         data_root=args.data_root, data_dirs=data_dirs, pretraining_data=args.pretraining_data,
-        keep_checkpoints=args.keep_checkpoints,
+        keep_checkpoints=args.keep_checkpoints, selection_grid=grid,
     )
     from accelerate import PartialState
 
@@ -61,7 +71,16 @@ def add_vtab_cli(subparsers) -> None:
                    help="all (default), natural, specialized, structured, or task names (dtd, vtab/eurosat, ...)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
                    help="paper (default): one setting for all tasks; sweep: a learning rate chosen per task on val200; "
-                   "bit-hyperrule: BiT-HyperRule's one setting (BiT ResNets)")
+                   "bit-hyperrule: BiT-HyperRule's one setting (BiT ResNets); select: VPT's grid (same as --select)")
+    p.add_argument("--select", action="store_true",
+                   help="VPT's selection protocol (--method vpt-shallow / vpt-deep): per task a grid of learning rates x "
+                   "weight decays fine-tuned on train800 and chosen on val200, then train800val200 with the chosen "
+                   "setting; VPT's schedule (SGD, cosine, 100 epochs, batch 128, 224 px); resumable")
+    p.add_argument("--select-lr", type=float, nargs="+", default=None, metavar="LR",
+                   help="the grid's learning rates per 256 images (default VPT's: 50 25 10 5 2.5 1 0.5 0.25 0.1 0.05; "
+                   "each multiplied by batch / 256 as VPT does)")
+    p.add_argument("--select-weight-decay", type=float, nargs="+", default=None, metavar="WD",
+                   help="the grid's weight decays (default VPT's: 0.01 0.001 0.0001 0)")
     p.add_argument("--method", choices=METHODS, default=None,
                    help="which parameters are trained: full (default, the paper's fine-tuning), linear (the head), "
                    "bitfit (biases and head), lora (peft LoRA on qkv/o_proj/fc1/fc2), vpt-shallow / vpt-deep (prompt "
