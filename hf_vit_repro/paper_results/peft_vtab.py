@@ -129,5 +129,5 @@ def recomputed_means(row: PeftRow) -> dict[str, float]:
     return means
 
 
-__all__ = ["GROUP_COLUMNS", "GROUP_TASKS", "MODEL", "PRETRAINING", "REFERENCE_SOURCE", "PeftRow", "recomputed_means", "reference_row",
-           "rows", "sources"]
+__all__ = ["GROUP_COLUMNS", "GROUP_TASKS", "MODEL", "PRETRAINING", "REFERENCE_SOURCE", "PeftRow", "recomputed_means",
+           "reference_row", "rows", "sources"]

@@ -11,8 +11,9 @@ Natural / Specialized / Structured means, the mean over the tasks (the ViT paper
 number) and the mean of the three group means (VPT's and NOAH's convention), then the same means of
 the published row for that method (`peft_vtab.reference_row`: V-PETL Bench's table) over the same
 tasks, in their own labelled columns. `vtab_methods_tasks.csv` has one line per method and task: this
-run's accuracy and the published one. Published numbers are ViT-B/16 pretrained on ImageNet-21k; a run of another checkpoint or setting is listed beside them all the same, with its checkpoint,
-protocol and departures named in the CSV, so a reader sees what was compared.
+run's accuracy and the published one. Published numbers are ViT-B/16 pretrained on ImageNet-21k; a run
+of another checkpoint or setting is listed beside them all the same, with its checkpoint, protocol and
+departures named in the CSV, so a reader sees what was compared.
 """
 
 from __future__ import annotations
