@@ -13,7 +13,7 @@ from hf_vit_repro import cli, runs
 from hf_vit_repro.training import loop
 from hf_vit_repro.vtab import run_vtab, selection
 
-from .test_vtab import SMOKE, checkpoint, vtab_data  # noqa: F401  (module fixtures: tiny checkpoint, local tasks)
+from .test_vtab import SMOKE, Killed, checkpoint, vtab_data  # noqa: F401  (module fixtures: tiny checkpoint, local tasks)
 
 GRID = ["--select-lr", "1", "0.05", "--select-weight-decay", "0.001"]
 
@@ -51,10 +51,6 @@ def test_select_chooses_the_best_val200_member_and_retrains_on_train800val200(vt
     assert entry["train_split"] == "train800val200" and entry["method"] == "vpt-deep"
     assert entry["val_accuracy_by_setting"] == {selection.member_name(lr, 0.001): acc for lr, acc in members.items()}
     assert "**Protocol: select.**" in (out / "vtab.md").read_text()
-
-
-class Killed(Exception):
-    pass
 
 
 def test_an_interrupted_grid_resumes_without_retraining_finished_members(vtab_data, checkpoint, tmp_path):  # noqa: F811
