@@ -93,7 +93,7 @@ def test_best_setting_breaks_ties_as_vpt_does():
 def test_select_refuses_what_it_cannot_run(checkpoint, tmp_path, capsys):  # noqa: F811
     assert cli.main(["vtab", str(checkpoint), *SMOKE, "--tasks", "dtd", "--method", "lora", "--select",
                      "--output-dir", str(tmp_path)]) == 2
-    assert "prompt tuning only" in capsys.readouterr().err
+    assert "vpt-shallow and vpt-deep only" in capsys.readouterr().err
     assert cli.main(["vtab", str(checkpoint), *SMOKE, "--tasks", "dtd", "--method", "vpt-deep", "--select", "--protocol",
                      "sweep", "--output-dir", str(tmp_path)]) == 2
     assert "does not combine" in capsys.readouterr().err

@@ -41,7 +41,8 @@ VPT_COMMIT = "4410440ec1b489f24f66b9fad3d9b10ff3443567"
 #: VPT's grid for prompt tuning (tune_vtab.py `get_lrwd_range`, "prompt"), rates before the batch scaling.
 VPT_LRS: tuple[float, ...] = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
 VPT_WEIGHT_DECAYS: tuple[float, ...] = (0.01, 0.001, 0.0001, 0.0)
-#: The methods with a selection grid from their paper's code (VPT's `train_type == "prompt"`).
+#: The methods `select` runs: VPT's prompt grid (`train_type == "prompt"`) with configs/base-prompt.yaml. VPT's
+#: tune_vtab.py has grids for its full and linear baselines too, trained from their own base configs, not carried here.
 SELECTABLE = ("vpt-shallow", "vpt-deep")
 #: VPT's rates are per 256 images: each is multiplied by global batch / LR_BATCH.
 LR_BATCH = 256
@@ -78,9 +79,9 @@ def default_grid() -> dict[str, list[float]]:
 def grid_problem(method: str, grid: Mapping[str, Sequence[float]]) -> str | None:
     """None, or why `--select` cannot run: a method without a published grid, an empty or negative grid."""
     if method not in SELECTABLE:
-        return (f"--select runs VPT's selection protocol, which its code defines for prompt tuning only "
-                f"({', '.join(SELECTABLE)}); method {method!r} has none here: use --protocol sweep to choose its "
-                "learning rate on val200")
+        return (f"--select runs VPT's selection protocol with its prompt-tuning grid and schedule, for "
+                f"{' and '.join(SELECTABLE)} only; for method {method!r} use --protocol sweep to choose the learning "
+                "rate on val200")
     if not grid.get("lr") or not grid.get("weight_decay"):
         return "--select needs at least one learning rate and one weight decay (--select-lr, --select-weight-decay)"
     if any(v <= 0 for v in grid["lr"]) or any(v < 0 for v in grid["weight_decay"]):
