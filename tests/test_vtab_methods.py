@@ -92,3 +92,17 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     mixed["tasks"]["vtab/dtd"]["method"] = "bitfit"
     assert cli.main(["vtab-methods", str(write(tmp_path / "c", mixed)), "--output-dir", str(tmp_path)]) == 2
     assert "mix methods" in capsys.readouterr().err
+
+
+def test_vtab_report_of_a_method_sets_its_published_row_beside_it():
+    from hf_vit_repro.vtab import runner
+
+    def with_settings(record):
+        for entry in record["tasks"].values():
+            entry["hyperparameters"] = {"lr": 0.01, "steps": 3, "batch_size": 8, "resolution": 32}
+        return record
+
+    report = runner.vtab_report(with_settings(fake_record("bitfit", lambda t: 0.5, tasks=("dtd", "eurosat"))))
+    assert "**Published (bitfit):** Xin et al., V-PETL Bench" in report
+    assert "| bitfit " in report and "| 59.20 " in report and "| 91.60 " in report  # V-PETL's BitFit DTD and EuroSAT
+    assert "Published (" not in runner.vtab_report(with_settings(fake_record("full", lambda t: 0.5, tasks=("dtd",))))

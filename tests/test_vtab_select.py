@@ -50,7 +50,9 @@ def test_select_chooses_the_best_val200_member_and_retrains_on_train800val200(vt
     assert entry["hyperparameters"]["lr"] == pytest.approx(best * scale) and entry["hyperparameters"]["weight_decay"] == 0.001
     assert entry["train_split"] == "train800val200" and entry["method"] == "vpt-deep"
     assert entry["val_accuracy_by_setting"] == {selection.member_name(lr, 0.001): acc for lr, acc in members.items()}
-    assert "**Protocol: select.**" in (out / "vtab.md").read_text()
+    report = (out / "vtab.md").read_text()
+    assert "**Protocol: select.**" in report and "val200 accuracy by setting (%)" in report
+    assert "**Published (vpt-deep):**" in report and "| 65.80 " in report  # VPT-Deep's DTD, V-PETL Bench
 
 
 def test_an_interrupted_grid_resumes_without_retraining_finished_members(vtab_data, checkpoint, tmp_path):  # noqa: F811

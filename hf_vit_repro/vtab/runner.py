@@ -371,7 +371,7 @@ def vtab_table(record: Mapping[str, Any]) -> str:
     tasks = record.get("tasks", {})
     paper = record.get("paper") or {}
     row = next((r for r in paper_results.vtab_rows() if r.label == paper.get("row")), None) if paper.get("comparable") else None
-    sweep = any(entry.get("val_accuracy_by_lr") for entry in tasks.values())
+    sweep = any(entry.get("val_accuracy_by_lr") or entry.get("val_accuracy_by_setting") for entry in tasks.values())
     order = sorted(tasks, key=lambda t: (VTAB_GROUPS.index(tasks[t]["group"]), t))
 
     def yes_no(value):
@@ -389,7 +389,7 @@ def vtab_table(record: Mapping[str, Any]) -> str:
                   _fmt_fraction(entry.get("trainable_fraction")), _fmt_lr(h["lr"]), h["steps"], h["batch_size"], h["resolution"], yes_no(pre.get("random_crop")),
                   yes_no(pre.get("flip"))]
         if sweep:
-            val = entry.get("val_accuracy_by_lr") or {}
+            val = entry.get("val_accuracy_by_lr") or entry.get("val_accuracy_by_setting") or {}
             cells.append(", ".join(f"{lr}: {100 * acc:.1f}" for lr, acc in val.items()) or "-")
         rows.append(cells)
     blank = [""] * (len(rows[0]) - 3 - (row is not None)) if rows else []
@@ -405,7 +405,8 @@ def vtab_table(record: Mapping[str, Any]) -> str:
     header += ["method", "trainable params", "trainable (%)", "lr", "steps", "batch", "resolution", "random crop",
                "flip"]
     if sweep:
-        header.append("val200 accuracy by lr (%)")
+        by = "setting" if (record.get("protocol") or {}).get("name") == "select" else "lr"
+        header.append(f"val200 accuracy by {by} (%)")
     return format_table(header, rows)
 
 
@@ -424,6 +425,12 @@ def vtab_report(record: Mapping[str, Any]) -> str:
         label = "**Paper (Table 9):**" if paper.get("comparable") else "**Paper:**"
         lines += ["", f"{label} {paper.get('note', '')}"]
     lines += ["", vtab_table(record), ""]
+    if {entry.get("method", "full") for entry in record.get("tasks", {}).values()} - {"full"}:
+        from .methods import method_summary, methods_table
+
+        summary = method_summary(record)  # the method's published row (ViT-B/16, I21k) over the same tasks
+        lines += [f"**Published ({summary['method']}):** {summary['citation'] or 'no published row'}.", "",
+                  methods_table([summary]), ""]
     rows = {entry.get("rows") for entry in record.get("tasks", {}).values() if entry.get("rows")}
     if rows:
         lines.append("VTAB-1k rows per task: see `rows` in vtab.json (train800 = train[:800] everywhere; val200 "
