@@ -7,7 +7,8 @@ package and then scores it with `evaluation`, so it sits above both (DESIGN.md's
 
 - `runner`   the protocols (`paper`, `sweep`, `bit-hyperrule`), per-task recipes, resuming, the
              report (vtab.json / vtab.md / vtab.png) and the paper's Table 9 row to compare with
-- `cli`      `vit-repro vtab ...`
+- `cli`      `vit-repro vtab ...` and `vit-repro vtab-methods ...`
+- `methods`  the table by parameter-efficient method beside the published numbers (`paper_results.peft_vtab`)
 - `recipes/` the default fine-tuning recipes as the package carries them (links to
              recipes/finetune_vtab.yaml and recipes/finetune_bit_vtab.yaml, copies in a wheel)
 """

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..precision import PRECISIONS
 from ..training.peft_methods import METHODS
-from . import runner  # looked up on each call, so tests (and callers) may replace runner's functions
+from . import runner, selection  # looked up on each call, so tests (and callers) may replace runner's functions
 from .runner import DEFAULT_PROTOCOL, PLOT, PROTOCOLS, TABLE, resolve_tasks
 
 
@@ -26,10 +26,20 @@ def _cmd_vtab(args) -> int:
         overrides.append(f"train.method={args.method}")
     if args.precision is not None:  # one switch for fine-tuning and scoring (the recipe's run.mixed_precision)
         overrides.append('run.mixed_precision="%s"' % {"fp32": "no"}.get(args.precision, args.precision))
+    protocol, grid = args.protocol, None
+    if args.select:
+        if protocol not in (DEFAULT_PROTOCOL, "select"):
+            raise ValueError(f"--select is a protocol of its own (VPT's grid); it does not combine with --protocol {protocol}")
+        protocol = "select"
+    if args.select_lr or args.select_weight_decay:
+        if protocol != "select":
+            raise ValueError("--select-lr / --select-weight-decay set the grid of --select; add --select")
+        grid = {**selection.default_grid(), **{k: v for k, v in (("lr", args.select_lr),
+                                                                  ("weight_decay", args.select_weight_decay)) if v}}
     record = runner.run_vtab(
-        args.checkpoint, tasks, protocol=args.protocol, output_dir=args.output_dir, recipe=args.recipe, overrides=overrides,
+        args.checkpoint, tasks, protocol=protocol, output_dir=args.output_dir, recipe=args.recipe, overrides=overrides,
         data_root=args.data_root, data_dirs=data_dirs, pretraining_data=args.pretraining_data,
-        keep_checkpoints=args.keep_checkpoints,
+        keep_checkpoints=args.keep_checkpoints, selection_grid=grid,
     )
     from accelerate import PartialState
 
@@ -61,7 +71,16 @@ def add_vtab_cli(subparsers) -> None:
                    help="all (default), natural, specialized, structured, or task names (dtd, vtab/eurosat, ...)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
                    help="paper (default): one setting for all tasks; sweep: a learning rate chosen per task on val200; "
-                   "bit-hyperrule: BiT-HyperRule's one setting (BiT ResNets)")
+                   "bit-hyperrule: BiT-HyperRule's one setting (BiT ResNets); select: VPT's grid (same as --select)")
+    p.add_argument("--select", action="store_true",
+                   help="VPT's selection protocol (--method vpt-shallow / vpt-deep): per task a grid of learning rates x "
+                   "weight decays fine-tuned on train800 and chosen on val200, then train800val200 with the chosen "
+                   "setting; VPT's schedule (SGD, cosine, 100 epochs, batch 128, 224 px); resumable")
+    p.add_argument("--select-lr", type=float, nargs="+", default=None, metavar="LR",
+                   help="the grid's learning rates per 256 images (default VPT's: 50 25 10 5 2.5 1 0.5 0.25 0.1 0.05; "
+                   "each multiplied by batch / 256 as VPT does)")
+    p.add_argument("--select-weight-decay", type=float, nargs="+", default=None, metavar="WD",
+                   help="the grid's weight decays (default VPT's: 0.01 0.001 0.0001 0)")
     p.add_argument("--method", choices=METHODS, default=None,
                    help="which parameters are trained: full (default, the paper's fine-tuning), linear (the head), "
                    "bitfit (biases and head), lora (peft LoRA on qkv/o_proj/fc1/fc2), vpt-shallow / vpt-deep (prompt "
@@ -84,7 +103,37 @@ def add_vtab_cli(subparsers) -> None:
     p.set_defaults(func=_cmd_vtab)
 
 
-#: `vit-repro vtab` (hf_vit_repro.cli adds each module's subcommands through `add_cli`).
-add_cli = add_vtab_cli
+def _cmd_vtab_methods(args) -> int:
+    from .methods import write_methods_table
 
-__all__ = ["add_cli", "add_vtab_cli"]
+    paths = write_methods_table(args.results, args.output_dir or ".")
+    print(paths["table"].read_text(encoding="utf-8"), end="")
+    print(f"Wrote {paths['table']}, {paths['summary'].name} and {paths['tasks'].name}")
+    return 0
+
+
+def add_vtab_methods_cli(subparsers) -> None:
+    from ..cli_options import add_output_dir
+
+    p = subparsers.add_parser(
+        "vtab-methods",
+        help="one table of VTAB-1k results by parameter-efficient method, beside the published numbers",
+        description="Read one `vit-repro vtab` output folder (or vtab.json) per method and write vtab_methods.md, "
+        "vtab_methods.csv (per method: trainable parameters and fraction, Natural / Specialized / Structured means, "
+        "mean over tasks and mean of groups, the published row's means over the same tasks) and vtab_methods_tasks.csv "
+        "(per method and task: this run and the published accuracy). Published: ViT-B/16 ImageNet-21k rows of "
+        "hf_vit_repro.paper_results.peft_vtab, with their sources.",
+    )
+    p.add_argument("results", nargs="+", help="vit-repro vtab output folders or vtab.json files, one per method")
+    add_output_dir(p, "the current folder")
+    p.set_defaults(func=_cmd_vtab_methods)
+
+
+def add_cli(subparsers) -> None:
+    """`vit-repro vtab` and `vit-repro vtab-methods` (hf_vit_repro.cli adds each module's subcommands through
+    `add_cli`)."""
+    add_vtab_cli(subparsers)
+    add_vtab_methods_cli(subparsers)
+
+
+__all__ = ["add_cli", "add_vtab_cli", "add_vtab_methods_cli"]

@@ -7,7 +7,7 @@
     vit-repro vtab BIT_RUN --protocol bit-hyperrule           # a BiT ResNet as BiT fine-tunes it
     vit-repro vtab CHECKPOINT --method lora                   # parameter-efficient transfer (see below)
 
-Three protocols, recorded by name in vtab.json (`protocol.name`) and vtab.md:
+Four protocols, recorded by name in vtab.json (`protocol.name`) and vtab.md:
 
 - `paper` (the default): the paper's ONE setting for all 19 tasks, learning rate 0.01, 2500
   steps, batch 512, 384 px (`PAPER_SETTING`; the paper chose it once, from two rates and two
@@ -29,8 +29,11 @@ Three protocols, recorded by name in vtab.json (`protocol.name`) and vtab.md:
 trained: `full` (the default, the paper's), `linear`, `bitfit`, `lora`, `vpt-shallow`, `vpt-deep`,
 `adapter`; each task's entry and vtab.md give the trainable parameters and their fraction of the
 model. Under the paper protocol another method is listed as a departure (the paper's numbers are
-full fine-tuning). The methods' own selection protocols (e.g. VPT's grid over learning rate and
-weight decay) are not implemented: `--protocol sweep` chooses the learning rate per task.
+full fine-tuning). `select` (`--select`, `vtab.selection`) is VPT's own protocol for `vpt-shallow` /
+`vpt-deep`: per task a grid of learning rates x weight decays on train800, chosen on val200, then
+train800val200 with VPT's schedule (SGD, cosine, 100 epochs, batch 128, 224 px); the grid and the
+choice are in TASK/select.json and each task's entry. `vit-repro vtab-methods` (`vtab.methods`) puts
+one vtab.json per method into one table beside the published numbers.
 
 A BiT ResNet checkpoint runs under any of them; the recipe's ViT-only settings (dropout, a
 pre-logits layer) are switched off for it, as a ResNet has neither.
@@ -67,8 +70,9 @@ from typing import Any
 
 from .. import runs
 from ..evaluation.common import default_output_dir, format_table, write_text_atomic
+from . import selection
 
-PROTOCOLS = ("paper", "sweep", "bit-hyperrule")
+PROTOCOLS = ("paper", "sweep", "bit-hyperrule", "select")
 DEFAULT_PROTOCOL = "paper"
 #: The paper's one VTAB-1k setting (Appendix B.1.1; Table 4, row "VTAB (19 tasks)"): recipe key ->
 #: value, the same for every task, no per-task selection.
@@ -91,6 +95,7 @@ PROTOCOL_TEXT = {
     "bit-hyperrule": "BiT-HyperRule (Kolesnikov et al. 2020), not the paper's ViT protocol: one setting for all tasks "
     "(learning rate 0.003 divided by 10 after 30/60/90% of 500 steps, batch 512, 384 px, no per-task sweep), "
     "fine-tuned on train800val200 (1000 images), scored on the full test split",
+    "select": selection.PROTOCOL_TEXT,
 }
 TABLE = "vtab.md"
 PLOT = "vtab.png"
@@ -176,6 +181,10 @@ def base_recipe(
         values["train"].pop("epochs", None)
     elif protocol == "bit-hyperrule":
         values["optim"]["lr_sweep"] = []  # BiT-HyperRule tunes nothing per task
+    elif protocol == "select":  # VPT's schedule; its grid runs in `selection.selecting_finetune`
+        for key, value in selection.VPT_SETTING.items():
+            values[key.split(".")[0]][key.split(".")[1]] = value
+        values["train"].pop("steps", None)
     elif not values["optim"].get("lr_sweep"):
         values["optim"]["lr_sweep"] = list(DEFAULT_LR_SWEEP)
     if checkpoint is not None:
@@ -362,7 +371,7 @@ def vtab_table(record: Mapping[str, Any]) -> str:
     tasks = record.get("tasks", {})
     paper = record.get("paper") or {}
     row = next((r for r in paper_results.vtab_rows() if r.label == paper.get("row")), None) if paper.get("comparable") else None
-    sweep = any(entry.get("val_accuracy_by_lr") for entry in tasks.values())
+    sweep = any(entry.get("val_accuracy_by_lr") or entry.get("val_accuracy_by_setting") for entry in tasks.values())
     order = sorted(tasks, key=lambda t: (VTAB_GROUPS.index(tasks[t]["group"]), t))
 
     def yes_no(value):
@@ -380,7 +389,7 @@ def vtab_table(record: Mapping[str, Any]) -> str:
                   _fmt_fraction(entry.get("trainable_fraction")), _fmt_lr(h["lr"]), h["steps"], h["batch_size"], h["resolution"], yes_no(pre.get("random_crop")),
                   yes_no(pre.get("flip"))]
         if sweep:
-            val = entry.get("val_accuracy_by_lr") or {}
+            val = entry.get("val_accuracy_by_lr") or entry.get("val_accuracy_by_setting") or {}
             cells.append(", ".join(f"{lr}: {100 * acc:.1f}" for lr, acc in val.items()) or "-")
         rows.append(cells)
     blank = [""] * (len(rows[0]) - 3 - (row is not None)) if rows else []
@@ -396,7 +405,8 @@ def vtab_table(record: Mapping[str, Any]) -> str:
     header += ["method", "trainable params", "trainable (%)", "lr", "steps", "batch", "resolution", "random crop",
                "flip"]
     if sweep:
-        header.append("val200 accuracy by lr (%)")
+        by = "setting" if (record.get("protocol") or {}).get("name") == "select" else "lr"
+        header.append(f"val200 accuracy by {by} (%)")
     return format_table(header, rows)
 
 
@@ -415,6 +425,12 @@ def vtab_report(record: Mapping[str, Any]) -> str:
         label = "**Paper (Table 9):**" if paper.get("comparable") else "**Paper:**"
         lines += ["", f"{label} {paper.get('note', '')}"]
     lines += ["", vtab_table(record), ""]
+    if {entry.get("method", "full") for entry in record.get("tasks", {}).values()} - {"full"}:
+        from .methods import method_summary, methods_table
+
+        summary = method_summary(record)  # the method's published row (ViT-B/16, I21k) over the same tasks
+        lines += [f"**Published ({summary['method']}):** {summary['citation'] or 'no published row'}.", "",
+                  methods_table([summary]), ""]
     rows = {entry.get("rows") for entry in record.get("tasks", {}).values() if entry.get("rows")}
     if rows:
         lines.append("VTAB-1k rows per task: see `rows` in vtab.json (train800 = train[:800] everywhere; val200 "
@@ -478,7 +494,7 @@ def _task_entry(task: str, recipe, result, task_dir: Path, seconds: float) -> di
     o, t = recipe.optim, recipe.train
     lr = float(sweep["best_lr"]) if sweep else float(o.lr)
     trainable, total = summary.get("trainable_parameters"), summary.get("num_parameters")
-    return {
+    entry = {
         "group": spec.vtab_group,
         "accuracy": float(result.eval_accuracy),
         "method": t.method,
@@ -512,6 +528,9 @@ def _task_entry(task: str, recipe, result, task_dir: Path, seconds: float) -> di
         "run_dir": str(task_dir),
         "wall_time_s": round(seconds, 1),
     }
+    chosen = selection.entry_updates(task_dir)  # the `select` protocol's grid and choice
+    entry["hyperparameters"].update(chosen.pop("hyperparameters", {}))
+    return {**entry, **chosen}
 
 
 def _prune(task_dir: Path) -> None:
@@ -520,8 +539,8 @@ def _prune(task_dir: Path) -> None:
     from ..training import SWEEP_DIR
 
     doomed = [task_dir / runs.CHECKPOINTS_DIR]
-    if (task_dir / SWEEP_DIR).is_dir():
-        for member in (task_dir / SWEEP_DIR).iterdir():
+    for members in (task_dir / SWEEP_DIR, task_dir / selection.SELECT_DIR):
+        for member in members.iterdir() if members.is_dir() else ():
             doomed += [member / runs.CHECKPOINTS_DIR, member / runs.FINAL_DIR]
     for folder in doomed:
         if folder.is_dir():
@@ -541,6 +560,7 @@ def run_vtab(
     pretraining_data: str | None = None,
     finetune_fn: Callable[[Any], Any] | None = None,
     keep_checkpoints: bool = False,
+    selection_grid: Mapping[str, Sequence[float]] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the VTAB-1k `protocol` ("paper", "sweep" or "bit-hyperrule", module docstring) for `tasks` and write
@@ -552,14 +572,15 @@ def run_vtab(
     pretraining set for finding the paper's Table 9 row (default: the run's recipe, when it was a
     pretraining run). `finetune_fn(recipe) -> TrainResult` does one task's fine-tuning (default
     `training.run_recipe`). Finished tasks found in an existing vtab.json of the same protocol are
-    skipped. Returns the results record.
+    skipped. `selection_grid` ({"lr": [...], "weight_decay": [...]}) is the `select` protocol's grid
+    (default VPT's, `selection.default_grid()`). Returns the results record.
     """
     from accelerate import PartialState
 
     from ..runs import resolve_checkpoint
     from ..data import get_task
 
-    if finetune_fn is None:
+    if finetune_fn is None and protocol != "select":
         from ..training import run_recipe as finetune_fn
     names = resolve_tasks(tasks)
     source, run_dir = resolve_checkpoint(checkpoint)
@@ -567,6 +588,13 @@ def run_vtab(
     out = Path(output_dir) if output_dir is not None else default_output_dir(checkpoint, run_dir, "vtab")
     path = out / runs.VTAB
     settings = protocol_of(base, source, protocol)
+    if protocol == "select":
+        grid = {k: [float(v) for v in values] for k, values in (selection_grid or selection.default_grid()).items()}
+        problem = selection.grid_problem(base.train.method, grid)
+        if problem:
+            raise ValueError(problem)
+        settings["selection_grid"] = grid
+        finetune_fn = finetune_fn or selection.selecting_finetune(grid)
     paper = paper_comparison(settings, checkpoint_identity(source, run_dir, pretraining_data))
     record: dict[str, Any] = {"checkpoint": str(checkpoint), "protocol": settings, "paper": paper, "tasks": {}}
     if path.is_file():
