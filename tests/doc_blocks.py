@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import re
 import shlex
 import textwrap
@@ -65,9 +66,23 @@ def cli_commands(text: str) -> list[tuple[str, list[str]]]:
     when started as `python -m hf_vit_repro`, `accelerate launch ... -m hf_vit_repro` or
     `torchrun ... -m hf_vit_repro`. Continuation lines are joined; comments are dropped."""
     commands = []
+    loops: list[tuple[str, list[str]]] = []  # the enclosing `for VAR in VALUES; do` loops
     for line in text.replace("\\\n", " ").splitlines():
         tokens = shlex.split(line, comments=True)
         if not tokens:
+            continue
+        if tokens[0] == "for" and "in" in tokens and tokens[-1] == "do":
+            loops.append((tokens[1], [value.rstrip(";") for value in tokens[tokens.index("in") + 1:-1] if value != ";"]))
+            continue
+        if tokens == ["done"] and loops:
+            loops.pop()
+            continue
+        if loops:  # each value of each loop variable, so `--method $method` is checked for every method
+            for values in itertools.product(*(values for _, values in loops)):
+                expanded = line
+                for (name, _), value in zip(loops, values):
+                    expanded = expanded.replace("${" + name + "}", value).replace("$" + name, value)
+                commands += cli_commands(expanded)
             continue
         if Path(tokens[0]).name == "vit-repro":
             args = tokens[1:]

@@ -121,3 +121,16 @@ def test_analyze_command_runs_on_a_run_folder(tmp_path, monkeypatch):
     make_run(tmp_path / "outputs" / "run1", evaluated=False, figures=False)
     assert main(args + ["--num-images", "8", "--rollout-images", "1", "--no-progress"]) == 0
     assert (tmp_path / "outputs" / "run1" / runs.ANALYSIS_DIR / runs.ANALYSIS_JSON).is_file()
+
+
+def test_a_shell_loop_is_checked_for_each_of_its_values():
+    from .doc_blocks import cli_commands
+
+    text = "for m in full lora; do\n  vit-repro vtab ckpt --method $m --output-dir runs/${m}\ndone\nvit-repro vtab ckpt\n"
+    assert [args for _, args in cli_commands(text)] == [
+        ["vtab", "ckpt", "--method", "full", "--output-dir", "runs/full"],
+        ["vtab", "ckpt", "--method", "lora", "--output-dir", "runs/lora"],
+        ["vtab", "ckpt"],
+    ]
+    problems = [command_problem(args) for _, args in cli_commands("for m in full lorra; do\n  vit-repro vtab ckpt --method $m\ndone\n")]
+    assert problems[0] is None and "lorra" in problems[1]
