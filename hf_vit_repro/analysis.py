@@ -68,13 +68,13 @@ _DATASET_FILE_EXTENSIONS = frozenset({".parquet", ".arrow", ".tar", ".jsonl", ".
 def _encoder(model: torch.nn.Module) -> torch.nn.Module:
     """The `ViTReproModel` inside `model` (itself, or `.vit` of the classification model)."""
     from .configuration_vit_repro import ViTReproConfig
-
-    from .models import is_bit
+    from .models import find_family
 
     encoder = getattr(model, "base_model", model)
-    if is_bit(encoder):
+    family = find_family(encoder)
+    if family is not None and not family.has_blocks:
         raise ValueError(
-            "This is a BiT ResNet: the analysis figures (patch-embedding filters, position-embedding similarity, "
+            f"This is a {family.name}: the analysis figures (patch-embedding filters, position-embedding similarity, "
             "attention distance and rollout, paper Sec. 4.5) exist only for Vision Transformers and hybrids."
         )
     if not isinstance(getattr(encoder, "config", None), ViTReproConfig) or not hasattr(encoder, "layers"):

@@ -65,13 +65,9 @@ class ModelEntry:
     def resolved_family(self) -> str:
         if self.family:
             return self.family
-        from ..variants import is_bit_variant
+        from ..models import family_for_variant
 
-        if is_bit_variant(self.variant):
-            return "ResNet (BiT)"
-        if "+" in (self.variant or "") or self.config.get("backbone_config"):
-            return "Hybrid"
-        return "ViT"
+        return family_for_variant(self.variant, self.config).paper_label
 
 
 @dataclass

@@ -40,8 +40,8 @@ The paper's settings (shared/PAPER.md, "Training"; paper Appendix B.1):
 
 from __future__ import annotations
 
+from ..models import ARCHITECTURE_FIELDS, SMOKE_BACKBONE, SMOKE_BIT, SMOKE_MODEL
 from .build import (
-    ARCHITECTURE_FIELDS,
     RunData,
     architecture,
     build_data,
@@ -87,9 +87,6 @@ from .recipe import (
     OPTIMIZERS,
     SCHEDULES,
     SECTIONS,
-    SMOKE_BACKBONE,
-    SMOKE_BIT,
-    SMOKE_MODEL,
     DataRecipe,
     ModelRecipe,
     OptimRecipe,
