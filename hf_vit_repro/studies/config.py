@@ -190,7 +190,11 @@ class StudyConfig:
         for m in self.models:
             if m.variant is None and not m.config:
                 raise StudyConfigError(f"model {m.name!r} has neither `variant` nor `config`.")
-            if m.resolved_family() not in FAMILIES:
+            try:
+                family = m.resolved_family()
+            except ValueError as err:  # an unknown variant name
+                raise StudyConfigError(f"model {m.name!r}: `variant`: {err}") from None
+            if family not in FAMILIES:
                 raise StudyConfigError(f"model {m.name!r}: `family` must be one of {', '.join(FAMILIES)}, got {m.family!r}.")
         d = self.data
         if not 0.0 <= d.val_fraction < 1.0:
