@@ -186,8 +186,8 @@ class ModelFamily:
         if not wrong:
             return None
         subject = subject or f"`model.variant` {model_recipe.variant}"
-        return f"{subject} is a {self.name}, which has no {self.lacks}; remove {', '.join(wrong)} " \
-               "(rates 0, representation_size null, the options false)."
+        return (f"{subject} is a {self.name}, which has no {self.lacks}; remove {', '.join(wrong)} "
+                "(rates 0, representation_size null, the options false).")
 
     def apply_recipe_fields(self, config, fields: dict[str, Any]) -> None:
         """Set a recipe's config fields (dropout rates, a method's prompts) on a loaded checkpoint's
