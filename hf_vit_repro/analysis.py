@@ -35,7 +35,6 @@ import argparse
 import itertools
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 
 from . import runs
+from .figures import new_figure, save_figure
 from .runs import resolve_checkpoint
 
 # File names inside the output folder (RUN_DIR/analysis for a run folder, see runs.py).
@@ -68,13 +68,13 @@ _DATASET_FILE_EXTENSIONS = frozenset({".parquet", ".arrow", ".tar", ".jsonl", ".
 def _encoder(model: torch.nn.Module) -> torch.nn.Module:
     """The `ViTReproModel` inside `model` (itself, or `.vit` of the classification model)."""
     from .configuration_vit_repro import ViTReproConfig
-
-    from .models import is_bit
+    from .models import find_family
 
     encoder = getattr(model, "base_model", model)
-    if is_bit(encoder):
+    family = find_family(encoder)
+    if family is not None and not family.has_blocks:
         raise ValueError(
-            "This is a BiT ResNet: the analysis figures (patch-embedding filters, position-embedding similarity, "
+            f"This is a {family.name}: the analysis figures (patch-embedding filters, position-embedding similarity, "
             "attention distance and rollout, paper Sec. 4.5) exist only for Vision Transformers and hybrids."
         )
     if not isinstance(getattr(encoder, "config", None), ViTReproConfig) or not hasattr(encoder, "layers"):
@@ -691,34 +691,6 @@ def _pixel_batches(
 # ----------------------------------------------------------------------------- drawing
 
 
-def _new_figure(width: float, height: float):
-    """A matplotlib figure on the Agg canvas (no pyplot, no display, no global state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save_figure(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Write `figure` as PNG atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            figure.savefig(f, format="png", dpi=dpi)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the PNG a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _unit_range(array: np.ndarray) -> np.ndarray:
     low, high = float(array.min()), float(array.max())
     return (array - low) / (high - low) if high > low else np.zeros_like(array)
@@ -738,7 +710,7 @@ def _draw_embedding_filters(components: torch.Tensor, ratio: torch.Tensor, path)
     k = components.shape[0]
     cols = min(7, k)
     rows = math.ceil(k / cols)
-    figure = _new_figure(1.2 * cols, 1.3 * rows + 0.4)
+    figure = new_figure(1.2 * cols, 1.3 * rows + 0.4)
     for i, ax in enumerate(figure.subplots(rows, cols, squeeze=False).flat):
         if i < k:
             _show_image(ax, components[i].numpy())
@@ -746,7 +718,7 @@ def _draw_embedding_filters(components: torch.Tensor, ratio: torch.Tensor, path)
         else:
             ax.set_axis_off()
     figure.suptitle(f"Embedding filters: top {k} principal components (variance share)", fontsize=9)
-    return _save_figure(figure, path)
+    return save_figure(figure, path)
 
 
 def _draw_position_similarity(similarity: torch.Tensor, path) -> Path:
@@ -758,7 +730,7 @@ def _draw_position_similarity(similarity: torch.Tensor, path) -> Path:
         for c in range(cols):
             mosaic[r * (rows + 1) : r * (rows + 1) + rows, c * (cols + 1) : c * (cols + 1) + cols] = similarity[r, c]
     side = min(9.0, 2.0 + 0.45 * max(rows, cols))
-    figure = _new_figure(side + 1.2, side)
+    figure = new_figure(side + 1.2, side)
     ax = figure.subplots()
     import matplotlib
 
@@ -773,13 +745,13 @@ def _draw_position_similarity(similarity: torch.Tensor, path) -> Path:
     for spine in ax.spines.values():
         spine.set_visible(False)
     figure.colorbar(image, ax=ax, label="Cosine similarity", shrink=0.8)
-    return _save_figure(figure, path)
+    return save_figure(figure, path)
 
 
 def _draw_attention_distance(distance: np.ndarray, path, num_images: int, input_size, uniform: float) -> Path:
     layers, heads = distance.shape
     depth = np.arange(1, layers + 1)
-    figure = _new_figure(5.0, 3.8)
+    figure = new_figure(5.0, 3.8)
     ax = figure.subplots()
     import matplotlib
 
@@ -795,7 +767,7 @@ def _draw_attention_distance(distance: np.ndarray, path, num_images: int, input_
     ax.set_title(f"{num_images} images at {input_size[0]}x{input_size[1]}", fontsize=9)
     if heads <= 16:
         ax.legend(fontsize=6, ncols=2, loc="lower right")
-    return _save_figure(figure, path)
+    return save_figure(figure, path)
 
 
 def _draw_rollout(maps: torch.Tensor, inputs: torch.Tensor, path) -> Path:
@@ -806,7 +778,7 @@ def _draw_rollout(maps: torch.Tensor, inputs: torch.Tensor, path) -> Path:
         raise ValueError("No attention-rollout maps to draw (rollout_images was 0).")
     height, width = inputs.shape[-2:]
     masks = torch.nn.functional.interpolate(maps[:, None].float(), size=(height, width), mode="bilinear")[:, 0]
-    figure = _new_figure(1.6 * k + 0.6, 5.0)
+    figure = new_figure(1.6 * k + 0.6, 5.0)
     axes = figure.subplots(3, k, squeeze=False)
     for i in range(k):
         image = _unit_range(inputs[i].numpy())
@@ -823,7 +795,7 @@ def _draw_rollout(maps: torch.Tensor, inputs: torch.Tensor, path) -> Path:
         for spine in axes[row, 0].spines.values():
             spine.set_visible(False)
     figure.suptitle("Attention rollout (Abnar & Zuidema 2020)", fontsize=9)
-    return _save_figure(figure, path)
+    return save_figure(figure, path)
 
 
 # ----------------------------------------------------------------------------- one call per figure

@@ -152,7 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(f"hf_vit_repro.{module_name}").add_cli(sub)
+    # `run.push_to_hub`: training calls the publisher it is given; the hub, a higher room, is it
+    sub.choices["train"].set_defaults(publish=publish_run)
     return parser
+
+
+def publish_run(run_dir, repo_id: str):
+    """`hf_vit_repro.hub.push_run(run_dir, repo_id)`, imported when a run is published."""
+    from .hub import push_run
+
+    return push_run(run_dir, repo_id)
 
 
 def user_error_message(err: BaseException) -> str | None:

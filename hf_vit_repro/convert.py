@@ -1015,26 +1015,25 @@ def convert(
     Pickle files need `allow_pickle=True`. Files are written to a temporary sibling folder first and
     moved into `output_dir` one by one; other files already there are left alone.
     """
-    from .models import image_size as image_size_of
-    from .models import is_bit, reset_classifier, set_image_size
+    from .models import BIT_DEFAULT_IMAGE_SIZE, family_of
 
     if to not in TARGETS:
         raise ConversionError(f"Unknown conversion target {to!r}: choose one of {', '.join(TARGETS)}.")
     model, processor = load_checkpoint(source, allow_pickle=allow_pickle, architecture=architecture, **overrides)
-    if num_labels is not None and not (isinstance(model, ViTReproForImageClassification) or is_bit(model)):
+    family = family_of(model)
+    if num_labels is not None and not isinstance(model, family.classifier_class()):
         raise ConversionError(
             f"{source} converts to a {type(model).__name__}, which has no classification head for num_labels "
             f"(--num-labels) to replace: convert without it, then load the folder with "
             "ViTReproForImageClassification.from_pretrained(folder, num_labels=K)."
         )
     if image_size is not None:
-        set_image_size(model, image_size)
+        family.set_image_size(model, image_size)
     if num_labels is not None:
-        reset_classifier(model, num_labels)
-    if is_bit(model):
-        height = width = model.config.image_size = image_size_of(model) or 224  # BiT pretrains at 224
-    else:
-        height, width = model.config.image_hw
+        family.reset_head(model, num_labels)
+    if family.image_hw(model) is None:  # a BiT ResNet trained elsewhere records no size: BiT pretrains at 224
+        family.set_image_size(model, BIT_DEFAULT_IMAGE_SIZE)
+    height, width = family.image_hw(model)
     set_processor_size(processor, height, width)
     output_dir = Path(output_dir)
     if to == "timm":

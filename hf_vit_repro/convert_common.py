@@ -161,12 +161,9 @@ def image_processor(config, mean, std, resample=None):
 
 
 def _model_hw(config) -> tuple[int, int]:
-    from .models import image_size, is_bit
+    from .models import BIT_DEFAULT_IMAGE_SIZE, family_of
 
-    if is_bit(config):
-        side = image_size(config) or 224
-        return side, side
-    return config.image_hw
+    return family_of(config).image_hw(config) or (BIT_DEFAULT_IMAGE_SIZE, BIT_DEFAULT_IMAGE_SIZE)
 
 
 #: timm's default `crop_pct` where a pretrained config gives none (timm.data.DEFAULT_CROP_PCT).

@@ -81,9 +81,9 @@ def auto_class_name(architectures) -> str:
 
 def transformers_refusals(model) -> list[str]:
     """Why `model` has no exact counterpart among transformers' ViT classes (empty: it has one)."""
-    from .models import is_bit
+    from .models import family_of
 
-    if is_bit(model):
+    if family_of(model).native_to_transformers:
         return []
     config = model.config
     reasons = []
@@ -146,9 +146,9 @@ def to_transformers(model):
     `ConversionError` listing every part that does not map (see the module docstring)."""
     from transformers import ViTForImageClassification, ViTForMaskedImageModeling, ViTModel
 
-    from .models import is_bit
+    from .models import family_of
 
-    if is_bit(model):
+    if family_of(model).native_to_transformers:
         return model
     reasons = transformers_refusals(model)
     if reasons:
@@ -202,10 +202,10 @@ def _timm_hybrid_name(config) -> str | None:
 
 def timm_refusals(model) -> list[str]:
     """Why `model` has no exact counterpart among timm's ViTs (empty: it has one)."""
-    from .models import is_bit
+    from .models import family_of
 
-    if is_bit(model):
-        return ["a BiT ResNet: --to timm writes ViTs and the hybrids (timm's own resnetv2_*_bit repos hold BiT)"]
+    if refusal := family_of(model).timm_refusal():
+        return [refusal]
     config = model.config
     reasons = []
     if not isinstance(model, ViTReproForImageClassification):

@@ -70,7 +70,7 @@ def variant_names() -> list[str]:
 def canonical_name(name: str) -> str:
     """Normalise "vit_b_16", "B/16", "ViT-B_16" (the .npz spelling) ... to "ViT-B/16"; hybrids
     ("R50+ViT-B_16", "r50+vit-b/16") to "R50+ViT-B/16"; BiT ResNets ("bit-r50x1") to "BiT-R50x1"."""
-    if is_bit_variant(name):
+    if _BIT_NAME.match(name.strip()):  # "BiT-R50x1", "bit_r50x1", "BiT-M-R50x1", "R50x1"
         return canonical_bit_name(name)
     if "+" in name:
         backbone, _, vit = name.strip().partition("+")
@@ -212,11 +212,6 @@ _BIT_NAME = re.compile(r"^(?:bit[-_ ]?(?:[sml][-_])?)?r(?:esnet)?[-_]?(\d+)x(\d+
 def bit_variant_names() -> list[str]:
     """The BiT ResNets `bit_config` builds by name, e.g. "BiT-R50x1"."""
     return list(BIT_VARIANTS)
-
-
-def is_bit_variant(name: str | None) -> bool:
-    """Whether `name` spells a BiT ResNet ("BiT-R50x1", "bit_r50x1", "BiT-M-R50x1", "R50x1")."""
-    return name is not None and _BIT_NAME.match(name.strip()) is not None
 
 
 def canonical_bit_name(name: str) -> str:

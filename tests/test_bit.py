@@ -21,7 +21,6 @@ from hf_vit_repro.variants import (
     BIT_VARIANTS,
     bit_config,
     canonical_name,
-    is_bit_variant,
 )
 
 from .conftest import randomize_
@@ -38,8 +37,8 @@ def count(model) -> int:
 
 @pytest.mark.parametrize("spelling", ["BiT-R50x1", "bit-r50x1", "BiT-M-R50x1", "R50x1", "bit_r50x1"])
 def test_bit_names_are_recognised(spelling):
-    assert is_bit_variant(spelling) and canonical_name(spelling) == "BiT-R50x1"
-    assert not is_bit_variant("R50+ViT-B/16") and not is_bit_variant("ViT-B/16")
+    assert models.family_for_variant(spelling) is models.BIT and canonical_name(spelling) == "BiT-R50x1"
+    assert models.family_for_variant("R50+ViT-B/16") is models.HYBRID and models.family_for_variant("ViT-B/16") is models.VIT
 
 
 def test_unknown_bit_variant_and_wrong_family_are_explained():
@@ -112,7 +111,7 @@ def tiny_bit():
 
 
 def test_reset_classifier_attaches_a_zero_head(tiny_bit):
-    models.reset_classifier(tiny_bit, 7, id2label={i: f"c{i}" for i in range(7)})
+    models.BIT.reset_head(tiny_bit, 7, id2label={i: f"c{i}" for i in range(7)})
     head = tiny_bit.classifier[1]
     assert head.out_features == 7 and head.weight.abs().sum() == 0 and head.bias.abs().sum() == 0
     assert tiny_bit.config.num_labels == 7 and tiny_bit.config.label2id["c3"] == 3
@@ -124,7 +123,7 @@ def test_pre_logits_are_the_pooled_final_features(tiny_bit):
     """BiT's representation: the final GroupNorm + ReLU, averaged over space (B, C)."""
     x = torch.randn(2, 3, 40, 40)
     with torch.no_grad():
-        features = models.pre_logits(tiny_bit, x)
+        features = models.family_of(tiny_bit).pre_logits(tiny_bit, x)
         bit = tiny_bit.bit
         expected = bit.norm(bit.encoder(bit.embedder(x)).last_hidden_state).mean(dim=(2, 3))
         logits = tiny_bit(x).logits
@@ -143,10 +142,11 @@ def test_weight_decay_skips_the_one_dimensional_parameters(tiny_bit):
 
 
 def test_image_size_is_recorded_not_resampled(tiny_bit):
-    assert models.image_size(tiny_bit) == 32
-    models.set_image_size(tiny_bit, 48)
-    assert tiny_bit.config.image_size == 48 and models.image_size(tiny_bit) == 48
-    assert models.image_size(BitConfig()) is None  # a checkpoint from elsewhere records none
+    family = models.family_of(tiny_bit)
+    assert family.image_size(tiny_bit) == 32
+    family.set_image_size(tiny_bit, 48)
+    assert tiny_bit.config.image_size == 48 and family.image_size(tiny_bit) == 48
+    assert family.image_size(BitConfig()) is None  # a checkpoint from elsewhere records none
 
 
 # --------------------------------------------------------------------------- recipes and training
@@ -272,7 +272,7 @@ def test_fewshot_of_a_bit_run_uses_its_pooled_features(bit_run, tmp_path):
     images = [np.asarray(image.convert("RGB").resize((32, 32), resample=2), dtype=np.float32) for image in test.select(range(6))["image"]]
     x = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) / 255.0 - 0.5) / 0.5
     with torch.no_grad():
-        expected = models.pre_logits(model, x).numpy()
+        expected = models.family_of(model).pre_logits(model, x).numpy()
     assert features.shape == (6, 64) and list(labels) == list(test.select(range(6))["label"])
     np.testing.assert_allclose(features, expected, atol=2e-2)  # PIL vs the loader's resize: small differences
     assert main(["fewshot", str(bit_run), "digits", "--shots", "1", "5", "--seeds", "1", "--no-progress",

@@ -9,6 +9,7 @@ sit above both, and `evaluation` never imports `training`.
 """
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ SPLIT_BY_MODULE: set[str] = set()
 #: the model families, the demo (training, then push) and the Gradio app (analysis over an upload) beside the CLI.
 TIERS: list[set[str]] = [
     {"hf_vit_repro", "variants", "configuration_vit_repro", "modeling_vit_repro", "flops", "precision", "cli_options",
-     "metrics", "paper_results"},
+     "metrics", "paper_results", "figures"},
     {"models", "runs", "convert_common", "convert_bit", "convert_native", "convert"},
     {"data"},
     {"evaluation"},
@@ -34,11 +35,11 @@ TIERS: list[set[str]] = [
     {"hub", "analysis", "export"},
     {"cli", "demo", "app", "__main__"},
 ]
-#: Upward imports that exist today, each a lazy import inside one function, to be moved away (issue 28):
-#: the loop's optional push at the end of a run (`training.loop.push_run_to_hub` -> `hub.push_run`) and
-#: the study report's figure helpers (`studies.report` -> `analysis._new_figure`, `_save_figure`).
-#: No other upward import may be added; once one is fixed, its entry must go (checked below).
-KNOWN_UPWARD = {("hf_vit_repro.training", "hf_vit_repro.hub"), ("hf_vit_repro.studies", "hf_vit_repro.analysis")}
+#: Upward imports tolerated for now: none. The two there were (issue 28) are gone: the loop publishes a
+#: run through the `publish` callable its caller passes (`vit-repro train` passes `hub.push_run`), and
+#: the figure helpers the study report shares with `analysis` live in the leaf module `figures`.
+#: No upward import may be added; an entry here must go once it is fixed (checked below).
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 MAX_LINES = 700
 
 
@@ -206,3 +207,36 @@ def test_public_training_hub_and_vtab_names_still_import():
         assert getattr(vtab, name) is not None, name
     assert {"run_vtab", "resolve_tasks", "aggregate", "vtab_table", "vtab_report", "PAPER_SETTING", "DEFAULT_LR_SWEEP",
             "add_cli"} <= set(vtab.__all__)
+
+
+#: Asking which family a model is (`is_bit(...)`, `is_bit_variant(...)`) is the family module's own business
+#: (DESIGN.md, `models.py`): everyone else asks the family what to do (`family_of(model).reset_head(...)`).
+FAMILY_MODULE = PACKAGE / "models.py"
+FAMILY_QUESTION = re.compile(r"\b_?is_bit(?:_variant)?\b")
+
+
+def family_questions(package: Path = PACKAGE) -> dict[str, list[int]]:
+    """Source files (relative to the package) outside the family module that name `is_bit` or
+    `is_bit_variant`, with the line numbers."""
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        if path == FAMILY_MODULE:
+            continue
+        lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if FAMILY_QUESTION.search(line)]
+        if lines:
+            found[str(path.relative_to(package))] = lines
+    return found
+
+
+def test_only_the_family_module_asks_which_family_a_model_is():
+    assert FAMILY_QUESTION.search(FAMILY_MODULE.read_text(encoding="utf-8")), "the family module lost its is_bit"
+    assert family_questions() == {}, (
+        f"is_bit / is_bit_variant outside {FAMILY_MODULE.name}: ask the family instead "
+        f"(models.family_of(config_or_model) / models.family_for_variant(name)): {family_questions()}"
+    )
+
+
+def test_family_question_finder_finds_a_planted_one(tmp_path):
+    (tmp_path / "ok.py").write_text("from .convert_bit import is_bit_npz\nx = is_bit_npz\n", encoding="utf-8")
+    (tmp_path / "bad.py").write_text("import os\n\nif variants.is_bit_variant(name):\n    pass\n", encoding="utf-8")
+    assert family_questions(tmp_path) == {"bad.py": [3]}

@@ -441,15 +441,28 @@ def test_learning_rate_sweep_picks_best_on_holdout(tmp_path, monkeypatch):
     assert holdout["num_images"] == 8  # 25% of the 32 training images, held out
 
 
-def test_push_to_hub_option_calls_hub_push_run(tmp_path, monkeypatch):
+def test_push_to_hub_option_publishes_the_finished_run_through_vit_repro_train(tmp_path, monkeypatch):
+    """`run.push_to_hub`: `vit-repro train` hands the loop `hub.push_run`, called once the run has
+    finished (final/ written); training never imports the hub itself (tests/test_layout.py)."""
     import hf_vit_repro.hub as hub
+    from hf_vit_repro.cli import main
 
     calls = []
-    monkeypatch.setattr(hub, "push_run", lambda run_dir, repo_id, **kw: calls.append((run_dir, repo_id)))
+    monkeypatch.setattr(hub, "push_run", lambda run_dir, repo_id, **kw: calls.append(
+        (Path(run_dir), repo_id, (Path(run_dir) / runs.FINAL_DIR / "model.safetensors").is_file())))
     recipe = tiny_recipe(tmp_path, **{"train.steps": 1, "optim.warmup_steps": 0, "run.push_to_hub": True,
                                       "run.hub_repo_id": "me/tiny"})
-    train(recipe)
-    assert calls == [(recipe.output_dir, "me/tiny")]
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe.to_yaml(), encoding="utf-8")
+    assert main(["train", str(path)]) == 0
+    assert calls == [(recipe.output_dir, "me/tiny", True)]
+    # From Python the caller passes the publisher; without one the recipe is refused before training.
+    published = []
+    train(recipe.replace(**{"run.output_dir": str(tmp_path / "py")}), publish=lambda *args: published.append(args))
+    assert published == [(tmp_path / "py", "me/tiny")] and len(calls) == 1
+    with pytest.raises(RecipeError, match=r"needs a publisher.*publish=hf_vit_repro\.hub\.push_run"):
+        train(recipe.replace(**{"run.output_dir": str(tmp_path / "none")}))
+    assert not (tmp_path / "none").exists()
     with pytest.raises(RecipeError, match="hub_repo_id"):
         tiny_recipe(tmp_path, **{"run.push_to_hub": True})
 

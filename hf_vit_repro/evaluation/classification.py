@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from .. import runs
-from ..models import image_size as size_of
-from ..models import set_image_size
+from ..models import family_of
 from .common import check_resolution, dataset_label, default_output_dir, format_table, image_size_of, load_checkpoint
 
 _REAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
@@ -249,8 +248,7 @@ def evaluate_checkpoint(
     model = loaded.model
     if resolution is not None:
         resolution = check_resolution(model, int(resolution))
-        if size_of(model) is None or resolution != image_size_of(model):
-            set_image_size(model, resolution)  # a ViT resamples its position embeddings; a ResNet records it
+        family_of(model).set_image_size(model, resolution)  # a ViT resamples its position embeddings; a ResNet records it
     dataset = load_task(task, split, data_dir, image_column=image_column, label_column=label_column)
     real, real_match = (None, None)
     if real_labels is not None:

@@ -75,11 +75,11 @@ def default_device() -> torch.device:
 
 
 def image_size_of(model) -> int:
-    """The square resolution a model runs at (`models.image_size`: a ViT's `image_size`, the size a
+    """The square resolution a model runs at (its family's `image_size`: a ViT's `image_size`, the size a
     BiT ResNet was trained at as stored in its config)."""
-    from ..models import image_size
+    from ..models import family_of
 
-    size = image_size(model)
+    size = family_of(model).image_size(model)
     if size is None:
         raise ValueError(
             "the model's config records no image_size (a BiT ResNet trained elsewhere); pass the resolution to "
@@ -92,22 +92,9 @@ def check_resolution(model, resolution: int) -> int:
     """`resolution` if the model can run at it (a positive multiple of its token stride: the patch
     size, times the CNN's stride for hybrids; a BiT ResNet runs at any positive size), else a
     ValueError saying which sizes work."""
-    from ..models import is_bit
+    from ..models import family_of
 
-    if is_bit(model):
-        if resolution < 1:
-            raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
-        return int(resolution)
-    stride = model.config.token_stride_hw[0]
-    if model.config.token_stride_hw[1] != stride:
-        raise ValueError(f"the model's patches are {model.config.token_stride_hw}; evaluation uses square images")
-    if resolution < 1 or resolution % stride:
-        nearest = max(stride, round(resolution / stride) * stride)
-        what = "patch size" if not model.config.is_hybrid else "patch size times its CNN's stride"
-        raise ValueError(
-            f"resolution {resolution} is not a multiple of the model's {what} ({stride} px); use e.g. {nearest}"
-        )
-    return int(resolution)
+    return family_of(model).check_resolution(model, resolution)
 
 
 def model_fingerprint(model) -> str:

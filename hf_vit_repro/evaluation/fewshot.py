@@ -1,6 +1,6 @@
 """Few-shot linear evaluation (paper Sec. 4.1 "Metrics", and shared/PAPER.md "Few-shot").
 
-The representation y (pre-logits, `models.pre_logits`: a ViT's `model.vit(x).pooler_output`, the
+The representation y (pre-logits, the family's `pre_logits`: a ViT's `model.vit(x).pooler_output`, the
 final class-token state after the last LayerNorm, or after the pre-logits layer where the checkpoint
 has one; a BiT ResNet's globally average-pooled final features) of k labelled
 images per class is frozen; a regularised least-squares regression maps it to {-1, 1}^K targets
@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from .. import runs
-from ..models import pre_logits
+from ..models import family_of
 from ..precision import PrecisionRun
 from .common import check_resolution, default_device, default_output_dir, format_table, image_size_of, model_fingerprint
 
@@ -253,9 +253,10 @@ def extract_features(
                                  unreadable_hint=UNREADABLE_HINT)
         computed = []
         model.eval()
+        family = family_of(model)
 
         def features_of(pixel_values):
-            out = pre_logits(model, pixel_values, interpolate_pos_encoding=interpolate)
+            out = family.pre_logits(model, pixel_values, interpolate_pos_encoding=interpolate)
             if out is None:
                 raise ValueError("the model returns no pooler_output (pre-logits features); few-shot needs a ViT or BiT encoder")
             return out

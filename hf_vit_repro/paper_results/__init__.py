@@ -190,14 +190,13 @@ def _model_name(model: str | None) -> str | None:
     `variants.canonical_name` would turn into the package's "BiT-R50x1"."""
     if not model:
         return None
-    from ..variants import canonical_name, is_bit_variant
+    from ..variants import BIT_VARIANTS, canonical_name
 
-    if is_bit_variant(str(model)):
-        return str(model).strip()
     try:
-        return canonical_name(model)
+        canonical = canonical_name(str(model))
     except ValueError:
         return str(model).strip()
+    return str(model).strip() if canonical in BIT_VARIANTS else canonical
 
 
 def transfer_row(model: str, pretraining: str, task: str) -> PaperNumber | None:

@@ -65,13 +65,9 @@ class ModelEntry:
     def resolved_family(self) -> str:
         if self.family:
             return self.family
-        from ..variants import is_bit_variant
+        from ..models import family_for_variant
 
-        if is_bit_variant(self.variant):
-            return "ResNet (BiT)"
-        if "+" in (self.variant or "") or self.config.get("backbone_config"):
-            return "Hybrid"
-        return "ViT"
+        return family_for_variant(self.variant, self.config).paper_label
 
 
 @dataclass
@@ -194,7 +190,11 @@ class StudyConfig:
         for m in self.models:
             if m.variant is None and not m.config:
                 raise StudyConfigError(f"model {m.name!r} has neither `variant` nor `config`.")
-            if m.resolved_family() not in FAMILIES:
+            try:
+                family = m.resolved_family()
+            except ValueError as err:  # an unknown variant name
+                raise StudyConfigError(f"model {m.name!r}: `variant`: {err}") from None
+            if family not in FAMILIES:
                 raise StudyConfigError(f"model {m.name!r}: `family` must be one of {', '.join(FAMILIES)}, got {m.family!r}.")
         d = self.data
         if not 0.0 <= d.val_fraction < 1.0:

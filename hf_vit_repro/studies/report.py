@@ -80,21 +80,21 @@ def _measures(study: dict[str, Any]) -> list[tuple[str, str, Any]]:
 
 def plot_study(study: dict[str, Any], path: str | Path) -> Path:
     """Draw the study's figure (module docstring) into `path` (PNG, written atomically)."""
-    from ..analysis import _save_figure
+    from ..figures import save_figure
 
-    return _save_figure(study_figure(study), path)
+    return save_figure(study_figure(study), path)
 
 
 def study_figure(study: dict[str, Any]):
     """The study's matplotlib figure: one panel per measured accuracy, and for the compute study
     the paper's Table 6 in a last panel of its own."""
-    from ..analysis import _new_figure
+    from ..figures import new_figure
 
     measures = _measures(study)
     compute = study["study"] == "compute"
     reference = compute and study["config"]["plot"]["reference"]
     panels = len(measures) + (1 if reference else 0)
-    figure = _new_figure(4.2 * panels, 3.6)
+    figure = new_figure(4.2 * panels, 3.6)
     axes = figure.subplots(1, panels, squeeze=False)[0]
     records = study["runs"]
     for ax, (_, label, value_of) in zip(axes, measures):

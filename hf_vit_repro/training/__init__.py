@@ -40,8 +40,8 @@ The paper's settings (shared/PAPER.md, "Training"; paper Appendix B.1):
 
 from __future__ import annotations
 
+from ..models import ARCHITECTURE_FIELDS, SMOKE_BACKBONE, SMOKE_BIT, SMOKE_MODEL
 from .build import (
-    ARCHITECTURE_FIELDS,
     RunData,
     architecture,
     build_data,
@@ -66,7 +66,7 @@ from .checkpoints import (
     save_final_model,
 )
 from .cli import add_cli
-from .loop import TRAIN_LOG, TrainingDivergedError, TrainResult, TrainState, push_run_to_hub, train
+from .loop import TRAIN_LOG, Publisher, TrainingDivergedError, TrainResult, TrainState, train
 from .objectives import (
     OBJECTIVE_CLASSES,
     Objective,
@@ -87,9 +87,6 @@ from .recipe import (
     OPTIMIZERS,
     SCHEDULES,
     SECTIONS,
-    SMOKE_BACKBONE,
-    SMOKE_BIT,
-    SMOKE_MODEL,
     DataRecipe,
     ModelRecipe,
     OptimRecipe,
@@ -109,7 +106,7 @@ __all__ = [
     "ARCHITECTURE_FIELDS", "AUGMENTATIONS", "CheckpointWriteError", "DataRecipe", "EMA", "LOSSES", "METHODS", "MIXED_PRECISIONS", "MODES",
     "apply_method", "trainable_parameters",
     "ModelRecipe", "OBJECTIVES", "OBJECTIVE_CLASSES", "OPTIMIZERS", "Objective", "OptimRecipe",
-    "PatchCorruptionDraw", "Recipe", "RecipeError", "RunData", "RunRecipe", "SCHEDULES", "SECTIONS",
+    "PatchCorruptionDraw", "Publisher", "Recipe", "RecipeError", "RunData", "RunRecipe", "SCHEDULES", "SECTIONS",
     "SHARDED_MODEL_DIR", "SMOKE_BACKBONE", "SMOKE_BIT", "SMOKE_MODEL", "SWEEP", "SWEEP_DIR",
     "TRAINER_STATE", "TRAIN_LOG", "TrainRecipe", "TrainResult", "TrainState", "TrainingDivergedError",
     "add_cli", "apply_overrides", "architecture", "build_data", "build_model", "build_optimizer",
@@ -117,6 +114,6 @@ __all__ = [
     "checkpoint_name", "classification_loss", "describe_architecture", "evaluate",
     "evaluate_masked_patch_prediction", "latest_checkpoint", "layer_decay_groups", "list_checkpoints",
     "load_checkpoint_config", "load_recipe", "lr_multiplier", "mixup", "objective_for", "parameter_groups", "parse_overrides",
-    "push_run_to_hub", "recipe_differences", "resolve_checkpoint", "resolve_key", "resume_point",
+    "recipe_differences", "resolve_checkpoint", "resolve_key", "resume_point",
     "run_recipe", "save_checkpoint", "save_final_model", "smoke_recipe", "sweep_member", "train",
 ]

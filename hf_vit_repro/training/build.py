@@ -14,9 +14,10 @@ from typing import Any
 from huggingface_hub.errors import StrictDataclassError
 
 from .. import runs
+from ..models import family_for_variant, family_of
 from . import peft_methods
 from .objectives import objective_for
-from .recipe import DataRecipe, Recipe, RecipeError, check_bit_model
+from .recipe import DataRecipe, Recipe, RecipeError
 
 @dataclass
 class RunData:
@@ -126,41 +127,12 @@ def build_data(recipe: Recipe, train_dataset=None, eval_dataset=None) -> RunData
     )
 
 
-#: Config fields that decide the shapes of the weights (what must match to load a checkpoint).
-ARCHITECTURE_FIELDS = (
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "patch_size",
-    "num_channels",
-    "pooling",
-    "qkv_bias",
-)
-
-
-#: The same for a BiT ResNet (transformers' BitConfig): what decides its weights' shapes and outputs.
-BIT_ARCHITECTURE_FIELDS = ("depths", "hidden_sizes", "embedding_size", "num_channels", "layer_type", "num_groups",
-                           "global_padding", "width_factor")
-
-
 def architecture(config) -> dict[str, Any]:
-    """The shape-deciding part of a config: width, depth, heads, MLP, patch, channels, pooling,
-    and the hybrid's ResNet stages (None for a plain ViT); for a BiT ResNet its blocks per stage,
-    widths, channels, block type, groups and padding (with `"family": "BiT ResNet"`)."""
-    from ..models import is_bit
-
-    if is_bit(config):
-        arch = {"family": "BiT ResNet"}
-        for key in BIT_ARCHITECTURE_FIELDS:
-            value = getattr(config, key, None)
-            arch[key] = list(value) if isinstance(value, (list, tuple)) else value
-        return arch
-    arch = {key: getattr(config, key, None) for key in ARCHITECTURE_FIELDS}
-    arch["patch_size"] = list(config.patch_hw) if hasattr(config, "patch_hw") else arch["patch_size"]
-    backbone = getattr(config, "backbone_config", None)
-    arch["backbone"] = None if backbone is None else {"depths": list(backbone.depths), "hidden_sizes": list(backbone.hidden_sizes)}
-    return arch
+    """The shape-deciding part of a config (what must match to load a checkpoint): width, depth,
+    heads, MLP, patch, channels, pooling (`models.ARCHITECTURE_FIELDS`) and the hybrid's ResNet stages
+    (None for a plain ViT); for a BiT ResNet its blocks per stage, widths, channels, block type, groups
+    and padding (with `"family": "BiT ResNet"`). Its family's `architecture`."""
+    return family_of(config).architecture(config)
 
 
 def describe_architecture(arch: dict[str, Any]) -> str:
@@ -218,7 +190,7 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
     the model is built, then the parameters it does not train are frozen (`lora`: the model is
     returned wrapped in a `peft.PeftModel`)."""
     from ..configuration_vit_repro import ViTReproConfig
-    from ..models import config_from_variant, is_bit, reset_classifier, set_image_size
+    from ..models import config_from_variant
 
     m, method = recipe.model, recipe.train.method
     objective = objective_for(recipe)
@@ -247,16 +219,14 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
                 f"checkpoint: {describe_architecture(found)}; recipe ({m.variant or 'model.config'}): "
                 f"{describe_architecture(wanted)}. Point init_from at a matching checkpoint or change model.variant."
             )
-        if is_bit(config):
-            check_bit_model(m, f"`model.init_from` {m.init_from!r}")
-            if method in peft_methods.VIT_ONLY:
-                raise RecipeError(f"`train.method: {method}` adapts a ViT's blocks; `model.init_from` {m.init_from!r} is "
-                                  "a BiT ResNet: use full, linear or bitfit.")
-        else:
-            config.hidden_dropout_prob, config.attention_probs_dropout_prob = m.dropout, m.attention_dropout
-            config.drop_path_rate = m.drop_path_rate
-            for key, value in method_config.items():
-                setattr(config, key, value)
+        family = family_of(config)
+        if problem := family.recipe_problem(m, f"`model.init_from` {m.init_from!r}"):
+            raise RecipeError(problem)
+        if method in peft_methods.VIT_ONLY and not family.has_blocks:
+            raise RecipeError(f"`train.method: {method}` adapts a ViT's blocks; `model.init_from` {m.init_from!r} is "
+                              f"a {family.name}: use full, linear or bitfit.")
+        family.apply_recipe_fields(config, {"hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": m.attention_dropout,
+                                            "drop_path_rate": m.drop_path_rate, **method_config})
         try:  # the recipe's own settings first: an error there is the recipe's, not the checkpoint's
             for key, value in objective.config_updates().items():
                 setattr(config, key, value)
@@ -271,14 +241,13 @@ def build_model(recipe: Recipe, num_classes: int, id2label: dict[int, str] | Non
             raise RecipeError(f"`model.init_from` {m.init_from!r}: cannot build the model: {err}") from None
         if recipe.mode == "finetune":
             keep = m.representation_size is not None and getattr(config, "representation_size", None) is not None
-            reset_classifier(model, num_classes, id2label=id2label, keep_representation=keep)
+            family.reset_head(model, num_classes, id2label=id2label, keep_representation=keep)
         elif objective.needs_labels and model.config.num_labels != num_classes:
             raise RecipeError(
                 f"`mode: pretrain` continues {m.init_from!r} with its {model.config.num_labels}-way head, but the data "
                 f"has {num_classes} classes; use `mode: finetune` to attach a new head."
             )
-        if is_bit(model) or tuple(model.config.image_hw) != (m.image_size, m.image_size):
-            set_image_size(model, m.image_size)  # a ViT resamples its position embeddings; a ResNet records it
+        family.set_image_size(model, m.image_size)  # a ViT resamples its position embeddings; a ResNet records it
     if m.gradient_checkpointing:
         model.activation_checkpointing_enable()
     if m.recompute_mlp_activation:
@@ -306,21 +275,9 @@ def _reason(err: Exception) -> Exception:
 def _recipe_architecture(m, checkpoint_config) -> dict[str, Any]:
     """The architecture a recipe's `model.variant` / `model.config` asks for, completed by the
     checkpoint's config where the recipe says nothing (to compare with the checkpoint's)."""
-    from ..configuration_vit_repro import ViTReproConfig
-    from ..models import is_bit
-    from ..variants import bit_config, is_bit_variant, variant_kwargs
-
     try:
-        if is_bit_variant(m.variant):
-            return architecture(bit_config(m.variant, **m.config))
-        if m.variant is None and is_bit(checkpoint_config):
-            from transformers import BitConfig
-
-            return architecture(BitConfig(**{**checkpoint_config.to_dict(), **m.config}))
-        if is_bit(checkpoint_config):  # a ViT variant asked of a BiT checkpoint
-            return architecture(ViTReproConfig.from_variant(m.variant, **m.config))
-        expected = {"backbone_config": None, **variant_kwargs(m.variant)} if m.variant else {}
-        return architecture(ViTReproConfig(**{**checkpoint_config.to_dict(), **expected, **m.config}))
+        family = family_for_variant(m.variant, m.config) if m.variant else family_of(checkpoint_config)
+        return architecture(family.completed_config(m.variant, m.config, checkpoint_config))
     except (TypeError, ValueError, StrictDataclassError) as err:
         raise RecipeError(f"`model`: cannot build the model the recipe names: {_reason(err)}") from None
 

@@ -20,7 +20,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     launcher = "accelerate launch -m hf_vit_repro" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "vit-repro"
     command = " ".join([launcher, "train", shlex.quote(args.recipe), *map(shlex.quote, args.overrides)])
     try:
-        return _train_and_report(recipe, command)
+        return _train_and_report(recipe, command, getattr(args, "publish", None))
     finally:  # the process group outlives the runs of a sweep (`distributed.finish_trackers`)
         from accelerate import PartialState
 
@@ -28,9 +28,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             PartialState().destroy_process_group()
 
 
-def _train_and_report(recipe, command: str) -> int:
+def _train_and_report(recipe, command: str, publish=None) -> int:
+    """`publish`: what `run.push_to_hub` publishes the run with (the top-level CLI sets `hub.push_run`)."""
     try:
-        result = run_recipe(recipe, command=command)
+        result = run_recipe(recipe, command=command, publish=publish)
     except TrainingDivergedError as err:
         print(f"vit-repro train: error: {err}", file=sys.stderr)
         return 3

@@ -95,6 +95,11 @@ class TrainResult:
     trainable_parameters: int | None = None  # what `train.method` trains (all of them for `full`)
 
 
+#: What publishes a finished run (`run.push_to_hub`): called as `publish(run_dir, repo_id)` on the main
+#: process; `hf_vit_repro.hub.push_run` (passed in by `vit-repro train`).
+Publisher = Callable[[Path, str], Any]
+
+
 def _default_command(recipe: Recipe) -> str:
     source = getattr(recipe, "source", None)
     return f"vit-repro train {shlex.quote(str(source or recipe.output_dir / runs.RECIPE))}"
@@ -107,30 +112,40 @@ def train(
     eval_dataset=None,
     callbacks: Sequence[Callable[[TrainState], None]] = (),
     command: str | None = None,
+    publish: Publisher | None = None,
 ) -> TrainResult:
     """Run one recipe (no sweep: see `run_recipe`) and write its run folder.
 
     `train_dataset` / `eval_dataset` replace the recipe's data (any `datasets.Dataset` with
     "image" and "label"; "image" alone for masked patch prediction). `callbacks` run after every
-    update on every process. Raises `RecipeError` for bad input before the first update,
+    update on every process. `publish(run_dir, repo_id)` publishes the finished run when the recipe
+    sets `run.push_to_hub` (on the main process): `hf_vit_repro.hub.push_run`, which `vit-repro
+    train` passes; training itself never imports the hub (DESIGN.md's order). Raises `RecipeError`
+    for bad input (`run.push_to_hub` without `publish` included) before the first update,
     `TrainingDivergedError` if the loss stops being finite (the last checkpoint stays the last
     good one).
     """
     import torch
 
     recipe.validate()
+    if recipe.run.push_to_hub and publish is None:
+        raise RecipeError(
+            "`run.push_to_hub: true` needs a publisher: call train / run_recipe with publish=hf_vit_repro.hub.push_run "
+            "(`vit-repro train` does), or set run.push_to_hub=false and push later with `vit-repro push`."
+        )
     threads = torch.get_num_threads()
     if recipe.run.torch_threads:
         torch.set_num_threads(recipe.run.torch_threads)
     try:
         with contextlib.ExitStack() as cleanup:
             cleanup.enter_context(runs.library_progress_bars(recipe.run.progress_bar))  # off means all bars
-            return _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup)
+            return _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup, publish)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: contextlib.ExitStack) -> TrainResult:
+def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: contextlib.ExitStack,
+           publish: Publisher | None) -> TrainResult:
     import torch
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -385,7 +400,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     if r.trackers:
         finish_trackers(accelerator)
     if r.push_to_hub and main:
-        push_run_to_hub(run_dir, r.hub_repo_id)
+        publish(run_dir, r.hub_repo_id)
     return TrainResult(run_dir, step, last_loss, accuracy, train_time, num_parameters, losses,
                        trainable_parameters=trainable_parameters)
 
@@ -426,13 +441,4 @@ def _device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return device.type
-
-
-def push_run_to_hub(run_dir: Path, repo_id: str) -> Any:
-    """Publish a finished run with `hf_vit_repro.hub.push_run` (imported here, on demand)."""
-    try:
-        from ..hub import push_run
-    except ImportError as err:
-        raise RecipeError(f"run.push_to_hub needs hf_vit_repro.hub.push_run, which is not available: {err}") from None
-    return push_run(run_dir, repo_id)
 

@@ -40,7 +40,7 @@ from ..modeling_vit_repro import (
     masked_patch_prediction_losses,
     sample_patch_corruption,
 )
-from ..models import classifier_class
+from ..models import family_of
 from .optim import classification_loss, mixup
 from .recipe import Recipe
 
@@ -89,7 +89,7 @@ class Classification(Objective):
     name = "classification"
 
     def model_class_for(self, config):
-        return classifier_class(config)
+        return family_of(config).classifier_class()
 
     def step_loss(self, model, batch, key):
         t = self.recipe.train

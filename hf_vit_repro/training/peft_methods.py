@@ -220,9 +220,9 @@ def recipe_problem(train, variant: str | None) -> str | None:
         return (f"`train.method: {train.method}` trains a classifier head; `train.objective: {train.objective}` "
                 "has none: use `train.method: full`.")
     if train.method in VIT_ONLY and variant is not None:
-        from ..variants import is_bit_variant
+        from ..models import family_for_variant
 
-        if is_bit_variant(variant):
-            return (f"`train.method: {train.method}` adapts a ViT's blocks; {variant} is a BiT ResNet: use full, "
+        if not (family := family_for_variant(variant)).has_blocks:
+            return (f"`train.method: {train.method}` adapts a ViT's blocks; {variant} is a {family.name}: use full, "
                     "linear or bitfit.")
     return None

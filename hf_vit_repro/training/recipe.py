@@ -319,22 +319,23 @@ class Recipe:
         choice("optim.optimizer", o.optimizer, OPTIMIZERS)
         choice("optim.schedule", o.schedule, SCHEDULES)
         choice("train.objective", t.objective, OBJECTIVES)
+        if m.variant is not None:
+            from ..models import family_for_variant
+            from ..variants import canonical_name
+
+            try:
+                m.variant = canonical_name(m.variant)
+            except ValueError as err:
+                raise RecipeError(f"`model.variant`: {err}") from None
+            if problem := family_for_variant(m.variant, m.config).recipe_problem(m):
+                raise RecipeError(problem)
         self._validate_method()
         choice("train.loss", t.loss, LOSSES)
         choice("data.augmentation", d.augmentation, AUGMENTATIONS)
         choice("run.mixed_precision", r.mixed_precision, MIXED_PRECISIONS)
         if not self.name or any(c in self.name for c in "/\\"):
             raise RecipeError(f"`name` must be a non-empty name without slashes, got {self.name!r}.")
-        if m.variant is not None:
-            from ..variants import canonical_name, is_bit_variant
-
-            try:
-                m.variant = canonical_name(m.variant)
-            except ValueError as err:
-                raise RecipeError(f"`model.variant`: {err}") from None
-            if is_bit_variant(m.variant):
-                check_bit_model(m)
-        elif m.init_from is None and not m.config:
+        if m.variant is None and m.init_from is None and not m.config:
             raise RecipeError(
                 "The recipe names no model: set `model.variant` (e.g. 'ViT-B/16'), `model.config` "
                 "(ViTReproConfig fields) or `model.init_from` (a checkpoint to fine-tune)."
@@ -442,7 +443,7 @@ class Recipe:
     def _validate_masked_patch_prediction(self) -> None:
         """What `train.objective: masked_patch_prediction` rules out: it pretrains a plain ViT
         without labels, a classifier head or a pre-logits layer."""
-        from ..variants import is_bit_variant
+        from ..models import family_for_variant
 
         m, t, o = self.model, self.train, self.optim
         what = "`train.objective: masked_patch_prediction`"
@@ -456,16 +457,9 @@ class Recipe:
                 f"{what} trains no pre-logits layer: set `model.representation_size: null` (got "
                 f"{m.representation_size}); fine-tuning adds the classifier head."
             )
-        if is_bit_variant(m.variant):
-            raise RecipeError(
-                f"{what} is defined for plain ViTs only: {m.variant} is a BiT ResNet, which has no patch tokens to "
-                "corrupt; choose a ViT `model.variant`."
-            )
-        if (m.variant is not None and "+" in m.variant) or m.config.get("backbone_config"):
-            raise RecipeError(
-                f"{what} is defined for plain ViTs only (a hybrid's CNN sees the corrupted patches' pixels): "
-                f"choose a ViT `model.variant` instead of {m.variant or 'a backbone_config'}."
-            )
+        family = family_for_variant(m.variant, m.config)
+        if problem := family.masked_patch_prediction_problem(m.variant or "a backbone_config"):
+            raise RecipeError(f"{what} is {problem}")
         if t.mixup_alpha:
             raise RecipeError(f"{what} mixes no labels: set `train.mixup_alpha: 0` (got {t.mixup_alpha}).")
         if t.loss != "softmax_xent" or t.label_smoothing:
@@ -478,21 +472,6 @@ class Recipe:
                 f"{what} has no validation accuracy to sweep the learning rate on: set one `optim.lr` (the paper "
                 "uses 2e-4) and leave `optim.lr_sweep` empty."
             )
-
-
-def check_bit_model(m: ModelRecipe, subject: str | None = None) -> None:
-    """A BiT ResNet has none of the ViT's dropout, pre-logits layer or memory options: `RecipeError`
-    naming those the recipe sets. `subject` says where the ResNet comes from (default: the variant)."""
-    wrong = [f"model.{key}={getattr(m, key)!r}" for key, off in (
-        ("dropout", 0.0), ("attention_dropout", 0.0), ("drop_path_rate", 0.0), ("representation_size", None),
-        ("gradient_checkpointing", False), ("recompute_mlp_activation", False),
-    ) if getattr(m, key) != off]
-    if wrong:
-        subject = subject or f"`model.variant` {m.variant}"
-        raise RecipeError(
-            f"{subject} is a BiT ResNet, which has no dropout, stochastic depth, pre-logits layer or ViT memory "
-            f"options; remove {', '.join(wrong)} (rates 0, representation_size null, the options false)."
-        )
 
 
 _CONFIG_KEY_OWNERS = {
@@ -651,34 +630,21 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] | Sequence[tup
     return recipe
 
 
-#: The tiny model of DESIGN.md (image 32, patch 8, width 32, 2 layers) that smoke runs train.
-SMOKE_MODEL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, patch_size=8)
-#: ... and its hybrid version: a one-stage BiT ResNet (stride 4) under 2 x 2 "patches".
-SMOKE_BACKBONE = dict(depths=[1], hidden_sizes=[64], embedding_size=32, num_groups=8)
-#: A BiT ResNet shrunk the same way: two stages of one pre-activation unit, 16-32-64 channels.
-SMOKE_BIT = dict(depths=[1, 1], hidden_sizes=[32, 64], embedding_size=16, num_groups=8)
-
-
 def smoke_recipe(recipe: Recipe) -> Recipe:
-    """The same recipe shrunk to a few CPU steps: tiny model (hybrid stays hybrid, a BiT ResNet a
-    tiny BiT ResNet), 32-pixel
+    """The same recipe shrunk to a few CPU steps: the tiny model of its family (`models.SMOKE_*`: a
+    hybrid stays hybrid, a BiT ResNet a tiny BiT ResNet), 32-pixel
     images, scikit-learn's digits unless a local `data.data_dir` is given, 3 steps of global
     batch 8 in micro-batches of 4 (so accumulation runs), checkpoint every 2 steps, a sweep over
     at most 2 learning rates. `init_from` is dropped unless it exists locally."""
     new = copy.deepcopy(recipe)
     m, d, o, t, r = new.model, new.data, new.optim, new.train, new.run
-    hybrid = bool(m.config.get("backbone_config")) or (m.variant is not None and "+" in m.variant)
     if m.init_from is not None and not Path(m.init_from).exists():
         m.init_from = None
-    from ..variants import is_bit_variant
+    from ..models import family_for_variant
 
-    if m.init_from is None and is_bit_variant(m.variant):
-        m.config = {**m.config, **SMOKE_BIT}
-    elif m.init_from is None:
-        m.config = {**m.config, **SMOKE_MODEL}
-        if hybrid:
-            m.config.update(patch_size=2, backbone_config=dict(SMOKE_BACKBONE))
-        if m.representation_size:
+    if m.init_from is None:
+        m.config = family_for_variant(m.variant, m.config).smoke_config(m.config)
+        if m.representation_size:  # a ViT's (a BiT ResNet has none)
             m.representation_size = 16
     m.image_size = 32
     if d.data_dir is None:

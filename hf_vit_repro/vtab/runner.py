@@ -189,8 +189,7 @@ def base_recipe(
         values["optim"]["lr_sweep"] = list(DEFAULT_LR_SWEEP)
     if checkpoint is not None:
         values["model"]["init_from"] = str(checkpoint)
-        if _is_bit_checkpoint(checkpoint):  # a ResNet has no dropout and no pre-logits layer to configure
-            values["model"].update(dropout=0.0, attention_dropout=0.0, drop_path_rate=0.0, representation_size=None)
+        values["model"].update(_fixed_model_fields(checkpoint))  # a ResNet: no dropout, no pre-logits layer
     with tempfile.TemporaryDirectory() as folder:
         resolved = Path(folder) / path.name
         resolved.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
@@ -199,9 +198,13 @@ def base_recipe(
     return loaded
 
 
-def _is_bit_checkpoint(checkpoint: str | os.PathLike) -> bool:
+def _fixed_model_fields(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """The recipe's `model.*` settings the checkpoint's family has no use for, at the values it accepts."""
+    from ..models import find_family
+
     config = Path(checkpoint) / "config.json"
-    return config.is_file() and runs.read_json(config).get("model_type") == "bit"
+    family = find_family(runs.read_json(config)) if config.is_file() else None
+    return dict(family.fixed_model_fields) if family is not None else {}
 
 
 def _value(recipe, dotted: str) -> Any:
