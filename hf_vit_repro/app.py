@@ -205,9 +205,10 @@ class Predictor:
                              "Predictor.from_pretrained(CHECKPOINT).")
         self.maps_note = None
         if self.encoder is None:
-            from .models import is_bit
+            from .models import find_family
 
-            what = "a BiT ResNet, which has no attention" if is_bit(model) else (
+            family = find_family(model)
+            what = f"a {family.name}, which has no attention" if family is not None and not family.has_blocks else (
                 f"a {type(model).__name__}, not this package's ViT (convert it with `vit-repro convert`)")
             self.maps_note = (f"The attention maps are ViT-only: this model is {what}. The classification is "
                               "the model's own; attention rollout and attention distance are not drawn.")
