@@ -27,7 +27,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant", "step", "step_bit_code")  # optim.lr_multiplier
 LOSSES = ("softmax_xent", "sigmoid_xent")
 OBJECTIVES = ("classification", "masked_patch_prediction")
-AUGMENTATIONS = ("inception_crop", "finetune", "none")
+AUGMENTATIONS = ("inception_crop", "finetune", "finetune_inception", "none")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 EMA_CORRECTIONS = ("none", "debias", "warmup")  # train.ema_correction: see optim.EMA
 
@@ -73,8 +73,8 @@ class DataRecipe:
     on `val_split`, or, when that is null, on a `val_fraction` of the training split held out
     with a fixed seed (paper Appendix B.1.1: 2% for CIFAR, 1% for ImageNet, 10% for Pets and
     Flowers). `holdout: true` is how a sweep member says "train on the rest, evaluate on the
-    held-out part". `augmentation`: `inception_crop` (pretraining), `finetune` (the transfer
-    preprocessing, VTAB-aware for registry tasks), `none` (resize only). `flip: null` keeps the
+    held-out part". `augmentation`: `inception_crop` (pretraining), `finetune` (transfer: resize to `resize_size`, null: 7/6
+    of the resolution, random crop; VTAB-aware), `finetune_inception` (vit_jax's crop), `none`. `flip: null` keeps the
     task's own rule (no flips where they change the label). `strict: false` (the default) skips
     images that cannot be decoded, in training and in the end-of-run evaluation, and counts them
     (`skipped_images` in train_summary.json, `num_skipped` in the metrics); `true` stops at the
@@ -99,6 +99,7 @@ class DataRecipe:
     holdout: bool = False
     augmentation: str = "finetune"
     flip: bool | None = None
+    resize_size: int | None = None
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     max_train_examples: int | None = None
@@ -350,17 +351,14 @@ class Recipe:
                     f"`model.config.{key}` is set by the recipe itself; use "
                     f"{_CONFIG_KEY_OWNERS.get(key, 'the data task (classes come from it)')} instead."
                 )
-        if len(d.mean) != 3 or len(d.std) != 3 or any(s <= 0 for s in d.std):
-            raise RecipeError(f"`data.mean` and `data.std` need 3 values (std > 0), got {d.mean} / {d.std}.")
+        from .data_checks import data_problem
+
+        if (problem := data_problem(d, m.image_size)) is not None:
+            raise RecipeError(problem)
         if not 0.0 <= d.val_fraction < 1.0:
             raise RecipeError(f"`data.val_fraction` must lie in [0, 1), got {d.val_fraction}.")
         if d.holdout and d.val_fraction <= 0:
             raise RecipeError("`data.holdout: true` needs `data.val_fraction` > 0 (the part held out for validation).")
-        positive("data.max_train_examples", d.max_train_examples, allow_none=True)
-        positive("data.max_eval_examples", d.max_eval_examples, allow_none=True)
-        positive("data.subset", d.subset, allow_none=True)
-        if d.subset is not None and d.subset > 1 and d.subset != int(d.subset):
-            raise RecipeError(f"`data.subset` is a fraction in (0, 1] or a whole number of images, got {d.subset}.")
         positive("optim.lr", o.lr)
         for lr in o.lr_sweep:
             positive("optim.lr_sweep[...]", lr)
