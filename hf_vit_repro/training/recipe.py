@@ -141,7 +141,8 @@ class TrainRecipe:
     """The optimisation problem: length (`steps`, or `epochs` of the training split), batch
     (`global_batch_size` images per update, reached with micro-batches of `micro_batch_size` per
     process and gradient accumulation), objective, loss (`softmax_xent`, or `sigmoid_xent` on
-    one-hot targets), label smoothing, Polyak averaging (`ema_decay`, `ema_correction`), seed, evaluation interval.
+    one-hot targets), label smoothing, Polyak averaging (`ema_decay`, `ema_correction`), seed, evaluation interval,
+    few-shot probes during training (`fewshot_eval: {every, tasks, shots, seeds, ...}`, `training.fewshot_curve`).
     `mixup_alpha` > 0 turns on MixUp as BiT-HyperRule uses it (alpha 0.1 for 20k+ training images):
     each update draws lambda ~ Beta(alpha, alpha), every micro-batch is mixed with a permutation of
     itself and the loss is lambda L(y) + (1 - lambda) L(y_permuted) (`optim.mixup`).
@@ -182,6 +183,7 @@ class TrainRecipe:
     eval_every: int = 0
     eval_batch_size: int = 256
     early_stopping_patience: int | None = None
+    fewshot_eval: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -351,9 +353,9 @@ class Recipe:
                     f"`model.config.{key}` is set by the recipe itself; use "
                     f"{_CONFIG_KEY_OWNERS.get(key, 'the data task (classes come from it)')} instead."
                 )
-        from .data_checks import data_problem
+        from .recipe_checks import recipe_problem
 
-        if (problem := data_problem(d, m.image_size)) is not None:
+        if (problem := recipe_problem(self)) is not None:
             raise RecipeError(problem)
         if not 0.0 <= d.val_fraction < 1.0:
             raise RecipeError(f"`data.val_fraction` must lie in [0, 1), got {d.val_fraction}.")

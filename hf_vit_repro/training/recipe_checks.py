@@ -1,9 +1,16 @@
-"""Checks of a recipe's `data` section that need more than a range (`Recipe.validate` calls `data_problem`).
-
-Each returns the one-line message `RecipeError` shows (what is wrong, how to fix it), or None.
+"""Checks of a recipe that need more than a range, kept out of recipe.py (`Recipe.validate` calls
+`recipe_problem`). Each returns the one-line message `RecipeError` shows (what is wrong, how to fix
+it), or None.
 """
 
 from __future__ import annotations
+
+
+def recipe_problem(recipe) -> str | None:
+    """The first problem of `data_problem` and of `train.fewshot_eval` (`fewshot_curve.fewshot_problem`)."""
+    from .fewshot_curve import fewshot_problem
+
+    return data_problem(recipe.data, recipe.model.image_size) or fewshot_problem(recipe.train.fewshot_eval)
 
 
 def data_problem(data, image_size: int) -> str | None:
