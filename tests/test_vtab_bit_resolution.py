@@ -1,5 +1,5 @@
 """BiT's per-task VTAB resolution (`vtab.bit_resolution`, `vit-repro vtab --protocol bit-hyperrule
---resolution bit-hyperrule`) against google-research/big_transfer `bit_hyperrule.py` (`get_resolution`:
+--resolution-rule bit-hyperrule`) against google-research/big_transfer `bit_hyperrule.py` (`get_resolution`:
 area below 96 x 96 -> (160, 128), else (512, 480); its `known_dataset_sizes` give the dataset sizes
 checked first), and how a BiT VTAB run gets it; the paper's 384 px stays the default."""
 

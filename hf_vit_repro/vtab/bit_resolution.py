@@ -1,5 +1,5 @@
 """BiT's fine-tuning resolution rule, as an option for BiT ResNets on VTAB-1k (`vit-repro vtab --protocol
-bit-hyperrule --resolution bit-hyperrule`).
+bit-hyperrule --resolution-rule bit-hyperrule`).
 
 What each source says:
 
@@ -24,7 +24,7 @@ SMALL_AREA = 96 * 96
 #: (precrop, crop) of BiT's code (`bit_hyperrule.get_resolution`) for small and for other images.
 BIT_CODE_SMALL = (160, 128)
 BIT_CODE_LARGE = (512, 480)
-#: `--resolution` choices: the paper's one 384 px for every task, or BiT's rule per task.
+#: `--resolution-rule` choices: the paper's one 384 px for every task, or BiT's rule per task.
 RESOLUTION_RULES = ("paper", "bit-hyperrule")
 RESOLUTION_TEXT = {
     "paper": "384 px for every task (the paper's VTAB protocol, Appendix B.1.1)",

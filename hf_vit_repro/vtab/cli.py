@@ -30,7 +30,7 @@ def _cmd_vtab(args) -> int:
     record = runner.run_vtab(
         args.checkpoint, tasks, protocol=args.protocol, output_dir=args.output_dir, recipe=args.recipe, overrides=overrides,
         data_root=args.data_root, data_dirs=data_dirs, pretraining_data=args.pretraining_data,
-        keep_checkpoints=args.keep_checkpoints, resolution=args.resolution,
+        keep_checkpoints=args.keep_checkpoints, resolution=args.resolution_rule,
     )
     from accelerate import PartialState
 
@@ -63,7 +63,7 @@ def add_vtab_cli(subparsers) -> None:
     p.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
                    help="paper (default): one setting for all tasks; sweep: a learning rate chosen per task on val200; "
                    "bit-hyperrule: BiT-HyperRule's one setting (BiT ResNets)")
-    p.add_argument("--resolution", choices=RESOLUTION_RULES, default="paper",
+    p.add_argument("--resolution-rule", choices=RESOLUTION_RULES, default="paper",
                    help="paper (default): every task at the recipe's resolution (384 px, the paper's VTAB protocol); "
                    "bit-hyperrule (with --protocol bit-hyperrule): BiT's code's rule per task, 160 -> 128 px for images "
                    "below 96 x 96 (CIFAR-100, SVHN, EuroSAT, dSprites), else 512 -> 480")

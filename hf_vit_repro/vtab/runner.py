@@ -490,7 +490,7 @@ def check_resolution(protocol: str, resolution: str) -> None:
     if resolution not in RESOLUTION_RULES:
         raise ValueError(f"unknown resolution rule {resolution!r}; choose one of {', '.join(RESOLUTION_RULES)}")
     if resolution != "paper" and protocol != "bit-hyperrule":
-        raise ValueError(f"--resolution {resolution} goes with --protocol bit-hyperrule (BiT ResNets fine-tuned as BiT "
+        raise ValueError(f"--resolution-rule {resolution} goes with --protocol bit-hyperrule (BiT ResNets fine-tuned as BiT "
                          f"does); the {protocol!r} protocol trains every task at the recipe's resolution")
 
 
