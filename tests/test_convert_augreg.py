@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 
+from hf_vit_repro.cli import main
 from hf_vit_repro.convert import convert, load_npz_checkpoint
 from hf_vit_repro.convert_augreg import AugRegFinetune, AugRegName, config_settings, parse_augreg_name
 from hf_vit_repro.hub import model_card
@@ -117,6 +118,15 @@ def test_regularisation_in_the_name_reaches_the_config(tmp_path):
     (tmp_path / "override").mkdir()
     _, overridden = _convert(tmp_path / "override", name, drop_path_rate=0.0)
     assert (overridden["hidden_dropout_prob"], overridden["drop_path_rate"]) == (0.1, 0.0)
+
+
+def test_cli_says_what_the_name_told_it(tmp_path, capsys):
+    path = tmp_path / f"{TIMM_TI16_I1K}.npz"
+    np.savez(path, **jax_vit_arrays(**TI, grid=2))
+    assert main(["convert", str(path), str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "Read from the AugReg file name" in out and "augmentation level: light0" in out
+    assert "pretraining data: ImageNet-1k (ILSVRC-2012) (i1k), 300 epochs" in out
 
 
 def test_fine_tuned_name_round_trip(tmp_path):

@@ -100,7 +100,7 @@ def test_vtab_run_records_the_rule(checkpoint, tmp_path):
     assert record["protocol"]["resolution"]["rule"] == "bit-hyperrule"
     assert record["tasks"]["vtab/svhn"]["hyperparameters"]["resolution"] == 128
     assert record["tasks"]["vtab/svhn"]["hyperparameters"]["resize_size"] == 160
-    assert "Resolution per task: BiT's released code" in (out / "vtab.md").read_text()
+    assert "Resolution per task, in place of the 384 px above: BiT's released code" in (out / "vtab.md").read_text()
     with pytest.raises(ValueError, match="goes with --protocol bit-hyperrule"):
         run_vtab(checkpoint, ["vtab/svhn"], resolution="bit-hyperrule", output_dir=tmp_path / "other",
                  finetune_fn=finetune, log=lambda _: None)

@@ -426,7 +426,7 @@ def vtab_report(record: Mapping[str, Any]) -> str:
     if protocol.get("departures"):
         lines.append(f"Departures from the paper's setting: {'; '.join(protocol['departures'])}.")
     if protocol.get("resolution"):
-        lines.append(f"Resolution per task: {protocol['resolution']['description']}.")
+        lines.append(f"Resolution per task, in place of the 384 px above: {protocol['resolution']['description']}.")
     paper = record.get("paper") or {}
     if paper:
         label = "**Paper (Table 9):**" if paper.get("comparable") else "**Paper:**"
