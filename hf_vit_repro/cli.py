@@ -65,7 +65,21 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         print(f"Wrote {out} (load it with timm.create_model({'local-dir:' + str(out)!r}, pretrained=True))")
     else:
         print(f"Wrote {out} (load it with {_auto_class_of(out)}.from_pretrained({str(out)!r}))")
+        _print_augreg(out)
     return 0
+
+
+def _print_augreg(folder) -> None:
+    """Say what an AugReg file name told `convert` (config.json's `augreg`, `convert_augreg`)."""
+    import json
+    from pathlib import Path
+
+    from .convert_augreg import card_rows
+
+    augreg = json.loads((Path(folder) / "config.json").read_text()).get("augreg")
+    if isinstance(augreg, dict):
+        facts = "; ".join(f"{key.lower()}: {value.replace('`', '')}" for key, value in card_rows(augreg)[1:])
+        print(f"Read from the AugReg file name (config.json `augreg`, shown in the model card): {facts}")
 
 
 def _auto_class_of(folder) -> str:

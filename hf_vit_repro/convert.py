@@ -831,6 +831,20 @@ def _check_npz_name(file_name: str, config: ViTReproConfig) -> None:
         )
 
 
+def _record_augreg_name(file_name: str, config: ViTReproConfig, overrides: Mapping) -> None:
+    """An AugReg file name (`convert_augreg`) sets the dropout and stochastic depth it was trained
+    with (unless `overrides` set them) and is kept in config.json under `augreg` for the model card."""
+    from .convert_augreg import config_settings, parse_augreg_name
+
+    name = parse_augreg_name(file_name)
+    if name is None:
+        return
+    for key, value in config_settings(name).items():
+        if key not in overrides:
+            setattr(config, key, value)
+    config.augreg = name.to_dict()
+
+
 def _read_npz(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
     import zipfile
 
@@ -903,6 +917,7 @@ def _npz_source(source, allow_pickle: bool, overrides: dict):
     state = convert_npz_state_dict(arrays)
     config = _npz_config(layout, arrays, state, overrides)
     _check_npz_name(str(source), config)
+    _record_augreg_name(str(source), config, overrides)
     # Both JAX codebases feed images scaled to [-1, 1]: mean = std = 0.5; tf.image.resize is bilinear.
     return load_converted(config, state), image_processor(config, (0.5,) * 3, (0.5,) * 3, resample=2)
 

@@ -27,7 +27,7 @@ SPLIT_BY_MODULE: set[str] = set()
 TIERS: list[set[str]] = [
     {"hf_vit_repro", "variants", "configuration_vit_repro", "modeling_vit_repro", "flops", "precision", "cli_options",
      "metrics", "paper_results", "figures"},
-    {"models", "runs", "convert_common", "convert_bit", "convert_native", "convert"},
+    {"models", "runs", "convert_common", "convert_bit", "convert_native", "convert", "convert_augreg"},
     {"data"},
     {"evaluation"},
     {"training"},

@@ -21,6 +21,13 @@ Sources (see shared/PAPER.md, "Training"):
   registry's `TaskSpec.crop` / `TaskSpec.flip`, `task_transforms`): no flip where a mirror changes
   the label, no crop where a crop does (VTAB's dSprites, SmallNORB azimuth, CLEVR, DMLab,
   KITTI); without the crop the image is resized straight to the resolution.
+- Fine-tuning as vit_jax runs it (`crop="inception"`, recipe `data.augmentation: finetune_inception`):
+  google-research/vision_transformer `vit_jax/input_pipeline.py` (`get_data`, mode "train"), the
+  pipeline of its fine-tuning code (`vit_jax/train.py`), does not resize-and-crop: it takes an
+  Inception crop, `tf.image.sample_distorted_bounding_box(area_range=(0.05, 1.0),
+  min_object_covered=0)` with TF's default aspect-ratio range (0.75, 1.33), resizes it to
+  `config.pp.crop` (384; `pp.resize` is not read there) and flips at random. The paper's text says
+  BiT's random crop, so that stays the default; this option follows the released code.
 - Evaluation: resize straight to the resolution (the original code: "usage of crop_size here is
   intentional"; BiT's test-time pre-processing too), or a central crop: `crop="resize_small"`
   (or `True`) resizes the shorter side first (big_vision's `resize_small|central_crop`),
@@ -271,6 +278,11 @@ class ResizeCropTransform(_ToTensor):
 
 
 EVAL_CROPS = ("resize_small", "resize")
+#: How fine-tuning crops (`finetune_transform(crop=...)`): "random", the paper's text (BiT's resize then
+#: random crop), or "inception", vit_jax's fine-tuning pipeline (module docstring).
+FINETUNE_CROPS = ("random", "inception")
+#: The recipe's fine-tuning `data.augmentation` values -> their crop.
+FINETUNE_AUGMENTATIONS = {"finetune": "random", "finetune_inception": "inception"}
 
 
 class EvalTransform(_ToTensor):
@@ -330,12 +342,19 @@ def finetune_transform(
     *,
     random_crop: bool = True,
     resize_size: int | Sequence[int] | None = None,
-) -> ResizeCropTransform:
+    crop: str = "random",
+) -> ResizeCropTransform | InceptionCropTransform:
     """The paper's transfer preprocessing (BiT's): resize to a `resize_size` square (default
     7/6 of the resolution, BiT's and big_vision's 448 -> 384), random crop to `image_size`,
     random flip when `flip`. `random_crop=False` resizes straight to the resolution (VTAB tasks
     whose label a crop changes); `task_transforms` picks both switches for a registry task.
+    `crop="inception"` takes vit_jax's fine-tuning crop instead of the random window: an Inception
+    crop (area 5-100%, aspect 3/4-4/3) resized to `image_size` (`resize_size` does not apply).
     Output (3, H, W) float32."""
+    if crop not in FINETUNE_CROPS:
+        raise ValueError(f"crop must be one of {FINETUNE_CROPS}, got {crop!r}")
+    if crop == "inception" and random_crop:
+        return InceptionCropTransform(image_size, mean, std, flip=flip)
     return ResizeCropTransform(image_size, mean, std, flip=flip, random_crop=random_crop, resize_size=resize_size)
 
 
@@ -381,16 +400,21 @@ def task_transforms(
     image_size: int | Sequence[int],
     mean: Sequence[float] = VIT_MEAN,
     std: Sequence[float] = VIT_STD,
-) -> tuple[ResizeCropTransform, EvalTransform]:
+    *,
+    crop: str = "random",
+    resize_size: int | Sequence[int] | None = None,
+) -> tuple[ResizeCropTransform | InceptionCropTransform, EvalTransform]:
     """(train, eval) transforms for fine-tuning on a registry task (name or `TaskSpec`).
 
-    Training: the paper's transfer preprocessing (resize to a 7/6 larger square, random crop,
-    random flip) with the task's own switches: no random crop where `spec.crop` is False (the
-    image is resized straight to the resolution) and no flip where `spec.flip` is False, BiT's
-    per-task rule for VTAB (registry docstring). Evaluation: resize to the resolution.
+    Training: the paper's transfer preprocessing (resize to a 7/6 larger square, or `resize_size`,
+    random crop, random flip; `crop="inception"`: vit_jax's Inception crop instead) with the task's
+    own switches: no crop where `spec.crop` is False (the image is resized straight to the
+    resolution) and no flip where `spec.flip` is False, BiT's per-task rule for VTAB (registry
+    docstring). Evaluation: resize to the resolution.
     """
     from .registry import get_task
 
     spec = get_task(task) if isinstance(task, str) else task
-    train = finetune_transform(image_size, mean, std, flip=spec.flip, random_crop=spec.crop)
+    train = finetune_transform(image_size, mean, std, flip=spec.flip, random_crop=spec.crop, resize_size=resize_size,
+                               crop=crop)
     return train, eval_transform(image_size, mean, std)

@@ -114,6 +114,7 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
     return {
         "name": name,
         "family": "vit",
+        "augreg": augreg_rows(raw.get("augreg")),
         "native": (raw.get("architectures") or ["ViTForImageClassification"])[0] if native else None,
         "architecture": architecture,
         "pipeline_tag": pipeline_tag_of(raw.get("architectures")),
@@ -125,6 +126,20 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
         "labels": [id2label[k] for k in sorted(id2label)][:10],
         "num_labels": len(id2label),
     }
+
+
+def augreg_rows(values) -> list[tuple[str, str]] | None:
+    """The card's lines on how an AugReg checkpoint was trained, from config.json's `augreg` entry
+    (written by `vit-repro convert` from the file name, `convert_augreg`); None when there is none
+    or it cannot be read (nothing is claimed then)."""
+    from ..convert_augreg import card_rows
+
+    if not isinstance(values, dict):
+        return None
+    try:
+        return card_rows(values)
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def _bit_variant_name(config) -> str | None:

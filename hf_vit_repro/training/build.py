@@ -69,6 +69,7 @@ def build_data(recipe: Recipe, train_dataset=None, eval_dataset=None) -> RunData
     and pick the transforms. Fails with `RecipeError` before training."""
     from ..data import eval_transform, finetune_transform, num_classes, pretrain_transform, task_transforms
     from ..data.augment import train_augmentation
+    from ..data.transforms import FINETUNE_AUGMENTATIONS
     from ..data.registry import TASKS
 
     d, size = recipe.data, recipe.model.image_size
@@ -108,10 +109,10 @@ def build_data(recipe: Recipe, train_dataset=None, eval_dataset=None) -> RunData
     mean, std = tuple(d.mean), tuple(d.std)
     if d.augmentation == "inception_crop":
         train_tf = pretrain_transform(size, mean, std)
-    elif d.augmentation == "finetune" and spec is not None and d.flip is None:
-        train_tf = task_transforms(spec, size, mean, std)[0]
-    elif d.augmentation == "finetune":
-        train_tf = finetune_transform(size, mean, std, flip=True if d.flip is None else d.flip)
+    elif (crop := FINETUNE_AUGMENTATIONS.get(d.augmentation)) and spec is not None and d.flip is None:
+        train_tf = task_transforms(spec, size, mean, std, crop=crop, resize_size=d.resize_size)[0]
+    elif crop:
+        train_tf = finetune_transform(size, mean, std, True if d.flip is None else d.flip, crop=crop, resize_size=d.resize_size)
     else:
         train_tf = eval_transform(size, mean, std)
     train_tf = train_augmentation(train_tf, d)  # RandAugment, random erasing (data.augment)

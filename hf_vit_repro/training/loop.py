@@ -54,6 +54,7 @@ from .distributed import (
     StopRequest, describe_distribution, finish_trackers, is_sharded, make_accelerator, micro_batches,
 )
 from .early_stopping import EarlyStopping
+from .fewshot_curve import FewshotCurve
 from . import peft_methods
 from .objectives import objective_for
 from .optim import EMA, build_optimizer, build_scheduler
@@ -229,6 +230,9 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
     log_file = run_dir / runs.LOGS_DIR / TRAIN_LOG
     if main:
         truncate_log(log_file, step)  # steps after the checkpoint were logged by the session that died
+    fewshot = FewshotCurve(t.fewshot_eval, recipe, run_dir, main) if t.fewshot_eval else None
+    if fewshot is not None:
+        fewshot.resume_at(step)
 
     # ---- the loop
     batches = micro_batches(accelerator, train_dl, step * accumulation)
@@ -307,6 +311,8 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
                 accelerator.log({f"eval/{data.eval_name}/{k}": v for k, v in metrics.items()}, step=step)
             if stopper is not None and stopper.update(step, metrics[objective.accuracy_metric]):
                 save_final_model(accelerator, model, recipe, runs.BEST_DIR)  # the best validation model so far
+        if fewshot is not None and fewshot.due(step, total_steps):
+            fewshot.evaluate(model, accelerator, step)
         saved = None
         stopped_early = stopper is not None and stopper.stopped
         interrupted = bool(totals[2]) and step < total_steps and not stopped_early

@@ -29,7 +29,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant", "step", "step_bit_code")  # optim.lr_multiplier
 LOSSES = ("softmax_xent", "sigmoid_xent")
 OBJECTIVES = ("classification", "masked_patch_prediction")
-AUGMENTATIONS = ("inception_crop", "finetune", "none")
+AUGMENTATIONS = ("inception_crop", "finetune", "finetune_inception", "none")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 EMA_CORRECTIONS = ("none", "debias", "warmup")  # train.ema_correction: see optim.EMA
 
@@ -75,11 +75,12 @@ class DataRecipe(AugmentRecipe):
     on `val_split`, or, when that is null, on a `val_fraction` of the training split held out
     with a fixed seed (paper Appendix B.1.1: 2% for CIFAR, 1% for ImageNet, 10% for Pets and
     Flowers). `holdout: true` is how a sweep member says "train on the rest, evaluate on the
-    held-out part". `augmentation`: `inception_crop` (pretraining), `finetune` (the transfer
-    preprocessing, VTAB-aware for registry tasks), `none` (resize only); `augment_level`, RandAugment, MixUp...:
-    `data.augment.AugmentRecipe`. `flip: null` keeps the task's own rule (no flips where they change the label).
-    `strict: false` (the default) skips images that cannot be decoded, in training and in the end-of-run evaluation, and
-    counts them (`skipped_images` in train_summary.json, `num_skipped` in the metrics); `true` stops at the first one.
+    held-out part". `augmentation`: `inception_crop` (pretraining), `finetune` (transfer: resize to `resize_size`, null: 7/6
+    of the resolution, random crop; VTAB-aware), `finetune_inception` (vit_jax's crop), `none`; `augment_level`,
+    RandAugment, MixUp...: `data.augment.AugmentRecipe`. `flip: null` keeps the task's own rule (no flips where they change
+    the label). `strict: false` (the default) skips images that cannot be decoded, in training and in the end-of-run
+    evaluation, and counts them (`skipped_images` in train_summary.json, `num_skipped` in the metrics); `true` stops at the
+    first one, naming its row and file.
 
     `subset` trains on a seeded random part of the training split (the paper's data-size study,
     Sec. 4.3: 9M, 30M, 90M of JFT-300M): a value in (0, 1] is a fraction, a larger one a number of
@@ -100,6 +101,7 @@ class DataRecipe(AugmentRecipe):
     holdout: bool = False
     augmentation: str = "finetune"
     flip: bool | None = None
+    resize_size: int | None = None
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     max_train_examples: int | None = None
@@ -141,7 +143,8 @@ class TrainRecipe:
     """The optimisation problem: length (`steps`, or `epochs` of the training split), batch
     (`global_batch_size` images per update, reached with micro-batches of `micro_batch_size` per
     process and gradient accumulation), objective, loss (`softmax_xent`, or `sigmoid_xent` on
-    one-hot targets), label smoothing, Polyak averaging (`ema_decay`, `ema_correction`), seed, evaluation interval.
+    one-hot targets), label smoothing, Polyak averaging (`ema_decay`, `ema_correction`), seed, evaluation interval,
+    few-shot probes during training (`fewshot_eval: {every, tasks, shots, seeds, ...}`, `training.fewshot_curve`).
     `mixup_alpha` > 0 turns on MixUp as BiT-HyperRule uses it (alpha 0.1 for 20k+ training images):
     each update draws lambda ~ Beta(alpha, alpha), every micro-batch is mixed with a permutation of
     itself and the loss is lambda L(y) + (1 - lambda) L(y_permuted) (`optim.mixup`).
@@ -182,6 +185,7 @@ class TrainRecipe:
     eval_every: int = 0
     eval_batch_size: int = 256
     early_stopping_patience: int | None = None
+    fewshot_eval: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -352,17 +356,14 @@ class Recipe:
                     f"`model.config.{key}` is set by the recipe itself; use "
                     f"{_CONFIG_KEY_OWNERS.get(key, 'the data task (classes come from it)')} instead."
                 )
-        if len(d.mean) != 3 or len(d.std) != 3 or any(s <= 0 for s in d.std):
-            raise RecipeError(f"`data.mean` and `data.std` need 3 values (std > 0), got {d.mean} / {d.std}.")
+        from .recipe_checks import recipe_problem
+
+        if (problem := recipe_problem(self)) is not None:
+            raise RecipeError(problem)
         if not 0.0 <= d.val_fraction < 1.0:
             raise RecipeError(f"`data.val_fraction` must lie in [0, 1), got {d.val_fraction}.")
         if d.holdout and d.val_fraction <= 0:
             raise RecipeError("`data.holdout: true` needs `data.val_fraction` > 0 (the part held out for validation).")
-        positive("data.max_train_examples", d.max_train_examples, allow_none=True)
-        positive("data.max_eval_examples", d.max_eval_examples, allow_none=True)
-        positive("data.subset", d.subset, allow_none=True)
-        if d.subset is not None and d.subset > 1 and d.subset != int(d.subset):
-            raise RecipeError(f"`data.subset` is a fraction in (0, 1] or a whole number of images, got {d.subset}.")
         positive("optim.lr", o.lr)
         for lr in o.lr_sweep:
             positive("optim.lr_sweep[...]", lr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..precision import PRECISIONS
 from ..training.peft_methods import METHODS
 from . import runner, selection  # looked up on each call, so tests (and callers) may replace runner's functions
+from .bit_resolution import RESOLUTION_RULES
 from .runner import DEFAULT_PROTOCOL, PLOT, PROTOCOLS, TABLE, resolve_tasks
 
 
@@ -39,7 +40,7 @@ def _cmd_vtab(args) -> int:
     record = runner.run_vtab(
         args.checkpoint, tasks, protocol=protocol, output_dir=args.output_dir, recipe=args.recipe, overrides=overrides,
         data_root=args.data_root, data_dirs=data_dirs, pretraining_data=args.pretraining_data,
-        keep_checkpoints=args.keep_checkpoints, selection_grid=grid,
+        keep_checkpoints=args.keep_checkpoints, selection_grid=grid, resolution=args.resolution_rule,
     )
     from accelerate import PartialState
 
@@ -81,6 +82,10 @@ def add_vtab_cli(subparsers) -> None:
                    "each multiplied by batch / 256 as VPT does)")
     p.add_argument("--select-weight-decay", type=float, nargs="+", default=None, metavar="WD",
                    help="the grid's weight decays (default VPT's: 0.01 0.001 0.0001 0)")
+    p.add_argument("--resolution-rule", choices=RESOLUTION_RULES, default="paper",
+                   help="paper (default): every task at the recipe's resolution (384 px, the paper's VTAB protocol); "
+                   "bit-hyperrule (with --protocol bit-hyperrule): BiT's code's rule per task, 160 -> 128 px for images "
+                   "below 96 x 96 (CIFAR-100, SVHN, EuroSAT, dSprites), else 512 -> 480")
     p.add_argument("--method", choices=METHODS, default=None,
                    help="which parameters are trained: full (default, the paper's fine-tuning), linear (the head), "
                    "bitfit (biases and head), lora (peft LoRA on qkv/o_proj/fc1/fc2), vpt-shallow / vpt-deep (prompt "

@@ -226,10 +226,12 @@ def task_slug(task: str) -> str:
     return task.split("/")[-1]
 
 
-def task_recipe(base, checkpoint: str | os.PathLike, task: str, output_dir: Path, data_dir: str | os.PathLike | None):
+def task_recipe(base, checkpoint: str | os.PathLike, task: str, output_dir: Path, data_dir: str | os.PathLike | None,
+                resolution: str = "paper"):
     """The base recipe with one task's data and folders: fine-tune `checkpoint` (its own
     architecture) on train800val200 and score the test split; with a sweep of two or more rates,
-    sweep members train on train800 and are compared on val200 first."""
+    sweep members train on train800 and are compared on val200 first. `resolution="bit-hyperrule"`
+    sets the task's resolution (and the random crop's square) by BiT's rule (`bit_resolution`)."""
     changes: dict[str, Any] = {
         "name": f"vtab-{task_slug(task)}",
         "mode": "finetune",
@@ -249,16 +251,25 @@ def task_recipe(base, checkpoint: str | os.PathLike, task: str, output_dir: Path
         "run.resume": "auto",
         "run.push_to_hub": False,
     }
+    if resolution == "bit-hyperrule":
+        from .bit_resolution import task_resolution
+
+        precrop, crop = task_resolution(task)
+        changes["model.image_size"] = crop
+        if base.data.augmentation == "finetune":  # the square the random crop is taken from
+            changes["data.resize_size"] = precrop
     if len(base.optim.lr_sweep) <= 1:  # nothing to select: no train800 runs, no val200
         lr = base.optim.lr_sweep[0] if base.optim.lr_sweep else base.optim.lr
         changes.update({"optim.lr": lr, "optim.lr_sweep": [], "data.sweep_train_split": None, "data.val_split": None})
     return base.replace(**changes)
 
 
-def protocol_of(base, checkpoint: str | os.PathLike, protocol: str = DEFAULT_PROTOCOL) -> dict[str, Any]:
+def protocol_of(base, checkpoint: str | os.PathLike, protocol: str = DEFAULT_PROTOCOL,
+                resolution: str = "paper") -> dict[str, Any]:
     """What decides the numbers: the protocol's name, the checkpoint, every hyperparameter of the
-    base recipe (not the runtime switches of its `run` section, except smoke) and, for `paper`,
-    the departures from the paper's setting (`departures`)."""
+    base recipe (not the runtime switches of its `run` section, except smoke), for `paper` the
+    departures from the paper's setting (`departures`), and a per-task `resolution` rule other than
+    the paper's."""
     import json
 
     values = base.to_dict()
@@ -269,6 +280,10 @@ def protocol_of(base, checkpoint: str | os.PathLike, protocol: str = DEFAULT_PRO
     values["data"] = {k: v for k, v in values["data"].items() if k not in ("task", "data_dir")}
     record = {"name": protocol, "description": PROTOCOL_TEXT[protocol], "checkpoint": str(checkpoint), "smoke": smoke,
               "departures": departures(base) if protocol == "paper" else None, "recipe": values}
+    if resolution != "paper":
+        from .bit_resolution import RESOLUTION_TEXT
+
+        record["resolution"] = {"rule": resolution, "description": RESOLUTION_TEXT[resolution]}
     return json.loads(json.dumps(record))
 
 
@@ -423,6 +438,8 @@ def vtab_report(record: Mapping[str, Any]) -> str:
              f"**Protocol: {name}.** {PROTOCOL_TEXT.get(name, '')}."]
     if protocol.get("departures"):
         lines.append(f"Departures from the paper's setting: {'; '.join(protocol['departures'])}.")
+    if protocol.get("resolution"):
+        lines.append(f"Resolution per task, in place of the 384 px above: {protocol['resolution']['description']}.")
     paper = record.get("paper") or {}
     if paper:
         label = "**Paper (Table 9):**" if paper.get("comparable") else "**Paper:**"
@@ -484,6 +501,18 @@ def plot_vtab(record: Mapping[str, Any], path: str | os.PathLike) -> Path:
 # ============================================================================ the runner
 
 
+def check_resolution(protocol: str, resolution: str) -> None:
+    """BiT's per-task resolution is for BiT ResNets fine-tuned as BiT does (`bit-hyperrule`); the
+    paper's ViT protocols train every task at 384 px."""
+    from .bit_resolution import RESOLUTION_RULES
+
+    if resolution not in RESOLUTION_RULES:
+        raise ValueError(f"unknown resolution rule {resolution!r}; choose one of {', '.join(RESOLUTION_RULES)}")
+    if resolution != "paper" and protocol != "bit-hyperrule":
+        raise ValueError(f"--resolution-rule {resolution} goes with --protocol bit-hyperrule (BiT ResNets fine-tuned as BiT "
+                         f"does); the {protocol!r} protocol trains every task at the recipe's resolution")
+
+
 def _task_entry(task: str, recipe, result, task_dir: Path, seconds: float) -> dict[str, Any]:
     from ..data import get_task
     from ..training import SWEEP
@@ -512,6 +541,7 @@ def _task_entry(task: str, recipe, result, task_dir: Path, seconds: float) -> di
             "method_options": dict(t.method_options),
             "batch_size": t.global_batch_size,
             "resolution": recipe.model.image_size,
+            "resize_size": recipe.data.resize_size,
             "optimizer": o.optimizer,
             "dropout": recipe.model.dropout,
             "momentum": o.momentum if o.optimizer == "sgd" else None,
@@ -565,6 +595,7 @@ def run_vtab(
     keep_checkpoints: bool = False,
     selection_grid: Mapping[str, Sequence[float]] | None = None,
     log: Callable[[str], None] = print,
+    resolution: str = "paper",
 ) -> dict[str, Any]:
     """Run the VTAB-1k `protocol` ("paper", "sweep" or "bit-hyperrule", module docstring) for `tasks` and write
     vtab.json / vtab.md / vtab.png to `output_dir` (default: the run folder of `checkpoint`, else
@@ -576,7 +607,9 @@ def run_vtab(
     pretraining run). `finetune_fn(recipe) -> TrainResult` does one task's fine-tuning (default
     `training.run_recipe`). Finished tasks found in an existing vtab.json of the same protocol are
     skipped. `selection_grid` ({"lr": [...], "weight_decay": [...]}) is the `select` protocol's grid
-    (default VPT's, `selection.default_grid()`). Returns the results record.
+    (default VPT's, `selection.default_grid()`). `resolution` ("paper" or "bit-hyperrule", `bit_resolution`): one 384 px
+    for every task, or, with the `bit-hyperrule` protocol only, BiT's code's rule per task (128 px below 96 x 96 images,
+    else 480). Returns the results record.
     """
     from accelerate import PartialState
 
@@ -586,17 +619,14 @@ def run_vtab(
     if finetune_fn is None and protocol != "select":
         from ..training import run_recipe as finetune_fn
     names = resolve_tasks(tasks)
+    check_resolution(protocol, resolution)
     source, run_dir = resolve_checkpoint(checkpoint)
     base = base_recipe(recipe, overrides, source, protocol)
     out = Path(output_dir) if output_dir is not None else default_output_dir(checkpoint, run_dir, "vtab")
     path = out / runs.VTAB
-    settings = protocol_of(base, source, protocol)
+    settings = protocol_of(base, source, protocol, resolution)
     if protocol == "select":
-        grid = {k: [float(v) for v in values] for k, values in (selection_grid or selection.default_grid()).items()}
-        problem = selection.grid_problem(base.train.method, grid)
-        if problem:
-            raise ValueError(problem)
-        settings["selection_grid"] = grid
+        settings["selection_grid"] = grid = selection.checked_grid(base.train.method, selection_grid)
         finetune_fn = finetune_fn or selection.selecting_finetune(grid)
     paper = paper_comparison(settings, checkpoint_identity(source, run_dir, pretraining_data))
     record: dict[str, Any] = {"checkpoint": str(checkpoint), "protocol": settings, "paper": paper, "tasks": {}}
@@ -630,7 +660,7 @@ def run_vtab(
             candidate = Path(data_root) / str(get_task(task).hub_id)
             data_dir = candidate if candidate.is_dir() else None
         task_dir = out / "vtab" / task_slug(task)
-        recipe_t = task_recipe(base, source, task, out / "vtab", data_dir)
+        recipe_t = task_recipe(base, source, task, out / "vtab", data_dir, resolution)
         log(f"[{number}/{len(names)}] {task}: fine-tuning (lr {recipe_t.optim.lr_sweep or [recipe_t.optim.lr]}) "
             f"in {task_dir}")
         start = time.perf_counter()
@@ -664,4 +694,5 @@ __all__ = [
     "vtab_report",
     "plot_vtab",
     "run_vtab",
+    "check_resolution",
 ]

@@ -89,6 +89,14 @@ def grid_problem(method: str, grid: Mapping[str, Sequence[float]]) -> str | None
     return None
 
 
+def checked_grid(method: str, grid: Mapping[str, Sequence[float]] | None) -> dict[str, list[float]]:
+    """`grid` (default VPT's) as floats, or ValueError with `grid_problem`'s message."""
+    grid = {k: [float(v) for v in values] for k, values in (grid or default_grid()).items()}
+    if problem := grid_problem(method, grid):
+        raise ValueError(problem)
+    return grid
+
+
 def member_name(lr: float, weight_decay: float) -> str:
     return f"lr_{lr:g}_wd_{weight_decay:g}"
 
