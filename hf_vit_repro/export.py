@@ -3,6 +3,7 @@ ExportedProgram, checked against PyTorch before the folder is written.
 
     vit-repro export outputs/run1 vit-onnx                         # ONNX, dynamic batch axis: onnx/model.onnx
     vit-repro export outputs/run1 vit-int8 --quantize int8         # + onnx/model_quantized.onnx
+    vit-repro export outputs/run1 vit-q --quantize int8-static --calibration-data digits   # calibrated int8
     vit-repro export my-vit vit-pt2 --format exported-program --image-size 384
     vit-repro verify-export vit-onnx --checkpoint outputs/run1     # check an existing folder
 
@@ -10,7 +11,8 @@ The output folder describes itself:
 
     OUT/
       onnx/model.onnx             the float32 ONNX graph (a model over 2 GB adds model.onnx.data)
-      onnx/model_quantized.onnx   with `quantize="int8"`: its dynamic int8 quantisation
+      onnx/model_quantized.onnx   with `quantize=`: its int8 quantisation (dynamic or static)
+      quantization_check_inputs.npy   int8-static: the held-out images its graph was checked on
       model.pt2                   the ExportedProgram instead, for `format="exported-program"`
       config.json                 the model's config (`image_size` = the exported resolution)
       preprocessor_config.json    the checkpoint's ViTImageProcessor, resizing to that resolution
@@ -79,12 +81,19 @@ dynamic (traced at 2) or at the traced size; the largest absolute difference of 
 be within `tolerance` (1e-4 by default, for float32). Everything is written into a temporary sibling folder that is renamed to
 `OUT` only after the check passes, so a failed export leaves nothing behind.
 
-Int8 (`quantize="int8"`, `--quantize int8`, ONNX only): the float32 graph is exported and checked
-as above and kept as `onnx/model.onnx`, then quantised by
-`onnxruntime.quantization.quantize_dynamic` (int8 weights of every MatMul, activation scales
-computed per call) into `onnx/model_quantized.onnx`; that graph is checked against PyTorch
+Int8 (`quantize=`, `--quantize`, ONNX only; `hf_vit_repro.quantization`): the float32 graph is
+exported and checked as above and kept as `onnx/model.onnx`, then quantised into
+`onnx/model_quantized.onnx`: "int8-dynamic" by `onnxruntime.quantization.quantize_dynamic` (int8
+weights of every MatMul, activation scales computed per call), "int8-static" by `quantize_static`
+(QDQ, int8 weights per output channel, activation scales calibrated on `calibration` images of
+the task), "int8" meaning `quantization.DEFAULT_INT8`. That graph is checked against PyTorch
 relative to the outputs' scale: every output's largest absolute difference must be within
-`tolerance` (0.1 by default) times its largest absolute PyTorch value. The report's `artefact`
+`tolerance` (0.1 by default) times its largest absolute PyTorch value, on the random inputs
+(dynamic) or on held-out images of the calibration source, which the folder keeps (static: its
+fixed scales clip random pixels; that check is recorded under `quantization.random_input_parity`,
+not required). A classifier's checks also record the share of top-1 classes that agree with
+PyTorch (`top1_agreement`); the calibration (source, split, images, method) is recorded under
+`quantization.calibration`. The report's `artefact`
 and `parity` are the int8 graph's (what `load_exported` runs by default); the float32 graph and
 its check are under `quantization.float32_artefact` and `quantization.float32_parity`, and
 `verify` checks both. The exporter's shape annotations
@@ -431,7 +440,8 @@ def check_parity(
         step = max(batch_sizes)
         batches = [{INPUT_NAME: pixel_values[i:i + step]} for i in range(0, len(pixel_values) - step + 1, step)]
     else:
-        batches = [random_inputs(exportable.input_names, batch, model.config, seed=seed + i) for i, batch in enumerate(batch_sizes)]
+        batches = [random_inputs(exportable.input_names, batch, model.config, seed=seed + i)
+                   for i, batch in enumerate(batch_sizes)]
     for inputs in batches:
         batch = len(inputs[INPUT_NAME])
         with torch.no_grad():
@@ -980,7 +990,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         report = export(
             args.checkpoint, args.output_dir, format=args.format, opset=args.opset, dynamic_batch=args.dynamic_batch,
             image_size=args.image_size, tolerance=args.tolerance, progress=not args.no_progress, quantize=args.quantize,
-            calibration=_calibration_of(args),
+            calibration=quantization.calibration_from_args(args),
         )  # fmt: skip
     except ImportError as err:
         print(f"vit-repro export: error: {err}", file=sys.stderr)
@@ -988,32 +998,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     parity = report["parity"]
     inputs = ", ".join(f"{i['name']} {i['shape']}" for i in report["inputs"])
     shapes = ", ".join(f"{o['name']} {o['shape']}" for o in report["outputs"])
-    quantization = report.get("quantization") or {}
-    if quantization.get("float32_artefact"):
-        print(f"Wrote {Path(args.output_dir) / quantization['float32_artefact']} (float32, max abs diff "
-              f"{_diff_summary(quantization['float32_parity'])} <= {_parity_bound(quantization['float32_parity'])})")
+    int8_record = report.get("quantization") or {}
+    if int8_record.get("float32_artefact"):
+        print(f"Wrote {Path(args.output_dir) / int8_record['float32_artefact']} (float32, max abs diff "
+              f"{_diff_summary(int8_record['float32_parity'])} <= {_parity_bound(int8_record['float32_parity'])})")
     print(f"Wrote {Path(args.output_dir) / report['artefact']} ({report['architecture']}, {report['format']}"
           + (f", opset {report['opset']}" if report["opset"] else "") + f"): {inputs} -> {shapes}")
-    kind = quantization.get("quantize", "int8-dynamic").removeprefix("int8-")
-    quantized = f" (int8, {kind})" if quantization else ""
+    kind = int8_record.get("quantize", "int8-dynamic").removeprefix("int8-")
+    quantized = f" (int8, {kind})" if int8_record else ""
     on = f", {parity['inputs']}" if parity.get("inputs") else f", batch sizes {parity['batch_sizes']}"
     agreement = f"; top-1 agreement {parity['top1_agreement']:.1%}" if "top1_agreement" in parity else ""
     print(f"Parity with PyTorch{quantized} ({parity['runtime']}{on}): max abs diff "
           f"{_diff_summary(parity)} <= {_parity_bound(parity)}{agreement}")
-    if calibration := quantization.get("calibration"):
+    if calibration := int8_record.get("calibration"):
         print(f"Calibrated on {calibration['images']} images of {calibration['source']} ({calibration['split']}, "
               f"{calibration['method']})")
     return 0
-
-
-def _calibration_of(args: argparse.Namespace) -> Calibration | None:
-    """The `--calibration-*` options as a `Calibration` (None without --calibration-data)."""
-    from .cli_options import data_dir_for
-
-    if args.calibration_data is None:
-        return None
-    return Calibration(args.calibration_data, images=args.calibration_images, method=args.calibration_method,
-                       split=args.calibration_split, data_dir=data_dir_for(args.data_dir, args.calibration_data))
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -1029,7 +1029,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers) -> None:
     """`vit-repro export` and `vit-repro verify-export`."""
-    from .cli_options import add_data_dir, add_no_progress
+    from .cli_options import add_no_progress
 
     p = subparsers.add_parser(
         "export",
@@ -1064,17 +1064,7 @@ def add_cli(subparsers) -> None:
                    "scale: int8-dynamic (ONNX Runtime's dynamic quantisation: int8 weights, activations quantised per "
                    "call), int8-static (QDQ, int8 weights per channel, activation scales calibrated on "
                    f"--calibration-data) or int8 (= {quantization.DEFAULT_INT8})")
-    p.add_argument("--calibration-data", default=None, metavar="FOLDER|DATASET|TASK",
-                   help="int8-static: images to calibrate on: a folder of images, a dataset folder or Hub dataset id, "
-                   "or a registry task (e.g. digits); preprocessed with the checkpoint's image processor")
-    p.add_argument("--calibration-split", default="train",
-                   help="split of --calibration-data to draw from (default train; a plain image folder is 'train')")
-    p.add_argument("--calibration-images", type=int, default=quantization.DEFAULT_CALIBRATION_IMAGES,
-                   help=f"images to calibrate on (default {quantization.DEFAULT_CALIBRATION_IMAGES}); "
-                   f"{quantization.CHECK_IMAGES} more are held out for the check")
-    p.add_argument("--calibration-method", default="minmax", choices=tuple(quantization.CALIBRATION_METHODS),
-                   help="how activation ranges are taken from the calibration images: minmax (default), percentile, entropy")
-    add_data_dir(p)
+    quantization.add_calibration_arguments(p)
     add_no_progress(p)
     p.set_defaults(func=_cmd_export)
 

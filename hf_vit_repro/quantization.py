@@ -205,6 +205,33 @@ def weight_axes(path: Path) -> dict[str, int | None]:
     return axes
 
 
+def add_calibration_arguments(parser) -> None:
+    """`vit-repro export`'s `--calibration-*` options and the shared `--data-dir`."""
+    from .cli_options import add_data_dir
+
+    parser.add_argument("--calibration-data", default=None, metavar="FOLDER|DATASET|TASK",
+                        help="int8-static: images to calibrate on: a folder of images, a dataset folder or Hub dataset id, "
+                        "or a registry task (e.g. digits); preprocessed with the checkpoint's image processor")
+    parser.add_argument("--calibration-split", default="train",
+                        help="split of --calibration-data to draw from (default train; a plain image folder is 'train')")
+    parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES,
+                        help=f"images to calibrate on (default {DEFAULT_CALIBRATION_IMAGES}); "
+                        f"{CHECK_IMAGES} more are held out for the check")
+    parser.add_argument("--calibration-method", default="minmax", choices=tuple(CALIBRATION_METHODS),
+                        help="how activation ranges are taken from the calibration images: minmax (default), percentile, entropy")
+    add_data_dir(parser)
+
+
+def calibration_from_args(args) -> Calibration | None:
+    """The `--calibration-*` options as a `Calibration` (None without --calibration-data)."""
+    from .cli_options import data_dir_for
+
+    if args.calibration_data is None:
+        return None
+    return Calibration(args.calibration_data, images=args.calibration_images, method=args.calibration_method,
+                       split=args.calibration_split, data_dir=data_dir_for(args.data_dir, args.calibration_data))
+
+
 __all__ = [
     "QUANTIZATIONS",
     "DEFAULT_INT8",
@@ -221,4 +248,6 @@ __all__ = [
     "save_check_inputs",
     "load_check_inputs",
     "weight_axes",
+    "add_calibration_arguments",
+    "calibration_from_args",
 ]
