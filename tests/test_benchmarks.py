@@ -124,6 +124,32 @@ def test_default_output_never_overwrites_committed_results(tmp_path, monkeypatch
     assert {"row": "vit_s16", "impls": {}} in [r[0] for r in rows]
 
 
+def benchmark_module(name: str):
+    """A script of benchmarks/ imported as a module (its folder on sys.path while it loads)."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def digits_classifier(folder: Path, preprocess):
+    """`(model, digits/test, its pixels)`: the tiny checkpoint saved in `folder` with a 10-way
+    least-squares head on digits/test as `preprocess(images)` makes its pixels."""
+    from hf_vit_repro.data import load_task
+
+    from .run_fixtures import save_tiny_checkpoint
+
+    model = save_tiny_checkpoint(folder)
+    test = load_task("digits", split="test")
+    pixels = preprocess(test["image"])
+    fit_least_squares_head(model, pixels, test["label"])
+    model.save_pretrained(folder)
+    return model, test, pixels
+
+
 def fit_least_squares_head(model, pixels: torch.Tensor, labels) -> None:
     """A random encoder's predictions are nearly constant: a least-squares linear head on its features
     (digits' 10 classes) gives a classifier whose predictions vary, so a comparison means something."""
@@ -142,21 +168,13 @@ def test_quantization_script_scores_both_graphs_on_real_images(tmp_path):
     the same 300 images."""
     from transformers import AutoImageProcessor
 
-    from hf_vit_repro.data import load_task
+    quantize_onnx = benchmark_module("quantize_onnx")
 
-    from .run_fixtures import save_tiny_checkpoint
+    def preprocess(images):
+        processor = AutoImageProcessor.from_pretrained(tmp_path / "ckpt")
+        return processor([image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import quantize_onnx
-    finally:
-        sys.path.pop(0)
-    model = save_tiny_checkpoint(tmp_path / "ckpt")
-    test = load_task("digits", split="test")
-    processor = AutoImageProcessor.from_pretrained(tmp_path / "ckpt")
-    pixels = processor([image.convert("RGB") for image in test["image"]], return_tensors="pt")["pixel_values"]
-    fit_least_squares_head(model, pixels, test["label"])
-    model.save_pretrained(tmp_path / "ckpt")
+    model, test, pixels = digits_classifier(tmp_path / "ckpt", preprocess)
     result = quantize_onnx.accuracy(str(tmp_path / "ckpt"), "digits", "test", threads=1)
     with torch.no_grad():
         predicted = model(pixel_values=pixels).logits.argmax(-1)
@@ -173,20 +191,11 @@ def test_int8_accuracy_script_scores_float32_dynamic_and_static_graphs(tmp_path)
     is scored on the same 300 images against it."""
     from transformers import AutoModelForImageClassification
 
-    from hf_vit_repro.data import eval_transform, load_task
+    from hf_vit_repro.data import eval_transform
 
-    from .run_fixtures import save_tiny_checkpoint
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import int8_accuracy
-    finally:
-        sys.path.pop(0)
-    model = save_tiny_checkpoint(tmp_path / "ckpt")
-    test = load_task("digits", split="test")
-    pixels = torch.stack([eval_transform(32, (0.5,) * 3, (0.5,) * 3)(image) for image in test["image"]])
-    fit_least_squares_head(model, pixels, test["label"])
-    model.save_pretrained(tmp_path / "ckpt")
+    int8_accuracy = benchmark_module("int8_accuracy")
+    transform = eval_transform(32, (0.5,) * 3, (0.5,) * 3)
+    _, test, pixels = digits_classifier(tmp_path / "ckpt", lambda images: torch.stack([transform(i) for i in images]))
     rows = int8_accuracy.accuracy(str(tmp_path / "ckpt"), "digits", "test", "train", 32, ["minmax"], threads=1, batch=64,
                                   repeats=1)
     assert [row["graph"] for row in rows] == ["pytorch", "fp32", "int8-dynamic", "int8-static-minmax"]
