@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown rows {unknown}; choose from {sorted(ROWS)}")
     started = time.time()
     results = {
-        "command": " ".join(["python", "benchmarks/int8_accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join(["python", "benchmarks/int8_accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": f"cpu-{platform.machine()}-{os.cpu_count()}cores", "cpu": cpu_description(),
         "threads": args.threads, "load_average_before": list(os.getloadavg()),
         "accuracy": accuracy(args.checkpoint, args.task, args.split, args.calibration_split, args.calibration_images, methods,

@@ -37,9 +37,10 @@ import numpy as np
 
 #: `quantize=` choices (ONNX only). "int8" is the alias of `DEFAULT_INT8`.
 QUANTIZATIONS = ("int8", "int8-dynamic", "int8-static")
-#: What "int8" means: dynamic, chosen by measurement (benchmarks/README.md, "Static int8"): on the demo's
-#: digits test split both kept the float32 accuracy, dynamic needs no calibration data, and static was
-#: not faster on the 2-core AMD EPYC the measurement ran on.
+#: What "int8" means: dynamic, chosen by measurement (benchmarks/README.md, "Static (calibrated) against
+#: dynamic int8"): on the demo's digits test split dynamic changed none of 300 float32 predictions and
+#: static one (both within 0.5 points), dynamic needs no calibration data, and static was no faster on
+#: ViT-S/16 and ViT-B/16 (0.80-0.93x dynamic on the 2-core AMD EPYC, one outlier run aside).
 DEFAULT_INT8 = "int8-dynamic"
 #: `Calibration.method` -> ONNX Runtime's `CalibrationMethod` name.
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
