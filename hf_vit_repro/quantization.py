@@ -132,13 +132,24 @@ def calibration_pixels(calibration: Calibration, image_processor) -> tuple[np.nd
 
 
 class _Batches:
-    """ONNX Runtime's `CalibrationDataReader` protocol over an (N, C, H, W) array, in batches."""
+    """ONNX Runtime's `CalibrationDataReader` protocol over an (N, C, H, W) array, in batches of
+    `batch_size` (a remainder smaller than that is left out)."""
 
-    def __init__(self, name: str, pixels: np.ndarray, batch_size: int = 16):
-        self.feeds = iter([{name: pixels[i:i + batch_size]} for i in range(0, len(pixels), batch_size)])
+    def __init__(self, name: str, pixels: np.ndarray, batch_size: int):
+        starts = range(0, max(len(pixels) - batch_size + 1, 1), batch_size)
+        self.feeds = iter([{name: pixels[i:i + batch_size]} for i in starts])
 
     def get_next(self):
         return next(self.feeds, None)
+
+
+def _fixed_batch(path: Path, input_name: str) -> int | None:
+    """The batch size of a graph traced without a dynamic batch axis (None when it is dynamic)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dim = next(i for i in graph.input if i.name == input_name).type.tensor_type.shape.dim[0]
+    return None if dim.dim_param or not dim.dim_value else dim.dim_value
 
 
 def quantize_onnx(plain: Path, quantized: Path, quantize: str, input_name: str, calibration: np.ndarray | None = None,
@@ -161,9 +172,10 @@ def quantize_onnx(plain: Path, quantized: Path, quantize: str, input_name: str, 
                 settings = {"method": "dynamic int8: onnxruntime.quantization.quantize_dynamic, QInt8 weights (per tensor), "
                             "per-call activation scales", "weight_type": "QInt8", "per_channel": False}
             else:
+                batches = _Batches(input_name, calibration, _fixed_batch(plain, input_name) or 16)
                 with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the calibrators print
                     quantize_static(
-                        str(plain), str(quantized), _Batches(input_name, calibration), quant_format=QuantFormat.QDQ,
+                        str(plain), str(quantized), batches, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(STATIC_OPS), per_channel=True, reduce_range=False,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),

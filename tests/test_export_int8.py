@@ -152,15 +152,17 @@ def test_verify_repeats_the_check_on_the_kept_images(trained, static_export, tmp
         verify(copy)
 
 
-def test_cli_static_int8_from_a_registry_task_with_another_method(trained, tmp_path, capsys):
+def test_cli_static_int8_from_a_registry_task_with_another_method_and_a_static_batch(trained, tmp_path, capsys):
     out = tmp_path / "static"
     assert main(["export", str(trained["checkpoint"]), str(out), "--quantize", "int8-static", "--calibration-data", "digits",
-                 "--calibration-images", "32", "--calibration-method", "percentile", "--no-progress"]) == 0
+                 "--calibration-images", "32", "--calibration-method", "percentile", "--static-batch", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "(int8, static)" in printed and "Calibrated on 32 images of digits (train, percentile)" in printed
     report = json.loads((out / "export_report.json").read_text())
     assert report["quantization"]["calibration"]["num_source_images"] == 1497
     assert report["quantization"]["calibration_method"] == "percentile" and report["parity"]["passed"]
+    # a graph of fixed batch size 2 is calibrated and checked in batches of 2
+    assert report["inputs"][0]["shape"][0] == 2 and report["parity"]["batch_sizes"] == [2] * 8
 
 
 def one_line_error(capsys) -> str:
