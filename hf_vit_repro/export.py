@@ -105,7 +105,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import logging
 import os
 import shutil
 import sys
@@ -428,10 +427,11 @@ def check_parity(
     """Run the exported `run` (called as `load_exported`'s: `run(pixel_values, **other_inputs)`)
     and the PyTorch `model` on the same seeded random inputs (`random_inputs`) of each batch size,
     or on `pixel_values` given (N, C, H, W) in full batches of the largest batch size (a statically
-    quantised graph's check on held-out images; a remainder is left out); returns the largest absolute difference per
-    output and whether all are within `tolerance` (with `relative`, within `tolerance` times that
-    output's largest absolute PyTorch value, plus `DEFAULT_TOLERANCE`; a quantised graph's check),
-    and for a classifier the share of inputs whose top-1 class is PyTorch's (`top1_agreement`)."""
+    quantised graph's check on held-out images; a remainder is left out); returns the largest
+    absolute difference per output and whether all are within `tolerance` (with `relative`, within
+    `tolerance` times that output's largest absolute PyTorch value, plus `DEFAULT_TOLERANCE`; a
+    quantised graph's check), and for a classifier the share of inputs whose top-1 class is
+    PyTorch's (`top1_agreement`)."""
     exportable = ExportableModel(model).eval()
     diffs = {name: 0.0 for name in exportable.output_names}
     scales = {name: 0.0 for name in exportable.output_names}
@@ -618,9 +618,10 @@ def export_model(
     exportable = ExportableModel(model).eval()
     processor = copy.deepcopy(image_processor) if image_processor is not None else default_image_processor(model.config)
     set_processor_size(processor, *model.config.image_hw)  # a timm source's centre crop stays one
+    calibrated = None  # (Calibration, calibration pixels, check pixels, description)
     if calibration is not None:  # bad calibration data is reported before tracing
         steps.set_postfix_str("reading calibration images")
-        calibration = (calibration, *quantization.calibration_pixels(calibration, processor))
+        calibrated = (calibration, *quantization.calibration_pixels(calibration, processor))
     sample = tuple(random_inputs(exportable.input_names, TRACED_BATCH_SIZE, model.config, seed=1234).values())
     with torch.no_grad():  # the model's own errors for inputs it cannot take come out here, not from a tracer
         sample_outputs = exportable(*sample)
@@ -669,7 +670,7 @@ def export_model(
             )
         if quantize:
             steps.set_postfix_str(f"quantizing ({quantization.canonical(quantize)})")
-            report = _quantize_int8(tmp, artefact, report, model, check_batches, tolerance, output_dir, quantize, calibration)
+            report = _quantize_int8(tmp, artefact, report, model, check_batches, tolerance, output_dir, quantize, calibrated)
         runs.write_json(tmp / REPORT, report)
         steps.update()
         steps.close()
@@ -697,10 +698,10 @@ def _as_calibration(calibration) -> Calibration | None:
 
 
 def _quantize_int8(folder: Path, artefact: Path, report: dict, model, batch_sizes, tolerance: float, output_dir: Path,
-                   quantize: str = "int8", calibration: tuple | None = None) -> dict:
+                   quantize: str = "int8", calibrated: tuple | None = None) -> dict:
     """Quantise the checked float32 `artefact` (`quantization.quantize_onnx`) into `QUANTIZED_ONNX`
     beside it, check that against PyTorch relative to the outputs' scale (a static graph on the
-    held-out images of `calibration`, `(Calibration, calibration pixels, check pixels,
+    held-out images of `calibrated`, `(Calibration, calibration pixels, check pixels,
     description)`, kept in the folder for `verify`; its result on the random inputs is recorded,
     not required), and return the report updated (files, artefact and parity of the int8 graph,
     `quantization` with the float32 graph's)."""
@@ -712,14 +713,13 @@ def _quantize_int8(folder: Path, artefact: Path, report: dict, model, batch_size
     plain = folder / "float32.tmp.onnx"  # weights beside it: a float32 graph may exceed protobuf's 2 GB
     onnx.save(graph, str(plain), save_as_external_data=True, location="float32.tmp.onnx.data")
     del graph
-    settings, check_pixels = {}, None
-    if calibration is not None:
-        chosen, calibration_pixels, check_pixels, described = calibration
-        settings = {"calibration": described}
+    settings, calibration_pixels, check_pixels, method = {}, None, None, "minmax"
+    if calibrated is not None:
+        chosen, calibration_pixels, check_pixels, described = calibrated
+        settings, method = {"calibration": described}, chosen.method
         quantization.save_check_inputs(folder, check_pixels)
         check_pixels = torch.from_numpy(quantization.load_check_inputs(folder))  # as `verify` will read them
-    settings = {**quantization.quantize_onnx(plain, quantized, quantize, INPUT_NAME, calibration and calibration[1],
-                                             chosen.method if calibration else "minmax"), **settings}
+    settings = {**quantization.quantize_onnx(plain, quantized, quantize, INPUT_NAME, calibration_pixels, method), **settings}
     for temporary in folder.glob("float32.tmp.onnx*"):
         temporary.unlink()
     float32_parity = report["parity"]
@@ -936,8 +936,8 @@ def verify(
     results = []
     for artefact, bound, relative in graphs:
         try:
-            own_inputs = pixel_values if artefact == report["artefact"] else None
-            parity = check_parity(runners[artefact], model, batches, bound, seed=100, relative=relative, pixel_values=own_inputs)
+            own = pixel_values if artefact == report["artefact"] else None  # the float32 graph: random inputs
+            parity = check_parity(runners[artefact], model, batches, bound, seed=100, relative=relative, pixel_values=own)
         except ExportError:
             raise
         except Exception as err:  # a runtime error on a damaged or foreign graph
