@@ -161,6 +161,9 @@ def quantize_onnx(plain: Path, quantized: Path, quantize: str, input_name: str, 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     kind = canonical(quantize)
+    # the calibrator saves a copy of the float32 graph with every activation as an output: beyond
+    # protobuf's 2 GB (a ViT-H/14) its weights must go to a file of their own
+    large = sum(p.stat().st_size for p in plain.parent.glob(f"{plain.name}*")) > 2**31 - 2**28
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser logs advice on the root logger ("consider pre-processing")
@@ -179,7 +182,7 @@ def quantize_onnx(plain: Path, quantized: Path, quantize: str, input_name: str, 
                         op_types_to_quantize=list(STATIC_OPS), per_channel=True, reduce_range=False,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
-                        use_external_data_format=False,
+                        use_external_data_format=large,
                     )  # fmt: skip
                 settings = {"method": "static int8: onnxruntime.quantization.quantize_static, QDQ, QInt8 weights per "
                             "channel, QUInt8 activations with calibrated scales", "weight_type": "QInt8",
