@@ -3,6 +3,7 @@ ExportedProgram, checked against PyTorch before the folder is written.
 
     vit-repro export outputs/run1 vit-onnx                         # ONNX, dynamic batch axis: onnx/model.onnx
     vit-repro export outputs/run1 vit-int8 --quantize int8         # + onnx/model_quantized.onnx
+    vit-repro export outputs/run1 vit-q --quantize int8-static --calibration-data digits   # calibrated int8
     vit-repro export my-vit vit-pt2 --format exported-program --image-size 384
     vit-repro verify-export vit-onnx --checkpoint outputs/run1     # check an existing folder
 
@@ -10,7 +11,8 @@ The output folder describes itself:
 
     OUT/
       onnx/model.onnx             the float32 ONNX graph (a model over 2 GB adds model.onnx.data)
-      onnx/model_quantized.onnx   with `quantize="int8"`: its dynamic int8 quantisation
+      onnx/model_quantized.onnx   with `quantize=`: its int8 quantisation (dynamic or static)
+      quantization_check_inputs.npy   int8-static: the held-out images its graph was checked on
       model.pt2                   the ExportedProgram instead, for `format="exported-program"`
       config.json                 the model's config (`image_size` = the exported resolution)
       preprocessor_config.json    the checkpoint's ViTImageProcessor, resizing to that resolution
@@ -79,12 +81,19 @@ dynamic (traced at 2) or at the traced size; the largest absolute difference of 
 be within `tolerance` (1e-4 by default, for float32). Everything is written into a temporary sibling folder that is renamed to
 `OUT` only after the check passes, so a failed export leaves nothing behind.
 
-Int8 (`quantize="int8"`, `--quantize int8`, ONNX only): the float32 graph is exported and checked
-as above and kept as `onnx/model.onnx`, then quantised by
-`onnxruntime.quantization.quantize_dynamic` (int8 weights of every MatMul, activation scales
-computed per call) into `onnx/model_quantized.onnx`; that graph is checked against PyTorch
+Int8 (`quantize=`, `--quantize`, ONNX only; `hf_vit_repro.quantization`): the float32 graph is
+exported and checked as above and kept as `onnx/model.onnx`, then quantised into
+`onnx/model_quantized.onnx`: "int8-dynamic" by `onnxruntime.quantization.quantize_dynamic` (int8
+weights of every MatMul, activation scales computed per call), "int8-static" by `quantize_static`
+(QDQ, int8 weights per output channel, activation scales calibrated on `calibration` images of
+the task), "int8" meaning `quantization.DEFAULT_INT8`. That graph is checked against PyTorch
 relative to the outputs' scale: every output's largest absolute difference must be within
-`tolerance` (0.1 by default) times its largest absolute PyTorch value. The report's `artefact`
+`tolerance` (0.1 by default) times its largest absolute PyTorch value, on the random inputs
+(dynamic) or on held-out images of the calibration source, which the folder keeps (static: its
+fixed scales clip random pixels; that check is recorded under `quantization.random_input_parity`,
+not required). A classifier's checks also record the share of top-1 classes that agree with
+PyTorch (`top1_agreement`); the calibration (source, split, images, method) is recorded under
+`quantization.calibration`. The report's `artefact`
 and `parity` are the int8 graph's (what `load_exported` runs by default); the float32 graph and
 its check are under `quantization.float32_artefact` and `quantization.float32_parity`, and
 `verify` checks both. The exporter's shape annotations
@@ -96,7 +105,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import logging
 import os
 import shutil
 import sys
@@ -109,7 +117,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import runs
+from . import quantization, runs
+from .quantization import Calibration
 
 # What each exportable class takes and returns, in order. A new head is one line in each table:
 # class name -> the graph inputs (keyword arguments of its forward, each drawn for the parity
@@ -145,12 +154,12 @@ FORMATS = {"onnx": "onnx/model.onnx", "exported-program": "model.pt2"}
 QUANTIZED_ONNX = "onnx/model_quantized.onnx"
 REPORT = "export_report.json"
 DEFAULT_TOLERANCE = 1e-4
-#: `quantize=` choices (ONNX only): "int8" is ONNX Runtime's dynamic quantisation (int8 weights,
-#: activations quantised per call), checked against PyTorch relative to the outputs' scale.
 #: The lowest opset torch.onnx's exporter writes directly; below it the model goes through onnx's
 #: version converter, which fails on ViT's LayerNormalization (opset 17) and prints its own traceback.
 MIN_ONNX_OPSET = 18
-QUANTIZATIONS = ("int8",)
+#: `quantize=` choices (ONNX only; `hf_vit_repro.quantization`): int8-dynamic, int8-static (calibrated) and
+#: "int8", the alias of `quantization.DEFAULT_INT8`; checked against PyTorch relative to the outputs' scale.
+QUANTIZATIONS = quantization.QUANTIZATIONS
 DEFAULT_QUANTIZED_TOLERANCE = 0.1
 TRACED_BATCH_SIZE = 2
 DYNAMIC_CHECK_BATCH_SIZES = (1, 3)  # neither is the traced size
@@ -413,18 +422,28 @@ def random_inputs(names, batch_size: int, config, seed: int = 0) -> dict[str, to
 
 def check_parity(
     run: Callable, model: nn.Module, batch_sizes, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
-    relative: bool = False,
+    relative: bool = False, pixel_values: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Run the exported `run` (called as `load_exported`'s: `run(pixel_values, **other_inputs)`)
-    and the PyTorch `model` on the same seeded random inputs (`random_inputs`) of each batch size;
-    returns the largest absolute difference per output and whether all are within `tolerance`
-    (with `relative`, within `tolerance` times that output's largest absolute PyTorch value, plus
-    `DEFAULT_TOLERANCE`; a quantised graph's check)."""
+    and the PyTorch `model` on the same seeded random inputs (`random_inputs`) of each batch size,
+    or on `pixel_values` given (N, C, H, W) in full batches of the largest batch size (a statically
+    quantised graph's check on held-out images; a remainder is left out); returns the largest
+    absolute difference per output and whether all are within `tolerance` (with `relative`, within
+    `tolerance` times that output's largest absolute PyTorch value, plus `DEFAULT_TOLERANCE`; a
+    quantised graph's check), and for a classifier the share of inputs whose top-1 class is
+    PyTorch's (`top1_agreement`)."""
     exportable = ExportableModel(model).eval()
     diffs = {name: 0.0 for name in exportable.output_names}
     scales = {name: 0.0 for name in exportable.output_names}
-    for i, batch in enumerate(batch_sizes):
-        inputs = random_inputs(exportable.input_names, batch, model.config, seed=seed + i)
+    agree, total = 0, 0
+    if pixel_values is not None:
+        step = max(batch_sizes)
+        batches = [{INPUT_NAME: pixel_values[i:i + step]} for i in range(0, len(pixel_values) - step + 1, step)]
+    else:
+        batches = [random_inputs(exportable.input_names, batch, model.config, seed=seed + i)
+                   for i, batch in enumerate(batch_sizes)]
+    for inputs in batches:
+        batch = len(inputs[INPUT_NAME])
         with torch.no_grad():
             expected = exportable(*inputs.values())
         others = {name: t for name, t in inputs.items() if name != INPUT_NAME}
@@ -439,15 +458,20 @@ def check_parity(
             diff = float((got[name].float() - want.float()).abs().max())
             diffs[name] = max(diffs[name], diff if diff == diff else float("inf"))  # NaN counts as a failure
             scales[name] = max(scales[name], float(want.float().abs().max()))
+            if name == "logits" and want.ndim == 2:
+                agree += int((got[name].argmax(-1) == want.argmax(-1)).sum())
+                total += len(want)
     bounds = {n: tolerance * scales[n] + DEFAULT_TOLERANCE if relative else tolerance for n in diffs}
     result = {
-        "batch_sizes": list(batch_sizes),
+        "batch_sizes": list(batch_sizes) if pixel_values is None else [len(b[INPUT_NAME]) for b in batches],
         "tolerance": tolerance,
         "max_abs_diff": diffs,
         "passed": all(diffs[n] <= bounds[n] for n in diffs),
     }
     if relative:
         result.update(relative=True, max_abs_reference=scales)
+    if total:
+        result["top1_agreement"] = agree / total
     return result
 
 
@@ -512,14 +536,16 @@ def _prepare_output_dir(output_dir: Path, checkpoint_source: str | None) -> None
         raise FileExistsError(f"{output_dir} is the checkpoint itself; choose another output folder")
 
 
-def _check_options(format: str, opset: int | None, tolerance: float | None, quantize: str | None = None) -> None:
+def _check_options(format: str, opset: int | None, tolerance: float | None, quantize: str | None = None,
+                   calibration: Calibration | None = None) -> None:
     """Bad arguments are refused before any loading or tracing."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}")
+    quantization.canonical(quantize)  # an unknown name is refused
     if quantize is not None and format != "onnx":
         raise ValueError(f"--quantize {quantize} applies to the onnx format only (ONNX Runtime's quantisation)")
+    if problem := quantization.options_problem(quantize, calibration):
+        raise ValueError(problem)
     if format == "onnx":
         require_onnx()
     if opset is not None and format != "onnx":
@@ -552,10 +578,13 @@ def export_model(
     progress: bool = True,
     source: str | None = None,
     quantize: str | None = None,
+    calibration: Calibration | str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Export an in-memory model (a class of `EXPORT_OUTPUTS`) to `output_dir`; see the module
     docstring for the folder. `image_size` resamples a copy's position embeddings for good before
-    export; `opset` defaults to torch.onnx's (20 with torch 2.14). Returns the export report.
+    export; `opset` defaults to torch.onnx's (20 with torch 2.14). `quantize`: "int8-dynamic",
+    "int8-static" (with `calibration`: a `quantization.Calibration`, or its source alone) or "int8"
+    (`quantization.DEFAULT_INT8`). Returns the export report.
 
     Raises `ExportError` (and writes nothing) when the exported model's outputs differ from
     PyTorch's by more than `tolerance` (default 1e-4; with `quantize="int8"`, 0.1 relative to the
@@ -571,8 +600,12 @@ def export_model(
 
     if tolerance is None:
         tolerance = DEFAULT_TOLERANCE if quantize is None else DEFAULT_QUANTIZED_TOLERANCE
-    _check_options(format, opset, tolerance, quantize)
-    ExportableModel(model)  # refuses classes without an output table before any work
+    calibration = _as_calibration(calibration)
+    _check_options(format, opset, tolerance, quantize, calibration)
+    exportable = ExportableModel(model)  # refuses classes without an output table before any work
+    if calibration is not None and exportable.input_names != (INPUT_NAME,):
+        raise ValueError(f"--quantize int8-static calibrates on images alone; a {type(model).__name__} also takes "
+                         f"{', '.join(exportable.input_names[1:])}: use --quantize int8-dynamic")
     if image_size is not None:
         _check_image_size(model.config, image_size)
     output_dir = Path(output_dir)
@@ -583,6 +616,12 @@ def export_model(
     if image_size is not None:
         model.resize_position_embeddings(image_size)
     exportable = ExportableModel(model).eval()
+    processor = copy.deepcopy(image_processor) if image_processor is not None else default_image_processor(model.config)
+    set_processor_size(processor, *model.config.image_hw)  # a timm source's centre crop stays one
+    calibrated = None  # (Calibration, calibration pixels, check pixels, description)
+    if calibration is not None:  # bad calibration data is reported before tracing
+        steps.set_postfix_str("reading calibration images")
+        calibrated = (calibration, *quantization.calibration_pixels(calibration, processor))
     sample = tuple(random_inputs(exportable.input_names, TRACED_BATCH_SIZE, model.config, seed=1234).values())
     with torch.no_grad():  # the model's own errors for inputs it cannot take come out here, not from a tracer
         sample_outputs = exportable(*sample)
@@ -610,8 +649,6 @@ def export_model(
         auto_map = getattr(model.config, "auto_map", None) or {}
         model.config.auto_map = {k: v for k, v in auto_map.items() if k == "AutoConfig"} or None
         model.config.save_pretrained(tmp)
-        processor = copy.deepcopy(image_processor) if image_processor is not None else default_image_processor(model.config)
-        set_processor_size(processor, *model.config.image_hw)  # a timm source's centre crop stays one
         processor.save_pretrained(tmp)
         steps.update()
 
@@ -632,7 +669,8 @@ def export_model(
                 f"(max abs diff {_diff_summary(parity)}); nothing was written to {output_dir}"
             )
         if quantize:
-            report = _quantize_int8(tmp, artefact, report, model, check_batches, tolerance, output_dir)
+            steps.set_postfix_str(f"quantizing ({quantization.canonical(quantize)})")
+            report = _quantize_int8(tmp, artefact, report, model, check_batches, tolerance, output_dir, quantize, calibrated)
         runs.write_json(tmp / REPORT, report)
         steps.update()
         steps.close()
@@ -653,13 +691,21 @@ def _parity_bound(parity: dict) -> str:
     return f"{parity['tolerance']:g}{relative}"
 
 
-def _quantize_int8(folder: Path, artefact: Path, report: dict, model, batch_sizes, tolerance: float, output_dir: Path) -> dict:
-    """Quantise the checked float32 `artefact` (dynamic int8) into `QUANTIZED_ONNX` beside it,
-    check that against PyTorch relative to the outputs' scale, and return the report updated
-    (files, artefact and parity of the int8 graph, `quantization` with the float32 graph's)."""
+def _as_calibration(calibration) -> Calibration | None:
+    if calibration is None or isinstance(calibration, Calibration):
+        return calibration
+    return Calibration(str(calibration))
+
+
+def _quantize_int8(folder: Path, artefact: Path, report: dict, model, batch_sizes, tolerance: float, output_dir: Path,
+                   quantize: str = "int8", calibrated: tuple | None = None) -> dict:
+    """Quantise the checked float32 `artefact` (`quantization.quantize_onnx`) into `QUANTIZED_ONNX`
+    beside it, check that against PyTorch relative to the outputs' scale (a static graph on the
+    held-out images of `calibrated`, `(Calibration, calibration pixels, check pixels,
+    description)`, kept in the folder for `verify`; its result on the random inputs is recorded,
+    not required), and return the report updated (files, artefact and parity of the int8 graph,
+    `quantization` with the float32 graph's)."""
     import onnx
-    import onnxruntime
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = folder / QUANTIZED_ONNX
     graph = onnx.load(str(artefact))  # with its external weights (model.onnx.data) if any
@@ -667,32 +713,37 @@ def _quantize_int8(folder: Path, artefact: Path, report: dict, model, batch_size
     plain = folder / "float32.tmp.onnx"  # weights beside it: a float32 graph may exceed protobuf's 2 GB
     onnx.save(graph, str(plain), save_as_external_data=True, location="float32.tmp.onnx.data")
     del graph
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantiser logs advice on the root logger ("consider pre-processing")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(plain), str(quantized), weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
+    settings, calibration_pixels, check_pixels, method = {}, None, None, "minmax"
+    if calibrated is not None:
+        chosen, calibration_pixels, check_pixels, described = calibrated
+        settings, method = {"calibration": described}, chosen.method
+        quantization.save_check_inputs(folder, check_pixels)
+        check_pixels = torch.from_numpy(quantization.load_check_inputs(folder))  # as `verify` will read them
+    settings = {**quantization.quantize_onnx(plain, quantized, quantize, INPUT_NAME, calibration_pixels, method), **settings}
     for temporary in folder.glob("float32.tmp.onnx*"):
         temporary.unlink()
     float32_parity = report["parity"]
     report["files"] = _artefact_files(folder)
     report["artefact"] = QUANTIZED_ONNX
     runs.write_json(folder / REPORT, report)
-    parity = check_parity(load_exported(folder), model, batch_sizes, tolerance, relative=True)
+    run = load_exported(folder)
+    parity = check_parity(run, model, batch_sizes, tolerance, relative=True, pixel_values=check_pixels)
     parity["runtime"] = _runtime_name("onnx")
+    if check_pixels is not None:
+        parity["inputs"] = f"{len(check_pixels)} held-out calibration-source images ({quantization.CHECK_INPUTS})"
+        random_parity = check_parity(run, model, batch_sizes, tolerance, relative=True)
+        settings["random_input_parity"] = {**random_parity, "note": "not required: fixed activation scales clip "
+                                           "inputs beyond the calibrated ranges, such as N(0, 1) pixels"}
+        settings["check_inputs"] = {"file": quantization.CHECK_INPUTS, "sha256": _sha256(folder / quantization.CHECK_INPUTS)}
     if not parity["passed"]:
         raise ExportError(
             f"the int8 model differs from PyTorch by more than {_parity_bound(parity)} (max abs diff "
-            f"{_diff_summary(parity)}); nothing was written to {output_dir}. Export float32 (no --quantize)."
+            f"{_diff_summary(parity)}); nothing was written to {output_dir}. Export float32 (no --quantize)"
+            + (" or calibrate on more images of the task." if check_pixels is not None else ".")
         )
     report["parity"] = parity
     report["quantization"] = {
-        "method": "dynamic int8: onnxruntime.quantization.quantize_dynamic, QInt8 weights, per-call activation scales",
-        "onnxruntime": onnxruntime.__version__,
+        **settings,
         "float32_artefact": artefact.relative_to(folder).as_posix(),
         "float32_parity": float32_parity,
     }
@@ -776,12 +827,15 @@ def export(
     tolerance: float | None = None,
     progress: bool = True,
     quantize: str | None = None,
+    calibration: Calibration | str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Export a checkpoint (run folder, save_pretrained folder or Hub id) to `output_dir` as
-    `format` ("onnx" or "exported-program"; `quantize="int8"` for ONNX Runtime's dynamic int8),
-    check it against PyTorch and write the folder only if the check passes. Returns the export
-    report (also in `output_dir/export_report.json`)."""
-    _check_options(format, opset, tolerance, quantize)
+    `format` ("onnx" or "exported-program"; `quantize=` "int8-dynamic", "int8-static" with
+    `calibration` images, or "int8" for `quantization.DEFAULT_INT8`), check it against PyTorch and
+    write the folder only if the check passes. Returns the export report (also in
+    `output_dir/export_report.json`)."""
+    calibration = _as_calibration(calibration)
+    _check_options(format, opset, tolerance, quantize, calibration)
     source, config = checkpoint_config(checkpoint)
     if image_size is not None:
         _check_image_size(config, image_size)
@@ -790,6 +844,7 @@ def export(
     return export_model(
         model, output_dir, format=format, opset=opset, dynamic_batch=dynamic_batch, image_size=image_size,
         image_processor=processor, tolerance=tolerance, progress=progress, source=source, quantize=quantize,
+        calibration=calibration,
     )  # fmt: skip
 
 
@@ -818,7 +873,8 @@ def verify(
     """Check an export folder: its artefact files are those the report describes (SHA-256), it
     loads and runs, its outputs are the architecture's, and it matches `checkpoint` (default: the
     checkpoint named in the report) within `tolerance` (default: the report's) on fresh random
-    inputs. An int8 export's float32 graph (`quantization.float32_artefact`) is checked too,
+    inputs (a static int8 graph on the held-out images its folder keeps, whose SHA-256 is checked
+    too). An int8 export's float32 graph (`quantization.float32_artefact`) is checked too,
     within its own recorded tolerance. Returns the parity result of the report's artefact; raises
     `ExportError` with what is wrong."""
     _check_tolerance(tolerance)
@@ -833,6 +889,13 @@ def verify(
                 f"{path} is not the file that was exported and checked (size or SHA-256 differs from {REPORT}): "
                 "it was changed or damaged after export; re-export the folder"
             )
+    check_inputs = (report.get("quantization") or {}).get("check_inputs")
+    pixel_values = None
+    if check_inputs:
+        path = folder / check_inputs["file"]
+        if not path.is_file() or _sha256(path) != check_inputs["sha256"]:
+            raise ExportError(f"{path} is missing or not the file the int8 graph was checked on: re-export the folder")
+        pixel_values = torch.from_numpy(quantization.load_check_inputs(folder))
     # (graph, tolerance, relative to the outputs' scale): the report's artefact, and an int8 export's float32 graph
     float32 = (report.get("quantization") or {}).get("float32_artefact")
     graphs = [(report["artefact"], report.get("parity", {}).get("tolerance", DEFAULT_TOLERANCE) if tolerance is None
@@ -873,7 +936,8 @@ def verify(
     results = []
     for artefact, bound, relative in graphs:
         try:
-            parity = check_parity(runners[artefact], model, batches, bound, seed=100, relative=relative)
+            own = pixel_values if artefact == report["artefact"] else None  # the float32 graph: random inputs
+            parity = check_parity(runners[artefact], model, batches, bound, seed=100, relative=relative, pixel_values=own)
         except ExportError:
             raise
         except Exception as err:  # a runtime error on a damaged or foreign graph
@@ -926,6 +990,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         report = export(
             args.checkpoint, args.output_dir, format=args.format, opset=args.opset, dynamic_batch=args.dynamic_batch,
             image_size=args.image_size, tolerance=args.tolerance, progress=not args.no_progress, quantize=args.quantize,
+            calibration=quantization.calibration_from_args(args),
         )  # fmt: skip
     except ImportError as err:
         print(f"vit-repro export: error: {err}", file=sys.stderr)
@@ -933,15 +998,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     parity = report["parity"]
     inputs = ", ".join(f"{i['name']} {i['shape']}" for i in report["inputs"])
     shapes = ", ".join(f"{o['name']} {o['shape']}" for o in report["outputs"])
-    quantization = report.get("quantization") or {}
-    if quantization.get("float32_artefact"):
-        print(f"Wrote {Path(args.output_dir) / quantization['float32_artefact']} (float32, max abs diff "
-              f"{_diff_summary(quantization['float32_parity'])} <= {_parity_bound(quantization['float32_parity'])})")
+    int8_record = report.get("quantization") or {}
+    if int8_record.get("float32_artefact"):
+        print(f"Wrote {Path(args.output_dir) / int8_record['float32_artefact']} (float32, max abs diff "
+              f"{_diff_summary(int8_record['float32_parity'])} <= {_parity_bound(int8_record['float32_parity'])})")
     print(f"Wrote {Path(args.output_dir) / report['artefact']} ({report['architecture']}, {report['format']}"
           + (f", opset {report['opset']}" if report["opset"] else "") + f"): {inputs} -> {shapes}")
-    quantized = " (int8, dynamic)" if report.get("quantization") else ""
-    print(f"Parity with PyTorch{quantized} ({parity['runtime']}, batch sizes {parity['batch_sizes']}): max abs diff "
-          f"{_diff_summary(parity)} <= {_parity_bound(parity)}")
+    kind = int8_record.get("quantize", "int8-dynamic").removeprefix("int8-")
+    quantized = f" (int8, {kind})" if int8_record else ""
+    on = f", {parity['inputs']}" if parity.get("inputs") else f", batch sizes {parity['batch_sizes']}"
+    agreement = f"; top-1 agreement {parity['top1_agreement']:.1%}" if "top1_agreement" in parity else ""
+    print(f"Parity with PyTorch{quantized} ({parity['runtime']}{on}): max abs diff "
+          f"{_diff_summary(parity)} <= {_parity_bound(parity)}{agreement}")
+    if calibration := int8_record.get("calibration"):
+        print(f"Calibrated on {calibration['images']} images of {calibration['source']} ({calibration['split']}, "
+              f"{calibration['method']})")
     return 0
 
 
@@ -964,7 +1035,7 @@ def add_cli(subparsers) -> None:
         "export",
         help="export a checkpoint to ONNX or a torch.export ExportedProgram, checked against PyTorch",
         description="Export a checkpoint (run folder, save_pretrained folder or Hub id) for deployment: OUT gets "
-        f"onnx/model.onnx (+ onnx/model_quantized.onnx with --quantize int8; the layout transformers.js and optimum "
+        f"onnx/model.onnx (+ onnx/model_quantized.onnx with --quantize; the layout transformers.js and optimum "
         f"read from a Hub repo, uploaded by `vit-repro push --with-export OUT`) or model.pt2, config.json, "
         f"preprocessor_config.json and {REPORT}. The export is run on "
         "random inputs and compared with PyTorch; the folder is written only when every output is within the "
@@ -989,8 +1060,11 @@ def add_cli(subparsers) -> None:
                    help=f"largest absolute difference allowed between export and PyTorch (default {DEFAULT_TOLERANCE:g}; "
                    f"with --quantize, relative to the outputs' largest absolute value, default {DEFAULT_QUANTIZED_TOLERANCE:g})")
     p.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
-                   help="ONNX only: also write onnx/model_quantized.onnx, ONNX Runtime's dynamic int8 quantisation "
-                   "(int8 weights, activations quantised per call), checked against PyTorch relative to the outputs' scale")
+                   help="ONNX only: also write onnx/model_quantized.onnx, checked against PyTorch relative to the outputs' "
+                   "scale: int8-dynamic (ONNX Runtime's dynamic quantisation: int8 weights, activations quantised per "
+                   "call), int8-static (QDQ, int8 weights per channel, activation scales calibrated on "
+                   f"--calibration-data) or int8 (= {quantization.DEFAULT_INT8})")
+    quantization.add_calibration_arguments(p)
     add_no_progress(p)
     p.set_defaults(func=_cmd_export)
 

@@ -124,35 +124,57 @@ def test_default_output_never_overwrites_committed_results(tmp_path, monkeypatch
     assert {"row": "vit_s16", "impls": {}} in [r[0] for r in rows]
 
 
+def benchmark_module(name: str):
+    """A script of benchmarks/ imported as a module (its folder on sys.path while it loads)."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def digits_classifier(folder: Path, preprocess):
+    """`(model, digits/test, its pixels)`: the tiny checkpoint saved in `folder` with a 10-way
+    least-squares head on digits/test as `preprocess(images)` makes its pixels."""
+    from hf_vit_repro.data import load_task
+
+    from .run_fixtures import save_tiny_checkpoint
+
+    model = save_tiny_checkpoint(folder)
+    test = load_task("digits", split="test")
+    pixels = preprocess(test["image"])
+    fit_least_squares_head(model, pixels, test["label"])
+    model.save_pretrained(folder)
+    return model, test, pixels
+
+
+def fit_least_squares_head(model, pixels: torch.Tensor, labels) -> None:
+    """A random encoder's predictions are nearly constant: a least-squares linear head on its features
+    (digits' 10 classes) gives a classifier whose predictions vary, so a comparison means something."""
+    model.reset_classifier(10)
+    with torch.no_grad():
+        features = torch.cat([model.vit(pixel_values=pixels).pooler_output, torch.ones(len(pixels), 1)], dim=1)
+        targets = torch.nn.functional.one_hot(torch.tensor(list(labels)), 10).float()
+        solution = torch.linalg.lstsq(features, targets).solution
+        model.classifier.weight.copy_(solution[:-1].T)
+        model.classifier.bias.copy_(solution[-1])
+
+
 def test_quantization_script_scores_both_graphs_on_real_images(tmp_path):
     """benchmarks/quantize_onnx.py's accuracy mode: the float32 ONNX graph predicts what the
     PyTorch model predicts on digits/test (same pre-processing), and the int8 graph is scored on
     the same 300 images."""
     from transformers import AutoImageProcessor
 
-    from hf_vit_repro.data import load_task
+    quantize_onnx = benchmark_module("quantize_onnx")
 
-    from .run_fixtures import save_tiny_checkpoint
+    def preprocess(images):
+        processor = AutoImageProcessor.from_pretrained(tmp_path / "ckpt")
+        return processor([image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import quantize_onnx
-    finally:
-        sys.path.pop(0)
-    model = save_tiny_checkpoint(tmp_path / "ckpt")
-    test = load_task("digits", split="test")
-    processor = AutoImageProcessor.from_pretrained(tmp_path / "ckpt")
-    pixels = processor([image.convert("RGB") for image in test["image"]], return_tensors="pt")["pixel_values"]
-    # A random encoder's predictions are nearly constant: a least-squares linear head on its features
-    # (digits' 10 classes) gives a classifier whose predictions vary, so the comparison means something.
-    model.reset_classifier(10)
-    with torch.no_grad():
-        features = torch.cat([model.vit(pixel_values=pixels).pooler_output, torch.ones(len(pixels), 1)], dim=1)
-        targets = torch.nn.functional.one_hot(torch.tensor(test["label"]), 10).float()
-        solution = torch.linalg.lstsq(features, targets).solution
-        model.classifier.weight.copy_(solution[:-1].T)
-        model.classifier.bias.copy_(solution[-1])
-    model.save_pretrained(tmp_path / "ckpt")
+    model, test, pixels = digits_classifier(tmp_path / "ckpt", preprocess)
     result = quantize_onnx.accuracy(str(tmp_path / "ckpt"), "digits", "test", threads=1)
     with torch.no_grad():
         predicted = model(pixel_values=pixels).logits.argmax(-1)
@@ -160,6 +182,33 @@ def test_quantization_script_scores_both_graphs_on_real_images(tmp_path):
     correct = int((predicted == torch.tensor(test["label"])).sum())
     assert result["num_images"] == 300 and round(result["fp32"] * 300) == correct
     assert 0.0 <= result["int8"] <= 1.0 and 0 <= result["changed_predictions"] <= 300
+
+
+def test_int8_accuracy_script_scores_float32_dynamic_and_static_graphs(tmp_path):
+    """benchmarks/int8_accuracy.py's accuracy rows on a tiny classifier: the PyTorch row is the
+    accuracy computed here (transformers' Auto class, digits/test preprocessed as `vit-repro
+    evaluate` does), the float32 graph predicts exactly what PyTorch predicts, and every int8 graph
+    is scored on the same 300 images against it."""
+    from transformers import AutoModelForImageClassification
+
+    from hf_vit_repro.data import eval_transform
+
+    int8_accuracy = benchmark_module("int8_accuracy")
+    transform = eval_transform(32, (0.5,) * 3, (0.5,) * 3)
+    _, test, pixels = digits_classifier(tmp_path / "ckpt", lambda images: torch.stack([transform(i) for i in images]))
+    rows = int8_accuracy.accuracy(str(tmp_path / "ckpt"), "digits", "test", "train", 32, ["minmax"], threads=1, batch=64,
+                                  repeats=1)
+    assert [row["graph"] for row in rows] == ["pytorch", "fp32", "int8-dynamic", "int8-static-minmax"]
+    reference = AutoModelForImageClassification.from_pretrained(tmp_path / "ckpt").eval()
+    with torch.no_grad():
+        predicted = reference(pixel_values=pixels).logits.argmax(-1)
+    assert len(predicted.unique()) >= 3
+    assert round(rows[0]["accuracy"] * 300) == int((predicted == torch.tensor(test["label"])).sum())
+    assert rows[1]["changed_vs_fp32"] == 0 and rows[1]["top1_agreement_with_pytorch"] == 1.0
+    assert rows[1]["accuracy"] == rows[0]["accuracy"]
+    for row in rows[2:]:
+        assert row["points_vs_fp32"] == round(100 * (row["accuracy"] - rows[1]["accuracy"]), 3)
+        assert 0 <= row["changed_vs_fp32"] <= 300 and row["img_s"] > 0 and row["mb"] < rows[1]["mb"]
 
 
 def test_peft_benchmark_runs_one_row_per_method(tmp_path):

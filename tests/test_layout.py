@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_vit_repro"
 #: Sub-packages whose modules each form a room of their own (none: rooms are packages and modules).
 SPLIT_BY_MODULE: set[str] = set()
 #: DESIGN.md's order, lowest first: variants, configuration, modeling -> models -> data -> evaluation
-#: -> training -> (vtab, studies) -> hub, analysis, export -> cli. A room may import its own tier
+#: -> training -> (vtab, studies) -> hub, analysis, export (+ its quantization) -> cli. A room may import its own tier
 #: (the cycle check covers those) and lower ones, never a higher one. Rooms DESIGN.md does not name
 #: are placed by what they are: leaf helpers with the shipped files, run folders and conversion with
 #: the model families, the demo (training, then push) and the Gradio app (analysis over an upload) beside the CLI.
@@ -32,7 +32,7 @@ TIERS: list[set[str]] = [
     {"evaluation"},
     {"training"},
     {"vtab", "studies"},
-    {"hub", "analysis", "export"},
+    {"hub", "analysis", "export", "quantization"},
     {"cli", "demo", "app", "__main__"},
 ]
 #: Upward imports tolerated for now: none. The two there were (issue 28) are gone: the loop publishes a
