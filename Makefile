@@ -5,6 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make test` runs the suite on this many pytest-xdist workers (0: one process, no xdist); each worker
+# gives torch its share of the cores (tests/conftest.py).
+TEST_WORKERS ?= 2
 
 .PHONY: test demo mpp-demo bench study docs docs-serve install clean help transformers-tests
 
@@ -38,7 +41,7 @@ transformers-tests:
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/vit-repro demo

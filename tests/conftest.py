@@ -36,6 +36,11 @@ os.environ["HF_VIT_REPRO_CPU_PRECISION"] = "fp32"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Under pytest-xdist (`make test` runs `pytest -n 2`) each worker takes its share of the cores for torch's
+# intra-op threads, so two workers on two cores do not run four threads; one process alone keeps torch's default.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 _real_connect = socket.socket.connect
 
 
