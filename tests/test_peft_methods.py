@@ -380,3 +380,38 @@ def test_lora_without_peft_installed_says_which_extra(tmp_path, checkpoint, monk
     model = ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs()))
     with pytest.raises(ImportError, match=r"pip install 'hf-vit-repro\[peft\]'"):
         peft_methods.apply_method(model, "lora")
+
+
+#: Method options that give V-PETL Bench's published parameter budgets on ViT-B/16 (`params_m`, the
+#: trainable parameters without the head, in millions as printed). VPT's rows average per-task prompt
+#: lengths, so they have no single setting to check.
+PUBLISHED_BUDGETS = {
+    "linear": {},
+    "bitfit": {},
+    "lora": {"r": 8, "targets": ["qkv"]},
+    "adapter": {"bottleneck": 8},
+}
+
+
+@pytest.mark.parametrize("method", sorted(PUBLISHED_BUDGETS))
+def test_options_reproduce_the_published_parameter_budgets_on_vit_b16(method):
+    """The trainable-parameter column of the published rows, recomputed on our ViT-B/16 with the
+    method's options (built on the meta device: shapes only)."""
+    from hf_vit_repro.paper_results import peft_vtab
+
+    options = PUBLISHED_BUDGETS[method]
+    with torch.device("meta"):
+        config = ViTReproConfig.from_variant("ViT-B/16", num_labels=10, **peft_methods.config_updates(method, options))
+        model = peft_methods.apply_method(ViTReproForImageClassification(config), method, options)
+    trained = sum(p.numel() for name, p in model.named_parameters()
+                  if p.requires_grad and f"{peft_methods.HEAD}." not in name)
+    published = peft_vtab.reference_row(method).params_m
+    assert round(trained / 1e6, 2) == pytest.approx(published, abs=0.01), (trained, published)
+
+
+def test_lora_targets_choose_the_layers_and_bad_targets_are_refused():
+    config = peft_methods.lora_config({"targets": ["qkv", "fc2"]})
+    assert sorted(config.target_modules) == ["fc2", "qkv"]
+    assert "targets" in peft_methods.options_problem("lora", {"targets": ["q_proj"]})
+    assert "targets" in peft_methods.options_problem("lora", {"targets": []})
+    assert peft_methods.options_problem("lora", {"targets": ["qkv"]}) is None
