@@ -234,6 +234,11 @@ def test_every_augreg_recipe_has_a_source_in_the_table():
     assert {p.stem for p in AUGREG_PATHS} == set(AUGREG_RECIPES)
     # Ti/16, S/16, B/16, B/32, L/16 and the R26+S/32 hybrid, on both datasets (issue 26)
     assert len({v for v, _ in AUGREG_RECIPES.values()}) == 6 and all(v in variant_names() for v, _ in AUGREG_RECIPES.values())
+    rows = {line.split("|")[1].strip(" `"): line for line in (ROOT / "recipes" / "README.md").read_text().splitlines()
+            if line.startswith("| `pretrain_augreg_")}
+    for stem, (variant, source) in AUGREG_RECIPES.items():  # recipes/README.md lists each with its source
+        row = rows[f"{stem}.yaml"]
+        assert f"| {variant} |" in row and (source if isinstance(source, str) else "vit_i1k.py") in row
 
 
 @pytest.mark.parametrize("path", AUGREG_PATHS, ids=ids(AUGREG_PATHS))
