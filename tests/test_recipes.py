@@ -194,21 +194,86 @@ def test_accelerate_launch_configs_load(path):
         assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "ViTReproLayer"
 
 
-def test_augreg_recipes_hold_big_vision_configs():
-    """big_vision configs/vit_i21k.py and vit_i1k.py (commit 0127fb6b): batch 4096, 300 epochs,
-    sigmoid loss, Adam lr 1e-3 with wd 1e-4 applied after the learning rate (0.1 in this package's
-    lr-scaled convention), 10k warm-up, cosine, clipping at 1; i21k: GAP, no pre-logits, B/16 at
-    'light2'; i1k: class token with a pre-logits layer, B/16 at 'medium2'."""
+#: Every AugReg pretraining recipe -> (variant, source). The source is an AugReg file name, parsed
+#: with `convert_augreg.parse_augreg_name` (its aug / wd / do / sd / epochs / lr must be the recipe's):
+#: ImageNet-21k: the checkpoints google-research/vision_transformer README.md recommends ("We recommend
+#: using the following checkpoints", commit c6de1e5378c9831a8477feb30994971bdc409e46); ImageNet-1k: the
+#: AugReg files timm distributes as `vit_*_224.augreg_in1k` (huggingface/pytorch-image-models
+#: timm/models/vision_transformer.py, commit aa4b5850c1543fa488abf260f18390eda46cf85d). Where no source
+#: names a file, the source is big_vision's vit_i1k.py (commit 0127fb6b): (aug, wd, do, sd) with the row used.
+AUGREG_RECIPES = {
+    "pretrain_augreg_vit_ti16_imagenet21k": ("ViT-Ti/16", "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"),
+    "pretrain_augreg_vit_s16_imagenet21k": ("ViT-S/16", "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0"),
+    "pretrain_augreg_vit_b32_imagenet21k": ("ViT-B/32", "B_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0"),
+    "pretrain_augreg_vit_b16_imagenet21k": ("ViT-B/16", "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0"),
+    "pretrain_augreg_vit_l16_imagenet21k": ("ViT-L/16", "L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0"),
+    "pretrain_augreg_r26_vit_s32_imagenet21k": ("R26+ViT-S/32",
+                                                "R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0"),
+    "pretrain_augreg_vit_s16_imagenet1k": ("ViT-S/16", "S_16-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0"),
+    "pretrain_augreg_vit_b32_imagenet1k": ("ViT-B/32", "B_32-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.1-sd_0.1"),
+    "pretrain_augreg_vit_b16_imagenet1k": ("ViT-B/16", "B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1"),
+    # big_vision vit_i1k.py `aug_setting`; do/sd 0.1 for the models its docstring says regularisation helps
+    # ("B/32, B/16, L/16 models in the paper (Figure 4)"), 0 for the others.
+    "pretrain_augreg_vit_ti16_imagenet1k": ("ViT-Ti/16", ("Ti/16", "light1", 0.1, 0.0, 0.0)),
+    "pretrain_augreg_vit_l16_imagenet1k": ("ViT-L/16", ("L/16", "medium2", 0.1, 0.1, 0.1)),
+    "pretrain_augreg_r26_vit_s32_imagenet1k": ("R26+ViT-S/32", ("S/32", "medium1", 0.1, 0.0, 0.0)),  # no R26 row
+}
+#: big_vision configs/vit_i21k.py and vit_i1k.py (commit 0127fb6b): `aug_setting`, and RANDAUG_DEF /
+#: MIXUP_DEF of the levels the recipes use (written out here, independent of data.augment.AUGREG_LEVELS).
+BIG_VISION_AUG = {
+    "imagenet21k": {"Ti/16": "none", "S/32": "none", "S/16": "light1", "B/32": "light2", "B/16": "light2", "L/16": "medium2"},
+    "imagenet1k": {"Ti/16": "light1", "S/32": "medium1", "S/16": "medium2", "B/32": "medium2", "B/16": "medium2",
+                   "L/16": "medium2"},
+}
+BIG_VISION_LEVELS = {"none": (None, 0.0), "light1": ((2, 0.0), 0.0), "medium1": ((2, 15.0), 0.2),
+                     "medium2": ((2, 15.0), 0.5), "strong1": ((2, 20.0), 0.5), "strong2": ((2, 20.0), 0.8)}
+AUGREG_PATHS = [p for p in TRAINING_RECIPES if p.stem.startswith("pretrain_augreg_")]
+
+
+def test_every_augreg_recipe_has_a_source_in_the_table():
+    assert {p.stem for p in AUGREG_PATHS} == set(AUGREG_RECIPES)
+    # Ti/16, S/16, B/16, B/32, L/16 and the R26+S/32 hybrid, on both datasets (issue 26)
+    assert len({v for v, _ in AUGREG_RECIPES.values()}) == 6 and all(v in variant_names() for v, _ in AUGREG_RECIPES.values())
+    rows = {line.split("|")[1].strip(" `"): line for line in (ROOT / "recipes" / "README.md").read_text().splitlines()
+            if line.startswith("| `pretrain_augreg_")}
+    for stem, (variant, source) in AUGREG_RECIPES.items():  # recipes/README.md lists each with its source
+        row = rows[f"{stem}.yaml"]
+        assert f"| {variant} |" in row and (source if isinstance(source, str) else "vit_i1k.py") in row
+
+
+@pytest.mark.parametrize("path", AUGREG_PATHS, ids=ids(AUGREG_PATHS))
+def test_augreg_recipe_holds_its_augreg_file_or_big_vision_row(path):
+    """Every AugReg recipe: the AugReg file name of its `# augreg:` header (the test table's) gives its
+    variant, data, epochs, lr, augmentation level, weight decay, dropout and stochastic depth; without a
+    file, big_vision's vit_i1k.py row does. The rest is big_vision's vit_i21k.py / vit_i1k.py (commit
+    0127fb6b): batch 4096, sigmoid loss, Adam (0.9, 0.999), 10k warm-up, cosine, clipping at 1, Inception
+    crop; the head is vit_jax's AUGREG_CONFIGS one: class token, no pre-logits layer."""
+    from hf_vit_repro.convert_augreg import parse_augreg_name
     from hf_vit_repro.data.augment import resolved_augment
 
-    for data, pooling, representation, level, ra, p in (("imagenet21k", "gap", None, "light2", (2, 10), 0.2),
-                                                        ("imagenet1k", "token", 768, "medium2", (2, 15), 0.5)):
-        recipe = load_recipe(ROOT / "recipes" / f"pretrain_augreg_vit_b16_{data}.yaml")
-        o, t, m, d = recipe.optim, recipe.train, recipe.model, recipe.data
-        assert (t.global_batch_size, t.epochs, t.loss) == (4096, 300, "sigmoid_xent")
-        assert (o.optimizer, o.betas, o.lr, o.weight_decay * o.lr) == ("adamw", [0.9, 0.999], 1e-3, pytest.approx(1e-4))
-        assert (o.warmup_steps, o.schedule, o.grad_clip_norm) == (10000, "cosine", 1.0)
-        assert (m.variant, m.config.get("pooling", "token"), m.representation_size) == ("ViT-B/16", pooling, representation)
-        assert (m.dropout, m.drop_path_rate, d.augmentation, d.augment_level) == (0.0, 0.0, "inception_crop", level)
-        assert resolved_augment(d) == {"randaugment": (ra[0], float(ra[1])), "mixup_p": p}
-        assert pretraining_name(d.task) == {"imagenet21k": "ImageNet-21k", "imagenet1k": "ImageNet"}[data]
+    recipe = load_recipe(path)
+    o, t, m, d = recipe.optim, recipe.train, recipe.model, recipe.data
+    variant, source = AUGREG_RECIPES[path.stem]
+    data = "imagenet21k" if path.stem.endswith("imagenet21k") else "imagenet1k"
+    header = header_fields(path, "augreg")
+    assert header, f"{path.name} has no '# augreg:' header line"
+    if isinstance(source, str):
+        name = parse_augreg_name(source)
+        assert name is not None and header == [source]
+        assert (name.model, name.pretraining_dataset) == (variant, {"imagenet21k": "i21k", "imagenet1k": "i1k"}[data])
+        expected = (name.augmentation, name.weight_decay, name.dropout, name.stochastic_depth, name.epochs, name.lr)
+    else:
+        row, level, wd, do, sd = source
+        assert header[0].startswith("none: ") and "vit_i1k.py" in path.read_text() and data == "imagenet1k"
+        assert BIG_VISION_AUG[data][row] == level
+        expected = (level, wd, do, sd, 300, 1e-3)
+    assert (d.augment_level, o.weight_decay, m.dropout, m.drop_path_rate, t.epochs, o.lr) == expected
+    big_vision = BIG_VISION_AUG[data].get(variant.removeprefix("ViT-"))  # none for the hybrid
+    if big_vision not in (None, d.augment_level):  # the file's level is not big_vision's: the header says both
+        assert f"gives {variant} '{big_vision}'" in path.read_text(), "say in the header where big_vision differs"
+    assert (m.variant, m.image_size, m.representation_size, m.config.get("pooling", "token")) == (variant, 224, None, "token")
+    assert (t.global_batch_size, t.loss, t.steps) == (4096, "sigmoid_xent", None)
+    assert (o.optimizer, o.betas, o.warmup_steps, o.schedule, o.grad_clip_norm) == ("adamw", [0.9, 0.999], 10000, "cosine", 1.0)
+    ra, p = BIG_VISION_LEVELS[d.augment_level]
+    assert d.augmentation == "inception_crop" and resolved_augment(d) == {"randaugment": ra, "mixup_p": p}
+    assert pretraining_name(d.task) == {"imagenet21k": "ImageNet-21k", "imagenet1k": "ImageNet"}[data]
