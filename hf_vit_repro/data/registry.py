@@ -422,7 +422,7 @@ def unknown_task_message(name: str) -> str:
 
 
 def registry_markdown() -> str:
-    """The registry as a Markdown table (the README's copy is generated from this)."""
+    """The registry as a Markdown table (docs/data.md holds a copy; tests/test_data_loading.py compares them)."""
     lines = [
         "| task | Hub dataset | image / label columns | splits | classes | VTAB group | label rule | crop | flip "
         "| VTAB-1k rows | why this repo |",
