@@ -193,7 +193,16 @@ def test_a_run_refused_before_training_leaves_no_folder(tmp_path):
 # ------------------------------------------------------------------ Ctrl-C and the log of a resumed run
 
 
-def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path, capsys):
+@pytest.fixture
+def default_sigint():
+    """Python's own Ctrl-C handler for the test: a pytest-xdist worker, or a process started in the
+    background, may begin with SIGINT ignored, and the run must restore whatever was there."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path, capsys, default_sigint):
     reference = train(tiny_recipe(tmp_path, "reference", **{**CHANGES, "run.checkpoint_every": 0}))
     recipe = tiny_recipe(tmp_path, "interrupted", **{**CHANGES, "run.checkpoint_every": 0})
 
