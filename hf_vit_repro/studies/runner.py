@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
-from .config import StudyConfig, ModelEntry
+from .config import SIZED, LevelEntry, ModelEntry, StudyConfig
 
 STUDY_JSON = "study.json"
 RUNS_DIR = "runs"
@@ -35,48 +35,65 @@ FINETUNE_DIR = "finetune"
 
 @dataclass
 class PlannedRun:
-    """One pretraining run of a study: `key` names its folder under runs/."""
+    """One pretraining run of a study: `key` names its folder under runs/; `point` is the key without
+    the seed (the runs of one point differ only in `seed`, the recipe's `train.seed`)."""
 
     key: str
     model: ModelEntry
     size: float | None = None
     epochs: float | None = None
+    seed: int | None = None
+    point: str = ""
+    level: LevelEntry | None = None
 
     def describe(self, config: StudyConfig) -> str:
+        seed = ("" if self.level is None else f", {self.level.name}") + ("" if self.seed is None else f", seed {self.seed}")
         if self.size is not None:
             amount = f"{self.size:.0%}" if self.size <= 1 else f"{int(self.size)} images"
-            return f"{self.model.name} on {amount} of {config.data.task}/{config.data.train_split}"
-        return f"{self.model.name}, {self.epochs:g} epochs of {config.data.task}/{config.data.train_split}"
+            return f"{self.model.name} on {amount} of {config.data.task}/{config.data.train_split}{seed}"
+        return f"{self.model.name}, {self.epochs:g} epochs of {config.data.task}/{config.data.train_split}{seed}"
 
 
 def plan_runs(config: StudyConfig) -> list[PlannedRun]:
-    """The runs of a study, model by model: every data size (data-size study, smallest first) or
-    every epochs value (compute study)."""
+    """The runs of a study, seed by seed (`seeds`; once with the recipe's seed when left out), then
+    model by model: every data size (data-size study, smallest first; the augreg study: at each
+    level) or every epochs value (compute study). Seed first: a study stopped half-way has whole
+    curves of its first seeds."""
     planned = []
-    for model in config.models:
-        if config.study == "data-size":
-            for size in sorted(config.data.sizes, key=lambda s: (s > 1, s)):
-                tag = f"f{size:g}" if size <= 1 else f"n{int(size)}"
-                planned.append(PlannedRun(f"{model.slug}-{tag}", model, size=size))
-        else:
-            for epochs in model.epochs or config.epochs:
-                planned.append(PlannedRun(f"{model.slug}-e{epochs:g}", model, epochs=epochs))
+    for seed in config.seeds or [None]:
+        suffix = "" if seed is None else f"-s{seed}"
+        for model in config.models:
+            if config.study in SIZED:
+                for level in config.levels or [None]:
+                    for size in sorted(config.data.sizes, key=lambda s: (s > 1, s)):
+                        point = "-".join([model.slug] + ([level.slug] if level else [])
+                                         + [f"f{size:g}" if size <= 1 else f"n{int(size)}"])
+                        planned.append(PlannedRun(point + suffix, model, size=size, seed=seed, point=point, level=level))
+            else:
+                for epochs in model.epochs or config.epochs:
+                    point = f"{model.slug}-e{epochs:g}"
+                    planned.append(PlannedRun(point + suffix, model, epochs=epochs, seed=seed, point=point))
     return planned
 
 
 def pretrain_recipe(config: StudyConfig, planned: PlannedRun, overrides=()):
     """The recipe of one pretraining run: the base recipe, then the study's `overrides`, the
     model's own, the command line's, and last what the study varies and where it writes (the
-    model, the data and its subset, early stopping, epochs, folder)."""
+    model, the augreg level's keys, the data and its subset, early stopping, epochs, folder)."""
     from ..training import load_recipe, parse_overrides
 
     m, d = planned.model, config.data
     pairs = list(config.overrides.items()) + list(m.overrides.items()) + parse_overrides(list(overrides))
+    pairs += list(planned.level.overrides.items()) if planned.level is not None else []
     pairs += [("model.variant", m.variant), ("model.config", m.config),
               ("data.task", d.task), ("data.data_dir", d.data_dir), ("data.image_column", d.image_column),
               ("data.label_column", d.label_column), ("data.train_split", d.train_split)]
     if d.val_fraction > 0:
         pairs += [("data.holdout", True), ("data.val_fraction", d.val_fraction)]
+    if d.classes is not None:
+        pairs += [("data.classes", d.classes)]
+    if planned.seed is not None:
+        pairs += [("train.seed", planned.seed)]
     if planned.size is not None:
         pairs += [("data.subset", planned.size), ("data.subset_seed", d.subset_seed)]
     if config.early_stopping is not None:
@@ -96,6 +113,8 @@ def finetune_recipe(config: StudyConfig, planned: PlannedRun, run_dir: Path, ove
 
     spec = config.transfer.finetune
     pairs = list(spec.overrides.items()) + parse_overrides(list(overrides))
+    pairs += [("data.classes", spec.classes)] if spec.classes is not None else []
+    pairs += [("train.seed", planned.seed)] if planned.seed is not None else []
     pairs += [("model.init_from", str(run_dir)), ("name", f"{config.name}-{planned.key}-finetune"),
               ("run.resume", "auto"), ("run.output_dir", str(run_dir / FINETUNE_DIR))]
     return load_recipe(config.resolve_path(spec.recipe), pairs)
@@ -131,10 +150,12 @@ def _finished(recipe, folder: Path) -> bool:
 
 
 def _fewshot_done(run_dir: Path, spec) -> bool:
+    from ..evaluation.fewshot import fewshot_task_name
+
     path = run_dir / runs.FEWSHOT
     if not path.is_file():
         return False
-    results = runs.read_json(path).get("results", {}).get(spec.task, {})
+    results = runs.read_json(path).get("results", {}).get(fewshot_task_name(spec.task, spec.classes), {})
     return all(str(k) in results and len(results[str(k)].get("seeds", [])) == spec.seeds for k in spec.shots)
 
 
@@ -147,7 +168,7 @@ def _run_fewshot(config: StudyConfig, run_dir: Path, device: str, progress: bool
         run_dir, [spec.task], shots=spec.shots, seeds=range(spec.seeds), train_split=spec.train_split,
         test_split=spec.test_split, data_dirs={spec.task: spec.data_dir} if spec.data_dir else None,
         resolution=spec.resolution, device=device, cache_dir=None, batch_size=spec.batch_size,
-        progress=progress, **extra,
+        progress=progress, classes=spec.classes, **extra,
     )
 
 
@@ -161,6 +182,10 @@ def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[
     train_examples = summary.get("train_examples")
     record: dict[str, Any] = {
         "run": planned.key,
+        "point": planned.point or planned.key,
+        "seed": planned.seed,
+        "level": planned.level.name if planned.level is not None else None,
+        "classes": config.data.classes,
         "model": planned.model.name,
         "family": planned.model.resolved_family(),
         "variant": planned.model.variant,
@@ -183,9 +208,11 @@ def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[
     }
     spec = config.transfer.fewshot
     if spec is not None and (run_dir / runs.FEWSHOT).is_file():
-        results = runs.read_json(run_dir / runs.FEWSHOT)["results"].get(spec.task, {})
+        from ..evaluation.fewshot import fewshot_task_name
+
+        results = runs.read_json(run_dir / runs.FEWSHOT)["results"].get(fewshot_task_name(spec.task, spec.classes), {})
         record["fewshot"] = {
-            "task": spec.task, "test_split": spec.test_split, "seeds": spec.seeds,
+            "task": spec.task, "classes": spec.classes, "test_split": spec.test_split, "seeds": spec.seeds,
             "accuracy": {k: results[k]["mean"] for k in sorted(results, key=int)},
             "std": {k: results[k]["std"] for k in sorted(results, key=int)},
         }
