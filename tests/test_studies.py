@@ -356,6 +356,7 @@ def test_a_bit_resnet_runs_through_a_compute_study(tmp_path):
     flops = forward_flops(config_from_variant("BiT-R50x1", **bit, num_labels=5), 16)  # a 5-way head: digits 0-4
     assert record["compute"]["forward_flops_per_image"] == flops
     assert 0.0 <= record["fewshot"]["accuracy"]["1"] <= 1.0 and record["finetune"]["steps"] == 3
+    assert record["finetune"]["split"] == "digits/test, classes 5,6,7,8,9"  # fine-tuned and scored on the unseen digits
 
 
 # ------------------------------------------------------------------ plots and tables

@@ -221,9 +221,11 @@ def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[
         import yaml
 
         tuned = runs.read_json(finetune_summary)
-        task = (yaml.safe_load((run_dir / FINETUNE_DIR / runs.RECIPE).read_text(encoding="utf-8")) or {})["data"]["task"]
+        data = (yaml.safe_load((run_dir / FINETUNE_DIR / runs.RECIPE).read_text(encoding="utf-8")) or {})["data"]
+        only = f", classes {','.join(map(str, data['classes']))}" if data.get("classes") else ""
         record["finetune"] = {"accuracy": (tuned.get("eval") or {}).get("accuracy"),
-                              "split": f"{task}/{(tuned.get('eval') or {}).get('split')}", "steps": tuned.get("steps")}
+                              "split": f"{data['task']}/{(tuned.get('eval') or {}).get('split')}{only}",
+                              "steps": tuned.get("steps")}
     return record
 
 
