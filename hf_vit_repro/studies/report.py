@@ -248,8 +248,8 @@ def study_table(study: dict[str, Any]) -> str:
     note = f"\n\nDevice time: training wall time x devices ({'; '.join(devices)})." if devices else ""
     if any(len(g) > 1 for g in groups):
         seeds = sorted({r.get("seed") for r in records if r.get("seed") is not None})
-        note += (f"\n\nAccuracies: mean over the training seeds {seeds} (model initialisation and data order), "
-                 "with the lowest and highest seed in brackets (min-max).")
+        note += (f"\n\nAccuracies: mean over the training seeds {seeds} (model initialisation, data order, "
+                 "validation hold-out), with the lowest and highest seed in brackets (min-max).")
     return format_table(header, rows) + note
 
 
