@@ -208,7 +208,7 @@ def test_the_plot_draws_the_mean_of_a_points_seeds_with_a_bar_from_lowest_to_hig
     assert list(line.get_xdata()) == [50, 500] and list(line.get_ydata()) == pytest.approx([40, 70])
     (bars,) = fewshot.collections
     assert [sorted(seg[:, 1]) for seg in bars.get_segments()] == [pytest.approx([30, 50]), pytest.approx([60, 80])]
-    assert "mean of 2 seeds, bars min-max" in fewshot.get_ylabel()
+    assert "mean of 2 seeds, bars min-max" in fewshot.get_title()
     assert "| 40.0 (30.0-50.0)" in study_table(_study("data-size", records))
 
 

@@ -19,6 +19,7 @@ the plots draw their mean with a bar from the lowest to the highest seed, and th
 from __future__ import annotations
 
 import functools
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -160,12 +161,11 @@ def study_figure(study: dict[str, Any]):
                 (line,) = ax.plot(xs, means, marker=FAMILY_MARKERS.get(family, "o"), label=name)
             if any(p[3] > p[2] for p in points):  # the seeds' spread: a bar from the lowest to the highest
                 ax.vlines(xs, [p[2] for p in points], [p[3] for p in points], color=line.get_color(), linewidth=2, alpha=0.5)
-        if seeds > 1:
-            label += f", mean of {seeds} seeds, bars min-max"
         ax.set_xscale("log")
         ax.set_xlabel("pretraining exaFLOPs (3 x forward x images seen)" if compute else "pretraining examples")
-        ax.set_ylabel(label, fontsize=8)
-        ax.set_title(f"{study['name']} (measured)", fontsize=9)
+        ax.set_ylabel(textwrap.fill(label, 48), fontsize=8)
+        spread_note = f"; mean of {seeds} seeds, bars min-max" if seeds > 1 else ""
+        ax.set_title(f"{study['name']} (measured{spread_note})", fontsize=9)
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
@@ -184,7 +184,7 @@ def study_figure(study: dict[str, Any]):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     title = study.get("description") or study["name"]
-    figure.suptitle(f"{study['study']} study: {title}"[:150], fontsize=9)
+    figure.suptitle(textwrap.fill(f"{study['study']} study: {title}"[:300], 30 * panels), fontsize=9)
     return figure
 
 
