@@ -5,6 +5,7 @@ paper's forms with Table 6 kept apart from measured points. Tiny models on digit
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hf_vit_repro import cli, runs, training
@@ -63,6 +64,7 @@ def test_shipped_miniature_studies_load_and_make_valid_recipes(kind):
     points = len(config.models) * (len(config.data.sizes) if kind != "compute" else len(config.epochs))
     assert len(config.seeds) >= 2 and len(planned) == points * len(config.seeds) * max(1, len(config.levels))
     assert not set(config.data.classes) & set(config.transfer.fewshot.classes)  # class-disjoint transfer
+    assert config.transfer.fewshot.scratch_reference  # with the no-pretraining reference beside it
     families = {m.resolved_family() for m in config.models}
     assert families == ({"ViT"} if kind == "augreg" else {"ViT", "Hybrid", "ResNet (BiT)"})
     for model in config.models:  # every model's recipe is valid (a ResNet's drops the ViT's pre-logits layer)
@@ -171,7 +173,8 @@ def test_transfer_to_classes_pretraining_saw_is_refused_unless_allowed(tmp_path)
 
 
 def test_a_study_of_several_seeds_reports_their_mean_and_spread(tmp_path, capsys):
-    config = load_study_config(tiny_study(tmp_path, seeds=[0, 1], data=ONE_SIZE))
+    fewshot = {"task": "digits", "shots": [1, 5], "seeds": 1, "classes": UNSEEN, "scratch_reference": True}
+    config = load_study_config(tiny_study(tmp_path, seeds=[0, 1], data=ONE_SIZE, transfer={"fewshot": fewshot}))
     planned = plan_runs(config)
     assert [p.key for p in planned] == ["ViT-f1-s0", "ViT-f1-s1"] and {p.point for p in planned} == {"ViT-f1"}
     assert [pretrain_recipe(config, p).train.seed for p in planned] == [0, 1]
@@ -190,9 +193,42 @@ def test_a_study_of_several_seeds_reports_their_mean_and_spread(tmp_path, capsys
     table = (config.folder / "study.md").read_text()
     mean = f"{100 * sum(five) / 2:.1f}"
     assert f"| {mean} ({100 * min(five):.1f}-{100 * max(five):.1f})" in table and "training seeds [0, 1]" in table
+    # the no-pretraining reference: each seed's model at initialisation, few-shot on the same classes
+    references = study["references"]
+    assert [(r["model"], r["seed"]) for r in references] == [("ViT", 0), ("ViT", 1)]
+    assert all(0 <= r["accuracy"]["5"] <= 1 for r in references) and references[0] != references[1]
+    at_init = [r["accuracy"]["5"] for r in references]
+    assert f"`transfer.fewshot.scratch_reference`), 5-shot: ViT {100 * sum(at_init) / 2:.1f}" in table
+    figure = study_figure(study)
+    dashed = [line for line in figure.axes[0].lines if line.get_linestyle() == "--"]
+    assert [line.get_label() for line in dashed] == ["ViT at initialisation"]
+    assert list(dashed[0].get_ydata()) == pytest.approx([100 * sum(at_init) / 2] * 2)
     capsys.readouterr()
-    again = run_study(config, progress=False)  # resumable: both seeds finished, nothing trained again
+    again = run_study(config, progress=False)  # resumable: both seeds finished, nothing trained or evaluated again
     assert again["runs"] == records and capsys.readouterr().out.count("pretraining finished earlier; kept.") == 2
+    assert again["references"] == references
+
+
+def test_the_scratch_reference_evaluates_the_weights_the_run_starts_from(tmp_path):
+    """A run of one step at learning rate 1e-30 ends where it started (to 1e-20: fp32 weights cannot
+    move by that; zero-initialised ones move by ~1e-30): its weights are the reference model's."""
+    from safetensors.torch import load_file
+
+    from hf_vit_repro.studies.runner import initial_model, scratch_reference
+
+    fewshot = {"task": "digits", "shots": [1], "seeds": 1, "classes": UNSEEN, "scratch_reference": True}
+    config = load_study_config(tiny_study(tmp_path, seeds=[3], data=ONE_SIZE, transfer={"fewshot": fewshot}))
+    planned = plan_runs(config)[0]
+    recipe = pretrain_recipe(config, planned, ["train.steps=1", "optim.lr=1e-30", "optim.warmup_steps=0"])
+    training.run_recipe(recipe)
+    trained = load_file(str(recipe.output_dir / runs.FINAL_DIR / "model.safetensors"))
+    torch.manual_seed(12345)  # whatever the RNG held before, the reference seeds it as the run does
+    initial = initial_model(recipe).state_dict()
+    assert trained.keys() <= initial.keys()
+    for name, tensor in trained.items():
+        torch.testing.assert_close(tensor, initial[name], rtol=0, atol=1e-20)
+    record = scratch_reference(config, planned, recipe, "cpu", False)
+    assert record["seed"] == 3 and (config.folder / "references" / "ViT-s3.json").is_file()
 
 
 def test_the_plot_draws_the_mean_of_a_points_seeds_with_a_bar_from_lowest_to_highest():

@@ -17,7 +17,8 @@ summary carries its compute (`training.compute`); the pretrained models are then
 few-shot linear regression (`evaluation.fewshot_checkpoint`) and optionally fine-tuned. The
 transfer is class-disjoint where it uses the pretraining task (pretrain on `data.classes`,
 transfer to others; overlap is refused unless allowed), and every run may repeat over `seeds`,
-the report showing each point's mean and min-max.
+the report showing each point's mean and min-max, beside each model's accuracy at initialisation
+(`transfer.fewshot.scratch_reference`: no pretraining).
 
 - `config`  the study config (YAML) and its validation
 - `runner`  the plan of runs, their recipes, resuming, study.json

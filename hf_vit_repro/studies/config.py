@@ -127,7 +127,9 @@ class FewshotSpec:
     Sec. 4.1, Figure 4): `shots` per class, the first `seeds` seeds, on `task`'s
     `train_split` (shots) and `test_split` (scored). `l2_reg`: null keeps the evaluator's
     default, a number fixes it. `resolution`: null is the pretraining resolution. `classes`: the
-    label ids of `task` evaluated on (relabelled 0..K-1; null: all)."""
+    label ids of `task` evaluated on (relabelled 0..K-1; null: all). `scratch_reference`: also
+    evaluate every model and seed at its initialisation (the weights its run starts from), the
+    no-pretraining reference the plot draws dashed beside the pretrained points."""
 
     task: str = "digits"
     data_dir: str | None = None
@@ -139,6 +141,7 @@ class FewshotSpec:
     resolution: int | None = None
     batch_size: int = 64
     classes: list[int] | None = None
+    scratch_reference: bool = False
 
 
 @dataclass

@@ -108,6 +108,20 @@ def spread(values) -> tuple[float, float, float, int] | None:
     return sum(values) / len(values), min(values), max(values), len(values)
 
 
+def scratch_references(study: dict[str, Any], shots: str) -> dict[str, tuple[float, float, float, int]]:
+    """Per model, (mean, min, max, n) over its seeds of the `shots`-shot accuracy at initialisation
+    (`transfer.fewshot.scratch_reference`): what the features give with no pretraining."""
+    out: dict[str, list[float]] = {}
+    for ref in study.get("references") or []:
+        out.setdefault(ref["model"], []).append(ref["accuracy"].get(shots))
+    return {name: s for name, values in out.items() if (s := spread(values)) is not None}
+
+
+def _line_of(study: dict[str, Any], model: str) -> str:
+    """The name of `model`'s first plotted line."""
+    return next((_line(r) for r in study["runs"] if r["model"] == model), model)
+
+
 def _line(record) -> str:
     """A plotted line's name: the model, and its augmentation/regularisation level in the augreg study."""
     return record["model"] if not record.get("level") else f"{record['model']}, {record['level']}"
@@ -143,7 +157,7 @@ def study_figure(study: dict[str, Any]):
     axes = figure.subplots(1, panels, squeeze=False)[0]
     groups = group_points(study["runs"])
     seeds = max((len(g) for g in groups), default=1)
-    for ax, (_, label, value_of) in zip(axes, measures):
+    for ax, (key, label, value_of) in zip(axes, measures):
         families_shown = set()
         for name in dict.fromkeys(_line(g[0]) for g in groups):
             x_of = (lambda r: r["compute"]["training_exaflops"]) if compute else (lambda r: r["train_examples"])
@@ -161,6 +175,11 @@ def study_figure(study: dict[str, Any]):
                 (line,) = ax.plot(xs, means, marker=FAMILY_MARKERS.get(family, "o"), label=name)
             if any(p[3] > p[2] for p in points):  # the seeds' spread: a bar from the lowest to the highest
                 ax.vlines(xs, [p[2] for p in points], [p[3] for p in points], color=line.get_color(), linewidth=2, alpha=0.5)
+        if key.startswith("fewshot_"):  # the no-pretraining reference, dashed, one line per model
+            for name, (mean, *_) in scratch_references(study, key.split("_")[1]).items():
+                colour = next((line.get_color() for line in ax.lines if line.get_label() in (name, _line_of(study, name))),
+                              "tab:grey")
+                ax.axhline(100 * mean, linestyle="--", linewidth=1, color=colour, label=f"{name} at initialisation")
         ax.set_xscale("log")
         ax.set_xlabel("pretraining exaFLOPs (3 x forward x images seen)" if compute else "pretraining examples")
         ax.set_ylabel(textwrap.fill(label, 48), fontsize=8)
@@ -191,8 +210,10 @@ def study_figure(study: dict[str, Any]):
 def _pct_spread(values) -> str:
     """"mean (min-max)" in % over a point's seeds, the value alone for one seed."""
     s = spread(values)
-    if s is None:
-        return ""
+    return "" if s is None else _pct_spread_of(s)
+
+
+def _pct_spread_of(s: tuple[float, float, float, int]) -> str:
     return f"{100 * s[0]:.1f}" if s[3] == 1 else f"{100 * s[0]:.1f} ({100 * s[1]:.1f}-{100 * s[2]:.1f})"
 
 
@@ -246,6 +267,12 @@ def study_table(study: dict[str, Any]) -> str:
                         + [_pct_spread([m[2](x) for x in g]) for m in measures] + costs(g))
     devices = sorted({f"{r['compute']['num_devices']} x {r['compute']['device']}" for r in records})
     note = f"\n\nDevice time: training wall time x devices ({'; '.join(devices)})." if devices else ""
+    fewshot = [m for m in measures if m[0].startswith("fewshot_")]
+    references = scratch_references(study, fewshot[0][0].split("_")[1]) if fewshot else {}
+    if references:
+        note += (f"\n\nAt initialisation (no pretraining; `transfer.fewshot.scratch_reference`), "
+                 f"{fewshot[0][0].split('_')[1]}-shot: "
+                 + "; ".join(f"{name} {_pct_spread_of(s)}" for name, s in references.items()) + ".")
     if any(len(g) > 1 for g in groups):
         seeds = sorted({r.get("seed") for r in records if r.get("seed") is not None})
         note += (f"\n\nAccuracies: mean over the training seeds {seeds} (model initialisation, data order, "

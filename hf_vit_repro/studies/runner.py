@@ -4,9 +4,10 @@ own folder, then its transfer evaluations; study.json rewritten after every run.
     STUDY_DIR/
       study.json                    the config, and one record per run (see `run_record`)
       study.md                      the measured table (Table 6's form)
-      data_size.png | compute.png   the paper's Figure 3/4 or Figure 5, from study.json
-      runs/<model>-<size|epochs>/   a normal run folder: recipe.yaml, checkpoints/, best/, final/,
-                                    train_summary.json (with `compute`), fewshot.json, finetune/
+      data_size.png | compute.png | augreg.png   the paper's Figure 3/4 or 5, AugReg's Figure 1
+      references/<model>-s<seed>.json            few-shot accuracy at initialisation (`scratch_reference`)
+      runs/<model>[-<level>]-<size|epochs>[-s<seed>]/   a normal run folder: recipe.yaml, checkpoints/,
+                                    best/, final/, train_summary.json (with `compute`), fewshot.json, finetune/
 
 Resumable run by run: a run whose folder holds a train_summary.json of the same recipe is not
 trained again (and its few-shot / fine-tuning results are reused when they are there); a run
@@ -172,6 +173,45 @@ def _run_fewshot(config: StudyConfig, run_dir: Path, device: str, progress: bool
     )
 
 
+REFERENCES_DIR = "references"
+
+
+def initial_model(recipe):
+    """The model a pretraining recipe's run starts from: seeded, then data and model built, as `run_recipe` does."""
+    from accelerate.utils import set_seed
+
+    from ..training.build import build_data, build_model
+
+    set_seed(recipe.train.seed)
+    data = build_data(recipe)
+    return build_model(recipe, data.num_classes, data.id2label)
+
+
+def scratch_reference(config: StudyConfig, planned: PlannedRun, recipe, device: str, progress: bool) -> dict[str, Any]:
+    """Few-shot accuracy of `planned`'s model at its initialisation: the weights its pretraining run
+    starts from (the same seed, data and model building as `run_recipe`), evaluated as the pretrained
+    model is. Written to STUDY_DIR/references/<model>[-s<seed>].json and read from there when present."""
+    path = config.folder / REFERENCES_DIR / f"{planned.model.slug}{'' if planned.seed is None else f'-s{planned.seed}'}.json"
+    spec = config.transfer.fewshot
+    if path.is_file():
+        return runs.read_json(path)
+    from ..data import load_task, select_classes
+    from ..evaluation.fewshot import fewshot_evaluate
+
+    model = initial_model(recipe).to(device).eval()
+    train, test = load_task(spec.task, spec.train_split, spec.data_dir), load_task(spec.task, spec.test_split, spec.data_dir)
+    if spec.classes is not None:
+        train, test = select_classes(train, spec.classes), select_classes(test, spec.classes)
+    extra = {} if spec.l2_reg is None else {"l2_reg": spec.l2_reg}
+    results = fewshot_evaluate(model, train, test, spec.shots, range(spec.seeds), mean=recipe.data.mean, std=recipe.data.std,
+                               image_size=spec.resolution or recipe.model.image_size, batch_size=spec.batch_size,
+                               progress=progress, **extra)
+    record = {"model": planned.model.name, "family": planned.model.resolved_family(), "seed": planned.seed,
+              "accuracy": {k: v["mean"] for k, v in results.items()}}
+    runs.write_json(path, record)
+    return record
+
+
 def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[str, Any]:
     """What study.json says of one run, read from its folder: the model, the data it saw, its
     length, best validation accuracy, few-shot accuracy per shot, fine-tuned accuracy, compute."""
@@ -255,6 +295,7 @@ def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progres
     overrides = list(overrides) + ([] if progress else ["run.progress_bar=false"])
     if fresh and main:
         shutil.rmtree(folder / RUNS_DIR, ignore_errors=True)
+        shutil.rmtree(folder / REFERENCES_DIR, ignore_errors=True)
         (folder / STUDY_JSON).unlink(missing_ok=True)
     state.wait_for_everyone()
     planned = plan_runs(config)
@@ -266,6 +307,7 @@ def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progres
         "config": config.to_dict(),
         "overrides": overrides,
         "runs": [],
+        "references": [],
         "versions": runs.software_versions() if main else None,
     }
     start = time.perf_counter()
@@ -289,6 +331,9 @@ def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progres
         if config.transfer.fewshot is not None:
             if main and (trained or not _fewshot_done(run_dir, config.transfer.fewshot)):
                 _run_fewshot(config, run_dir, str(state.device), progress)
+            seen = {(r["model"], r["seed"]) for r in study["references"]}
+            if main and config.transfer.fewshot.scratch_reference and (run.model.name, run.seed) not in seen:
+                study["references"].append(scratch_reference(config, run, recipe, str(state.device), progress))
             state.wait_for_everyone()
         if config.transfer.finetune is not None:
             tuned = finetune_recipe(config, run, run_dir, overrides)
