@@ -16,7 +16,7 @@ help:
 	@echo "make demo   create $(VENV) if missing, install, run the offline end-to-end demo"
 	@echo "make mpp-demo  create $(VENV) if missing, install, run masked patch prediction vs from scratch (digits)"
 	@echo "make bench  create $(VENV) if missing, install, measure speed/memory against transformers and timm"
-	@echo "make study  create $(VENV) if missing, install, run the miniature data-size and compute studies (plots in outputs/studies/)"
+	@echo "make study  create $(VENV) if missing, install, run the miniature data-size, compute and augreg studies (outputs/studies/)"
 	@echo "make docs   create $(VENV) if missing, install, build the documentation site into site/ (strict: broken links fail)"
 	@echo "make docs-serve  the same site served at http://127.0.0.1:8000, rebuilt as you edit"
 	@echo "make clean  remove $(VENV) and build artefacts"
@@ -52,10 +52,11 @@ mpp-demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_models.py $(BENCH_ARGS)
 
-# The paper's two studies in miniature, offline (recipes/studies/); an interrupted run continues.
+# The paper's two studies and AugReg's Figure 1 in miniature, offline (recipes/studies/); an interrupted run continues.
 study: $(STAMP)
 	$(BIN)/vit-repro study data-size recipes/studies/data_size.yaml $(STUDY_ARGS)
 	$(BIN)/vit-repro study compute recipes/studies/compute.yaml $(STUDY_ARGS)
+	$(BIN)/vit-repro study augreg recipes/studies/augreg.yaml $(STUDY_ARGS)
 
 # The documentation site (mkdocs.yml, docs/; the API pages come from the docstrings).
 docs: $(STAMP)

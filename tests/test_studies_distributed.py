@@ -20,8 +20,9 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "in
 
 
 def write_config(tmp_path) -> Path:
-    """One tiny ViT on a 50% subset of 200 digits (20 held out): 6 steps of 16 images in
-    micro-batches of 4, validation every 2 steps; then 1/5-shot evaluation and 4 fine-tuning steps."""
+    """One tiny ViT on a 50% subset of 200 digits 0-4 (20 held out): 6 steps of 16 images in
+    micro-batches of 4, validation every 2 steps; then 1/5-shot evaluation and 4 fine-tuning steps
+    on the digits 5-9 (class-disjoint transfer)."""
     config = {
         "study": "data-size",
         "name": "ddp",
@@ -29,11 +30,12 @@ def write_config(tmp_path) -> Path:
         "overrides": {"train.steps": 6, "train.global_batch_size": 16, "train.micro_batch_size": 4,
                       "optim.warmup_steps": 1, "data.max_train_examples": 200, "run.checkpoint_every": 0,
                       "run.num_workers": 0, "run.torch_threads": None},
-        "data": {"task": "digits", "val_fraction": 0.1, "sizes": [0.5]},
+        "data": {"task": "digits", "val_fraction": 0.1, "sizes": [0.5], "classes": [0, 1, 2, 3, 4]},
         "early_stopping": {"patience": 5, "eval_every": 2},
         "models": [{"name": "ViT", "config": TINY, "overrides": {"model.representation_size": 32}}],
-        "transfer": {"fewshot": {"task": "digits", "shots": [1, 5], "seeds": 2},
+        "transfer": {"fewshot": {"task": "digits", "shots": [1, 5], "seeds": 2, "classes": [5, 6, 7, 8, 9]},
                      "finetune": {"recipe": str(ROOT / "recipes" / "studies" / "finetune_digits.yaml"),
+                                  "classes": [5, 6, 7, 8, 9],
                                   "overrides": {"train.steps": 4, "optim.warmup_steps": 1, "train.global_batch_size": 16,
                                                 "train.micro_batch_size": 4, "data.max_train_examples": 64,
                                                 "data.max_eval_examples": 64}}},

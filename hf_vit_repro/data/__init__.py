@@ -35,6 +35,7 @@ from .loading import (
     fewshot_subset,
     load_task,
     num_classes,
+    select_classes,
     vtab1k_indices,
 )
 from .registry import LABEL_TRANSFORMS, TASKS, VTAB_GROUPS, VTAB_SPLITS, VTAB_TASKS, TaskSpec, get_task, registry_markdown
@@ -63,6 +64,7 @@ __all__ = [
     "registry_markdown",
     "load_task",
     "fewshot_subset",
+    "select_classes",
     "vtab1k_indices",
     "export_vtab1k_indices",
     "digits_split_indices",

@@ -484,6 +484,40 @@ def fewshot_subset(dataset, k: int, seed: int = 0):
     return dataset.select(sorted(chosen))
 
 
+def select_classes(dataset, classes):
+    """The rows of `dataset` whose label is one of `classes` (the task's own ids), relabelled
+    0..K-1 in the order given (`classes[i]` becomes i) with the ClassLabel's names carried over:
+    a model trained on it has a K-way head. Used for class-disjoint transfer (pretrain on some
+    classes, transfer to the others; `data.classes` in a recipe). Every class must have rows."""
+    import datasets
+
+    classes = [int(c) for c in classes]
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise DataError(f"classes must be at least 2 distinct label ids, got {classes}")
+    labels = _label_array(dataset)
+    feature = dataset.features.get("label")
+    total = getattr(feature, "num_classes", None) or (int(labels.max()) + 1 if len(labels) else 0)
+    unknown = [c for c in classes if not 0 <= c < total]
+    if unknown:
+        raise DataError(f"classes {unknown} are not labels of this dataset (ids 0..{total - 1})")
+    empty = [c for c in classes if not (labels == c).any()]
+    if empty:
+        raise DataError(f"classes {empty} have no example in this split")
+    names = list(getattr(feature, "names", None) or [str(i) for i in range(total)])
+    lookup = np.full(total, -1, dtype=np.int64)
+    lookup[classes] = np.arange(len(classes))
+    keep = lookup[labels] >= 0
+    quiet = datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()  # two instant passes over the table: no bars for them
+    try:
+        chosen = dataset.select(np.flatnonzero(keep).tolist()).remove_columns("label")
+        chosen = chosen.add_column("label", lookup[labels[keep]].tolist())
+        return chosen.cast_column("label", datasets.ClassLabel(names=[names[c] for c in classes]))
+    finally:
+        if not quiet:
+            datasets.utils.enable_progress_bars()
+
+
 # ---------------------------------------------------------------------------------------------
 # The public entry point.
 # ---------------------------------------------------------------------------------------------

@@ -446,6 +446,7 @@ def fewshot_checkpoint(
     output: str | os.PathLike | None = None,
     device: str | None = None,
     cache_dir: str | os.PathLike | None | bool = True,
+    classes: Sequence[int] | None = None,
     **kwargs: Any,
 ) -> tuple[dict[str, Any], Path]:
     """Run `fewshot_evaluate` for every task and write fewshot.json (default: the run folder's,
@@ -454,8 +455,10 @@ def fewshot_checkpoint(
     kept; the tasks asked for are (re)computed, which is cheap when their features are cached).
     The file records the checkpoint's image processor (class, backend) whose mean and std normalise
     the images.
-    `cache_dir=True` uses `default_cache_dir()`, None/False disables the cache."""
-    from ..data import load_task
+    `cache_dir=True` uses `default_cache_dir()`, None/False disables the cache. `classes` keeps only
+    those label ids of every task, relabelled 0..K-1 (`data.select_classes`; class-disjoint transfer),
+    and records the results under `fewshot_task_name(task, classes)`, e.g. "digits[5,6,7,8,9]"."""
+    from ..data import load_task, select_classes
     from .common import load_checkpoint
 
     loaded = load_checkpoint(checkpoint, device=device or default_device())
@@ -475,14 +478,24 @@ def fewshot_checkpoint(
         data_dir = (data_dirs or {}).get(task)
         train = load_task(task, train_split, data_dir)
         test = load_task(task, test_split, data_dir)
-        key = {"task": task, "data_dir": str(data_dir) if data_dir else None, "train_split": train_split, "test_split": test_split}
+        key = {"task": task, "data_dir": str(data_dir) if data_dir else None, "train_split": train_split,
+               "test_split": test_split}
+        if classes is not None:
+            train, test = select_classes(train, classes), select_classes(test, classes)
+            key["classes"] = [int(c) for c in classes]
         result = fewshot_evaluate(
             loaded.model, train, test, shots, seeds, mean=loaded.mean, std=loaded.std, image_size=size,
             cache_dir=cache, data_key=key, **kwargs,
         )
         # after every task: an interrupted run keeps what it finished
-        record = write_fewshot_results(path, checkpoint, protocol, {task: result}, image_processor=loaded.image_processor)
+        record = write_fewshot_results(path, checkpoint, protocol, {fewshot_task_name(task, classes): result},
+                                       image_processor=loaded.image_processor)
     return record, path
+
+
+def fewshot_task_name(task: str, classes: Sequence[int] | None = None) -> str:
+    """The name fewshot.json records a task's results under: the task, with its classes when only some are kept."""
+    return task if classes is None else f"{task}[{','.join(str(int(c)) for c in classes)}]"
 
 
 def _same_checkpoint(a, b) -> bool:

@@ -1,4 +1,5 @@
-"""`vit-repro study data-size CONFIG`, `vit-repro study compute CONFIG`, `vit-repro study report DIR`."""
+"""`vit-repro study data-size CONFIG`, `vit-repro study compute CONFIG`, `vit-repro study augreg CONFIG`,
+`vit-repro study report DIR`."""
 
 from __future__ import annotations
 
@@ -41,11 +42,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     folder = Path(args.study_dir)
     if not (folder / STUDY_JSON).is_file():
-        raise FileNotFoundError(f"{folder} holds no {STUDY_JSON}; run `vit-repro study data-size|compute CONFIG` first.")
+        raise FileNotFoundError(f"{folder} holds no {STUDY_JSON}; run `vit-repro study data-size|compute|augreg CONFIG` first.")
     study = runs.read_json(folder / STUDY_JSON)
     if not study.get("runs"):
         raise ValueError(f"{folder / STUDY_JSON} records no finished run yet, so there is nothing to report; run the "
-                         "study's command again (`vit-repro study data-size|compute CONFIG`) to continue it.")
+                         "study's command again (`vit-repro study data-size|compute|augreg CONFIG`) to continue it.")
     written = write_report(study, folder)
     print("Wrote " + ", ".join(map(str, written)))
     return 0
@@ -56,17 +57,19 @@ def add_cli(subparsers) -> None:
 
     p = subparsers.add_parser(
         "study",
-        help="the paper's data-size and compute studies (Figures 3-5, Table 6)",
+        help="the paper's data-size and compute studies (Figures 3-5, Table 6) and AugReg's Figure 1",
         description="Pretrain a list of models (ViT, hybrid, BiT ResNet) on nested subsets of a dataset (data-size, "
-        "paper Figures 3 and 4) or for given epochs (compute, Figure 5 and Table 6), transfer each by few-shot linear "
+        "paper Figures 3 and 4; augreg: at each augmentation/regularisation level, AugReg's Figure 1) or for given epochs "
+        "(compute, Figure 5 and Table 6), transfer each by few-shot linear "
         "evaluation and/or fine-tuning, and write STUDY_DIR/study.json, study.md and the plot. Each run is an "
         "ordinary recipe run in STUDY_DIR/runs/; an interrupted study continues where it stopped. Data-parallel: "
         "`accelerate launch -m hf_vit_repro study ...` or `torchrun ... -m hf_vit_repro study ...`.",
     )
     sub = p.add_subparsers(dest="study_command", required=True, metavar="KIND")
     for kind, what in (("data-size", "accuracy against pretraining examples (Figures 3 and 4)"),
-                       ("compute", "transfer accuracy against pretraining exaFLOPs (Figure 5, Table 6)")):
-        q = sub.add_parser(kind, help=what, description=f"Run a {kind} study config: {what}. The shipped miniature: "
+                       ("compute", "transfer accuracy against pretraining exaFLOPs (Figure 5, Table 6)"),
+                       ("augreg", "accuracy against pretraining examples per augmentation/regularisation level (AugReg Fig. 1)")):
+        q = sub.add_parser(kind, help=what, description=f"Run {'an' if kind == 'augreg' else 'a'} {kind} study config: {what}. The shipped miniature: "
                            f"recipes/studies/{kind.replace('-', '_')}.yaml (offline, 2 CPU cores, minutes).")
         q.add_argument("config", help=f"study config YAML, e.g. recipes/studies/{kind.replace('-', '_')}.yaml")
         q.add_argument("overrides", nargs="*", metavar="key=value",

@@ -1,6 +1,6 @@
 """A study config: which models to pretrain on what, how long, and how to transfer them.
 
-    study: data-size                      # or compute (must match the command)
+    study: data-size                      # or compute, augreg (must match the command)
     name: data_size_digits                # folder outputs/studies/<name> unless output_dir is set
     recipe: pretrain_digits.yaml          # the base pretraining recipe (relative to this file)
     overrides: {optim.lr: 0.001}          # recipe keys set for every pretraining run
@@ -8,18 +8,26 @@
       task: digits                        # registry task, Hub dataset id or local folder
       val_fraction: 0.1                   # held out of the training split to validate on
       sizes: [0.1, 0.3, 1.0]              # data-size: nested subsets, fractions (<= 1) or counts
+      classes: [0, 1, 2, 3, 4]            # pretrain on these label ids only (null: all)
+    seeds: [0, 1, 2]                      # each run once per seed (train.seed: init, data order)
     early_stopping: {patience: 3, eval_every: 20}   # required by data-size (paper Sec. 4.3)
     epochs: [10, 30]                      # compute: every model for each (or per model)
+    levels:                               # augreg: every size at each augmentation/regularisation level
+      - {name: none, overrides: {data.augment_level: none}}
+      - {name: medium1+reg, overrides: {data.augment_level: medium1, model.dropout: 0.1, model.drop_path_rate: 0.1}}
     models:
       - {name: ViT-tiny, family: ViT, config: {hidden_size: 32, ...}}
       - {name: R50x1, variant: BiT-R50x1, overrides: {optim.lr: 0.003}}
     transfer:
-      fewshot: {task: digits, shots: [1, 5, 10], seeds: 3}
-      finetune: {recipe: finetune_digits.yaml, overrides: {train.steps: 100}}
+      fewshot: {task: digits, classes: [5, 6, 7, 8, 9], shots: [1, 5, 10], seeds: 3}
+      finetune: {recipe: finetune_digits.yaml, classes: [5, 6, 7, 8, 9], overrides: {train.steps: 100}}
+      allow_class_overlap: false          # true: transfer to classes pretraining saw (nothing is transferred)
     plot: {shots: 5, reference: true, reference_column: imagenet}
 
 Every key is checked when the file is read (`load_study_config`): an unknown one is an error
-naming the closest ones, so a typo never silently drops part of a study.
+naming the closest ones, so a typo never silently drops part of a study. A transfer to the
+pretraining task must use classes pretraining never saw (`data.classes` and the transfer's
+`classes` disjoint) unless `transfer.allow_class_overlap` is true.
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KINDS = ("data-size", "compute")
+KINDS = ("data-size", "compute", "augreg")
+#: The studies that pretrain on nested data sizes with early stopping (augreg: sizes x levels).
+SIZED = ("data-size", "augreg")
 #: The families of the paper's Table 6 (and Figure 5's legend).
 FAMILIES = ("ViT", "ResNet (BiT)", "Hybrid")
 
@@ -71,11 +81,26 @@ class ModelEntry:
 
 
 @dataclass
+class LevelEntry:
+    """One augmentation / regularisation level of the augreg study (AugReg, Steiner et al. 2022,
+    Figure 1): `name` labels it (and names its run folders), `overrides` are the recipe keys it
+    sets for every run at that level (`data.augment_level`, `model.dropout`, `model.drop_path_rate`, ...)."""
+
+    name: str
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9.+]+", "-", self.name).strip("-") or "level"
+
+
+@dataclass
 class PretrainData:
     """The pretraining data (`load_task`): `task`, `data_dir`, columns, `train_split`;
     `val_fraction` of it is held out (seeded, the same for every size) to validate on; `sizes`
     are the data-size study's nested subsets of the rest (fractions in (0, 1] or image counts),
-    drawn with `subset_seed`."""
+    drawn with `subset_seed`. `classes`: the label ids pretrained on (`data.classes` of the
+    recipe: relabelled 0..K-1), null for all."""
 
     task: str = "digits"
     data_dir: str | None = None
@@ -85,6 +110,7 @@ class PretrainData:
     val_fraction: float = 0.1
     sizes: list[float] = field(default_factory=lambda: [1.0])
     subset_seed: int = 0
+    classes: list[int] | None = None
 
 
 @dataclass
@@ -100,7 +126,10 @@ class FewshotSpec:
     """Few-shot linear evaluation of every pretrained model (`vit-repro fewshot`; paper
     Sec. 4.1, Figure 4): `shots` per class, the first `seeds` seeds, on `task`'s
     `train_split` (shots) and `test_split` (scored). `l2_reg`: null keeps the evaluator's
-    default, a number fixes it. `resolution`: null is the pretraining resolution."""
+    default, a number fixes it. `resolution`: null is the pretraining resolution. `classes`: the
+    label ids of `task` evaluated on (relabelled 0..K-1; null: all). `scratch_reference`: also
+    evaluate every model and seed at its initialisation (the weights its run starts from), the
+    no-pretraining reference the plot draws dashed beside the pretrained points."""
 
     task: str = "digits"
     data_dir: str | None = None
@@ -111,22 +140,30 @@ class FewshotSpec:
     l2_reg: float | None = None
     resolution: int | None = None
     batch_size: int = 64
+    classes: list[int] | None = None
+    scratch_reference: bool = False
 
 
 @dataclass
 class FinetuneSpec:
     """Fine-tuning of every pretrained model (paper Figure 3 / Table 6): a fine-tuning recipe
     (path relative to the study config) whose `model.init_from` the study sets, plus overrides.
-    Its evaluation split is the reported fine-tuned accuracy."""
+    Its evaluation split is the reported fine-tuned accuracy. `classes`: the recipe's `data.classes`
+    (the label ids fine-tuned and scored on; null keeps the recipe's)."""
 
     recipe: str = ""
     overrides: dict = field(default_factory=dict)
+    classes: list[int] | None = None
 
 
 @dataclass
 class TransferSpec:
+    """How every pretrained model is transferred. `allow_class_overlap: true` lets a transfer to the
+    pretraining task use classes pretraining saw (then nothing new is learnt from few examples)."""
+
     fewshot: FewshotSpec | None = None
     finetune: FinetuneSpec | None = None
+    allow_class_overlap: bool = False
 
 
 @dataclass
@@ -154,8 +191,10 @@ class StudyConfig:
     data: PretrainData = field(default_factory=PretrainData)
     early_stopping: EarlyStoppingSpec | None = None
     epochs: list[float] = field(default_factory=list)
+    levels: list[LevelEntry] = field(default_factory=list)
     transfer: TransferSpec = field(default_factory=TransferSpec)
     plot: PlotSpec = field(default_factory=PlotSpec)
+    seeds: list[int] | None = None
     source: str = ""
 
     @property
@@ -201,11 +240,17 @@ class StudyConfig:
             raise StudyConfigError(f"`data.val_fraction` must lie in [0, 1), got {d.val_fraction}.")
         if not d.sizes or any(not s > 0 or (s > 1 and s != int(s)) for s in d.sizes):
             raise StudyConfigError(f"`data.sizes` are fractions in (0, 1] or whole image counts, got {d.sizes}.")
-        if self.study == "data-size":
+        if self.study in SIZED:
             if self.early_stopping is None or d.val_fraction <= 0:
                 raise StudyConfigError(
-                    "the data-size study validates on held-out data with early stopping (paper Sec. 4.3): set "
+                    f"the {self.study} study validates on held-out data with early stopping (paper Sec. 4.3): set "
                     "`early_stopping: {patience: ..., eval_every: ...}` and `data.val_fraction` > 0."
+                )
+            slugs = [level.slug for level in self.levels]
+            if (self.study == "augreg") != bool(self.levels) or len(set(slugs)) != len(slugs):
+                raise StudyConfigError(
+                    "`levels` (distinct names) belongs to the augreg study and it needs them, e.g. `levels: [{name: none, "
+                    "overrides: {data.augment_level: none}}, {name: medium1, overrides: {data.augment_level: medium1}}]`."
                 )
         else:
             epochs = [e for m in self.models for e in (m.epochs or self.epochs)]
@@ -224,7 +269,49 @@ class StudyConfig:
             raise StudyConfigError(f"`transfer.fewshot` needs shots >= 1 and seeds >= 1, got {f.shots} / {f.seeds}.")
         if self.transfer.finetune is not None and not self.transfer.finetune.recipe:
             raise StudyConfigError("`transfer.finetune.recipe` names no fine-tuning recipe.")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise StudyConfigError(f"`seeds` lists distinct training seeds (e.g. [0, 1, 2]) or is left out, got {self.seeds}.")
+        for where, classes in (("data.classes", d.classes), ("transfer.fewshot.classes", f and f.classes),
+                               ("transfer.finetune.classes", self.transfer.finetune and self.transfer.finetune.classes)):
+            if classes is not None and (len(classes) < 2 or len(set(classes)) != len(classes) or min(classes) < 0):
+                raise StudyConfigError(f"`{where}` lists at least 2 distinct label ids >= 0 (null: all), got {classes}.")
+        if not self.transfer.allow_class_overlap and (problem := self.class_overlap()):
+            raise StudyConfigError(problem)
         return self
+
+    def transfer_tasks(self) -> list[tuple[str, str, str | None, list[int] | None]]:
+        """(section, task, data_dir, classes) of each transfer; a fine-tuning recipe's task is read from its file."""
+        out = []
+        f, t = self.transfer.fewshot, self.transfer.finetune
+        if f is not None:
+            out.append(("transfer.fewshot", f.task, f.data_dir, f.classes))
+        if t is not None:
+            import yaml
+
+            path = self.resolve_path(t.recipe)
+            data = ((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data") or {}) if path.is_file() else {}
+            task = t.overrides.get("data.task", data.get("task", "digits"))
+            data_dir = t.overrides.get("data.data_dir", data.get("data_dir"))
+            out.append(("transfer.finetune", task, data_dir, t.classes or t.overrides.get("data.classes", data.get("classes"))))
+        return out
+
+    def class_overlap(self) -> str | None:
+        """Why a transfer would measure classes pretraining saw (same task, overlapping classes), or None."""
+        d = self.data
+        for section, task, data_dir, classes in self.transfer_tasks():
+            if task != d.task or data_dir != d.data_dir:
+                continue  # another task: its labels are other classes
+            if d.classes is not None and classes is not None:
+                shared = sorted(set(d.classes) & set(classes))
+            else:
+                shared = sorted(d.classes or classes or []) or "all"
+            if shared:
+                saw = shared if shared != "all" else "all of them"
+                return (f"`{section}` transfers to {task} classes pretraining saw ({saw}): "
+                        f"nothing is transferred. Pretrain on some classes and transfer to the others, e.g. `data.classes: "
+                        f"[0, 1, 2, 3, 4]` and `{section}.classes: [5, 6, 7, 8, 9]`, or set `transfer.allow_class_overlap: "
+                        "true` to measure it knowingly.")
+        return None
 
 
 def _build(cls, values: Any, where: str):
@@ -270,7 +357,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
 
 
 def load_study_config(path: str | os.PathLike, kind: str | None = None) -> StudyConfig:
-    """Read and validate a study config (YAML). `kind` ("data-size" or "compute", the command
+    """Read and validate a study config (YAML). `kind` ("data-size", "compute" or "augreg", the command
     that runs it) fills a missing `study:` key and must match a present one. Raises
     a ValueError (`RecipeError` for a missing file or bad YAML, `StudyConfigError` for unknown keys
     or bad values) before anything runs."""

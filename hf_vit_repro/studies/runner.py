@@ -4,9 +4,10 @@ own folder, then its transfer evaluations; study.json rewritten after every run.
     STUDY_DIR/
       study.json                    the config, and one record per run (see `run_record`)
       study.md                      the measured table (Table 6's form)
-      data_size.png | compute.png   the paper's Figure 3/4 or Figure 5, from study.json
-      runs/<model>-<size|epochs>/   a normal run folder: recipe.yaml, checkpoints/, best/, final/,
-                                    train_summary.json (with `compute`), fewshot.json, finetune/
+      data_size.png | compute.png | augreg.png   the paper's Figure 3/4 or 5, AugReg's Figure 1
+      references/<model>-s<seed>.json            few-shot accuracy at initialisation (`scratch_reference`)
+      runs/<model>[-<level>]-<size|epochs>[-s<seed>]/   a normal run folder: recipe.yaml, checkpoints/,
+                                    best/, final/, train_summary.json (with `compute`), fewshot.json, finetune/
 
 Resumable run by run: a run whose folder holds a train_summary.json of the same recipe is not
 trained again (and its few-shot / fine-tuning results are reused when they are there); a run
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
-from .config import StudyConfig, ModelEntry
+from .config import SIZED, LevelEntry, ModelEntry, StudyConfig
 
 STUDY_JSON = "study.json"
 RUNS_DIR = "runs"
@@ -35,48 +36,65 @@ FINETUNE_DIR = "finetune"
 
 @dataclass
 class PlannedRun:
-    """One pretraining run of a study: `key` names its folder under runs/."""
+    """One pretraining run of a study: `key` names its folder under runs/; `point` is the key without
+    the seed (the runs of one point differ only in `seed`, the recipe's `train.seed`)."""
 
     key: str
     model: ModelEntry
     size: float | None = None
     epochs: float | None = None
+    seed: int | None = None
+    point: str = ""
+    level: LevelEntry | None = None
 
     def describe(self, config: StudyConfig) -> str:
+        seed = ("" if self.level is None else f", {self.level.name}") + ("" if self.seed is None else f", seed {self.seed}")
         if self.size is not None:
             amount = f"{self.size:.0%}" if self.size <= 1 else f"{int(self.size)} images"
-            return f"{self.model.name} on {amount} of {config.data.task}/{config.data.train_split}"
-        return f"{self.model.name}, {self.epochs:g} epochs of {config.data.task}/{config.data.train_split}"
+            return f"{self.model.name} on {amount} of {config.data.task}/{config.data.train_split}{seed}"
+        return f"{self.model.name}, {self.epochs:g} epochs of {config.data.task}/{config.data.train_split}{seed}"
 
 
 def plan_runs(config: StudyConfig) -> list[PlannedRun]:
-    """The runs of a study, model by model: every data size (data-size study, smallest first) or
-    every epochs value (compute study)."""
+    """The runs of a study, seed by seed (`seeds`; once with the recipe's seed when left out), then
+    model by model: every data size (data-size study, smallest first; the augreg study: at each
+    level) or every epochs value (compute study). Seed first: a study stopped half-way has whole
+    curves of its first seeds."""
     planned = []
-    for model in config.models:
-        if config.study == "data-size":
-            for size in sorted(config.data.sizes, key=lambda s: (s > 1, s)):
-                tag = f"f{size:g}" if size <= 1 else f"n{int(size)}"
-                planned.append(PlannedRun(f"{model.slug}-{tag}", model, size=size))
-        else:
-            for epochs in model.epochs or config.epochs:
-                planned.append(PlannedRun(f"{model.slug}-e{epochs:g}", model, epochs=epochs))
+    for seed in config.seeds or [None]:
+        suffix = "" if seed is None else f"-s{seed}"
+        for model in config.models:
+            if config.study in SIZED:
+                for level in config.levels or [None]:
+                    for size in sorted(config.data.sizes, key=lambda s: (s > 1, s)):
+                        point = "-".join([model.slug] + ([level.slug] if level else [])
+                                         + [f"f{size:g}" if size <= 1 else f"n{int(size)}"])
+                        planned.append(PlannedRun(point + suffix, model, size=size, seed=seed, point=point, level=level))
+            else:
+                for epochs in model.epochs or config.epochs:
+                    point = f"{model.slug}-e{epochs:g}"
+                    planned.append(PlannedRun(point + suffix, model, epochs=epochs, seed=seed, point=point))
     return planned
 
 
 def pretrain_recipe(config: StudyConfig, planned: PlannedRun, overrides=()):
     """The recipe of one pretraining run: the base recipe, then the study's `overrides`, the
     model's own, the command line's, and last what the study varies and where it writes (the
-    model, the data and its subset, early stopping, epochs, folder)."""
+    model, the augreg level's keys, the data and its subset, early stopping, epochs, folder)."""
     from ..training import load_recipe, parse_overrides
 
     m, d = planned.model, config.data
     pairs = list(config.overrides.items()) + list(m.overrides.items()) + parse_overrides(list(overrides))
+    pairs += list(planned.level.overrides.items()) if planned.level is not None else []
     pairs += [("model.variant", m.variant), ("model.config", m.config),
               ("data.task", d.task), ("data.data_dir", d.data_dir), ("data.image_column", d.image_column),
               ("data.label_column", d.label_column), ("data.train_split", d.train_split)]
     if d.val_fraction > 0:
         pairs += [("data.holdout", True), ("data.val_fraction", d.val_fraction)]
+    if d.classes is not None:
+        pairs += [("data.classes", d.classes)]
+    if planned.seed is not None:
+        pairs += [("train.seed", planned.seed)]
     if planned.size is not None:
         pairs += [("data.subset", planned.size), ("data.subset_seed", d.subset_seed)]
     if config.early_stopping is not None:
@@ -96,6 +114,8 @@ def finetune_recipe(config: StudyConfig, planned: PlannedRun, run_dir: Path, ove
 
     spec = config.transfer.finetune
     pairs = list(spec.overrides.items()) + parse_overrides(list(overrides))
+    pairs += [("data.classes", spec.classes)] if spec.classes is not None else []
+    pairs += [("train.seed", planned.seed)] if planned.seed is not None else []
     pairs += [("model.init_from", str(run_dir)), ("name", f"{config.name}-{planned.key}-finetune"),
               ("run.resume", "auto"), ("run.output_dir", str(run_dir / FINETUNE_DIR))]
     return load_recipe(config.resolve_path(spec.recipe), pairs)
@@ -131,10 +151,12 @@ def _finished(recipe, folder: Path) -> bool:
 
 
 def _fewshot_done(run_dir: Path, spec) -> bool:
+    from ..evaluation.fewshot import fewshot_task_name
+
     path = run_dir / runs.FEWSHOT
     if not path.is_file():
         return False
-    results = runs.read_json(path).get("results", {}).get(spec.task, {})
+    results = runs.read_json(path).get("results", {}).get(fewshot_task_name(spec.task, spec.classes), {})
     return all(str(k) in results and len(results[str(k)].get("seeds", [])) == spec.seeds for k in spec.shots)
 
 
@@ -147,8 +169,47 @@ def _run_fewshot(config: StudyConfig, run_dir: Path, device: str, progress: bool
         run_dir, [spec.task], shots=spec.shots, seeds=range(spec.seeds), train_split=spec.train_split,
         test_split=spec.test_split, data_dirs={spec.task: spec.data_dir} if spec.data_dir else None,
         resolution=spec.resolution, device=device, cache_dir=None, batch_size=spec.batch_size,
-        progress=progress, **extra,
+        progress=progress, classes=spec.classes, **extra,
     )
+
+
+REFERENCES_DIR = "references"
+
+
+def initial_model(recipe):
+    """The model a pretraining recipe's run starts from: seeded, then data and model built, as `run_recipe` does."""
+    from accelerate.utils import set_seed
+
+    from ..training.build import build_data, build_model
+
+    set_seed(recipe.train.seed)
+    data = build_data(recipe)
+    return build_model(recipe, data.num_classes, data.id2label)
+
+
+def scratch_reference(config: StudyConfig, planned: PlannedRun, recipe, device: str, progress: bool) -> dict[str, Any]:
+    """Few-shot accuracy of `planned`'s model at its initialisation: the weights its pretraining run
+    starts from (the same seed, data and model building as `run_recipe`), evaluated as the pretrained
+    model is. Written to STUDY_DIR/references/<model>[-s<seed>].json and read from there when present."""
+    path = config.folder / REFERENCES_DIR / f"{planned.model.slug}{'' if planned.seed is None else f'-s{planned.seed}'}.json"
+    spec = config.transfer.fewshot
+    if path.is_file():
+        return runs.read_json(path)
+    from ..data import load_task, select_classes
+    from ..evaluation.fewshot import fewshot_evaluate
+
+    model = initial_model(recipe).to(device).eval()
+    train, test = load_task(spec.task, spec.train_split, spec.data_dir), load_task(spec.task, spec.test_split, spec.data_dir)
+    if spec.classes is not None:
+        train, test = select_classes(train, spec.classes), select_classes(test, spec.classes)
+    extra = {} if spec.l2_reg is None else {"l2_reg": spec.l2_reg}
+    results = fewshot_evaluate(model, train, test, spec.shots, range(spec.seeds), mean=recipe.data.mean, std=recipe.data.std,
+                               image_size=spec.resolution or recipe.model.image_size, batch_size=spec.batch_size,
+                               progress=progress, **extra)
+    record = {"model": planned.model.name, "family": planned.model.resolved_family(), "seed": planned.seed,
+              "accuracy": {k: v["mean"] for k, v in results.items()}}
+    runs.write_json(path, record)
+    return record
 
 
 def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[str, Any]:
@@ -161,6 +222,10 @@ def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[
     train_examples = summary.get("train_examples")
     record: dict[str, Any] = {
         "run": planned.key,
+        "point": planned.point or planned.key,
+        "seed": planned.seed,
+        "level": planned.level.name if planned.level is not None else None,
+        "classes": config.data.classes,
         "model": planned.model.name,
         "family": planned.model.resolved_family(),
         "variant": planned.model.variant,
@@ -183,9 +248,11 @@ def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[
     }
     spec = config.transfer.fewshot
     if spec is not None and (run_dir / runs.FEWSHOT).is_file():
-        results = runs.read_json(run_dir / runs.FEWSHOT)["results"].get(spec.task, {})
+        from ..evaluation.fewshot import fewshot_task_name
+
+        results = runs.read_json(run_dir / runs.FEWSHOT)["results"].get(fewshot_task_name(spec.task, spec.classes), {})
         record["fewshot"] = {
-            "task": spec.task, "test_split": spec.test_split, "seeds": spec.seeds,
+            "task": spec.task, "classes": spec.classes, "test_split": spec.test_split, "seeds": spec.seeds,
             "accuracy": {k: results[k]["mean"] for k in sorted(results, key=int)},
             "std": {k: results[k]["std"] for k in sorted(results, key=int)},
         }
@@ -194,9 +261,11 @@ def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[
         import yaml
 
         tuned = runs.read_json(finetune_summary)
-        task = (yaml.safe_load((run_dir / FINETUNE_DIR / runs.RECIPE).read_text(encoding="utf-8")) or {})["data"]["task"]
+        data = (yaml.safe_load((run_dir / FINETUNE_DIR / runs.RECIPE).read_text(encoding="utf-8")) or {})["data"]
+        only = f", classes {','.join(map(str, data['classes']))}" if data.get("classes") else ""
         record["finetune"] = {"accuracy": (tuned.get("eval") or {}).get("accuracy"),
-                              "split": f"{task}/{(tuned.get('eval') or {}).get('split')}", "steps": tuned.get("steps")}
+                              "split": f"{data['task']}/{(tuned.get('eval') or {}).get('split')}{only}",
+                              "steps": tuned.get("steps")}
     return record
 
 
@@ -226,6 +295,7 @@ def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progres
     overrides = list(overrides) + ([] if progress else ["run.progress_bar=false"])
     if fresh and main:
         shutil.rmtree(folder / RUNS_DIR, ignore_errors=True)
+        shutil.rmtree(folder / REFERENCES_DIR, ignore_errors=True)
         (folder / STUDY_JSON).unlink(missing_ok=True)
     state.wait_for_everyone()
     planned = plan_runs(config)
@@ -237,6 +307,7 @@ def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progres
         "config": config.to_dict(),
         "overrides": overrides,
         "runs": [],
+        "references": [],
         "versions": runs.software_versions() if main else None,
     }
     start = time.perf_counter()
@@ -260,6 +331,9 @@ def run_study(config: StudyConfig, overrides=(), *, fresh: bool = False, progres
         if config.transfer.fewshot is not None:
             if main and (trained or not _fewshot_done(run_dir, config.transfer.fewshot)):
                 _run_fewshot(config, run_dir, str(state.device), progress)
+            seen = {(r["model"], r["seed"]) for r in study["references"]}
+            if main and config.transfer.fewshot.scratch_reference and (run.model.name, run.seed) not in seen:
+                study["references"].append(scratch_reference(config, run, recipe, str(state.device), progress))
             state.wait_for_everyone()
         if config.transfer.finetune is not None:
             tuned = finetune_recipe(config, run, run_dir, overrides)

@@ -52,6 +52,18 @@ def _load_split(d: DataRecipe, split: str, labels: bool = True):
         ) from None
 
 
+def _classes(d: DataRecipe, dataset, split: str):
+    """`dataset` restricted to `data.classes` and relabelled 0..K-1 (itself when that is null)."""
+    if d.classes is None:
+        return dataset
+    from ..data import DataError, select_classes
+
+    try:
+        return select_classes(dataset, d.classes)
+    except DataError as err:
+        raise RecipeError(f"`data.classes` on {d.task}/{split}: {err}; list label ids the task has.") from None
+
+
 def _holdout_split(dataset, fraction: float, seed: int):
     """(rest, held-out) of a dataset: `fraction` of its rows drawn with `stable_permutation`."""
     from ..data import stable_permutation
@@ -75,6 +87,7 @@ def build_data(recipe: Recipe, train_dataset=None, eval_dataset=None) -> RunData
     d, size = recipe.data, recipe.model.image_size
     labels = objective_for(recipe).needs_labels
     train = train_dataset if train_dataset is not None else _load_split(d, d.train_split, labels)
+    train = _classes(d, train, d.train_split) if labels else train
     if d.max_train_examples and len(train) > d.max_train_examples:
         train = train.select(range(d.max_train_examples))
     eval_name = None
@@ -82,9 +95,10 @@ def build_data(recipe: Recipe, train_dataset=None, eval_dataset=None) -> RunData
         train, evaluation = _holdout_split(train, d.val_fraction, recipe.train.seed)
         eval_name = f"{d.train_split}[holdout {d.val_fraction:g}]"
     elif eval_dataset is not None:
-        evaluation, eval_name = eval_dataset, d.eval_split or "eval"
+        evaluation, eval_name = _classes(d, eval_dataset, "eval") if labels else eval_dataset, d.eval_split or "eval"
     elif d.eval_split:
         evaluation, eval_name = _load_split(d, d.eval_split, labels), d.eval_split
+        evaluation = _classes(d, evaluation, d.eval_split) if labels else evaluation
     else:
         evaluation = None
     if d.subset is not None:  # after the hold-out: the validation images do not depend on the size

@@ -86,7 +86,8 @@ class DataRecipe(AugmentRecipe):
     Sec. 4.3: 9M, 30M, 90M of JFT-300M): a value in (0, 1] is a fraction, a larger one a number of
     images; drawn after the `holdout` part is set aside, so the validation images are the same for
     every size. Subsets of one `subset_seed` are nested: the 10% subset is inside the 30% one
-    (`hf_vit_repro.data.nested_subset`).
+    (`hf_vit_repro.data.nested_subset`). `classes` (null: all) keeps only those label ids of the task,
+    relabelled 0..K-1 in the order given, in every split (`hf_vit_repro.data.select_classes`), before the hold-out.
     """
 
     task: str = "digits"
@@ -108,6 +109,7 @@ class DataRecipe(AugmentRecipe):
     max_eval_examples: int | None = None
     subset: float | None = None
     subset_seed: int = 0
+    classes: list[int] | None = None
     strict: bool = False
 
 

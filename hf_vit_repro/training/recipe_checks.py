@@ -19,6 +19,7 @@ def data_problem(data, image_size: int) -> str | None:
     - `max_train_examples`, `max_eval_examples`, `subset`, `resize_size`: null or > 0;
     - `mean` and `std`: three values each, every std > 0;
     - `subset`: a fraction in (0, 1] or a whole number of images;
+    - `classes`: null or at least 2 distinct label ids >= 0;
     - `resize_size` (the square the `finetune` augmentation resizes to before its random crop, BiT's
       "precrop"): only with `augmentation: finetune`, and at least `model.image_size`.
     """
@@ -29,6 +30,9 @@ def data_problem(data, image_size: int) -> str | None:
         return f"`data.mean` and `data.std` need 3 values (std > 0), got {data.mean} / {data.std}."
     if data.subset is not None and data.subset > 1 and data.subset != int(data.subset):
         return f"`data.subset` is a fraction in (0, 1] or a whole number of images, got {data.subset}."
+    if data.classes is not None and (len(data.classes) < 2 or len(set(data.classes)) != len(data.classes)
+                                     or min(data.classes) < 0):
+        return f"`data.classes` lists at least 2 distinct label ids >= 0 (null: all classes), got {data.classes}."
     if data.resize_size is not None:
         if data.augmentation != "finetune":
             return (f"`data.resize_size` sets the square `augmentation: finetune` resizes to before its random crop; "
