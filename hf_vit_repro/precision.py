@@ -1,16 +1,17 @@
 """The package's precision policy: which numeric precision inference and training run in.
 
-    resolve_precision("auto", "cpu")   # "bf16" on a CPU with AMX, else "fp32"
+    resolve_precision("auto", "cpu")   # "bf16" on a CPU with AMX or AVX512-BF16, else "fp32"
     resolve_precision("fp32", "cpu")   # always what was asked for
 
 `auto` (the default of `evaluate`, `fewshot`, `vtab`, `analyze`, the Python API and recipes'
 `run.mixed_precision`) follows the hardware:
 
-- CPU: bf16 where the CPU has AMX (Intel's matrix tiles, `amx_bf16` + `amx_tile`; Sapphire Rapids
-  and later), where bf16 matrix products run several times faster than fp32 (issue 27: ViT-S/16
-  inference 3.3x, training 2x on a 2-core Xeon). Elsewhere fp32: without AMX a CPU's bf16 runs on
-  vector units, AVX512-BF16 at best, and emulated or converted otherwise, which is no faster and
-  often slower than fp32 (benchmarks/README.md has the measurement).
+- CPU: bf16 where the CPU multiplies bf16 natively: AMX (Intel's matrix tiles, `amx_bf16` +
+  `amx_tile`; Sapphire Rapids and later; issue 27: ViT-S/16 inference 3.3x, training 2x fp32 on a
+  2-core Xeon) or AVX512-BF16 (`avx512_bf16`; AMD Zen 4, Intel Cooper Lake): measured on a 2-core
+  AMD EPYC (Zen 4), ViT-S/16 inference 1.78x, training 1.65x and ViT-B/16 inference 1.90x fp32
+  (benchmarks/README.md). Elsewhere fp32: without either, bf16 is emulated or converted, with no
+  bf16 matrix-product instruction to gain from.
 - CUDA: unchanged from before the policy: inference in fp32, training (`training=True`) in bf16
   where the GPU supports it.
 - Any other device: fp32.
@@ -86,6 +87,12 @@ def cpu_has_amx_bf16() -> bool:
     return bool(caps.get("amx_bf16")) and bool(caps.get("amx_tile"))
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether `auto` means bf16 on this CPU: AMX, or AVX512-BF16's bf16 dot-product instructions
+    (module docstring: the measurements behind it)."""
+    return cpu_has_amx_bf16() or bool(cpu_capabilities().get("avx512_bf16"))
+
+
 def resolve_precision(precision: str = "auto", device: str | torch.device | None = None, *,
                       training: bool = False) -> str:
     """"bf16" or "fp32": `precision` itself when forced, else the policy of the module docstring
@@ -102,7 +109,7 @@ def resolve_precision(precision: str = "auto", device: str | torch.device | None
             if chosen not in ("bf16", "fp32"):
                 raise ValueError(f"{PRECISION_ENV} must be bf16 or fp32 (what `auto` means on this CPU), got {chosen!r}")
             return chosen
-        return "bf16" if cpu_has_amx_bf16() else "fp32"
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
     if kind == "cuda":
         return "bf16" if training and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     return "fp32"
@@ -217,6 +224,7 @@ __all__ = [
     "BF16_TOLERANCE",
     "cpu_capabilities",
     "cpu_has_amx_bf16",
+    "cpu_has_fast_bf16",
     "resolve_precision",
     "autocast",
     "compare_outputs",

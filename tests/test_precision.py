@@ -19,6 +19,7 @@ from .evaluation_fixtures import save_classifier
 REAL_CPU_CAPABILITIES = precision.cpu_capabilities
 SAPPHIRE_RAPIDS = {"avx512_f": True, "avx512_bf16": True, "amx_tile": True, "amx_bf16": True, "amx_int8": True}
 COOPER_LAKE = {"avx512_f": True, "avx512_bf16": True, "amx_tile": False, "amx_bf16": False}  # AVX512-BF16, no AMX
+SKYLAKE_X = {"avx512_f": True, "avx512_bf16": False, "amx_tile": False, "amx_bf16": False}  # AVX-512 without bf16
 EPYC_ZEN3 = {"avx2": True, "fma3": True}
 
 
@@ -50,8 +51,8 @@ def digits_test():
     return load_task("digits", "test").select(range(48))
 
 
-@pytest.mark.parametrize("flags, expected", [(SAPPHIRE_RAPIDS, "bf16"), (COOPER_LAKE, "fp32"), (EPYC_ZEN3, "fp32"),
-                                             ({}, "fp32")])
+@pytest.mark.parametrize("flags, expected", [(SAPPHIRE_RAPIDS, "bf16"), (COOPER_LAKE, "bf16"), (SKYLAKE_X, "fp32"),
+                                             (EPYC_ZEN3, "fp32"), ({}, "fp32")])
 def test_auto_follows_the_cpu(cpu_is, flags, expected):
     cpu_is(flags)
     assert precision.resolve_precision("auto", "cpu") == expected
@@ -90,6 +91,7 @@ def test_capabilities_come_from_torch_or_proc_cpuinfo(monkeypatch):
     # this machine's answer agrees with the kernel's flags
     flags = open("/proc/cpuinfo").read()
     assert precision.cpu_has_amx_bf16() == (" amx_bf16" in flags and " amx_tile" in flags)
+    assert precision.cpu_has_fast_bf16() == (" amx_bf16" in flags and " amx_tile" in flags or " avx512_bf16" in flags)
     monkeypatch.delattr(torch.cpu, "get_capabilities")
     from_proc = precision.cpu_capabilities()
     assert from_proc.get("amx_bf16", False) == (" amx_bf16" in flags)
