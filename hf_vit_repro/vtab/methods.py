@@ -59,12 +59,11 @@ def _means(values: Mapping[str, float]) -> dict[str, float | None]:
     """Group means over the tasks present, the mean over the tasks, and the mean of the group means
     (None unless all three groups are present)."""
     from ..data import get_task
+    from .runner import aggregate
 
-    by_group: dict[str, list[float]] = {}
-    for task, value in values.items():
-        by_group.setdefault(get_task(task).vtab_group, []).append(value)
-    out: dict[str, float | None] = {g: (sum(v) / len(v) if (v := by_group.get(g)) else None) for g in GROUPS}
-    out["mean"] = sum(values.values()) / len(values) if values else None
+    summary = aggregate({task: {"accuracy": value, "group": get_task(task).vtab_group} for task, value in values.items()})
+    out: dict[str, float | None] = {g: summary["group_means"].get(g) for g in GROUPS}
+    out["mean"] = summary["mean"]
     out["mean_of_groups"] = (sum(out[g] for g in GROUPS) / 3) if all(out[g] is not None for g in GROUPS) else None
     return out
 
