@@ -213,7 +213,8 @@ def add_precision_argument(parser, default: str = "auto") -> None:
     """`--precision {auto,bf16,fp32}`, the flag every inference command shares."""
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=default,
-        help="numeric precision: auto (bf16 on CPUs with AMX, checked against fp32 on the first batch; else fp32), "
+        help="numeric precision: auto (bf16 on CPUs with AMX or AVX512-BF16, checked against fp32 on the first "
+        "batch; else fp32), "
         f"bf16 or fp32 (default {default})",
     )
 

@@ -62,8 +62,8 @@ def evaluate_model(
     Unreadable images raise `CorruptImageError` naming the row and its file (`strict`, the default:
     an evaluation scores every image); with `strict=False` they are skipped, counted in
     `num_skipped`, and the metrics are over the images that were read.
-    `precision`: "auto" (bf16 on a CPU with AMX, else fp32; `hf_vit_repro.precision`), "bf16" or
-    "fp32". bf16 is checked against fp32 on the first batch and falls back to fp32 when they
+    `precision`: "auto" (bf16 on a CPU with AMX or AVX512-BF16, else fp32; `hf_vit_repro.precision`),
+    "bf16" or "fp32". bf16 is checked against fp32 on the first batch and falls back to fp32 when they
     disagree; `result["precision"]` says what ran (`PrecisionRun.record`).
     """
     from accelerate.utils import broadcast_object_list

@@ -33,7 +33,7 @@ def resolve_mixed_precision(value: str) -> str:
     """`run.mixed_precision` as Accelerate names it ("no", "bf16", "fp16"). "auto" takes the
     launcher's choice (`accelerate launch` config / ACCELERATE_MIXED_PRECISION), else the package's
     precision policy for training (`hf_vit_repro.precision.resolve_precision`): bf16 where the GPU
-    supports it, bf16 on a CPU with AMX (without a GPU), else fp32 ("no")."""
+    supports it, bf16 on a CPU with AMX or AVX512-BF16 (without a GPU), else fp32 ("no")."""
     if value != "auto":
         return value
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):

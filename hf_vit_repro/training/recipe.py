@@ -196,8 +196,8 @@ class RunRecipe:
     workers, checkpoint / log intervals, trackers, publishing. `resume`: `auto` continues the
     latest checkpoint in `output_dir` (or starts fresh), `never` refuses to touch a folder that
     holds a run, or a checkpoint folder path. `smoke: true` shrinks any recipe to a few CPU steps
-    on local data. `mixed_precision: auto` is bf16 where the GPU has it, bf16 on a CPU with AMX
-    (`hf_vit_repro.precision`), else fp32 ("no"); `no` / `bf16` / `fp16` force one.
+    on local data. `mixed_precision: auto` is bf16 where the GPU has it, bf16 on a CPU with AMX or
+    AVX512-BF16 (`hf_vit_repro.precision`), else fp32 ("no"); `no` / `bf16` / `fp16` force one.
     `stop_after` ends this session after that many updates with a checkpoint (for time-limited
     jobs: run again with `resume=auto` to continue). `torch_threads` caps PyTorch's intra-op threads for the run (tiny models on a busy CPU run
     faster on one thread, with `num_workers: 1` loading data on another core). `trackers`:

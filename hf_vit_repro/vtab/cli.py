@@ -101,7 +101,8 @@ def add_vtab_cli(subparsers) -> None:
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep training checkpoints and sweep models of finished tasks (default: deleted)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="fine-tuning and scoring precision: auto (bf16 on GPUs and on CPUs with AMX, else fp32), bf16 or "
+                   help="fine-tuning and scoring precision: auto (bf16 on GPUs and on CPUs with AMX or AVX512-BF16, "
+                   "else fp32), bf16 or "
                    "fp32 (default: the recipe's run.mixed_precision, auto in recipes/finetune_vtab.yaml)")
     add_no_progress(p)  # the recipe's run.progress_bar=false
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides (right after the checkpoint)")
