@@ -37,9 +37,10 @@ def test_wheel_ships_the_model_card_template_and_metric_scripts(tmp_path):
     # the paper's tables, byte for byte, where paper_results reads them
     tables = ROOT / "hf_vit_repro" / "paper_results"
     shipped = {p.name for p in tables.iterdir() if p.suffix in (".csv", ".md")}
-    # Tables 1-9, and the published PEFT rows on VTAB-1k with their sources (paper_results.peft_vtab)
-    assert len([n for n in shipped if n.endswith(".csv")]) == 11 and {"README.md", "notes.md"} <= shipped
-    assert {"peft_vtab.csv", "peft_vtab_sources.csv"} <= shipped
+    # Tables 1-9, the published PEFT rows on VTAB-1k with their sources (paper_results.peft_vtab), and
+    # AugReg's pretraining settings with theirs (paper_results.augreg)
+    assert len([n for n in shipped if n.endswith(".csv")]) == 13 and {"README.md", "notes.md"} <= shipped
+    assert {"peft_vtab.csv", "peft_vtab_sources.csv", "augreg_settings.csv", "augreg_sources.csv"} <= shipped
     with zipfile.ZipFile(wheel) as archive:
         for name in shipped:
             assert archive.read(f"hf_vit_repro/paper_results/{name}") == (tables / name).read_bytes(), name
