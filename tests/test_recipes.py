@@ -70,6 +70,9 @@ def test_recipe_matches_its_row_of_table_3_or_4(path):
     if fields[0].startswith("none"):  # a setting outside Tables 3 and 4 (the BiT recipes, tested below)
         assert len(fields[0]) > len("none: "), "say why no row applies"
         return
+    if fields[0] == "AugReg":  # the AugReg recipes: checked against AugReg's settings (below)
+        check_augreg_paper_settings(recipe, fields, path.read_text())
+        return
     o, t, m, d = recipe.optim, recipe.train, recipe.model, recipe.data
     if fields[0] == "Appendix B.1.2":
         # Masked patch prediction: the settings are in the paper's text (hf_vit_repro/paper_results/notes.md):
@@ -277,3 +280,168 @@ def test_augreg_recipe_holds_its_augreg_file_or_big_vision_row(path):
     ra, p = BIG_VISION_LEVELS[d.augment_level]
     assert d.augmentation == "inception_crop" and resolved_augment(d) == {"randaugment": ra, "mixup_p": p}
     assert pretraining_name(d.task) == {"imagenet21k": "ImageNet-21k", "imagenet1k": "ImageNet"}[data]
+
+
+# --- AugReg's settings (hf_vit_repro/paper_results/augreg_settings.csv) ---------------------------------------
+#: The variant names of the recipes -> the model names AugReg's files and tables use.
+AUGREG_MODEL = {"ViT-Ti/16": "Ti/16", "ViT-S/16": "S/16", "ViT-S/32": "S/32", "ViT-B/16": "B/16", "ViT-B/32": "B/32",
+                "ViT-L/16": "L/16", "R26+ViT-S/32": "R26+S/32"}
+
+
+def check_augreg_paper_settings(recipe, fields, header_text: str, rows=None) -> None:
+    """Assert that an AugReg recipe (`# paper: AugReg, <i21k|i1k>, <variant>`) holds AugReg's settings as
+    hf_vit_repro.paper_results.augreg reads them (`rows`: another copy of the CSV's rows, for the tests that
+    change one): optimiser and betas, batch, lr, warm-up, schedule, clipping, epochs, resolution and crop, loss,
+    weight decay / dropout / stochastic depth among the values the released file names take, and the
+    augmentation level expanded as big_vision's RANDAUG_DEF / MIXUP_DEF define it. Weight decay: the recipe's
+    is the file names' convention (x lr); the header states the big_vision value it converts to."""
+    from hf_vit_repro.data.augment import resolved_augment
+    from hf_vit_repro.paper_results import augreg
+
+    def get(name, data="all", model=""):
+        return augreg.setting(name, data, model, rows=rows)
+
+    o, t, m, d = recipe.optim, recipe.train, recipe.model, recipe.data
+    assert len(fields) == 3 and fields[0] == "AugReg", fields
+    data = fields[1]
+    assert data == augreg.data_key(d.task) and fields[2] == m.variant, (fields, d.task, m.variant)
+    assert recipe.mode == "pretrain" and t.steps is None
+    model = AUGREG_MODEL[m.variant]
+    assert model in get("models", "i21k").values, f"{model} is not among the models AugReg released"
+    assert get("optimizer", data).value == "scale_by_adam" and o.optimizer == "adamw"  # Adam, decoupled decay
+    assert o.betas == list(get("betas").numbers)
+    assert t.global_batch_size == get("batch_size", data).numbers[0]
+    assert o.lr == get("lr", data).numbers[0]
+    if data == "i21k":
+        assert o.lr == get("file_name_lr", data).numbers[0]
+    assert o.warmup_steps == get("warmup_steps", data).numbers[0]
+    assert o.schedule == get("schedule", data).value
+    assert o.grad_clip_norm == get("grad_clip_norm", data).numbers[0]
+    assert t.epochs in get("epochs", data).numbers and t.epochs == get("big_vision_epochs", data).numbers[0]
+    assert m.image_size == get("resolution", data).numbers[0] and d.augmentation == get("crop", data).value
+    assert t.loss == get("loss", data).value
+    # The file names' values (the recommended ImageNet-21k files; the ImageNet-1k files of AUGREG_RECIPES take
+    # the same ones), and the conversion to big_vision's decay, which the header states.
+    assert o.weight_decay in get("weight_decay_values", "i21k").numbers
+    assert m.dropout in get("dropout_values", "i21k").numbers
+    assert m.drop_path_rate in get("stochastic_depth_values", "i21k").numbers
+    big_vision_wd = get("big_vision_weight_decay", data).numbers[0]
+    header_text = re.sub(r"\s*\n#\s*", " ", header_text)  # the header's comment lines as one text
+    assert f"wd {o.weight_decay:g} here = {o.weight_decay * o.lr:g} in big_vision's convention (wd x lr)" in header_text
+    if abs(o.weight_decay * o.lr - big_vision_wd) > 1e-12:
+        assert f"big_vision's config has {big_vision_wd:g} ({big_vision_wd / o.lr:g} here)" in header_text
+    levels = {r.model for r in (rows or augreg.settings()) if r.setting == "randaugment"}
+    assert d.augment_level in levels, f"data.augment_level {d.augment_level!r} is not one of AugReg's {sorted(levels)}"
+    randaugment = get("randaugment", model=d.augment_level).numbers
+    expected = {"randaugment": tuple(randaugment) if randaugment else None,
+                "mixup_p": get("mixup_p", model=d.augment_level).numbers[0]}
+    assert resolved_augment(d) == expected, (d.augment_level, resolved_augment(d), expected)
+
+
+def test_augreg_settings_csv_cites_and_quotes_every_value():
+    """Every row of augreg_settings.csv names a known source and a place in it, quotes it in under 25 words,
+    and its value can be read in the quote; the settings the recipe check uses exist for both datasets."""
+    from hf_vit_repro.paper_results import augreg
+
+    rows, sources = augreg.settings(), augreg.sources()
+    assert set(sources) == {"augreg-paper", "vision-transformer", "big-vision", "optax"}
+    for row in rows:
+        assert row.source in sources and row.location and row.data in ("i21k", "i1k", "all"), row
+        assert 0 < len(row.quote.split()) < 25, row
+        quote = row.quote.replace("10_000", "10000")
+        if row.setting == "randaugment":
+            assert (f"randaug({int(row.numbers[0])},{int(row.numbers[1])})" if row.values else "''") in quote, row
+        elif row.setting == "mixup_p":
+            assert f"p={row.value}" in quote and f"'{row.model}'" in quote, row
+        elif row.setting == "aug_setting":
+            assert f"'{row.model}': '{row.value}'" in quote, row
+        elif row.setting == "weight_decay_rule":  # decay added after the lr scaling, then the schedule
+            assert quote.index("*lr_mult_txs") < quote.index("*weight_decay_txs") < quote.index("*schedule_txs")
+        else:
+            assert all(value in quote for value in row.values), row
+    for name in ("optimizer", "batch_size", "lr", "warmup_steps", "schedule", "grad_clip_norm", "epochs",
+                 "big_vision_epochs", "resolution", "crop", "loss", "big_vision_weight_decay"):
+        assert augreg.setting(name, "i21k") and augreg.setting(name, "i1k")
+    levels = {"none", "light1", "light2", "medium1", "medium2", "strong1", "strong2"}
+    assert {r.model for r in rows if r.setting == "randaugment"} == levels == {r.model for r in rows if r.setting == "mixup_p"}
+    # The paper's own text was read for footnote 1 only; the settings come from the code it names there.
+    assert {r.setting for r in rows if r.source == "augreg-paper"} == {"reproduction_code", "released_models"}
+    # The stated conversion: the file names' wd 0.1 at lr 0.001 is big_vision's 0.0001, on both datasets.
+    for data in ("i21k", "i1k"):
+        wd = augreg.setting("big_vision_weight_decay", data).numbers[0]
+        assert abs(0.1 * augreg.setting("lr", data).numbers[0] - wd) < 1e-12
+    with pytest.raises(ValueError, match="use 'i21k' or 'i1k'"):
+        augreg.data_key("jft300m")
+    with pytest.raises(KeyError, match="no AugReg setting 'batch_size' for data 'i21k', model 'B/16'"):
+        augreg.setting("batch_size", "i21k", "B/16")
+
+
+def test_every_augreg_recipe_names_augreg_in_its_paper_line():
+    for path in AUGREG_PATHS:
+        fields = header_fields(path, "paper")
+        assert fields and fields[0] == "AugReg", f"{path.name}: '# paper: AugReg, <i21k|i1k>, <variant>'"
+
+
+AUGREG_MUTATED = "pretrain_augreg_vit_b16_imagenet1k.yaml"  # the one with dropout, stochastic depth and strong2
+
+
+@pytest.mark.parametrize("old,new", [
+    ("lr: 1.0e-3", "lr: 3.0e-3"), ("betas: [0.9, 0.999]", "betas: [0.9, 0.95]"),
+    ("global_batch_size: 4096", "global_batch_size: 1024"), ("warmup_steps: 10000", "warmup_steps: 5000"),
+    ("schedule: cosine", "schedule: linear"), ("grad_clip_norm: 1.0", "grad_clip_norm: 2.0"),
+    ("epochs: 300", "epochs: 90"), ("weight_decay: 0.1", "weight_decay: 0.05"), ("dropout: 0.1", "dropout: 0.2"),
+    ("drop_path_rate: 0.1", "drop_path_rate: 0.2"), ("image_size: 224", "image_size: 384"),
+    ("augmentation: inception_crop", "augmentation: finetune"), ("loss: sigmoid_xent", "loss: softmax_xent"),
+    ("augment_level: strong2", "augment_level: null\n  randaugment: [2, 20]\n  mixup_p: 0.8"),  # no AugReg level
+    ("# paper: AugReg, i1k, ViT-B/16", "# paper: AugReg, i21k, ViT-B/16"),
+    ("here = 0.0001 in big_vision's", "here = 0.001 in big_vision's"),
+])
+def test_augreg_paper_check_fails_when_a_recipe_value_changes(old, new, tmp_path):
+    """The check above is not vacuous: the recipe passes it, and a copy with one value changed fails it."""
+    text = (ROOT / "recipes" / AUGREG_MUTATED).read_text()
+    fields = header_fields(ROOT / "recipes" / AUGREG_MUTATED, "paper")
+    check_augreg_paper_settings(load_recipe(ROOT / "recipes" / AUGREG_MUTATED), fields, text)
+    assert text.count(old) == 1, old
+    copy = tmp_path / AUGREG_MUTATED
+    copy.write_text(text.replace(old, new))
+    with pytest.raises(AssertionError):
+        check_augreg_paper_settings(load_recipe(copy), header_fields(copy, "paper"), copy.read_text())
+
+
+@pytest.mark.parametrize("setting,old,new", [
+    ("batch_size", "4096", "1024"), ("warmup_steps", "10000", "5000"), ("mixup_p", "0.8", "0.5"),
+    ("weight_decay_values", "0.03;0.1", "0.03;0.3"), ("betas", "0.9;0.999", "0.9;0.95"),
+])
+def test_augreg_paper_check_reads_the_csv(setting, old, new, tmp_path):
+    """... and it compares with the CSV: a copy of the CSV with one setting changed fails the same recipe."""
+    import csv
+
+    from hf_vit_repro.paper_results import augreg
+
+    with open(augreg.DATA_DIR / augreg.SETTINGS_FILE, newline="", encoding="utf-8") as handle:
+        table = list(csv.DictReader(handle))
+    changed = 0
+    for row in table:
+        if row["setting"] == setting and row["value"] == old and row["model"] in ("", "strong2"):
+            row["value"], changed = new, changed + 1
+    assert changed >= 1, setting
+    copy = tmp_path / augreg.SETTINGS_FILE
+    with open(copy, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    path = ROOT / "recipes" / AUGREG_MUTATED
+    with pytest.raises(AssertionError):
+        check_augreg_paper_settings(load_recipe(path), header_fields(path, "paper"), path.read_text(),
+                                    rows=augreg.settings(copy))
+
+
+def test_augreg_paper_check_holds_the_packages_levels_to_the_csv(monkeypatch):
+    """A recipe names a level; the package expands it (data.augment.AUGREG_LEVELS). Changing that
+    expansion makes the recipe fail the check: the levels are compared with the CSV, not with themselves."""
+    from hf_vit_repro.data import augment
+
+    path = ROOT / "recipes" / AUGREG_MUTATED
+    monkeypatch.setitem(augment.AUGREG_LEVELS, "strong2", ((2, 10), 0.8))
+    with pytest.raises(AssertionError, match="strong2"):
+        check_augreg_paper_settings(load_recipe(path), header_fields(path, "paper"), path.read_text())
