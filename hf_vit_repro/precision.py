@@ -209,12 +209,13 @@ class PrecisionRun:
         return out
 
 
-def add_precision_argument(parser, default: str = "auto") -> None:
-    """`--precision {auto,bf16,fp32}`, the flag every inference command shares."""
+def add_precision_argument(parser, default: str = "auto", help: str | None = None) -> None:
+    """`--precision {auto,bf16,fp32}`, the flag every inference command shares (and `export`,
+    whose `help` says what `auto` means for an artefact)."""
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=default,
-        help="numeric precision: auto (bf16 on CPUs with AMX or AVX512-BF16, checked against fp32 on the first "
-        "batch; else fp32), "
+        help=help or "numeric precision: auto (bf16 on CPUs with AMX or AVX512-BF16, checked against fp32 on the "
+        "first batch; else fp32), "
         f"bf16 or fp32 (default {default})",
     )
 

@@ -32,7 +32,7 @@ TIERS: list[set[str]] = [
     {"evaluation"},
     {"training"},
     {"vtab", "studies"},
-    {"hub", "analysis", "export", "quantization"},
+    {"hub", "analysis", "export", "export_precision", "quantization"},
     {"cli", "demo", "app", "__main__"},
 ]
 #: Upward imports tolerated for now: none. The two there were (issue 28) are gone: the loop publishes a
