@@ -324,6 +324,8 @@ class AttentionStatistics:
         :func:`mean_attention_distance`). num_images: images seen. input_size: `(H, W)` of the model
         input. rollout_maps: `(k, rows, cols)` attention-rollout maps of the first k images, and
         rollout_inputs `(k, C, H, W)` the pixel values they were computed from (both on the CPU).
+        logits: with `with_logits=True`, the classifier's `(N, K)` float32 logits from the same pass
+        (on the CPU), else None.
     """
 
     mean_distance: np.ndarray
@@ -333,6 +335,7 @@ class AttentionStatistics:
     rollout_maps: torch.Tensor
     rollout_inputs: torch.Tensor
     precision: dict[str, Any] | None = None
+    logits: torch.Tensor | None = None
 
 
 def attention_statistics(
@@ -342,6 +345,7 @@ def attention_statistics(
     renormalize: bool = True,
     progress: bool | int = False,
     precision: str = "auto",
+    with_logits: bool = False,
 ) -> AttentionStatistics:
     """Mean attention distance per layer and head, and rollout maps, over batches of pixel values.
 
@@ -355,6 +359,9 @@ def attention_statistics(
     `precision`: auto / bf16 / fp32 (`hf_vit_repro.precision`): bf16 is checked against fp32 on the
     first batch (the encoder's last hidden states) and falls back; only the kept pass's attention
     weights are counted. `AttentionStatistics.precision` records what ran.
+    `with_logits`: run the whole classifier `model` instead of its encoder, in the same single pass,
+    and keep its logits (`AttentionStatistics.logits`; the bf16 check then compares logits). It asks
+    for `output_attentions`, so the last block computes every token, not the class token's alone.
     """
     from .precision import PrecisionRun
 
@@ -380,7 +387,8 @@ def attention_statistics(
 
         return hook
 
-    run = PrecisionRun(precision, device, classes=False, what="analysis")
+    run = PrecisionRun(precision, device, classes=with_logits, what="analysis")
+    logits = []
 
     previous_impl, was_training = config._attn_implementation, model.training
     handles = [layer.attention.register_forward_hook(make_hook(i)) for i, layer in enumerate(encoder.layers)]
@@ -411,9 +419,13 @@ def attention_statistics(
                 def forward():
                     state["passes"].append([])
                     interpolate = (height, width) != tuple(config.image_hw)
+                    if with_logits:
+                        return model(pixel_values, interpolate_pos_encoding=interpolate, output_attentions=True).logits
                     return encoder(pixel_values, interpolate_pos_encoding=interpolate).last_hidden_state
 
-                run(forward)
+                output = run(forward)
+                if with_logits:
+                    logits.append(output.float().cpu())
                 rollout = None
                 for index, distance, weights in state["passes"][-1 if run.precision == "bf16" else 0]:
                     sums[index] += distance
@@ -440,6 +452,7 @@ def attention_statistics(
         rollout_maps=torch.cat(maps) if maps else torch.zeros(0, *token_grid(config, *size)),
         rollout_inputs=torch.cat(inputs) if inputs else torch.zeros(0, config.num_channels, *size),
         precision=run.record(),
+        logits=torch.cat(logits) if with_logits else None,
     )
 
 
