@@ -171,7 +171,7 @@ def rollout_overlay(image, rollout_map: torch.Tensor, box=None) -> np.ndarray:
 
 
 def _figure_pixels(draw) -> np.ndarray:
-    """Run `draw(path)` (an `analysis._draw_*` writing a PNG) and return the PNG as an `(H, W, 3)` array."""
+    """Run `draw(path)` (e.g. `analysis.draw_attention_distance`, writing a PNG) and return the PNG as an `(H, W, 3)` array."""
     from PIL import Image
 
     with tempfile.TemporaryDirectory(prefix="vit-repro-app-") as folder:
@@ -190,13 +190,13 @@ class Predictor:
     (a BiT ResNet); `maps_note` then says why (it is None when the maps exist)."""
 
     def __init__(self, model: torch.nn.Module, processor=None, *, top_k: int = TOP_K, name: str | None = None):
-        from .analysis import _encoder, default_image_processor
+        from .analysis import default_image_processor, vit_encoder
 
         self.model = model.eval()
         self.name = name or getattr(model, "name_or_path", "") or type(model).__name__
         self.top_k = top_k
         try:
-            self.encoder = _encoder(model)
+            self.encoder = vit_encoder(model)
         except ValueError:
             self.encoder = None
         self.processor = processor or (default_image_processor(self.encoder.config) if self.encoder is not None else None)
@@ -239,12 +239,12 @@ class Predictor:
 
     def maps(self, image, stats) -> tuple[np.ndarray, np.ndarray]:
         """The rollout overlay and the distance plot of one image from its `AttentionStatistics`."""
-        from .analysis import _draw_attention_distance, uniform_attention_distance
+        from .analysis import draw_attention_distance, uniform_attention_distance
 
         width, height = _to_pil(image).size
         rollout = rollout_overlay(image, stats.rollout_maps[0], seen_box(self.processor, width, height))
         uniform = uniform_attention_distance(self.encoder.config, *stats.input_size)
-        distance = _figure_pixels(lambda path: _draw_attention_distance(
+        distance = _figure_pixels(lambda path: draw_attention_distance(
             stats.mean_distance, path, stats.num_images, stats.input_size, uniform))
         return rollout, distance
 
