@@ -543,11 +543,11 @@ def _prepare_output_dir(output_dir: Path, checkpoint_source: str | None) -> None
 
 
 def _check_options(format: str, opset: int | None, tolerance: float | None, quantize: str | None = None,
-                   calibration: Calibration | None = None, precision: str = "auto") -> str:
-    """Bad arguments are refused before any loading or tracing. Returns the resolved precision."""
+                   calibration: Calibration | None = None, precision: str = "auto") -> None:
+    """Bad arguments are refused before any loading or tracing."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
-    resolved = export_precision.resolve_export_precision(precision, format)
+    export_precision.resolve_export_precision(precision, format)  # bf16 ONNX is refused
     quantization.canonical(quantize)  # an unknown name is refused
     if quantize is not None and format != "onnx":
         raise ValueError(f"--quantize {quantize} applies to the onnx format only (ONNX Runtime's quantisation)")
@@ -563,7 +563,6 @@ def _check_options(format: str, opset: int | None, tolerance: float | None, quan
             f"onnx's {_max_onnx_opset()} (or leave --opset out for torch.onnx's default)"
         )
     _check_tolerance(tolerance)
-    return resolved
 
 
 def _check_tolerance(tolerance: float | None) -> None:
