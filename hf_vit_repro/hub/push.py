@@ -137,7 +137,7 @@ def build_repo_folder(
     staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.staging-"))
     native = None
     try:
-        if to == "transformers" and runs.read_json(sources.checkpoint / "config.json").get("model_type") != "bit":
+        if to == "transformers" and not _native_to_transformers(runs.read_json(sources.checkpoint / "config.json")):
             from ..convert import convert  # a BiT ResNet is transformers' own model already
 
             native = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.native-"))
@@ -189,7 +189,7 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
     if not (folder / "model.safetensors").exists() and not (folder / "model.safetensors.index.json").exists():
         problems.append("the safetensors weights are missing")
     config = runs.read_json(folder / "config.json") if (folder / "config.json").exists() else None
-    if config is not None and config.get("model_type") not in ("bit", "vit"):  # transformers' own need no code
+    if config is not None and not _native_to_transformers(config):  # transformers' own need no code
         auto_map = config.get("auto_map") or {}
         for auto in ("AutoConfig", "AutoModel", "AutoModelForImageClassification"):
             if auto not in auto_map:
@@ -203,6 +203,16 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
         problems += _load_problems(folder)
     if problems:
         raise ValueError(f"{folder} is not ready to publish:\n- " + "\n- ".join(problems))
+
+
+def _native_to_transformers(config: dict) -> bool:
+    """Whether a config.json describes a model of transformers' own classes: a family that is
+    (`models.ModelFamily.native_to_transformers`, a BiT ResNet) or transformers' ViT ("vit", which
+    `push --to transformers` writes)."""
+    from ..models import find_family
+
+    family = find_family(config)
+    return config.get("model_type") == "vit" if family is None else family.native_to_transformers
 
 
 def card_problems(folder: Path, token: str | None, keys=("license", "library_name", "pipeline_tag", "tags")) -> list[str]:
