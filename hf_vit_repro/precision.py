@@ -16,6 +16,9 @@
   where the GPU supports it.
 - Any other device: fp32.
 
+`vit-repro export` takes the same words, but its `auto` means fp32: an artefact runs on a machine
+whose CPU the export cannot know (`export_precision`).
+
 bf16 runs through `torch.autocast` (`autocast`): the weights stay fp32, matrix products and
 convolutions run in bf16, reductions and normalisations in fp32 (autocast's own op lists).
 Inference in bf16 is checked against fp32 on its first batch (`PrecisionRun`, tolerance
