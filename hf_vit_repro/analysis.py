@@ -65,8 +65,9 @@ _DATASET_FILE_EXTENSIONS = frozenset({".parquet", ".arrow", ".tar", ".jsonl", ".
 # ----------------------------------------------------------------------------- model access
 
 
-def _encoder(model: torch.nn.Module) -> torch.nn.Module:
-    """The `ViTReproModel` inside `model` (itself, or `.vit` of the classification model)."""
+def vit_encoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The `ViTReproModel` inside `model` (itself, or `.vit` of the classification model); a ValueError
+    for a BiT ResNet or a model of another package."""
     from .configuration_vit_repro import ViTReproConfig
     from .models import find_family
 
@@ -162,7 +163,7 @@ def patch_embedding_pca(weight: torch.Tensor, num_components: int = 28) -> tuple
 
 
 def _patch_embedding_weight(model: torch.nn.Module) -> torch.Tensor:
-    encoder = _encoder(model)
+    encoder = vit_encoder(model)
     if _is_hybrid(encoder.config):
         raise ValueError(
             "Embedding-filter PCA applies to plain ViTs only: a hybrid's patch embedding acts on CNN "
@@ -324,6 +325,8 @@ class AttentionStatistics:
         :func:`mean_attention_distance`). num_images: images seen. input_size: `(H, W)` of the model
         input. rollout_maps: `(k, rows, cols)` attention-rollout maps of the first k images, and
         rollout_inputs `(k, C, H, W)` the pixel values they were computed from (both on the CPU).
+        logits: with `with_logits=True`, the classifier's `(N, K)` float32 logits from the same pass
+        (on the CPU), else None.
     """
 
     mean_distance: np.ndarray
@@ -333,6 +336,7 @@ class AttentionStatistics:
     rollout_maps: torch.Tensor
     rollout_inputs: torch.Tensor
     precision: dict[str, Any] | None = None
+    logits: torch.Tensor | None = None
 
 
 def attention_statistics(
@@ -342,6 +346,7 @@ def attention_statistics(
     renormalize: bool = True,
     progress: bool | int = False,
     precision: str = "auto",
+    with_logits: bool = False,
 ) -> AttentionStatistics:
     """Mean attention distance per layer and head, and rollout maps, over batches of pixel values.
 
@@ -355,12 +360,15 @@ def attention_statistics(
     `precision`: auto / bf16 / fp32 (`hf_vit_repro.precision`): bf16 is checked against fp32 on the
     first batch (the encoder's last hidden states) and falls back; only the kept pass's attention
     weights are counted. `AttentionStatistics.precision` records what ran.
+    `with_logits`: run the whole classifier `model` instead of its encoder, in the same single pass,
+    and keep its logits (`AttentionStatistics.logits`; the bf16 check then compares logits). It asks
+    for `output_attentions`, so the last block computes every token, not the class token's alone.
     """
     from .precision import PrecisionRun
 
     from tqdm.auto import tqdm
 
-    encoder = _encoder(model)
+    encoder = vit_encoder(model)
     config = encoder.config
     prefix = config.num_prefix_tokens
     layers, heads = config.num_hidden_layers, config.num_attention_heads
@@ -380,7 +388,8 @@ def attention_statistics(
 
         return hook
 
-    run = PrecisionRun(precision, device, classes=False, what="analysis")
+    run = PrecisionRun(precision, device, classes=with_logits, what="analysis")
+    logits = []
 
     previous_impl, was_training = config._attn_implementation, model.training
     handles = [layer.attention.register_forward_hook(make_hook(i)) for i, layer in enumerate(encoder.layers)]
@@ -411,9 +420,13 @@ def attention_statistics(
                 def forward():
                     state["passes"].append([])
                     interpolate = (height, width) != tuple(config.image_hw)
+                    if with_logits:
+                        return model(pixel_values, interpolate_pos_encoding=interpolate, output_attentions=True).logits
                     return encoder(pixel_values, interpolate_pos_encoding=interpolate).last_hidden_state
 
-                run(forward)
+                output = run(forward)
+                if with_logits:
+                    logits.append(output.float().cpu())
                 rollout = None
                 for index, distance, weights in state["passes"][-1 if run.precision == "bf16" else 0]:
                     sums[index] += distance
@@ -440,6 +453,7 @@ def attention_statistics(
         rollout_maps=torch.cat(maps) if maps else torch.zeros(0, *token_grid(config, *size)),
         rollout_inputs=torch.cat(inputs) if inputs else torch.zeros(0, config.num_channels, *size),
         precision=run.record(),
+        logits=torch.cat(logits) if with_logits else None,
     )
 
 
@@ -748,7 +762,11 @@ def _draw_position_similarity(similarity: torch.Tensor, path) -> Path:
     return save_figure(figure, path)
 
 
-def _draw_attention_distance(distance: np.ndarray, path, num_images: int, input_size, uniform: float) -> Path:
+def draw_attention_distance(distance: np.ndarray, path, num_images: int, input_size, uniform: float) -> Path:
+    """Figure 7 right from numbers already measured: every head's mean attention distance `(layers,
+    heads)` against depth, their mean, and `uniform` (the distance of uniform attention) as the
+    reference line; the title names `num_images` and `input_size` `(H, W)`. Writes the PNG at `path`
+    and returns it (`plot_mean_attention_distance` measures and draws; the app draws one image's)."""
     layers, heads = distance.shape
     depth = np.arange(1, layers + 1)
     figure = new_figure(5.0, 3.8)
@@ -807,7 +825,7 @@ def _stats_for(
 ) -> AttentionStatistics:
     """Pixel batches from any accepted `images` (see :func:`analyze_model`), then
     :func:`attention_statistics`."""
-    config = _encoder(model).config
+    config = vit_encoder(model).config
     if isinstance(images, (str, os.PathLike)):
         images = iter_images(images, split=split, image_column=image_column)
     processor = image_processor or default_image_processor(config)
@@ -830,7 +848,7 @@ def plot_embedding_filters(model: torch.nn.Module, path: str | os.PathLike, num_
 def plot_position_embedding_similarity(model: torch.nn.Module, path: str | os.PathLike) -> Path:
     """Figure 7 centre: per patch position, the cosine similarity of its position embedding with
     all others, as a grid of heat maps with a colour bar. Returns the PNG's path."""
-    encoder = _encoder(model)
+    encoder = vit_encoder(model)
     config = encoder.config
     similarity = position_embedding_similarity(
         encoder.embeddings.position_embeddings, config.grid_size, config.num_prefix_tokens
@@ -856,8 +874,8 @@ def plot_mean_attention_distance(
     stats = _stats_for(
         model, images, image_processor, num_images, batch_size, 0, renormalize, split, image_column, progress
     )
-    uniform = uniform_attention_distance(_encoder(model).config, *stats.input_size)
-    return _draw_attention_distance(stats.mean_distance, path, stats.num_images, stats.input_size, uniform)
+    uniform = uniform_attention_distance(vit_encoder(model).config, *stats.input_size)
+    return draw_attention_distance(stats.mean_distance, path, stats.num_images, stats.input_size, uniform)
 
 
 def plot_attention_rollout(
@@ -917,7 +935,7 @@ def analyze_model(
     pixels with their :func:`attention_distance_trend`, the filters' explained variance, and the
     position-embedding similarity summary.
     """
-    encoder = _encoder(model)
+    encoder = vit_encoder(model)
     config = encoder.config
     out_dir = Path(out_dir)
     source = str(images) if isinstance(images, (str, os.PathLike)) else type(images).__name__
@@ -961,7 +979,7 @@ def analyze_model(
     }
 
     uniform = uniform_attention_distance(config, *stats.input_size)
-    _draw_attention_distance(
+    draw_attention_distance(
         stats.mean_distance, out_dir / ATTENTION_DISTANCE_PNG, stats.num_images, stats.input_size, uniform
     )
     result["mean_attention_distance"] = {
@@ -1001,7 +1019,7 @@ def load_for_analysis(checkpoint: str | os.PathLike, device: str | torch.device 
             f"Cannot load a model from {source!r}: expected a save_pretrained folder (config.json and weights), "
             f"a run folder holding final/, or a Hub model id ({type(err).__name__}: {err})"
         ) from err
-    encoder = _encoder(model)
+    encoder = vit_encoder(model)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
     try:
@@ -1109,6 +1127,7 @@ __all__ = [
     "attention_rollout",
     "attention_statistics",
     "default_image_processor",
+    "draw_attention_distance",
     "iter_images",
     "load_for_analysis",
     "mean_attention_distance",
@@ -1125,4 +1144,5 @@ __all__ = [
     "token_grid",
     "token_stride",
     "uniform_attention_distance",
+    "vit_encoder",
 ]

@@ -9,7 +9,7 @@ checkpoint folder's own `examples/` if it has one) and see
 - the mean attention distance of every head against depth for this image (the paper's Figure 7
   right, Sec. 4.5), with the distance of uniform attention as the reference line.
 
-The numbers come from `hf_vit_repro.analysis` (`attention_statistics`: rollout and mean
+The numbers come from `hf_vit_repro.analysis` (`attention_statistics`: the logits, rollout and mean
 attention distance in one hooked pass, the same code as `vit-repro analyze`); this module only
 lays them over the uploaded image. A BiT ResNet has no attention: it is still classified, and
 the app says the maps exist only for Vision Transformers (hybrids included).
@@ -171,7 +171,7 @@ def rollout_overlay(image, rollout_map: torch.Tensor, box=None) -> np.ndarray:
 
 
 def _figure_pixels(draw) -> np.ndarray:
-    """Run `draw(path)` (an `analysis._draw_*` writing a PNG) and return the PNG as an `(H, W, 3)` array."""
+    """Run `draw(path)` (e.g. `analysis.draw_attention_distance`, writing a PNG) and return the PNG as an `(H, W, 3)` array."""
     from PIL import Image
 
     with tempfile.TemporaryDirectory(prefix="vit-repro-app-") as folder:
@@ -190,13 +190,13 @@ class Predictor:
     (a BiT ResNet); `maps_note` then says why (it is None when the maps exist)."""
 
     def __init__(self, model: torch.nn.Module, processor=None, *, top_k: int = TOP_K, name: str | None = None):
-        from .analysis import _encoder, default_image_processor
+        from .analysis import default_image_processor, vit_encoder
 
         self.model = model.eval()
         self.name = name or getattr(model, "name_or_path", "") or type(model).__name__
         self.top_k = top_k
         try:
-            self.encoder = _encoder(model)
+            self.encoder = vit_encoder(model)
         except ValueError:
             self.encoder = None
         self.processor = processor or (default_image_processor(self.encoder.config) if self.encoder is not None else None)
@@ -226,32 +226,42 @@ class Predictor:
         return self.processor(images=pil, return_tensors="pt")["pixel_values"].to(device)
 
     def classify(self, pixel_values: torch.Tensor) -> dict[str, float]:
+        """The top-k classes of `(1, C, H, W)` pixel values, by a forward pass of its own."""
         with torch.inference_mode():
-            logits = self.model(pixel_values).logits[0].float()
-        probabilities = logits.softmax(-1).cpu()
+            return self.labels(self.model(pixel_values).logits[0])
+
+    def labels(self, logits: torch.Tensor) -> dict[str, float]:
+        """`{class name: probability}` of the top-k classes of one image's `(K,)` logits."""
+        probabilities = logits.float().softmax(-1).cpu()
         top = probabilities.topk(min(self.top_k, probabilities.numel()))
         id2label = self.model.config.id2label or {}
         return {str(id2label.get(int(i), f"class {int(i)}")): float(p) for p, i in zip(top.values, top.indices)}
 
-    def maps(self, image, pixel_values: torch.Tensor) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The rollout overlay and the distance plot of one image (None, None without attention)."""
-        if self.encoder is None:
-            return None, None
-        from .analysis import _draw_attention_distance, attention_statistics, uniform_attention_distance
+    def maps(self, image, stats) -> tuple[np.ndarray, np.ndarray]:
+        """The rollout overlay and the distance plot of one image from its `AttentionStatistics`."""
+        from .analysis import draw_attention_distance, uniform_attention_distance
 
-        stats = attention_statistics(self.model, [pixel_values], rollout_images=1, progress=False)
         width, height = _to_pil(image).size
         rollout = rollout_overlay(image, stats.rollout_maps[0], seen_box(self.processor, width, height))
         uniform = uniform_attention_distance(self.encoder.config, *stats.input_size)
-        distance = _figure_pixels(lambda path: _draw_attention_distance(
+        distance = _figure_pixels(lambda path: draw_attention_distance(
             stats.mean_distance, path, stats.num_images, stats.input_size, uniform))
         return rollout, distance
 
     def __call__(self, image):
+        """One forward pass yields the labels and both maps: `attention_statistics` runs the whole
+        classifier with its attention hooks and keeps the logits. In fp32, as `classify` does: the
+        first-batch bf16 check of `auto` would run every image twice."""
         if image is None:
             raise ValueError("No image: upload one or pick an example.")
         pixel_values = self.pixel_values(image)
-        return (self.classify(pixel_values), *self.maps(image, pixel_values))
+        if self.encoder is None:
+            return self.classify(pixel_values), None, None
+        from .analysis import attention_statistics
+
+        stats = attention_statistics(self.model, [pixel_values], rollout_images=1, progress=False, precision="fp32",
+                                     with_logits=True)
+        return (self.labels(stats.logits[0]), *self.maps(image, stats))
 
 
 # ----------------------------------------------------------------------------- the app

@@ -48,16 +48,16 @@ import torch
 from .configuration_vit_repro import ViTReproConfig
 from .convert_bit import is_bit_npz, is_timm_bit, load_bit_npz, load_timm_bit
 from .convert_common import (  # noqa: F401  (the name tables are re-exported for callers of convert)
-    _BACKBONE,
-    _TIMM_SIZES,
+    HYBRID_BACKBONE_PREFIX,
+    TIMM_SIZES,
     TIMM_ACTIVATIONS,
     TIMM_HYBRIDS,
     TIMM_NAMES,
     TRANSFORMERS_SHARED_FIELDS,
     ConversionError,
-    _jax_to_torch,
-    _name_list,
-    _rename,
+    jax_to_torch,
+    name_list,
+    rename_keys,
     image_processor,
     load_exactly,
     name_rules,
@@ -160,11 +160,11 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor], **fields) -> 
     }
     if "vit.pooler.dense.weight" in state_dict:
         kwargs["representation_size"] = int(state_dict["vit.pooler.dense.weight"].shape[0])
-    stem = state_dict.get(_BACKBONE + "embedder.convolution.weight")
+    stem = state_dict.get(HYBRID_BACKBONE_PREFIX + "embedder.convolution.weight")
     if stem is not None:
         units: dict[int, set[int]] = {}
         for key in state_dict:
-            if m := re.match(re.escape(_BACKBONE) + r"encoder\.stages\.(\d+)\.layers\.(\d+)\.", key):
+            if m := re.match(re.escape(HYBRID_BACKBONE_PREFIX) + r"encoder\.stages\.(\d+)\.layers\.(\d+)\.", key):
                 units.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
         if not units:
             raise ConversionError(
@@ -172,7 +172,7 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor], **fields) -> 
                 "vit_tiny_r_s16_p8, AugReg's R+Ti/16) are not supported."
             )
         stages = sorted(units)
-        out_widths = [state_dict.get(f"{_BACKBONE}encoder.stages.{s}.layers.0.conv3.weight") for s in stages]
+        out_widths = [state_dict.get(f"{HYBRID_BACKBONE_PREFIX}encoder.stages.{s}.layers.0.conv3.weight") for s in stages]
         if any(w is None for w in out_widths):
             raise ConversionError("A stage of the hybrid's CNN has no first unit with a 'conv3' kernel.")
         backbone = {
@@ -342,7 +342,7 @@ def convert_transformers_state_dict(state_dict: dict[str, torch.Tensor]) -> dict
             state[key] = value
         else:
             state["vit." + key.removeprefix("vit.")] = value
-    state, _ = _rename(state, _TRANSFORMERS_RULES + [(r"^", "")])
+    state, _ = rename_keys(state, _TRANSFORMERS_RULES + [(r"^", "")])
     return _fuse_qkv(state)
 
 
@@ -439,7 +439,7 @@ _TIMM_COMBINED_ARGS = {"mlp_ratio", "global_pool", "fc_norm", "class_token"}
 def timm_architectures() -> list[str]:
     """timm model names `config_from_timm` maps (plain names take any resolution and a `.tag`)."""
     plain = [
-        f"vit_{size}_patch{patch}_{res}" for size in _TIMM_SIZES for patch in PATCH_SIZES for res in (224, 384)
+        f"vit_{size}_patch{patch}_{res}" for size in TIMM_SIZES for patch in PATCH_SIZES for res in (224, 384)
     ]
     return plain + [f"{name}_{res}" for name, (_, _, resolutions) in TIMM_HYBRIDS.items() for res in resolutions]
 
@@ -447,7 +447,7 @@ def timm_architectures() -> list[str]:
 def _timm_named_kwargs(name: str) -> dict:
     """Our config kwargs for a timm model name without its tag, e.g. 'vit_base_r50_s16_384'."""
     if m := _TIMM_PLAIN.match(name):
-        size, patch, resolution = _TIMM_SIZES[m.group(1)], int(m.group(2)), int(m.group(3))
+        size, patch, resolution = TIMM_SIZES[m.group(1)], int(m.group(2)), int(m.group(3))
         kwargs = variant_kwargs(f"ViT-{size}/16")
         kwargs.update(patch_size=patch, image_size=resolution)
         return kwargs
@@ -463,7 +463,7 @@ def _timm_named_kwargs(name: str) -> dict:
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ConversionError(
         f"Unknown timm architecture {name!r}: this package converts timm's plain ViTs "
-        f"(vit_{{{','.join(_TIMM_SIZES)}}}_patch{{P}}_{{resolution}}) and the BiT hybrids "
+        f"(vit_{{{','.join(TIMM_SIZES)}}}_patch{{P}}_{{resolution}}) and the BiT hybrids "
         f"({', '.join(TIMM_HYBRIDS)}, with _224 or _384).{hint}"
     )
 
@@ -564,10 +564,10 @@ def config_from_timm(name_or_pretrained_cfg: str | Mapping, **overrides) -> ViTR
 def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm `VisionTransformer` state dict (fused qkv, `blocks.N`, `head`; hybrids' ResNetV2 under
     `patch_embed.backbone`) -> ours."""
-    state, unmatched = _rename(state_dict, _TIMM_RULES)
+    state, unmatched = rename_keys(state_dict, _TIMM_RULES)
     if unmatched:
         raise ConversionError(
-            f"These timm keys have no counterpart in ViTReproForImageClassification: {_name_list(unmatched)}. "
+            f"These timm keys have no counterpart in ViTReproForImageClassification: {name_list(unmatched)}. "
             "Only plain ViTs and BiT hybrids (class token or no prefix tokens, no register tokens, no layer "
             "scale, no fc_norm) convert."
         )
@@ -652,7 +652,7 @@ def npz_layout(keys) -> NpzLayout:
             return NpzLayout(prefix, big_vision, stacked)
     raise ConversionError(
         "Not a ViT checkpoint of google-research/vision_transformer or big_vision: no 'embedding/kernel' array "
-        f"(looked under the prefixes '', 'opt/target/', 'params/', 'params/img/'). First arrays: {_name_list(keys, 8)}."
+        f"(looked under the prefixes '', 'opt/target/', 'params/', 'params/img/'). First arrays: {name_list(keys, 8)}."
     )
 
 
@@ -682,7 +682,7 @@ def convert_npz_state_dict(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.
                 missing.append(f"{key}[{index}]")
                 return None
             array = array[index]
-        return _jax_to_torch(array, kind)
+        return jax_to_torch(array, kind)
 
     def put(target: str, value: torch.Tensor | None):
         if value is not None:
@@ -704,14 +704,14 @@ def convert_npz_state_dict(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.
     put("vit.embeddings.patch_embeddings.projection.weight", take("embedding/kernel", "conv"))
     put("vit.embeddings.patch_embeddings.projection.bias", take("embedding/bias", "vector"))
     if p + "conv_root/kernel" in arrays:
-        put(_BACKBONE + "embedder.convolution.weight", take("conv_root/kernel", "conv"))
-        put(_BACKBONE + "embedder.norm.weight", take("gn_root/scale", "vector"))
-        put(_BACKBONE + "embedder.norm.bias", take("gn_root/bias", "vector"))
+        put(HYBRID_BACKBONE_PREFIX + "embedder.convolution.weight", take("conv_root/kernel", "conv"))
+        put(HYBRID_BACKBONE_PREFIX + "embedder.norm.weight", take("gn_root/scale", "vector"))
+        put(HYBRID_BACKBONE_PREFIX + "embedder.norm.bias", take("gn_root/bias", "vector"))
         units = sorted(
             {(int(m.group(1)), int(m.group(2))) for k in arrays if (m := re.match(re.escape(p) + r"block(\d+)/unit(\d+)/", k))}
         )
         for stage, unit in units:
-            source, target = f"block{stage}/unit{unit}/", f"{_BACKBONE}encoder.stages.{stage - 1}.layers.{unit - 1}."
+            source, target = f"block{stage}/unit{unit}/", f"{HYBRID_BACKBONE_PREFIX}encoder.stages.{stage - 1}.layers.{unit - 1}."
             for r in (1, 2, 3):
                 put(f"{target}conv{r}.weight", take(f"{source}conv{r}/kernel", "conv"))
                 put(f"{target}norm{r}.weight", take(f"{source}gn{r}/scale", "vector"))
@@ -774,13 +774,13 @@ def convert_npz_state_dict(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.
             put(f"{target}.bias", take(f"{source}/bias", "vector"))
 
     if missing:
-        raise ConversionError(f"The checkpoint lacks arrays a ViT of its layout needs: {_name_list(missing)}.")
+        raise ConversionError(f"The checkpoint lacks arrays a ViT of its layout needs: {name_list(missing)}.")
     unknown = [k for k in arrays if k.startswith(p) and k not in used]
     if unknown:
-        raise ConversionError(f"The checkpoint has arrays with no place in this package's ViT: {_name_list(unknown)}.")
+        raise ConversionError(f"The checkpoint has arrays with no place in this package's ViT: {name_list(unknown)}.")
     outside = [k for k in arrays if not k.startswith(p)]
     if outside:
-        logger.warning("Ignoring %d arrays outside the model's prefix %r: %s", len(outside), p, _name_list(outside, 5))
+        logger.warning("Ignoring %d arrays outside the model's prefix %r: %s", len(outside), p, name_list(outside, 5))
     return state
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .convert_common import ConversionError, _jax_to_torch, _name_list, _rename
+from .convert_common import ConversionError, jax_to_torch, name_list, rename_keys
 from .convert_common import image_processor, load_exactly, timm_image_processor
 
 #: timm architecture names of BiT's ResNets: resnetv2_50x1_bit, resnetv2_152x4_bit, ...
@@ -149,10 +149,10 @@ def bit_config_from_timm(timm_config: Mapping, **overrides):
 def convert_timm_bit_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm `ResNetV2` (BiT) state dict -> `BitForImageClassification`'s. Pure. The head, a 1x1
     convolution `(K, C, 1, 1)` in timm, becomes the dense layer `(K, C)`."""
-    state, unmatched = _rename(dict(state_dict), _TIMM_RULES)
+    state, unmatched = rename_keys(dict(state_dict), _TIMM_RULES)
     if unmatched:
         raise _error(
-            f"These timm keys have no counterpart in BitForImageClassification: {_name_list(unmatched)}. Only "
+            f"These timm keys have no counterpart in BitForImageClassification: {name_list(unmatched)}. Only "
             "BiT's pre-activation ResNets (resnetv2_*_bit) convert."
         )
     if "classifier.1.weight" in state:
@@ -236,7 +236,7 @@ def convert_bit_npz(arrays: Mapping[str, np.ndarray], config) -> dict[str, torch
             missing.append(key)
             return
         used.add(key)
-        state[target] = _jax_to_torch(arrays[key], kind)
+        state[target] = jax_to_torch(arrays[key], kind)
 
     put("bit.embedder.convolution.weight", "root_block/standardized_conv2d/kernel", "conv")
     for s, depth in enumerate(config.depths):
@@ -257,10 +257,10 @@ def convert_bit_npz(arrays: Mapping[str, np.ndarray], config) -> dict[str, torch
             kernel = state["classifier.1.weight"]
             state["classifier.1.weight"] = kernel.reshape(-1, kernel.shape[-1]).T.contiguous()
     if missing:
-        raise _error(f"The BiT checkpoint lacks arrays its ResNet needs: {_name_list(missing)}.")
+        raise _error(f"The BiT checkpoint lacks arrays its ResNet needs: {name_list(missing)}.")
     unknown = [k for k in arrays if k not in used and not (config.num_labels == 0 and k.startswith(NPZ_PREFIX + "head/"))]
     if unknown:
-        raise _error(f"The BiT checkpoint has arrays with no place in BitForImageClassification: {_name_list(unknown)}.")
+        raise _error(f"The BiT checkpoint has arrays with no place in BitForImageClassification: {name_list(unknown)}.")
     return state
 
 

@@ -24,14 +24,14 @@ logger = logging.getLogger(__name__)
 
 # ============================================================================ name tables, both ways
 
-_BACKBONE = "vit.embeddings.patch_embeddings.backbone.bit."
+HYBRID_BACKBONE_PREFIX = "vit.embeddings.patch_embeddings.backbone.bit."
 #: timm's names <-> ours, read timm -> ours by `convert_timm_state_dict` and ours -> timm by
 #: `convert_native.to_timm_state_dict` (`name_rules`: "{}" is a number, a trailing "." a prefix).
 TIMM_NAMES = [
     # hybrid: timm's ResNetV2 (preact=False) <-> transformers' BitBackbone (layer_type="bottleneck")
-    ("patch_embed.backbone.stem.conv.", _BACKBONE + "embedder.convolution."),
-    ("patch_embed.backbone.stem.norm.", _BACKBONE + "embedder.norm."),
-    ("patch_embed.backbone.stages.{}.blocks.{}.", _BACKBONE + "encoder.stages.{}.layers.{}."),
+    ("patch_embed.backbone.stem.conv.", HYBRID_BACKBONE_PREFIX + "embedder.convolution."),
+    ("patch_embed.backbone.stem.norm.", HYBRID_BACKBONE_PREFIX + "embedder.norm."),
+    ("patch_embed.backbone.stages.{}.blocks.{}.", HYBRID_BACKBONE_PREFIX + "encoder.stages.{}.layers.{}."),
     ("cls_token", "vit.embeddings.cls_token"),
     ("pos_embed", "vit.embeddings.position_embeddings"),
     ("patch_embed.proj.", "vit.embeddings.patch_embeddings.projection."),
@@ -52,7 +52,7 @@ TRANSFORMERS_SHARED_FIELDS = (
     "id2label label2id problem_type"
 ).split()
 #: timm's size names -> the paper's.
-_TIMM_SIZES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
+TIMM_SIZES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
 #: timm's BiT hybrids (timm/models/vision_transformer_hybrid.py) -> (ViT size, backbone, resolutions).
 #: The backbone is a named one of `variants.BACKBONES` or explicit (depths, hidden_sizes).
 TIMM_HYBRIDS: dict[str, tuple[str, str | tuple, tuple[int, ...]]] = {
@@ -72,14 +72,14 @@ class ConversionError(ValueError):
     """A source checkpoint does not fit the target layout; the message names the keys."""
 
 
-def _name_list(names, limit: int = 20) -> str:
+def name_list(names, limit: int = 20) -> str:
     """Sorted names for an error message, the first `limit` of them and a count of the rest."""
     names = sorted(names)
     shown = ", ".join(names[:limit])
     return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _rename(state_dict: dict[str, torch.Tensor], rules) -> tuple[dict[str, torch.Tensor], list[str]]:
+def rename_keys(state_dict: dict[str, torch.Tensor], rules) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Apply the first matching (pattern, replacement) rule to each key; returns (renamed, unmatched)."""
     renamed, unmatched = {}, []
     for key, value in state_dict.items():
@@ -94,7 +94,7 @@ def _rename(state_dict: dict[str, torch.Tensor], rules) -> tuple[dict[str, torch
 
 
 def name_rules(pairs, reverse: bool = False) -> list[tuple[str, str]]:
-    """`_rename` rules from a table of (source name, our name) templates, read left to right or,
+    """`rename_keys` rules from a table of (source name, our name) templates, read left to right or,
     with `reverse`, right to left: one table serves both directions of a conversion.
 
     A template ending in "." is a prefix (what follows is kept), any other an exact name; "{}"
@@ -114,7 +114,7 @@ def name_rules(pairs, reverse: bool = False) -> list[tuple[str, str]]:
     return rules
 
 
-def _jax_to_torch(array: np.ndarray, kind: str) -> torch.Tensor:
+def jax_to_torch(array: np.ndarray, kind: str) -> torch.Tensor:
     """One JAX array -> the torch layout: "conv" HWIO -> OIHW, "dense" (in, out) -> (out, in),
     "vector" flattened (GroupNorm scales are stored (1, 1, 1, C) in some BiT files), "raw" as is."""
     array = np.asarray(array, dtype=np.float32)
@@ -139,7 +139,7 @@ def load_exactly(model: torch.nn.Module, state_dict, what: str = "the model") ->
     ]
     missing, unexpected = set(expected) - set(state_dict), set(state_dict) - set(expected)
     if mismatched or missing or unexpected:
-        problems = [f"{label}: {_name_list(items)}." for label, items in
+        problems = [f"{label}: {name_list(items)}." for label, items in
                     (("Shapes differ", mismatched), ("Missing", missing), ("Unexpected", unexpected)) if items]
         raise ConversionError(f"Converted weights do not fit {what}. " + " ".join(problems))
     model.load_state_dict(dict(state_dict), strict=True)

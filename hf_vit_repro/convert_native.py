@@ -40,14 +40,14 @@ from pathlib import Path
 import torch
 
 from .convert_common import (
-    _TIMM_SIZES,
+    TIMM_SIZES,
     TIMM_ACTIVATIONS,
     TIMM_HYBRIDS,
     TIMM_NAMES,
     TRANSFORMERS_SHARED_FIELDS,
     ConversionError,
-    _name_list,
-    _rename,
+    name_list,
+    rename_keys,
     load_exactly,
     name_rules,
     timm_preprocessing,
@@ -233,7 +233,7 @@ def timm_refusals(model) -> list[str]:
 def _timm_architecture(config) -> str:
     if config.is_hybrid:
         return _timm_hybrid_name(config)
-    sizes = {v: k for k, v in _TIMM_SIZES.items()}
+    sizes = {v: k for k, v in TIMM_SIZES.items()}
     size = next((sizes[name] for name, shape in SIZES.items() if shape == (
         config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size)), None)
     patch, height = config.patch_hw[0], config.image_hw[0]
@@ -304,9 +304,9 @@ def timm_config(model, processor) -> dict:
 def to_timm_state_dict(model) -> dict[str, torch.Tensor]:
     """`model`'s weights in timm's names (`convert_common.TIMM_NAMES` read right to left). Every weight
     must find a name: otherwise a `ConversionError` lists those that do not."""
-    state, unmatched = _rename({k: v.detach().contiguous() for k, v in model.state_dict().items()}, _OURS_TO_TIMM)
+    state, unmatched = rename_keys({k: v.detach().contiguous() for k, v in model.state_dict().items()}, _OURS_TO_TIMM)
     if unmatched:
-        raise ConversionError(f"These weights have no name in timm's VisionTransformer: {_name_list(unmatched)}.")
+        raise ConversionError(f"These weights have no name in timm's VisionTransformer: {name_list(unmatched)}.")
     return state
 
 

@@ -99,6 +99,11 @@ its check are under `quantization.float32_artefact` and `quantization.float32_pa
 `verify` checks both. The exporter's shape annotations
 (`value_info`) are dropped before quantising: ONNX's shape inference, which the quantiser runs,
 rejects one of them, and ONNX Runtime infers them again on loading.
+
+Precision (`precision=`, `--precision`; `hf_vit_repro.export_precision`): "auto" (default) and
+"fp32" export float32; "bf16" exports a bf16 ExportedProgram (float32 inputs and outputs),
+checked against PyTorch in bf16 relative to the outputs' scale, and is refused for ONNX (ONNX
+Runtime's CPU provider has no bf16 MatMul). The report records it (`precision`, `requested_precision`).
 """
 
 from __future__ import annotations
@@ -117,7 +122,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import quantization, runs
+from . import export_precision, quantization, runs
 from .quantization import Calibration
 
 # What each exportable class takes and returns, in order. A new head is one line in each table:
@@ -442,10 +447,11 @@ def check_parity(
     else:
         batches = [random_inputs(exportable.input_names, batch, model.config, seed=seed + i)
                    for i, batch in enumerate(batch_sizes)]
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())  # a bf16 model takes bf16 pixels
     for inputs in batches:
         batch = len(inputs[INPUT_NAME])
         with torch.no_grad():
-            expected = exportable(*inputs.values())
+            expected = exportable(*(t.to(dtype) if t.is_floating_point() else t for t in inputs.values()))
         others = {name: t for name, t in inputs.items() if name != INPUT_NAME}
         got = run(inputs[INPUT_NAME], **others)
         for name, want in zip(exportable.output_names, expected):
@@ -537,10 +543,11 @@ def _prepare_output_dir(output_dir: Path, checkpoint_source: str | None) -> None
 
 
 def _check_options(format: str, opset: int | None, tolerance: float | None, quantize: str | None = None,
-                   calibration: Calibration | None = None) -> None:
+                   calibration: Calibration | None = None, precision: str = "auto") -> None:
     """Bad arguments are refused before any loading or tracing."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
+    export_precision.resolve_export_precision(precision, format)  # bf16 ONNX is refused
     quantization.canonical(quantize)  # an unknown name is refused
     if quantize is not None and format != "onnx":
         raise ValueError(f"--quantize {quantize} applies to the onnx format only (ONNX Runtime's quantisation)")
@@ -579,12 +586,14 @@ def export_model(
     source: str | None = None,
     quantize: str | None = None,
     calibration: Calibration | str | os.PathLike | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Export an in-memory model (a class of `EXPORT_OUTPUTS`) to `output_dir`; see the module
     docstring for the folder. `image_size` resamples a copy's position embeddings for good before
     export; `opset` defaults to torch.onnx's (20 with torch 2.14). `quantize`: "int8-dynamic",
     "int8-static" (with `calibration`: a `quantization.Calibration`, or its source alone) or "int8"
-    (`quantization.DEFAULT_INT8`). Returns the export report.
+    (`quantization.DEFAULT_INT8`). `precision`: "auto" (= fp32), "fp32" or "bf16" (exported-program
+    only; `hf_vit_repro.export_precision`). Returns the export report.
 
     Raises `ExportError` (and writes nothing) when the exported model's outputs differ from
     PyTorch's by more than `tolerance` (default 1e-4; with `quantize="int8"`, 0.1 relative to the
@@ -598,10 +607,13 @@ def export_model(
     from .convert_common import set_processor_size
     from .data import describe_image_processor
 
+    resolved = export_precision.resolve_export_precision(precision, format)
+    bf16 = resolved == "bf16"
     if tolerance is None:
-        tolerance = DEFAULT_TOLERANCE if quantize is None else DEFAULT_QUANTIZED_TOLERANCE
+        tolerance = export_precision.BF16_EXPORT_TOLERANCE if bf16 else (
+            DEFAULT_TOLERANCE if quantize is None else DEFAULT_QUANTIZED_TOLERANCE)
     calibration = _as_calibration(calibration)
-    _check_options(format, opset, tolerance, quantize, calibration)
+    _check_options(format, opset, tolerance, quantize, calibration, precision)
     exportable = ExportableModel(model)  # refuses classes without an output table before any work
     if calibration is not None and exportable.input_names != (INPUT_NAME,):
         raise ValueError(f"--quantize int8-static calibrates on images alone; a {type(model).__name__} also takes "
@@ -615,7 +627,10 @@ def export_model(
     model = copy.deepcopy(model).float().cpu().eval()
     if image_size is not None:
         model.resize_position_embeddings(image_size)
+    model = export_precision.as_precision(model, resolved)
     exportable = ExportableModel(model).eval()
+    if bf16:
+        exportable = export_precision.Bf16Program(exportable).eval()
     processor = copy.deepcopy(image_processor) if image_processor is not None else default_image_processor(model.config)
     set_processor_size(processor, *model.config.image_hw)  # a timm source's centre crop stays one
     calibrated = None  # (Calibration, calibration pixels, check pixels, description)
@@ -655,17 +670,18 @@ def export_model(
         steps.set_postfix_str("describing")
         report = _describe(format, tmp, artefact, exportable, sample, sample_outputs, dynamic_batch, opset, model, source)
         report["image_processor"] = describe_image_processor(processor, "preprocessor_config.json")
+        report.update(precision=resolved, requested_precision=precision)
         runs.write_json(tmp / REPORT, report)  # load_exported reads names from it
         steps.update()
 
         steps.set_postfix_str("checking against PyTorch")
         float32_tolerance = DEFAULT_TOLERANCE if quantize else tolerance
-        parity = check_parity(load_exported(tmp), model, check_batches, float32_tolerance)
+        parity = check_parity(load_exported(tmp), model, check_batches, float32_tolerance, relative=bf16)
         parity["runtime"] = _runtime_name(format)
         report["parity"] = parity
         if not parity["passed"]:
             raise ExportError(
-                f"the exported model differs from PyTorch by more than {float32_tolerance:g} "
+                f"the exported model differs from PyTorch{' in bf16' if bf16 else ''} by more than {_parity_bound(parity)} "
                 f"(max abs diff {_diff_summary(parity)}); nothing was written to {output_dir}"
             )
         if quantize:
@@ -828,14 +844,16 @@ def export(
     progress: bool = True,
     quantize: str | None = None,
     calibration: Calibration | str | os.PathLike | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Export a checkpoint (run folder, save_pretrained folder or Hub id) to `output_dir` as
     `format` ("onnx" or "exported-program"; `quantize=` "int8-dynamic", "int8-static" with
-    `calibration` images, or "int8" for `quantization.DEFAULT_INT8`), check it against PyTorch and
+    `calibration` images, or "int8" for `quantization.DEFAULT_INT8`; `precision` "auto" = "fp32" or
+    "bf16", exported-program only), check it against PyTorch and
     write the folder only if the check passes. Returns the export report (also in
     `output_dir/export_report.json`)."""
     calibration = _as_calibration(calibration)
-    _check_options(format, opset, tolerance, quantize, calibration)
+    _check_options(format, opset, tolerance, quantize, calibration, precision)
     source, config = checkpoint_config(checkpoint)
     if image_size is not None:
         _check_image_size(config, image_size)
@@ -844,7 +862,7 @@ def export(
     return export_model(
         model, output_dir, format=format, opset=opset, dynamic_batch=dynamic_batch, image_size=image_size,
         image_processor=processor, tolerance=tolerance, progress=progress, source=source, quantize=quantize,
-        calibration=calibration,
+        calibration=calibration, precision=precision,
     )  # fmt: skip
 
 
@@ -874,7 +892,7 @@ def verify(
     loads and runs, its outputs are the architecture's, and it matches `checkpoint` (default: the
     checkpoint named in the report) within `tolerance` (default: the report's) on fresh random
     inputs (a static int8 graph on the held-out images its folder keeps, whose SHA-256 is checked
-    too). An int8 export's float32 graph (`quantization.float32_artefact`) is checked too,
+    too), in the report's `precision` (a bf16 program against the checkpoint cast to bf16). An int8 export's float32 graph (`quantization.float32_artefact`) is checked too,
     within its own recorded tolerance. Returns the parity result of the report's artefact; raises
     `ExportError` with what is wrong."""
     _check_tolerance(tolerance)
@@ -931,6 +949,7 @@ def verify(
         if height != width:
             raise ExportError(f"{folder} was exported at {height}x{width}; only square resizes are reproducible")
         model.resize_position_embeddings(height)
+    model = export_precision.as_precision(model, report.get("precision", "fp32"))
     dynamic = bool(report.get("dynamic_axes"))
     batches = DYNAMIC_CHECK_BATCH_SIZES if dynamic else (report.get("traced_batch_size", TRACED_BATCH_SIZE),)
     results = []
@@ -990,7 +1009,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         report = export(
             args.checkpoint, args.output_dir, format=args.format, opset=args.opset, dynamic_batch=args.dynamic_batch,
             image_size=args.image_size, tolerance=args.tolerance, progress=not args.no_progress, quantize=args.quantize,
-            calibration=quantization.calibration_from_args(args),
+            calibration=quantization.calibration_from_args(args), precision=args.precision,
         )  # fmt: skip
     except ImportError as err:
         print(f"vit-repro export: error: {err}", file=sys.stderr)
@@ -1003,7 +1022,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"Wrote {Path(args.output_dir) / int8_record['float32_artefact']} (float32, max abs diff "
               f"{_diff_summary(int8_record['float32_parity'])} <= {_parity_bound(int8_record['float32_parity'])})")
     print(f"Wrote {Path(args.output_dir) / report['artefact']} ({report['architecture']}, {report['format']}"
-          + (f", opset {report['opset']}" if report["opset"] else "") + f"): {inputs} -> {shapes}")
+          + (f", opset {report['opset']}" if report["opset"] else "") + f", {report['precision']}): {inputs} -> {shapes}")
     kind = int8_record.get("quantize", "int8-dynamic").removeprefix("int8-")
     quantized = f" (int8, {kind})" if int8_record else ""
     on = f", {parity['inputs']}" if parity.get("inputs") else f", batch sizes {parity['batch_sizes']}"
@@ -1030,6 +1049,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def add_cli(subparsers) -> None:
     """`vit-repro export` and `vit-repro verify-export`."""
     from .cli_options import add_no_progress
+    from .precision import add_precision_argument
 
     p = subparsers.add_parser(
         "export",
@@ -1065,6 +1085,7 @@ def add_cli(subparsers) -> None:
                    "call), int8-static (QDQ, int8 weights per channel, activation scales calibrated on "
                    f"--calibration-data) or int8 (= {quantization.DEFAULT_INT8})")
     quantization.add_calibration_arguments(p)
+    add_precision_argument(p, help=export_precision.EXPORT_PRECISION_HELP)
     add_no_progress(p)
     p.set_defaults(func=_cmd_export)
 

@@ -16,6 +16,9 @@
   where the GPU supports it.
 - Any other device: fp32.
 
+`vit-repro export` takes the same words, but its `auto` means fp32: an artefact runs on a machine
+whose CPU the export cannot know (`export_precision`).
+
 bf16 runs through `torch.autocast` (`autocast`): the weights stay fp32, matrix products and
 convolutions run in bf16, reductions and normalisations in fp32 (autocast's own op lists).
 Inference in bf16 is checked against fp32 on its first batch (`PrecisionRun`, tolerance
@@ -209,12 +212,13 @@ class PrecisionRun:
         return out
 
 
-def add_precision_argument(parser, default: str = "auto") -> None:
-    """`--precision {auto,bf16,fp32}`, the flag every inference command shares."""
+def add_precision_argument(parser, default: str = "auto", help: str | None = None) -> None:
+    """`--precision {auto,bf16,fp32}`, the flag every inference command shares (and `export`,
+    whose `help` says what `auto` means for an artefact)."""
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=default,
-        help="numeric precision: auto (bf16 on CPUs with AMX or AVX512-BF16, checked against fp32 on the first "
-        "batch; else fp32), "
+        help=help or "numeric precision: auto (bf16 on CPUs with AMX or AVX512-BF16, checked against fp32 on the "
+        "first batch; else fp32), "
         f"bf16 or fp32 (default {default})",
     )
 

@@ -134,12 +134,60 @@ def test_predict_is_a_plain_function_of_an_image(checkpoint, photo, tmp_path):
     Image.fromarray(array).save(tmp_path / "crop.png")
     names, probabilities = direct_top5(checkpoint, tmp_path / "crop.png")
     assert list(labels) == names
-    np.testing.assert_allclose(list(labels.values()), probabilities.numpy(), atol=1e-6)
+    # the app's one pass runs the eager attention kernel (it needs the weights), the direct forward SDPA
+    np.testing.assert_allclose(list(labels.values()), probabilities.numpy(), atol=1e-5)
     assert rollout.shape == (300, 200, 3) and rollout.dtype == np.uint8
     assert distance.ndim == 3 and distance.shape[2] == 3
     assert predictor.maps_note is None
     with pytest.raises(ValueError, match="No image"):
         predictor(None)
+
+
+def test_one_forward_pass_gives_the_labels_and_both_maps():
+    """A Predictor call runs the model once (hooks count the classifier's, the encoder's and every
+    attention layer's forwards), and its labels and maps are those of the two separate passes it
+    replaces: the classifier's own forward, and the encoder's hooked pass of `attention_statistics`."""
+    from transformers import ViTImageProcessor
+
+    from hf_vit_repro.analysis import attention_statistics
+
+    names = {i: f"class {chr(97 + i)}" for i in range(6)}
+    model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs(num_labels=6, id2label=names))),
+                       seed=5).eval()
+    processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    predictor = Predictor(model, processor)
+    image = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+
+    counts = {"classifier": 0, "encoder": 0, "attention": 0}
+
+    def counter(name):
+        return lambda *args: counts.__setitem__(name, counts[name] + 1)
+
+    hooks = [model.register_forward_hook(counter("classifier")), model.vit.register_forward_hook(counter("encoder"))]
+    hooks += [layer.attention.register_forward_hook(counter("attention")) for layer in model.vit.layers]
+    try:
+        labels, rollout, distance = predictor(image)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert counts == {"classifier": 1, "encoder": 1, "attention": model.config.num_hidden_layers}
+
+    pixels = predictor.pixel_values(image)
+    with torch.no_grad():
+        probabilities = model(pixels).logits[0].softmax(-1)
+    top = probabilities.topk(5)
+    assert list(labels) == [names[int(i)] for i in top.indices]
+    np.testing.assert_allclose(list(labels.values()), top.values.numpy(), atol=1e-5)  # eager attention against SDPA
+    assert labels == pytest.approx(predictor.classify(pixels), abs=1e-5)
+
+    separate = attention_statistics(model, [pixels], rollout_images=1, precision="fp32")  # the encoder alone
+    joint = attention_statistics(model, [pixels], rollout_images=1, precision="fp32", with_logits=True)
+    assert separate.logits is None and joint.logits.shape == (1, 6)
+    np.testing.assert_allclose(joint.mean_distance, separate.mean_distance, rtol=1e-5)
+    torch.testing.assert_close(joint.rollout_maps, separate.rollout_maps)
+    expected_rollout, expected_distance = predictor.maps(image, separate)
+    assert rollout.shape == (48, 40, 3) and np.abs(rollout.astype(int) - expected_rollout.astype(int)).max() <= 1
+    assert distance.shape == expected_distance.shape and np.array_equal(distance, expected_distance)
 
 
 def test_a_centre_cropping_processor_maps_the_rollout_onto_the_part_the_model_saw():

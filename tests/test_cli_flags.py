@@ -142,3 +142,16 @@ def test_evaluate_device_values():
         _evaluate_on_cpu("gpu0")
     with pytest.raises(ValueError, match="cpu or cuda"):
         _evaluate_on_cpu("cuda:1")
+
+
+def test_precision_flag_has_one_vocabulary(leaves):
+    """`--precision` takes the same words with the default auto wherever it appears (vtab: None, the
+    recipe's run.mixed_precision, auto in its recipe; export's help says what auto means for an artefact)."""
+    from hf_vit_repro.precision import PRECISIONS
+
+    seen = {" ".join(path): option_actions(sub)["--precision"] for path, sub in leaves if "--precision" in option_actions(sub)}
+    assert {"evaluate", "fewshot", "analyze", "export"} <= set(seen), sorted(seen)
+    for name, action in seen.items():
+        default = None if name == "vtab" else "auto"
+        assert (action.dest, tuple(action.choices), action.default) == ("precision", PRECISIONS, default), name
+    assert "ONNX Runtime" in seen["export"].help and "bf16 MatMul" in seen["export"].help

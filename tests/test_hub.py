@@ -236,6 +236,33 @@ def test_card_of_a_hybrid(tmp_path):
     assert "| Architecture | R50+ViT-B/16 (hybrid" in hub.model_card(named, "someone/r50").text
 
 
+def test_the_card_describes_the_family_models_family_of_names(tmp_path):
+    """The card's model section follows `models.family_of` of the config (the family module decides):
+    a ViT's patch size, a hybrid's backbone, a BiT ResNet's GroupNorm; transformers' own ViT is
+    described as a ViT; a model of no family is refused in one line."""
+    from transformers import BitConfig, BitForImageClassification
+
+    from hf_vit_repro.models import BIT, HYBRID, VIT, family_of
+
+    save_tiny_checkpoint(tmp_path / "vit")
+    save_tiny_checkpoint(tmp_path / "hybrid", hybrid=True)
+    BitForImageClassification(BitConfig(depths=[1, 1], hidden_sizes=[32, 64], embedding_size=16, num_groups=8,
+                                        num_labels=4)).save_pretrained(tmp_path / "bit")
+    described = {}
+    for kind, family in (("vit", VIT), ("hybrid", HYBRID), ("bit", BIT)):
+        assert family_of(json.loads((tmp_path / kind / "config.json").read_text())) is family
+        facts = hub.describe_model(tmp_path / kind)
+        described[kind] = dict(facts["rows"])
+        assert facts["hybrid"] == (family is HYBRID) and facts["family"] == ("bit" if family is BIT else "vit")
+    assert described["vit"]["Patch size"] == "8 x 8" and "Backbone blocks per stage" not in described["vit"]
+    assert "hybrid" in described["hybrid"]["Architecture"] and described["hybrid"]["Backbone blocks per stage"] == "2, 1, 2"  # TINY_BACKBONE
+    assert described["bit"]["GroupNorm groups"] == "8" and "Patch size" not in described["bit"]
+    with pytest.raises(ValueError, match="'clip' model, not 'vit_repro', 'vit' or 'bit'"):
+        (tmp_path / "clip").mkdir()
+        (tmp_path / "clip" / "config.json").write_text(json.dumps({"model_type": "clip"}))
+        hub.describe_model(tmp_path / "clip")
+
+
 @pytest.mark.parametrize("kind", ["run without evaluation", "plain checkpoint"])
 def test_card_without_evaluation_says_so(tmp_path, kind):
     if kind == "plain checkpoint":

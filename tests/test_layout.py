@@ -32,7 +32,7 @@ TIERS: list[set[str]] = [
     {"evaluation"},
     {"training"},
     {"vtab", "studies"},
-    {"hub", "analysis", "export", "quantization"},
+    {"hub", "analysis", "export", "export_precision", "quantization"},
     {"cli", "demo", "app", "__main__"},
 ]
 #: Upward imports tolerated for now: none. The two there were (issue 28) are gone: the loop publishes a
@@ -240,3 +240,20 @@ def test_family_question_finder_finds_a_planted_one(tmp_path):
     (tmp_path / "ok.py").write_text("from .convert_bit import is_bit_npz\nx = is_bit_npz\n", encoding="utf-8")
     (tmp_path / "bad.py").write_text("import os\n\nif variants.is_bit_variant(name):\n    pass\n", encoding="utf-8")
     assert family_questions(tmp_path) == {"bad.py": [3]}
+
+
+def private_imports() -> list[str]:
+    """`module: from X import _name` for every import of a private name from another hf_vit_repro module."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("hf_vit_repro")):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                if private:
+                    found.append(f"{module_name(path)}: from {'.' * node.level}{node.module or ''} import {', '.join(private)}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    """What one module uses of another is its public API (a leading underscore means: this module only)."""
+    assert private_imports() == []

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import runs
-from .card import Sources, _is_hub_id, _local_folder, _read_yaml, check_repo_id, model_card
-from .push import _copy, card_problems, finish_staging, prepare_output_dir, run_files
+from .card import Sources, is_hub_id, local_folder, read_yaml, check_repo_id, model_card
+from .push import copy_file, card_problems, finish_staging, prepare_output_dir, run_files
 from .redaction import active_token
 
 #: The files of a peft adapter folder that are published (peft's own README.md is replaced by the card).
@@ -62,7 +62,7 @@ def locate_adapter(source: str | os.PathLike) -> AdapterSources:
                                 "adapter_config.json (a peft adapter folder): give the run folder of a LoRA run.")
     run = checkpoint.parent if (checkpoint.parent / runs.RECIPE).is_file() else checkpoint
     recipe_path = next((p for p in (run / runs.RECIPE, checkpoint / runs.RECIPE) if p.is_file()), None)
-    recipe = _read_yaml(recipe_path) if recipe_path else None
+    recipe = read_yaml(recipe_path) if recipe_path else None
     method = ((recipe or {}).get("train") or {}).get("method", "full") if recipe else None
     if method not in (None, "lora"):
         raise ValueError(f"{source} is a `train.method: {method}` run, not a LoRA run: only a LoRA run has a peft adapter "
@@ -91,13 +91,13 @@ def adapter_facts(sources: AdapterSources, base_model: str | None = None) -> dic
     model = recipe.get("model") or {}
     anchors = [sources.run.resolve()]
     named = model.get("init_from") or config.get("base_model_name_or_path") or base_model
-    hub_id = base_model or (named if _is_hub_id(named, anchors) else None)
+    hub_id = base_model or (named if is_hub_id(named, anchors) else None)
     summary_path = sources.run / runs.TRAIN_SUMMARY
     summary = runs.read_json(summary_path) if summary_path.is_file() else {}
     trainable, total = summary.get("trainable_parameters"), summary.get("num_parameters")
     merged = runs.read_json(sources.checkpoint / "config.json")
     size = model.get("image_size") or merged.get("image_size")
-    local, load_from = _local_folder(named, anchors), named
+    local, load_from = local_folder(named, anchors), named
     if local is not None and (local / runs.FINAL_DIR / "config.json").exists():  # a run folder: its final/ model
         local, load_from = local / runs.FINAL_DIR, f"{named.rstrip('/')}/{runs.FINAL_DIR}"
     base_size = runs.read_json(local / "config.json").get("image_size") if local and (local / "config.json").exists() else None
@@ -113,7 +113,7 @@ def adapter_facts(sources: AdapterSources, base_model: str | None = None) -> dic
         "base_model": named or "unknown (the run records none: pass --base-model)",
         "base_hub_id": hub_id,
         "base_load": hub_id or load_from,  # what from_pretrained takes
-        "base_local": bool(named) and not _is_hub_id(named, anchors),
+        "base_local": bool(named) and not is_hub_id(named, anchors),
         "options": [("Rank r", config.get("r")), ("alpha", config.get("lora_alpha")), ("Dropout", config.get("lora_dropout")),
                     ("Target modules", ", ".join(f"`{m}`" for m in sorted(config.get("target_modules") or [])))],
         "trainable": f"{trainable:,}" if trainable is not None else "unrecorded",
@@ -150,15 +150,15 @@ def build_adapter_folder(source: str | os.PathLike, output_dir: str | os.PathLik
     staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.staging-"))
     try:
         for name in ADAPTER_FILES:
-            _copy(sources.adapter / name, staging / name, token)
+            copy_file(sources.adapter / name, staging / name, token)
         if facts["base_hub_id"]:  # where peft's AutoPeftModel finds the base
             config = runs.read_json(staging / "adapter_config.json")
             config["base_model_name_or_path"] = facts["base_hub_id"]
             runs.write_json(staging / "adapter_config.json", config)
         if (sources.checkpoint / "preprocessor_config.json").exists():
-            _copy(sources.checkpoint / "preprocessor_config.json", staging / "preprocessor_config.json", token)
+            copy_file(sources.checkpoint / "preprocessor_config.json", staging / "preprocessor_config.json", token)
         for src, name in run_files(sources.run, include_logs):
-            _copy(src, staging / name, token)
+            copy_file(src, staging / name, token)
         adapter_card(staging, source, repo_id, token=token, base_model=base_model, **card_options).save(staging / "README.md")
         finish_staging(staging, output_dir, token)
     except BaseException:

@@ -86,7 +86,7 @@ def locate(source: str | os.PathLike) -> Sources:
     return Sources(checkpoint=checkpoint, run=run)
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     import yaml
 
     with open(path, encoding="utf-8") as f:
@@ -127,7 +127,7 @@ def _find_values(mapping: Any, keys: tuple[str, ...]) -> list[Any]:
     return found
 
 
-def _is_hub_id(value: Any, anchors: list[Path]) -> bool:
+def is_hub_id(value: Any, anchors: list[Path]) -> bool:
     """A "namespace/name" Hub id, and not a folder relative to the working directory or to any of
     `anchors` and their parents (a run's `init_from: outputs/pretrain` is a local folder)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -151,14 +151,14 @@ def recipe_metadata(recipe: Any, anchors: list[Path]) -> tuple[list[str], str | 
     for value in _find_values(recipe, DATASET_KEYS):
         if isinstance(value, str) and value in TASKS:
             value = TASKS[value].hub_id
-        if value and _is_hub_id(value, anchors):
+        if value and is_hub_id(value, anchors):
             datasets.append(value)
-    base = next((v for v in _find_values(recipe, BASE_MODEL_KEYS) if _is_hub_id(v, anchors)), None)
+    base = next((v for v in _find_values(recipe, BASE_MODEL_KEYS) if is_hub_id(v, anchors)), None)
     return datasets, base
 
 
 
-def _local_folder(value: Any, anchors: list[Path]) -> Path | None:
+def local_folder(value: Any, anchors: list[Path]) -> Path | None:
     """`value` as an existing folder: as given, or relative to any of `anchors` and their parents."""
     if not isinstance(value, str) or not value:
         return None
@@ -183,11 +183,11 @@ def pretraining_of(recipe: Any, anchors: list[Path], given: str | None = None) -
             return None
         if recipe.get("mode") == "pretrain":
             return paper_results.pretraining_name((recipe.get("data") or {}).get("task"))
-        folder = _local_folder((recipe.get("model") or {}).get("init_from"), anchors)
+        folder = local_folder((recipe.get("model") or {}).get("init_from"), anchors)
         if folder is None:
             return None
         run = folder.parent if folder.name == runs.FINAL_DIR else folder
-        recipe = _read_yaml(run / runs.RECIPE) if (run / runs.RECIPE).is_file() else None
+        recipe = read_yaml(run / runs.RECIPE) if (run / runs.RECIPE).is_file() else None
     return None
 
 
@@ -268,7 +268,7 @@ def eval_result_files(records: list[dict]) -> dict[str, str]:
 
     files = {}
     for record in records:
-        if not _is_hub_id(record["dataset"], []):
+        if not is_hub_id(record["dataset"], []):
             continue
         source = record.get("file") or f"{runs.METRICS_DIR}/{record['task']}_{record['split']}.json"
         resolution = record.get("resolution")
@@ -412,7 +412,7 @@ def _training(sources: Sources, token: str | None) -> dict | None:
     recipe_path, summary_path = sources.file(runs.RECIPE), sources.file(runs.TRAIN_SUMMARY)
     if recipe_path is None and summary_path is None:
         return None
-    recipe = redact_secrets(_read_yaml(recipe_path), token) if recipe_path else None
+    recipe = redact_secrets(read_yaml(recipe_path), token) if recipe_path else None
     summary = redact_secrets(_read_optional_json(summary_path, "the training summary"), token) or {}
     facts = []
     if summary.get("steps") is not None:
@@ -543,7 +543,7 @@ def model_card(
     fewshot = _read_optional_json(sources.file(runs.FEWSHOT), "few-shot results")
     vtab = _read_optional_json(sources.file(runs.VTAB), "VTAB results")
     training = None if converted_from else _training(sources, token)
-    recipe = _read_yaml(sources.file(runs.RECIPE)) if sources.file(runs.RECIPE) and not converted_from else None
+    recipe = read_yaml(sources.file(runs.RECIPE)) if sources.file(runs.RECIPE) and not converted_from else None
 
     recipe_datasets, recipe_base = recipe_metadata(recipe, [Path(recipe_root or sources.run).resolve()])
     train_datasets = list(dict.fromkeys(list(datasets or []) + recipe_datasets))

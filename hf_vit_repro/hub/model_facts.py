@@ -54,18 +54,21 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
     row of `variants`, else "custom ViT" / "ResNet+ViT" with the numbers in the table.
     """
     from ..configuration_vit_repro import ViTReproConfig
+    from ..models import BIT, HYBRID, VIT, find_family
     from ..variants import PAPER_PARAMETER_COUNTS, variant_of
 
     checkpoint = Path(checkpoint)
     raw = runs.read_json(checkpoint / "config.json")
-    if raw.get("model_type") == "bit":
-        return describe_bit_model(checkpoint, raw)
-    native = raw.get("model_type") == "vit"  # transformers' own ViT (`vit-repro push --to transformers`)
-    if raw.get("model_type") != ViTReproConfig.model_type and not native:
+    family = find_family(raw)
+    native = family is None and raw.get("model_type") == "vit"  # transformers' own ViT (`push --to transformers`)
+    if family is None and not native:
         raise ValueError(
             f"{checkpoint}/config.json is a {raw.get('model_type')!r} model, not {ViTReproConfig.model_type!r}, "
             "'vit' or 'bit' (a BiT ResNet): convert it first (`vit-repro convert`)."
         )
+    if family is BIT:
+        return describe_bit_model(checkpoint, raw)
+    family = family or VIT  # transformers' own ViT is described as the ViT it is
     if native:  # read through this package's config, for the same derived values
         from transformers import ViTConfig
 
@@ -76,7 +79,7 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
         config = config_from_transformers(vit_config, **pre_logits)
     else:
         config = runs.load_pretrained(ViTReproConfig, checkpoint)
-    backbone = raw.get("backbone_config") or None
+    backbone = raw.get("backbone_config") if family is HYBRID else None
     stride_h, stride_w = getattr(config, "token_stride_hw", config.patch_hw)
     variant = variant_of(config)
     name = variant or ("ResNet+ViT hybrid" if backbone else "custom ViT")
@@ -119,7 +122,7 @@ def describe_model(checkpoint: str | os.PathLike) -> dict[str, Any]:
         "architecture": architecture,
         "pipeline_tag": pipeline_tag_of(raw.get("architectures")),
         "variant": variant,
-        "hybrid": backbone is not None,
+        "hybrid": family is HYBRID,
         "parameters": parameters,
         "paper_parameters": PAPER_PARAMETER_COUNTS.get(variant) if variant else None,
         "rows": rows,

@@ -50,7 +50,7 @@ def _copy_text(src: Path, dst: Path, token: str | None) -> None:
     dst.write_text(clean, encoding="utf-8")
 
 
-def _copy(src: Path, dst: Path, token: str | None) -> None:
+def copy_file(src: Path, dst: Path, token: str | None) -> None:
     if src.suffix in TEXT_SUFFIXES:
         _copy_text(src, dst, token)
     else:
@@ -137,14 +137,14 @@ def build_repo_folder(
     staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.staging-"))
     native = None
     try:
-        if to == "transformers" and runs.read_json(sources.checkpoint / "config.json").get("model_type") != "bit":
+        if to == "transformers" and not _native_to_transformers(runs.read_json(sources.checkpoint / "config.json")):
             from ..convert import convert  # a BiT ResNet is transformers' own model already
 
             native = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.native-"))
             sources = dataclasses.replace(sources, checkpoint=convert(sources.checkpoint, native / "checkpoint",
                                                                       to="transformers"))
         for src, name in _staged_files(sources, include_logs) + exported:
-            _copy(src, staging / name, token)
+            copy_file(src, staging / name, token)
         card = model_card(staging, repo_id, token=token, **{"recipe_root": sources.run, **card_options})
         card.save(staging / "README.md")
         finish_staging(staging, output_dir, token)
@@ -189,7 +189,7 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
     if not (folder / "model.safetensors").exists() and not (folder / "model.safetensors.index.json").exists():
         problems.append("the safetensors weights are missing")
     config = runs.read_json(folder / "config.json") if (folder / "config.json").exists() else None
-    if config is not None and config.get("model_type") not in ("bit", "vit"):  # transformers' own need no code
+    if config is not None and not _native_to_transformers(config):  # transformers' own need no code
         auto_map = config.get("auto_map") or {}
         for auto in ("AutoConfig", "AutoModel", "AutoModelForImageClassification"):
             if auto not in auto_map:
@@ -203,6 +203,16 @@ def validate_repo_folder(folder: str | os.PathLike, *, token: str | None = None,
         problems += _load_problems(folder)
     if problems:
         raise ValueError(f"{folder} is not ready to publish:\n- " + "\n- ".join(problems))
+
+
+def _native_to_transformers(config: dict) -> bool:
+    """Whether a config.json describes a model of transformers' own classes: a family that is
+    (`models.ModelFamily.native_to_transformers`, a BiT ResNet) or transformers' ViT ("vit", which
+    `push --to transformers` writes)."""
+    from ..models import find_family
+
+    family = find_family(config)
+    return config.get("model_type") == "vit" if family is None else family.native_to_transformers
 
 
 def card_problems(folder: Path, token: str | None, keys=("license", "library_name", "pipeline_tag", "tags")) -> list[str]:
@@ -392,7 +402,7 @@ def push_to_hub(
                                                          dry_run=dry_run, output_dir=output_dir, verbose=verbose)
     built = None
     try:
-        with _terminate_as_interrupt():
+        with terminate_as_interrupt():
             if adapter_only:
                 from .adapter import adapter_card, build_adapter_folder, validate_adapter_folder
 
@@ -410,7 +420,7 @@ def push_to_hub(
                 def render_card(name):
                     return model_card(folder, name, token=token, **{"recipe_root": locate(source).run, **card_options})
             built = None  # valid: a dry run keeps it
-            return _publish(folder, repo_id, dry_run=dry_run, private=private, revision=revision,
+            return publish_folder(folder, repo_id, dry_run=dry_run, private=private, revision=revision,
                             create_pr=create_pr, commit_message=commit_message, token=token, endpoint=endpoint,
                             timeout=timeout, say=say, render_card=render_card)
     finally:
@@ -420,7 +430,7 @@ def push_to_hub(
             temporary.cleanup()
 
 
-def _publish(folder, repo_id, *, dry_run, private, revision, create_pr, commit_message, token, endpoint,
+def publish_folder(folder, repo_id, *, dry_run, private, revision, create_pr, commit_message, token, endpoint,
              timeout, say, render_card, repo_type=None):
     """Show what a validated `folder` holds, then stop (dry run) or upload it (to a model repo, or to
     a Space with `repo_type="space"`, `hub.space`)."""
@@ -453,7 +463,7 @@ def _request_timeout(seconds: float):
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt():
+def terminate_as_interrupt():
     """SIGTERM (a job scheduler, `kill`) raises KeyboardInterrupt while publishing, so the `finally`
     blocks that remove temporary folders run instead of the process dying with a copy of the
     weights left in the temp folder. Only in the main thread, where Python delivers signals."""

@@ -11,7 +11,7 @@ The Space repo folder holds three files:
   colours, license) and a short description.
 
 It is checked (`validate_space_folder`) and uploaded through the same path as a model repo
-(`push._publish`, with repo_type "space").
+(`push.publish_folder`, with repo_type "space").
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def push_space(
     space_sdk="gradio")`, `upload_folder`, the same errors). `dry_run` keeps the folder in `output_dir`
     (default `outputs/hub/<space name>`); otherwise it is temporary unless `output_dir` is given.
     Returns the CommitInfo, or the folder for a dry run."""
-    from .push import DEFAULT_TIMEOUT, _publish, _terminate_as_interrupt, publishing_setup
+    from .push import DEFAULT_TIMEOUT, publish_folder, terminate_as_interrupt, publishing_setup
 
     if Path(model_id).exists():
         raise ValueError(f"--space: {model_id!r} is a local path, but the Space loads its model from the Hub: give the "
@@ -222,7 +222,7 @@ def push_space(
                                                          dry_run=dry_run, output_dir=output_dir, verbose=verbose,
                                                          prefix="vit-repro-space")
     try:
-        with _terminate_as_interrupt():
+        with terminate_as_interrupt():
             folder = build_space_folder(model_id, output_dir, **options)
 
             def render_card(_full_id):  # the card names the model, not the Space: a new namespace changes nothing
@@ -230,7 +230,7 @@ def push_space(
 
                 return SpaceCard.load(folder / "README.md")
 
-            return _publish(folder, space_id, dry_run=dry_run, private=private, revision=revision, create_pr=create_pr,
+            return publish_folder(folder, space_id, dry_run=dry_run, private=private, revision=revision, create_pr=create_pr,
                             commit_message=commit_message, token=token, endpoint=endpoint,
                             timeout=timeout or DEFAULT_TIMEOUT, say=say, render_card=render_card, repo_type="space")
     finally:

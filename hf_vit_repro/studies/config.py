@@ -338,7 +338,7 @@ def _build(cls, values: Any, where: str):
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """`value` as `annotation`: the study's own sections (dataclasses, possibly optional) here,
     plain values by the recipe's coercion (`RecipeError`, a ValueError, names the key)."""
-    from ..training.recipe import _coerce as coerce_value
+    from ..training.recipe import coerce_value
 
     if typing.get_origin(annotation) is list and dataclasses.is_dataclass(typing.get_args(annotation)[0]):
         if not isinstance(value, list):

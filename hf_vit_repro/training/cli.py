@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from .loop import TrainingDivergedError
-from .recipe import _all_keys, load_recipe
+from .recipe import all_keys, load_recipe
 from .sweep import run_recipe
 
 
@@ -51,7 +51,7 @@ def _train_and_report(recipe, command: str, publish=None) -> int:
 
 
 def add_cli(subparsers) -> None:
-    keys = ", ".join(sorted(k for k in _all_keys() if "." in k))
+    keys = ", ".join(sorted(k for k in all_keys() if "." in k))
     p = subparsers.add_parser(
         "train",
         help="train a recipe (pretraining or fine-tuning) with Accelerate",

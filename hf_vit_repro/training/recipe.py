@@ -296,7 +296,7 @@ class Recipe:
         target = self if section is None else getattr(self, section)
         hints = _type_hints(type(target))
         dotted = name if section is None else f"{section}.{name}"
-        setattr(target, name, _coerce(value, hints[name], f"{source}: `{dotted}`"))
+        setattr(target, name, coerce_value(value, hints[name], f"{source}: `{dotted}`"))
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -492,7 +492,7 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _all_keys() -> dict[str, tuple[str | None, str]]:
+def all_keys() -> dict[str, tuple[str | None, str]]:
     """Every accepted key -> (section, field); bare names resolve when unambiguous."""
     keys: dict[str, tuple[str | None, str]] = {}
     bare: dict[str, list[tuple[str | None, str]]] = {}
@@ -513,7 +513,7 @@ def _all_keys() -> dict[str, tuple[str | None, str]]:
 def resolve_key(key: str, source: str = "override") -> tuple[str | None, str]:
     """`"optim.lr"` or `"lr"` -> `("optim", "lr")`; unknown keys raise `RecipeError` with close matches.
     (`model.config.<field>` is handled by `apply_overrides`.)"""
-    keys = _all_keys()
+    keys = all_keys()
     if key in keys:
         return keys[key]
     close = difflib.get_close_matches(key, list(keys), n=3, cutoff=0.6)
@@ -524,14 +524,14 @@ def resolve_key(key: str, source: str = "override") -> tuple[str | None, str]:
     )
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
+def coerce_value(value: Any, annotation: Any, where: str) -> Any:
     """`value` as `annotation` (str, int, float, bool, list[float], list[str], dict, X | None)."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
+        return coerce_value(value, inner[0], where)
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -558,7 +558,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             value = list(value)
         if not isinstance(value, list):
             raise RecipeError(f"{where} must be a list, got {value!r}.")
-        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        return [coerce_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if annotation is dict or origin is dict:
         if not isinstance(value, dict):
             raise RecipeError(f"{where} must be a mapping, got {value!r}.")
