@@ -1078,7 +1078,8 @@ def add_cli(subparsers) -> None:
                    help="resample the position embeddings to this resolution for good before export (e.g. 384)")
     p.add_argument("--tolerance", type=float, default=None,
                    help=f"largest absolute difference allowed between export and PyTorch (default {DEFAULT_TOLERANCE:g}; "
-                   f"with --quantize, relative to the outputs' largest absolute value, default {DEFAULT_QUANTIZED_TOLERANCE:g})")
+                   f"with --quantize, relative to the outputs' largest absolute value, default {DEFAULT_QUANTIZED_TOLERANCE:g}; "
+                   "with --precision bf16, relative to it as well)")
     p.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
                    help="ONNX only: also write onnx/model_quantized.onnx, checked against PyTorch relative to the outputs' "
                    "scale: int8-dynamic (ONNX Runtime's dynamic quantisation: int8 weights, activations quantised per "
@@ -1097,7 +1098,8 @@ def add_cli(subparsers) -> None:
     )
     p.add_argument("folder", help="export folder")
     p.add_argument("--checkpoint", default=None, help=f"checkpoint to compare with (default: the one named in {REPORT})")
-    p.add_argument("--tolerance", type=float, default=None, help="largest absolute difference allowed (default: the report's)")
+    p.add_argument("--tolerance", type=float, default=None, help="difference allowed (default: the report's): absolute for an fp32 export, relative to the outputs' "
+                   "largest absolute value for an int8 or bf16 one, as when it was exported")
     p.set_defaults(func=_cmd_verify)
 
 
