@@ -231,7 +231,7 @@ def extract_features(
     device = next(model.parameters()).device
     run = precision if isinstance(precision, PrecisionRun) else PrecisionRun(
         precision, device, classes=False, what="few-shot features")
-    labels_all = np.asarray(dataset.with_format("numpy", columns=["label"])["label"], dtype=np.int64)
+    labels_all = np.asarray(dataset.with_format("numpy", columns=["label"])[:]["label"], dtype=np.int64)  # one batch: fast
     rows = [int(r) for r in rows]
     key = meta = None
     entries: dict[int, tuple[np.ndarray, int]] = {}
@@ -331,7 +331,7 @@ def fewshot_evaluate(
         raise ValueError(f"l2_reg must be positive, got {l2_reg}")
     num_classes = getattr(train_dataset.features["label"], "num_classes", None)
     if num_classes is None:  # plain integer labels
-        num_classes = int(np.max(train_dataset.with_format("numpy", columns=["label"])["label"])) + 1
+        num_classes = int(np.max(train_dataset.with_format("numpy", columns=["label"])[:]["label"])) + 1
     label_rows = train_dataset.select_columns(["label"]).add_column("__row__", np.arange(len(train_dataset)))
     needed = max(shots) + (val_shots if select else 0)
     plan = {}
