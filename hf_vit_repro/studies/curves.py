@@ -45,8 +45,8 @@ def read_run_curve(run_dir: str | Path, task: str, classes=None) -> dict[str, An
 
 def curve_of(record: dict[str, Any], study: dict[str, Any]) -> dict[str, Any] | None:
     """The record's curve; for a record written before curves were read, its run folder's."""
-    if record.get("curve") is not None or "curve" in record:
-        return record.get("curve")
+    if "curve" in record:
+        return record["curve"]
     fewshot = study["config"]["transfer"].get("fewshot") or {}
     if not fewshot.get("curve") or not record.get("run_dir") or not Path(record["run_dir"]).is_dir():
         return None
