@@ -163,3 +163,26 @@ def test_evaluations_do_not_change_the_training(tmp_path):
     assert len(read_curve(probed.run_dir)) == 4
     a, b = (load_file(str(r.run_dir / "final" / "model.safetensors")) for r in (plain, probed))
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+
+
+def test_a_run_early_stopping_ends_is_evaluated_at_its_last_update(tmp_path, monkeypatch):
+    """Validation accuracies scripted 0.2, 0.6, 0.5, 0.6 at steps 2, 4, 6, 8 with patience 2 stop the
+    run at step 8 of 12: the curve (every 5) has step 5 and step 8, where the training ended."""
+    from hf_vit_repro import training
+
+    real = training.objectives.evaluate
+    script = [0.2, 0.6, 0.5, 0.6]
+
+    def evaluate(model, dataset, recipe_, accelerator):
+        result = real(model, dataset, recipe_, accelerator)
+        if script:
+            result = {**result, "metrics": {**result["metrics"], "accuracy": script.pop(0)}}
+        return result
+
+    monkeypatch.setattr(training.objectives, "evaluate", evaluate)
+    run = recipe(tmp_path, **{"train.steps": 12, "train.eval_every": 2, "train.early_stopping_patience": 2,
+                              "data.holdout": True, "data.val_fraction": 0.25, "run.trackers": [],
+                              "train.fewshot_eval": {**FEWSHOT, "every": 5}})
+    result = train(run)
+    assert result.steps == 8
+    assert [row["step"] for row in read_curve(result.run_dir)] == [5, 8]
