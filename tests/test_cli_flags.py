@@ -110,6 +110,13 @@ def test_old_spelling_still_works_and_warns(parser, capsys, argv, dest, value, o
     assert capsys.readouterr().err == ""
 
 
+def test_fewshot_classes_parses_into_label_ids(parser):
+    assert parser.parse_args(["fewshot", "CKPT", "digits", "--classes", "5", "6", "7"]).classes == [5, 6, 7]
+    assert parser.parse_args(["fewshot", "CKPT", "digits"]).classes is None
+    with pytest.raises(SystemExit):  # label ids are whole numbers
+        parser.parse_args(["fewshot", "CKPT", "digits", "--classes", "five"])
+
+
 def test_data_dir_one_meaning():
     """A bare FOLDER is the one task's; TASK=FOLDER names one task among several."""
     assert cli_options.data_dir_for(None, "digits") is None

@@ -348,3 +348,36 @@ def test_fewshot_json_keeps_other_tasks_and_protocols(tmp_path, capsys, monkeypa
     assert record["results"][str(small)] == kept["results"][str(small)]
     assert [g["protocol"]["l2_reg"] for g in record["other_protocols"]] == ["select"]
     assert sorted(p.name for p in run.iterdir()) == [runs.FEWSHOT, runs.FINAL_DIR]  # no temporary file left
+
+
+def test_cli_classes_keeps_those_labels_and_records_them(tmp_path, capsys):
+    """`vit-repro fewshot RUN digits --classes 5 6 7 8 9` scores the digits 5-9 alone (as `select_classes`
+    keeps them: the same accuracy as `fewshot_evaluate` on those rows), records them as digits[5,6,7,8,9]
+    with each entry's `classes`; a label digits lacks is a one-line error naming it."""
+    import json
+
+    from hf_vit_repro import cli, runs
+    from hf_vit_repro.data import select_classes
+    from hf_vit_repro.evaluation.common import load_checkpoint
+
+    from .evaluation_fixtures import save_classifier, tiny_digits_classifier
+
+    run = tmp_path / "run"
+    save_classifier(tiny_digits_classifier(), run / runs.FINAL_DIR)
+    base = ["fewshot", str(run), "digits", "--shots", "1", "2", "--seeds", "1", "--no-cache", "--no-progress"]
+    assert cli.main(base + ["--classes", "5", "6", "7", "8", "9"]) == 0
+    assert "digits[5,6,7,8,9]" in capsys.readouterr().out
+    record = json.loads((run / runs.FEWSHOT).read_text())
+    entry = record["results"]["digits[5,6,7,8,9]"]["2"]
+    test = load_task("digits", "test")
+    assert entry["classes"] == [5, 6, 7, 8, 9] and entry["num_test_images"] == sum(y >= 5 for y in test["label"])
+    loaded = load_checkpoint(run, device="cpu")
+    reference = fewshot_evaluate(loaded.model, select_classes(load_task("digits", "train"), [5, 6, 7, 8, 9]),
+                                 select_classes(test, [5, 6, 7, 8, 9]), [1, 2], [0], mean=loaded.mean, std=loaded.std,
+                                 progress=False, precision=entry["precision"])
+    assert entry["mean"] == pytest.approx(reference["2"]["mean"], abs=1e-9)
+    capsys.readouterr()
+    assert cli.main(base + ["--classes", "5", "12"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("vit-repro fewshot: error: digits/train: classes [12] are not labels"), err
+    assert "vit-repro data show digits" in err

@@ -231,7 +231,7 @@ def extract_features(
     device = next(model.parameters()).device
     run = precision if isinstance(precision, PrecisionRun) else PrecisionRun(
         precision, device, classes=False, what="few-shot features")
-    labels_all = np.asarray(dataset.with_format("numpy", columns=["label"])["label"], dtype=np.int64)
+    labels_all = np.asarray(dataset.with_format("numpy", columns=["label"])[:]["label"], dtype=np.int64)  # one batch: fast
     rows = [int(r) for r in rows]
     key = meta = None
     entries: dict[int, tuple[np.ndarray, int]] = {}
@@ -331,7 +331,7 @@ def fewshot_evaluate(
         raise ValueError(f"l2_reg must be positive, got {l2_reg}")
     num_classes = getattr(train_dataset.features["label"], "num_classes", None)
     if num_classes is None:  # plain integer labels
-        num_classes = int(np.max(train_dataset.with_format("numpy", columns=["label"])["label"])) + 1
+        num_classes = int(np.max(train_dataset.with_format("numpy", columns=["label"])[:]["label"])) + 1
     label_rows = train_dataset.select_columns(["label"]).add_column("__row__", np.arange(len(train_dataset)))
     needed = max(shots) + (val_shots if select else 0)
     plan = {}
@@ -457,8 +457,9 @@ def fewshot_checkpoint(
     the images.
     `cache_dir=True` uses `default_cache_dir()`, None/False disables the cache. `classes` keeps only
     those label ids of every task, relabelled 0..K-1 (`data.select_classes`; class-disjoint transfer),
-    and records the results under `fewshot_task_name(task, classes)`, e.g. "digits[5,6,7,8,9]"."""
-    from ..data import load_task, select_classes
+    and records the results under `fewshot_task_name(task, classes)`, e.g. "digits[5,6,7,8,9]", each
+    shot count's entry with `classes` (the kept ids); a label id the task lacks is a `DataError`."""
+    from ..data import load_task
     from .common import load_checkpoint
 
     loaded = load_checkpoint(checkpoint, device=device or default_device())
@@ -481,16 +482,31 @@ def fewshot_checkpoint(
         key = {"task": task, "data_dir": str(data_dir) if data_dir else None, "train_split": train_split,
                "test_split": test_split}
         if classes is not None:
-            train, test = select_classes(train, classes), select_classes(test, classes)
+            train, test = _select_classes(train, classes, task, train_split), _select_classes(test, classes, task, test_split)
             key["classes"] = [int(c) for c in classes]
         result = fewshot_evaluate(
             loaded.model, train, test, shots, seeds, mean=loaded.mean, std=loaded.std, image_size=size,
             cache_dir=cache, data_key=key, **kwargs,
         )
+        if classes is not None:  # which label ids of the task were kept, in the order relabelled 0..K-1
+            for entry in result.values():
+                entry["classes"] = [int(c) for c in classes]
         # after every task: an interrupted run keeps what it finished
         record = write_fewshot_results(path, checkpoint, protocol, {fewshot_task_name(task, classes): result},
                                        image_processor=loaded.image_processor)
     return record, path
+
+
+def _select_classes(dataset, classes, task: str, split: str):
+    """`dataset` restricted to `classes` (`data.select_classes`); a label id the task lacks is a
+    `DataError` naming the task, the split and the way to list its labels."""
+    from ..data import DataError, select_classes
+
+    try:
+        return select_classes(dataset, classes)
+    except DataError as err:
+        raise DataError(f"{task}/{split}: {err}; list label ids the task has "
+                        f"(`vit-repro data show {task}` prints its classes).") from None
 
 
 def fewshot_task_name(task: str, classes: Sequence[int] | None = None) -> str:
@@ -572,7 +588,7 @@ def _cmd_fewshot(args) -> int:
         test_split=args.test_split, data_dirs=data_dirs, resolution=args.resolution, output=args.output_dir,
         device=args.device, cache_dir=args.cache_dir or (None if args.no_cache else True), l2_reg=l2,
         val_shots=args.val_shots, preprocessing=args.preprocessing, batch_size=args.batch_size,
-        progress=not args.no_progress, precision=args.precision,
+        progress=not args.no_progress, precision=args.precision, classes=args.classes,
     )
     protocol = record["protocol"]
     print(f"Protocol: {protocol['name']} (l2 {protocol['l2_reg']}, {protocol['preprocessing_steps']}, "
@@ -607,6 +623,10 @@ def add_fewshot_cli(subparsers) -> None:
     p.add_argument("--preprocessing", choices=PREPROCESSINGS, default="central_crop",
                    help="central_crop (default, big_vision's: square resize to resolution x 256/224, central crop) or "
                    "resize (straight to the resolution)")
+    p.add_argument("--classes", type=int, nargs="+", default=None, metavar="LABEL",
+                   help="keep only these label ids of every task, relabelled 0..K-1 in the order given (e.g. the "
+                   "classes pretraining never saw: --classes 5 6 7 8 9); results are recorded as TASK[5,6,7,8,9] "
+                   "(default: all classes)")
     p.add_argument("--train-split", default="train", help="split the shots come from (default: train)")
     p.add_argument("--test-split", default="test", help="split that is scored (default: test)")
     add_data_dir(p)

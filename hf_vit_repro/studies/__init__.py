@@ -23,6 +23,7 @@ the report showing each point's mean and min-max, beside each model's accuracy a
 - `config`  the study config (YAML) and its validation
 - `runner`  the plan of runs, their recipes, resuming, study.json
 - `report`  the plots and the table, the paper's Table 6 as a reference
+- `curves`  few-shot accuracy during pretraining (`transfer.fewshot.curve`): its figure and table
 - `cli`     `vit-repro study ...`
 """
 

@@ -19,7 +19,8 @@
       - {name: ViT-tiny, family: ViT, config: {hidden_size: 32, ...}}
       - {name: R50x1, variant: BiT-R50x1, overrides: {optim.lr: 0.003}}
     transfer:
-      fewshot: {task: digits, classes: [5, 6, 7, 8, 9], shots: [1, 5, 10], seeds: 3}
+      fewshot: {task: digits, classes: [5, 6, 7, 8, 9], shots: [1, 5, 10], seeds: 3,
+                curve: {every: 25, shots: [5], seeds: 1, max_test_examples: null}}   # few-shot during pretraining
       finetune: {recipe: finetune_digits.yaml, classes: [5, 6, 7, 8, 9], overrides: {train.steps: 100}}
       allow_class_overlap: false          # true: transfer to classes pretraining saw (nothing is transferred)
     plot: {shots: 5, reference: true, reference_column: imagenet}
@@ -122,6 +123,20 @@ class EarlyStoppingSpec:
 
 
 @dataclass
+class CurveSpec:
+    """Few-shot evaluation during every pretraining run (`train.fewshot_eval` of its recipe): every
+    `every` updates, at initialisation (step 0) and at the run's last update, on the few-shot
+    transfer's task and classes (its `l2_reg`), `shots` per class (null: the plotted column,
+    `plot.shots`) drawn `seeds` times, scoring at most `max_test_examples` test images (null: all).
+    The report draws these curves (few-shot accuracy against pretraining step)."""
+
+    every: int = 25
+    shots: list[int] | None = None
+    seeds: int = 1
+    max_test_examples: int | None = None
+
+
+@dataclass
 class FewshotSpec:
     """Few-shot linear evaluation of every pretrained model (`vit-repro fewshot`; paper
     Sec. 4.1, Figure 4): `shots` per class, the first `seeds` seeds, on `task`'s
@@ -129,7 +144,8 @@ class FewshotSpec:
     default, a number fixes it. `resolution`: null is the pretraining resolution. `classes`: the
     label ids of `task` evaluated on (relabelled 0..K-1; null: all). `scratch_reference`: also
     evaluate every model and seed at its initialisation (the weights its run starts from), the
-    no-pretraining reference the plot draws dashed beside the pretrained points."""
+    no-pretraining reference the plot draws dashed beside the pretrained points. `curve`: also
+    evaluate few-shot during pretraining (`CurveSpec`; null: not)."""
 
     task: str = "digits"
     data_dir: str | None = None
@@ -142,6 +158,7 @@ class FewshotSpec:
     batch_size: int = 64
     classes: list[int] | None = None
     scratch_reference: bool = False
+    curve: CurveSpec | None = None
 
 
 @dataclass
@@ -267,6 +284,8 @@ class StudyConfig:
         f = self.transfer.fewshot
         if f is not None and (not f.shots or min(f.shots) < 1 or f.seeds < 1):
             raise StudyConfigError(f"`transfer.fewshot` needs shots >= 1 and seeds >= 1, got {f.shots} / {f.seeds}.")
+        if f is not None and f.curve is not None and (problem := self.curve_problem()):
+            raise StudyConfigError(problem)
         if self.transfer.finetune is not None and not self.transfer.finetune.recipe:
             raise StudyConfigError("`transfer.finetune.recipe` names no fine-tuning recipe.")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
@@ -278,6 +297,41 @@ class StudyConfig:
         if not self.transfer.allow_class_overlap and (problem := self.class_overlap()):
             raise StudyConfigError(problem)
         return self
+
+    def curve_shots(self) -> list[int]:
+        """The shot counts of the curves: `transfer.fewshot.curve.shots`, else the plotted column
+        (`plot.shots` when the few-shot transfer measures it, else its largest)."""
+        f = self.transfer.fewshot
+        if f.curve.shots:
+            return list(f.curve.shots)
+        return [self.plot.shots if self.plot.shots in f.shots else max(f.shots)]
+
+    def curve_problem(self) -> str | None:
+        """What keeps `transfer.fewshot.curve` from running, or None. The curve reads the task's train
+        and test splits at the model's resolution (`train.fewshot_eval`), from the pretraining
+        `data_dir` when it is the pretraining task, else from the registry."""
+        f, c = self.transfer.fewshot, self.transfer.fewshot.curve
+        if c.every < 1 or c.seeds < 1 or (c.shots is not None and (not c.shots or min(c.shots) < 1)):
+            return (f"`transfer.fewshot.curve` needs every >= 1, seeds >= 1 and shots >= 1 (or null), got every {c.every}, "
+                    f"seeds {c.seeds}, shots {c.shots}.")
+        if c.max_test_examples is not None and c.max_test_examples < 1:
+            return f"`transfer.fewshot.curve.max_test_examples` is null or >= 1, got {c.max_test_examples}."
+        data_dir = self.data.data_dir if f.task == self.data.task else None
+        if (f.train_split, f.test_split) != ("train", "test") or f.resolution is not None or f.data_dir != data_dir:
+            return ("`transfer.fewshot.curve` evaluates on the task's train and test splits at the pretraining resolution"
+                    f"{', from the pretraining data_dir' if data_dir else ''}: leave `transfer.fewshot`'s train_split, "
+                    "test_split, resolution and data_dir at their defaults, or set `curve: null`.")
+        return None
+
+    def curve_options(self) -> dict[str, Any] | None:
+        """The `train.fewshot_eval` every pretraining run of the study gets (None: no curve)."""
+        f = self.transfer.fewshot
+        if f is None or f.curve is None:
+            return None
+        c = f.curve
+        options = {"every": c.every, "tasks": [f.task], "shots": self.curve_shots(), "seeds": list(range(c.seeds)),
+                   "max_test_examples": c.max_test_examples, "classes": f.classes, "at_start": True}
+        return options if f.l2_reg is None else {**options, "l2_reg": f.l2_reg}
 
     def transfer_tasks(self) -> list[tuple[str, str, str | None, list[int] | None]]:
         """(section, task, data_dir, classes) of each transfer; a fine-tuning recipe's task is read from its file."""

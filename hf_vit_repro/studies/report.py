@@ -10,6 +10,8 @@ them), in the paper's forms:
   reference is never drawn on the measured axes, whose scale it does not share.
 - study.md: the measured runs as a table in Table 6's form (family, model, epochs, transfer
   accuracies, pretraining exaFLOPs, device time).
+- with `transfer.fewshot.curve`: <study>_curves.png, few-shot accuracy against pretraining step, and
+  its table in study.md (`studies.curves`).
 
 A study run with several `seeds` has several runs per point (model and size, or model and epochs):
 the plots draw their mean with a bar from the lowest to the highest seed, and the table writes
@@ -281,13 +283,20 @@ def study_table(study: dict[str, Any]) -> str:
 
 
 def write_report(study: dict[str, Any], folder: str | Path) -> list[Path]:
-    """Write the study's plot and study.md into `folder`; returns their paths."""
+    """Write the study's plot (and its curves figure when its runs logged curves) and study.md into
+    `folder`; returns their paths."""
     from ..evaluation.common import write_text_atomic
+
+    from .curves import CURVE_PLOTS, curve_table, plot_curves
 
     folder = Path(folder)
     written = []
     if study["runs"]:
         written.append(plot_study(study, folder / PLOTS[study["study"]]))
+        curves = plot_curves(study, folder / CURVE_PLOTS[study["study"]])  # None without `transfer.fewshot.curve`
+        written += [curves] if curves is not None else []
         title = f"# {study['study']} study: {study['name']}\n\n{study.get('description', '')}\n\nCommand: `{study['command']}`\n\n"
-        written.append(write_text_atomic(folder / TABLE, title + study_table(study) + "\n"))
+        curve_text = curve_table(study)
+        text = title + study_table(study) + (f"\n\n{curve_text}" if curve_text else "") + "\n"
+        written.append(write_text_atomic(folder / TABLE, text))
     return written

@@ -5,9 +5,11 @@ own folder, then its transfer evaluations; study.json rewritten after every run.
       study.json                    the config, and one record per run (see `run_record`)
       study.md                      the measured table (Table 6's form)
       data_size.png | compute.png | augreg.png   the paper's Figure 3/4 or 5, AugReg's Figure 1
+      data_size_curves.png | ...    few-shot accuracy against pretraining step (`transfer.fewshot.curve`)
       references/<model>-s<seed>.json            few-shot accuracy at initialisation (`scratch_reference`)
       runs/<model>[-<level>]-<size|epochs>[-s<seed>]/   a normal run folder: recipe.yaml, checkpoints/,
-                                    best/, final/, train_summary.json (with `compute`), fewshot.json, finetune/
+                                    best/, final/, train_summary.json (with `compute`), fewshot.json, finetune/,
+                                    logs/fewshot_curve.jsonl (the curve, read into study.json)
 
 Resumable run by run: a run whose folder holds a train_summary.json of the same recipe is not
 trained again (and its few-shot / fine-tuning results are reused when they are there); a run
@@ -80,7 +82,8 @@ def plan_runs(config: StudyConfig) -> list[PlannedRun]:
 def pretrain_recipe(config: StudyConfig, planned: PlannedRun, overrides=()):
     """The recipe of one pretraining run: the base recipe, then the study's `overrides`, the
     model's own, the command line's, and last what the study varies and where it writes (the
-    model, the augreg level's keys, the data and its subset, early stopping, epochs, folder)."""
+    model, the augreg level's keys, the data and its subset, early stopping, epochs, the few-shot
+    curve, folder)."""
     from ..training import load_recipe, parse_overrides
 
     m, d = planned.model, config.data
@@ -102,6 +105,8 @@ def pretrain_recipe(config: StudyConfig, planned: PlannedRun, overrides=()):
                   ("train.eval_every", config.early_stopping.eval_every)]
     if planned.epochs is not None:
         pairs += [("train.steps", None), ("train.epochs", planned.epochs)]
+    if (curve := config.curve_options()) is not None:  # few-shot during pretraining (`transfer.fewshot.curve`)
+        pairs += [("train.fewshot_eval", curve)]
     pairs += [("name", f"{config.name}-{planned.key}"), ("run.resume", "auto"),
               ("run.output_dir", str(config.folder / RUNS_DIR / planned.key))]
     return load_recipe(config.resolve_path(config.recipe), pairs)
@@ -241,6 +246,7 @@ def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[
         "best_step": stopping.get("best_step"),
         "stopped_early": stopping.get("stopped_early"),
         "fewshot": None,
+        "curve": None,
         "finetune": None,
         "compute": {key: compute.get(key) for key in ("training_exaflops", "forward_flops_per_image", "device_seconds",
                                                        "num_devices", "device")},
@@ -256,6 +262,10 @@ def run_record(config: StudyConfig, planned: PlannedRun, run_dir: Path) -> dict[
             "accuracy": {k: results[k]["mean"] for k in sorted(results, key=int)},
             "std": {k: results[k]["std"] for k in sorted(results, key=int)},
         }
+    if config.curve_options() is not None:
+        from .curves import read_run_curve
+
+        record["curve"] = read_run_curve(run_dir, spec.task, spec.classes)
     finetune_summary = run_dir / FINETUNE_DIR / runs.TRAIN_SUMMARY
     if config.transfer.finetune is not None and finetune_summary.is_file():
         import yaml

@@ -232,7 +232,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
         truncate_log(log_file, step)  # steps after the checkpoint were logged by the session that died
     fewshot = FewshotCurve(t.fewshot_eval, recipe, run_dir, main) if t.fewshot_eval else None
     if fewshot is not None:
-        fewshot.resume_at(step)
+        fewshot.start(model, accelerator, step)  # trims the curve to the checkpoint; step 0 with `at_start`
 
     # ---- the loop
     batches = micro_batches(accelerator, train_dl, step * accumulation)
@@ -311,7 +311,7 @@ def _train(recipe, train_dataset, eval_dataset, callbacks, command, cleanup: con
                 accelerator.log({f"eval/{data.eval_name}/{k}": v for k, v in metrics.items()}, step=step)
             if stopper is not None and stopper.update(step, metrics[objective.accuracy_metric]):
                 save_final_model(accelerator, model, recipe, runs.BEST_DIR)  # the best validation model so far
-        if fewshot is not None and fewshot.due(step, total_steps):
+        if fewshot is not None and (fewshot.due(step, total_steps) or (stopper is not None and stopper.stopped)):
             fewshot.evaluate(model, accelerator, step)
         saved = None
         stopped_early = stopper is not None and stopper.stopped
