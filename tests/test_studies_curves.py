@@ -58,8 +58,8 @@ def test_a_study_logs_reads_and_draws_its_curves_and_reuses_them(tmp_path, capsy
         assert curve["task"] == "digits[5,6,7,8,9]" and curve["steps"] == [0, 2, 4] and record["steps"] == 4
         assert set(curve["accuracy"]) == {"1", "5"} and all(0 <= a <= 1 for a in curve["accuracy"]["5"])
     # step 0 is the model each run starts from, on the unseen digits: equal to fewshot_evaluate of the
-    # rebuilt initial model at fp32 (the curve's precision) to 1e-9; the study's scratch reference (the
-    # evaluator's "auto" precision, bf16 on CPUs that have it) within 3 of the test images
+    # rebuilt initial model at fp32 (the curve's precision) to 1e-9; the study's scratch reference (fp32
+    # too, studies.runner.STUDY_PRECISION, but its own batches) within one of the test images
     train, test = (select_classes(load_task("digits", split), UNSEEN) for split in ("train", "test"))
     for record, recipe, reference in zip(records, recipes, study["references"]):
         model = initial_model(recipe).eval()
@@ -67,7 +67,7 @@ def test_a_study_logs_reads_and_draws_its_curves_and_reuses_them(tmp_path, capsy
                                   progress=False, precision="fp32")
         for k in ("1", "5"):
             assert record["curve"]["accuracy"][k][0] == pytest.approx(direct[k]["mean"], abs=1e-9)
-            assert record["curve"]["accuracy"][k][0] == pytest.approx(reference["accuracy"][k], abs=3 / len(test))
+            assert record["curve"]["accuracy"][k][0] == pytest.approx(reference["accuracy"][k], abs=1 / len(test))
     assert records[0]["curve"]["accuracy"]["5"][0] != records[1]["curve"]["accuracy"]["5"][0]  # two initialisations
     folder = config.folder
     assert (folder / "data_size_curves.png").stat().st_size > 0

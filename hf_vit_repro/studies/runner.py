@@ -174,11 +174,16 @@ def _run_fewshot(config: StudyConfig, run_dir: Path, device: str, progress: bool
         run_dir, [spec.task], shots=spec.shots, seeds=range(spec.seeds), train_split=spec.train_split,
         test_split=spec.test_split, data_dirs={spec.task: spec.data_dir} if spec.data_dir else None,
         resolution=spec.resolution, device=device, cache_dir=None, batch_size=spec.batch_size,
-        progress=progress, classes=spec.classes, **extra,
+        progress=progress, classes=spec.classes, precision=STUDY_PRECISION, **extra,
     )
 
 
 REFERENCES_DIR = "references"
+#: The studies' few-shot features are fp32 on every CPU, not `auto`: the final point, the scratch
+#: reference and the curve during pretraining (`train.fewshot_eval`, fp32) are one measurement,
+#: and a study's table then means the same on an AMX Xeon and on an AMD without bf16 (its tiny
+#: models gain nothing from bf16).
+STUDY_PRECISION = "fp32"
 
 
 def initial_model(recipe):
@@ -210,7 +215,7 @@ def scratch_reference(config: StudyConfig, planned: PlannedRun, recipe, device: 
     extra = {} if spec.l2_reg is None else {"l2_reg": spec.l2_reg}
     results = fewshot_evaluate(model, train, test, spec.shots, range(spec.seeds), mean=recipe.data.mean, std=recipe.data.std,
                                image_size=spec.resolution or recipe.model.image_size, batch_size=spec.batch_size,
-                               progress=progress, **extra)
+                               progress=progress, precision=STUDY_PRECISION, **extra)
     record = {"model": planned.model.name, "family": planned.model.resolved_family(), "seed": planned.seed,
               "accuracy": {k: v["mean"] for k, v in results.items()}}
     runs.write_json(path, record)
