@@ -69,8 +69,8 @@ PATHS = ("eager-fp32", "eager-bf16", "eager-bf16-weights", "compiled-fp32", "com
 GROUPS = (
     ("casts", ("aten::to", "aten::_to_copy", "aten::copy_", "aten::clone", "aten::contiguous")),
     ("attention", ("attention", "sdpa", "_transformer_encoder_layer_fwd", "aten::bmm", "softmax",
-                   "_native_multi_head_attention", "aten::baddbmm")),
-    ("matmul", ("aten::addmm", "aten::mm", "aten::linear", "aten::matmul", "mkldnn", "onednn",
+                   "_native_multi_head_attention", "aten::baddbmm", "transform_bias_rescale_qkv")),
+    ("matmul", ("aten::addmm", "addmm_activation", "aten::mm", "aten::linear", "aten::matmul", "mkldnn", "onednn",
                 "aten::convolution", "aten::_convolution", "conv")),
     ("layernorm", ("layer_norm",)),
     ("gelu", ("gelu",)),
