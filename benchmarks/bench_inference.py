@@ -101,7 +101,8 @@ def real_images(count: int, offset: int = 0, size: int = 224) -> torch.Tensor:
 
 
 def compile_model(module: torch.nn.Module) -> Callable:
-    """torch.compile with inductor's freezing (weights folded as constants; inference only)."""
+    """torch.compile with inductor's freezing (weights folded as constants; inference only). Freezing
+    is a global inductor setting read when a graph compiles: it stays on for the rest of the process."""
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True
@@ -139,8 +140,8 @@ def onnx_sessions(model: torch.nn.Module, wanted: list[str], calibration: np.nda
     return runs
 
 
-def build_paths(model, wanted: list[str], calibration: torch.Tensor, threads: int) -> tuple[dict[str, Callable], dict]:
-    """{path: x -> float32 logits} and {path: {"compile_s": ...}} (filled by the first call)."""
+def build_paths(model, wanted: list[str], calibration: torch.Tensor, threads: int) -> dict[str, Callable]:
+    """{path: x -> float32 logits}; a compiled path compiles on its first call (timed by `run_row`)."""
     calls: dict[str, Callable] = {}
     bf16_model = None
     if any(p.endswith("bf16-weights") for p in wanted):
@@ -165,7 +166,7 @@ def build_paths(model, wanted: list[str], calibration: torch.Tensor, threads: in
     ort_wanted = [p for p in wanted if p.startswith("ort-")]
     if ort_wanted:
         calls.update(onnx_sessions(model, ort_wanted, calibration.numpy(), threads))
-    return {name: calls[name] for name in wanted}, {}
+    return {name: calls[name] for name in wanted}
 
 
 def frame_count() -> int:
@@ -288,10 +289,10 @@ def run_row(row: str, wanted: list[str], batch: int, repeats: int, steps: int, a
     with torch.no_grad():
         if args.profile:
             eager = [p for p in ("eager-bf16", "eager-bf16-weights") if p in wanted]
-            calls, _ = build_paths(model, eager, calibration, torch.get_num_threads())
+            calls = build_paths(model, eager, calibration, torch.get_num_threads())
             result["profile"] = profile(calls, x, args.profile_steps, args.top)
             del calls
-        calls, _ = build_paths(model, wanted, calibration, torch.get_num_threads())
+        calls = build_paths(model, wanted, calibration, torch.get_num_threads())
         for name, call in calls.items():
             start = time.perf_counter()
             call(x)
