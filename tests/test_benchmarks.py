@@ -291,3 +291,65 @@ def test_peft_digits_table_transfers_a_checkpoint_pretrained_on_the_spot_with_ev
         assert row["accuracy"] == metrics["metrics"]["accuracy"] and 0 < row["trainable_fraction"] <= 1
     lines = (tmp_path / "peft_digits.md").read_text().splitlines()
     assert len(lines) == 2 + len(METHODS) and lines[3].startswith("| linear | 330 | ")
+
+
+def test_inference_script_images_are_real_and_its_exactness_catches_a_wrong_path():
+    """benchmarks/bench_inference.py: the evaluation and calibration images are distinct real
+    images (photo crops and upscaled digits in [-1, 1]); a bf16 path passes the precision policy's
+    check against fp32 and a path with permuted logits fails it."""
+    inference = benchmark_module("bench_inference")
+    images = inference.real_images(6, size=32)
+    calibration = inference.real_images(6, offset=10_000, size=32)
+    assert images.shape == (6, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+    assert images.std() > 0.1 and not torch.equal(images, calibration)
+    assert not torch.allclose(images[0], images[2])  # two crops, not one image twice
+    digit = images[1]
+    assert torch.equal(digit[0], digit[1])  # a grey digit replicated to RGB
+    model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs(num_labels=10)))).eval()
+
+    def eager(x):
+        return model(pixel_values=x).logits
+
+    def bf16(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(pixel_values=x).logits.float()
+
+    with torch.no_grad():
+        result = inference.exactness({"eager-fp32": eager, "eager-bf16": bf16,
+                                      "broken": lambda x: eager(x).roll(1, dims=1)}, images, batch=4)
+    assert result["eager-fp32"]["max_abs_logit_diff"] == 0 and result["eager-fp32"]["policy_check_ok"]
+    assert 0 < result["eager-bf16"]["max_abs_logit_diff"] and result["eager-bf16"]["policy_check_ok"]
+    assert not result["broken"]["policy_check_ok"] and result["broken"]["top1_agreement"] < 1
+
+
+def test_inference_script_compiles_once_for_a_padded_tail_batch():
+    """The compiled path (inductor, freezing) equals eager on a tiny ViT, and `padded` serves a
+    smaller last batch from the same graph: one compilation, the tail's rows unchanged."""
+    import time
+
+    import torch._dynamo.utils as dynamo_utils
+
+    inference = benchmark_module("bench_inference")
+    model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs()))).eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch._dynamo.reset()
+    try:
+        before = dynamo_utils.counters["stats"]["unique_graphs"]
+        compiled = inference.compile_model(model)
+        call = inference.padded(lambda v: compiled(v).logits, 4)
+        with torch.no_grad():
+            expected = model(pixel_values=x).logits
+            start = time.perf_counter()
+            full = call(x)
+            compile_s = time.perf_counter() - start
+            tail = call(x[:3])
+        assert dynamo_utils.counters["stats"]["unique_graphs"] - before == 1
+    finally:
+        torch._dynamo.reset()
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = False
+    assert tail.shape == (3, 3)
+    torch.testing.assert_close(full, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(tail, expected[:3], rtol=1e-4, atol=1e-5)
+    assert compile_s < 120  # a tiny model compiles in seconds; minutes would mean a broken toolchain
