@@ -86,7 +86,7 @@ def _third_party_imports(path: Path) -> set[str]:
 
 #: Modules of the package that may import an extra's packages (and say which extra to install when
 #: they are missing): the extra's name -> the module files.
-EXTRA_MODULES = {"export": {"export.py", "quantization.py"}, "peft": {"training/peft_methods.py"}, "app": {"app.py"}}
+EXTRA_MODULES = {"export": {"export.py", "export_precision.py", "quantization.py"}, "peft": {"training/peft_methods.py"}, "app": {"app.py"}}
 
 
 def test_every_module_the_package_imports_is_a_core_dependency():

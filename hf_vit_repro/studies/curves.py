@@ -74,7 +74,7 @@ def seed_spread(curves: list[dict[str, Any]], shots: str) -> list[tuple[int, flo
 def _panels(study: dict[str, Any]):
     """{panel name: [(line label, [curves of its seeds], sort key)]}: a panel per model (and level),
     a line per point (data size, or epochs in the compute study)."""
-    from .report import _line, group_points
+    from .report import group_points, line_name
 
     compute = study["study"] == "compute"
     panels: dict[str, list] = {}
@@ -88,7 +88,7 @@ def _panels(study: dict[str, Any]):
         else:
             examples = first.get("train_examples") or 0
             label, key = f"{examples:,} examples", examples
-        panels.setdefault(_line(first), []).append((label, curves, key))
+        panels.setdefault(line_name(first), []).append((label, curves, key))
     return {name: sorted(lines, key=lambda line: line[2]) for name, lines in panels.items()}
 
 

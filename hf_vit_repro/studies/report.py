@@ -121,10 +121,10 @@ def scratch_references(study: dict[str, Any], shots: str) -> dict[str, tuple[flo
 
 def _line_of(study: dict[str, Any], model: str) -> str:
     """The name of `model`'s first plotted line."""
-    return next((_line(r) for r in study["runs"] if r["model"] == model), model)
+    return next((line_name(r) for r in study["runs"] if r["model"] == model), model)
 
 
-def _line(record) -> str:
+def line_name(record) -> str:
     """A plotted line's name: the model, and its augmentation/regularisation level in the augreg study."""
     return record["model"] if not record.get("level") else f"{record['model']}, {record['level']}"
 
@@ -161,12 +161,12 @@ def study_figure(study: dict[str, Any]):
     seeds = max((len(g) for g in groups), default=1)
     for ax, (key, label, value_of) in zip(axes, measures):
         families_shown = set()
-        for name in dict.fromkeys(_line(g[0]) for g in groups):
+        for name in dict.fromkeys(line_name(g[0]) for g in groups):
             x_of = (lambda r: r["compute"]["training_exaflops"]) if compute else (lambda r: r["train_examples"])
-            points = _curve([g for g in groups if _line(g[0]) == name], value_of, x_of)
+            points = _curve([g for g in groups if line_name(g[0]) == name], value_of, x_of)
             if not points:
                 continue
-            family = next(g[0]["family"] for g in groups if _line(g[0]) == name)
+            family = next(g[0]["family"] for g in groups if line_name(g[0]) == name)
             xs, means = [p[0] for p in points], [p[1] for p in points]
             if compute:  # Figure 5: colour and legend by family, each model named at its last point
                 (line,) = ax.plot(xs, means, marker=FAMILY_MARKERS.get(family, "o"), color=FAMILY_COLOURS.get(family),
