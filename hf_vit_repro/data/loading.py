@@ -319,7 +319,7 @@ def _standardise(dataset, spec, *, image_column: str | None, label_column: str |
             raise DataError(f"{spec.name}: the number of classes is unknown for a streamed source without a ClassLabel column")
         num_classes = len(names) if names is not None else None
     if not streaming:
-        labels = _label_array(dataset)
+        labels = label_array(dataset)
         if num_classes is None:
             num_classes = int(labels.max()) + 1 if len(labels) else 0
         bad = labels[(labels < 0) | (labels >= num_classes)]
@@ -378,9 +378,10 @@ def _plain_int():
     return Value("int64")
 
 
-def _label_array(dataset) -> np.ndarray:
-    # `[:]` reads the column as one batch; `dataset["label"]` is a lazy column in datasets 4+ that
-    # formats row by row (50x slower on 750 rows: most of a small few-shot evaluation's time)
+def label_array(dataset) -> np.ndarray:
+    """The `label` column of `dataset` as an int64 array. `[:]` reads the column as one batch;
+    `dataset["label"]` is a lazy column in datasets 4+ that formats row by row (50x slower on 750
+    rows: most of a small few-shot evaluation's time)."""
     return np.asarray(dataset.with_format("numpy", columns=["label"])[:]["label"], dtype=np.int64)
 
 
@@ -472,7 +473,7 @@ def fewshot_subset(dataset, k: int, seed: int = 0):
         raise DataError(f"k must be >= 1, got {k}")
     if len(dataset) == 0:
         raise DataError("cannot draw a few-shot subset from an empty dataset")
-    labels = _label_array(dataset)
+    labels = label_array(dataset)
     feature = dataset.features.get("label")
     num_classes = getattr(feature, "num_classes", None) or int(labels.max()) + 1
     rank = np.empty(len(labels), dtype=np.int64)
@@ -496,7 +497,7 @@ def select_classes(dataset, classes):
     classes = [int(c) for c in classes]
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise DataError(f"classes must be at least 2 distinct label ids, got {classes}")
-    labels = _label_array(dataset)
+    labels = label_array(dataset)
     feature = dataset.features.get("label")
     total = getattr(feature, "num_classes", None) or (int(labels.max()) + 1 if len(labels) else 0)
     unknown = [c for c in classes if not 0 <= c < total]

@@ -29,7 +29,9 @@ _REAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
 
 
 def _labels(dataset) -> np.ndarray:
-    return np.asarray(dataset.with_format("numpy", columns=["label"])["label"], dtype=np.int64)
+    from ..data import label_array
+
+    return label_array(dataset)
 
 
 def evaluate_model(

@@ -231,7 +231,9 @@ def extract_features(
     device = next(model.parameters()).device
     run = precision if isinstance(precision, PrecisionRun) else PrecisionRun(
         precision, device, classes=False, what="few-shot features")
-    labels_all = np.asarray(dataset.with_format("numpy", columns=["label"])[:]["label"], dtype=np.int64)  # one batch: fast
+    from ..data import label_array
+
+    labels_all = label_array(dataset)
     rows = [int(r) for r in rows]
     key = meta = None
     entries: dict[int, tuple[np.ndarray, int]] = {}
@@ -331,7 +333,9 @@ def fewshot_evaluate(
         raise ValueError(f"l2_reg must be positive, got {l2_reg}")
     num_classes = getattr(train_dataset.features["label"], "num_classes", None)
     if num_classes is None:  # plain integer labels
-        num_classes = int(np.max(train_dataset.with_format("numpy", columns=["label"])[:]["label"])) + 1
+        from ..data import label_array
+
+        num_classes = int(np.max(label_array(train_dataset))) + 1
     label_rows = train_dataset.select_columns(["label"]).add_column("__row__", np.arange(len(train_dataset)))
     needed = max(shots) + (val_shots if select else 0)
     plan = {}
