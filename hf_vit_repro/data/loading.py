@@ -487,6 +487,16 @@ def fewshot_subset(dataset, k: int, seed: int = 0):
     return dataset.select(sorted(chosen))
 
 
+def classes_problem(classes) -> str | None:
+    """What is wrong with a class selection (`data.classes`, `train.fewshot_eval.classes`, a study's
+    `classes`, `select_classes`), as the end of a sentence naming it, or None: it lists at least 2
+    distinct whole label ids >= 0. Whether the ids exist is the dataset's to say (`select_classes`)."""
+    if (isinstance(classes, (list, tuple)) and len(classes) >= 2 and len(set(classes)) == len(classes)
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in classes)):
+        return None
+    return f"lists at least 2 distinct label ids >= 0 (null: all classes), got {classes!r}."
+
+
 def select_classes(dataset, classes):
     """The rows of `dataset` whose label is one of `classes` (the task's own ids), relabelled
     0..K-1 in the order given (`classes[i]` becomes i) with the ClassLabel's names carried over:
@@ -495,8 +505,8 @@ def select_classes(dataset, classes):
     import datasets
 
     classes = [int(c) for c in classes]
-    if len(classes) < 2 or len(set(classes)) != len(classes):
-        raise DataError(f"classes must be at least 2 distinct label ids, got {classes}")
+    if problem := classes_problem(classes):
+        raise DataError(f"`classes` {problem}")
     labels = label_array(dataset)
     feature = dataset.features.get("label")
     total = getattr(feature, "num_classes", None) or (int(labels.max()) + 1 if len(labels) else 0)

@@ -290,10 +290,12 @@ class StudyConfig:
             raise StudyConfigError("`transfer.finetune.recipe` names no fine-tuning recipe.")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise StudyConfigError(f"`seeds` lists distinct training seeds (e.g. [0, 1, 2]) or is left out, got {self.seeds}.")
+        from ..data import classes_problem
+
         for where, classes in (("data.classes", d.classes), ("transfer.fewshot.classes", f and f.classes),
                                ("transfer.finetune.classes", self.transfer.finetune and self.transfer.finetune.classes)):
-            if classes is not None and (len(classes) < 2 or len(set(classes)) != len(classes) or min(classes) < 0):
-                raise StudyConfigError(f"`{where}` lists at least 2 distinct label ids >= 0 (null: all), got {classes}.")
+            if classes is not None and (problem := classes_problem(classes)):
+                raise StudyConfigError(f"`{where}` {problem}")
         if not self.transfer.allow_class_overlap and (problem := self.class_overlap()):
             raise StudyConfigError(problem)
         return self

@@ -80,8 +80,10 @@ def fewshot_problem(options: Mapping[str, Any]) -> str | None:
     if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap <= 0):
         return f"`train.fewshot_eval.max_test_examples` must be null or a whole number > 0, got {cap!r}."
     classes = options.get("classes")
-    if classes is not None and (not _whole_numbers(classes, 0) or len(classes) < 2 or len(set(classes)) != len(classes)):
-        return f"`train.fewshot_eval.classes` lists at least 2 distinct label ids >= 0 (null: all), got {classes!r}."
+    from ..data import classes_problem
+
+    if classes is not None and (problem := classes_problem(classes)):
+        return f"`train.fewshot_eval.classes` {problem}"
     if not isinstance(options.get("at_start", False), bool):
         return f"`train.fewshot_eval.at_start` must be true or false, got {options.get('at_start')!r}."
     return None

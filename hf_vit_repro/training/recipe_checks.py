@@ -30,9 +30,10 @@ def data_problem(data, image_size: int) -> str | None:
         return f"`data.mean` and `data.std` need 3 values (std > 0), got {data.mean} / {data.std}."
     if data.subset is not None and data.subset > 1 and data.subset != int(data.subset):
         return f"`data.subset` is a fraction in (0, 1] or a whole number of images, got {data.subset}."
-    if data.classes is not None and (len(data.classes) < 2 or len(set(data.classes)) != len(data.classes)
-                                     or min(data.classes) < 0):
-        return f"`data.classes` lists at least 2 distinct label ids >= 0 (null: all classes), got {data.classes}."
+    from ..data import classes_problem
+
+    if data.classes is not None and (problem := classes_problem(data.classes)):
+        return f"`data.classes` {problem}"
     if data.resize_size is not None:
         if data.augmentation != "finetune":
             return (f"`data.resize_size` sets the square `augmentation: finetune` resizes to before its random crop; "
