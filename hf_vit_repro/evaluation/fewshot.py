@@ -463,7 +463,6 @@ def fewshot_checkpoint(
     those label ids of every task, relabelled 0..K-1 (`data.select_classes`; class-disjoint transfer),
     and records the results under `fewshot_task_name(task, classes)`, e.g. "digits[5,6,7,8,9]", each
     shot count's entry with `classes` (the kept ids); a label id the task lacks is a `DataError`."""
-    from ..data import load_task
     from .common import load_checkpoint
 
     loaded = load_checkpoint(checkpoint, device=device or default_device())
@@ -481,12 +480,10 @@ def fewshot_checkpoint(
     record: dict[str, Any] = {}
     for task in tasks:
         data_dir = (data_dirs or {}).get(task)
-        train = load_task(task, train_split, data_dir)
-        test = load_task(task, test_split, data_dir)
+        train, test = fewshot_splits(task, train_split, test_split, data_dir, classes)
         key = {"task": task, "data_dir": str(data_dir) if data_dir else None, "train_split": train_split,
                "test_split": test_split}
         if classes is not None:
-            train, test = _select_classes(train, classes, task, train_split), _select_classes(test, classes, task, test_split)
             key["classes"] = [int(c) for c in classes]
         result = fewshot_evaluate(
             loaded.model, train, test, shots, seeds, mean=loaded.mean, std=loaded.std, image_size=size,
@@ -499,6 +496,19 @@ def fewshot_checkpoint(
         record = write_fewshot_results(path, checkpoint, protocol, {fewshot_task_name(task, classes): result},
                                        image_processor=loaded.image_processor)
     return record, path
+
+
+def fewshot_splits(task: str, train_split: str = "train", test_split: str = "test", data_dir=None,
+                   classes: Sequence[int] | None = None):
+    """The (train, test) datasets a few-shot evaluation of `task` reads (`load_task`, from `data_dir`
+    when given), restricted to `classes` and relabelled 0..K-1 when given; a label id the task lacks
+    is a `DataError` naming the task, the split and the way to list its labels."""
+    from ..data import load_task
+
+    train, test = load_task(task, train_split, data_dir), load_task(task, test_split, data_dir)
+    if classes is None:
+        return train, test
+    return _select_classes(train, classes, task, train_split), _select_classes(test, classes, task, test_split)
 
 
 def _select_classes(dataset, classes, task: str, split: str):

@@ -205,13 +205,10 @@ def scratch_reference(config: StudyConfig, planned: PlannedRun, recipe, device: 
     spec = config.transfer.fewshot
     if path.is_file():
         return runs.read_json(path)
-    from ..data import load_task, select_classes
-    from ..evaluation.fewshot import fewshot_evaluate
+    from ..evaluation.fewshot import fewshot_evaluate, fewshot_splits
 
     model = initial_model(recipe).to(device).eval()
-    train, test = load_task(spec.task, spec.train_split, spec.data_dir), load_task(spec.task, spec.test_split, spec.data_dir)
-    if spec.classes is not None:
-        train, test = select_classes(train, spec.classes), select_classes(test, spec.classes)
+    train, test = fewshot_splits(spec.task, spec.train_split, spec.test_split, spec.data_dir, spec.classes)
     extra = {} if spec.l2_reg is None else {"l2_reg": spec.l2_reg}
     results = fewshot_evaluate(model, train, test, spec.shots, range(spec.seeds), mean=recipe.data.mean, std=recipe.data.std,
                                image_size=spec.resolution or recipe.model.image_size, batch_size=spec.batch_size,
