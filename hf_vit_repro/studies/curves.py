@@ -145,17 +145,12 @@ def plot_curves(study: dict[str, Any], path: str | Path) -> Path | None:
     return None if figure is None else save_figure(figure, path)
 
 
-def _cell(values: list[float]) -> str:
-    if not values:
-        return ""
-    mean = 100 * sum(values) / len(values)
-    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ({100 * min(values):.1f}-{100 * max(values):.1f})"
-
-
 def curve_table(study: dict[str, Any]) -> str:
     """study.md's curve table: per line, the k-shot accuracy at step 0, the best along the run (with
     the steps it was reached at) and at the end (with the last steps), "mean (min-max)" over seeds; "" without curves."""
     from ..evaluation.common import format_table
+
+    from .report import pct_spread
 
     shots = curve_shots(study)
     panels = _panels(study)
@@ -168,10 +163,10 @@ def curve_table(study: dict[str, Any]) -> str:
             values = [(s, a) for s, a in values if a]
             start = [a[0] for s, a in values if s[0] == 0]
             best = [max(range(len(a)), key=lambda i: a[i]) for _, a in values]
-            rows.append([name, label, str(len(values)), _cell(start),
-                         _cell([a[i] for (_, a), i in zip(values, best)]),
+            rows.append([name, label, str(len(values)), pct_spread(start),
+                         pct_spread([a[i] for (_, a), i in zip(values, best)]),
                          ", ".join(str(s[i]) for (s, _), i in zip(values, best)),
-                         _cell([a[-1] for _, a in values]), ", ".join(str(s[-1]) for s, _ in values)])
+                         pct_spread([a[-1] for _, a in values]), ", ".join(str(s[-1]) for s, _ in values)])
     task = next(c["task"] for r in study["runs"] if (c := curve_of(r, study)))
     header = ["model", "data", "seeds", "step 0 (%)", "best (%)", "best at step", "end (%)", "end step"]
     return (f"Few-shot during pretraining (`transfer.fewshot.curve`, {shots}-shot on {task}; figure "

@@ -209,7 +209,7 @@ def study_figure(study: dict[str, Any]):
     return figure
 
 
-def _pct_spread(values) -> str:
+def pct_spread(values) -> str:
     """"mean (min-max)" in % over a point's seeds, the value alone for one seed."""
     s = spread(values)
     return "" if s is None else _pct_spread_of(s)
@@ -253,7 +253,7 @@ def study_table(study: dict[str, Any]) -> str:
         for g in sorted(groups, key=lambda g: (g[0]["family"], g[0]["model"], g[0]["epochs"] or 0)):
             r = g[0]
             rows.append([r["family"], r["model"], f"{r['epochs']:g}", f"{r['num_parameters']:,}", str(len(g))]
-                        + [_pct_spread([m[2](x) for x in g]) for m in measures] + costs(g))
+                        + [pct_spread([m[2](x) for x in g]) for m in measures] + costs(g))
     else:
         levels = study["study"] == "augreg"
         header = ["model", *(["level"] if levels else []), "family", "pretraining examples", "seeds", "steps (best at)",
@@ -265,8 +265,8 @@ def study_table(study: dict[str, Any]) -> str:
             steps = ", ".join(f"{x['steps']} ({x['best_step']})" for x in g)
             level = [r.get("level") or ""] if levels else []
             rows.append([r["model"], *level, r["family"], f"{r['train_examples']:,}", str(len(g)), steps,
-                         _pct_spread([x["best_validation_accuracy"] for x in g])]
-                        + [_pct_spread([m[2](x) for x in g]) for m in measures] + costs(g))
+                         pct_spread([x["best_validation_accuracy"] for x in g])]
+                        + [pct_spread([m[2](x) for x in g]) for m in measures] + costs(g))
     devices = sorted({f"{r['compute']['num_devices']} x {r['compute']['device']}" for r in records})
     note = f"\n\nDevice time: training wall time x devices ({'; '.join(devices)})." if devices else ""
     fewshot = [m for m in measures if m[0].startswith("fewshot_")]
