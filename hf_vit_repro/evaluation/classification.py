@@ -28,12 +28,6 @@ from .common import check_resolution, dataset_label, default_output_dir, format_
 _REAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
 
 
-def _labels(dataset) -> np.ndarray:
-    from ..data import label_array
-
-    return label_array(dataset)
-
-
 def evaluate_model(
     model,
     dataset,
@@ -71,14 +65,14 @@ def evaluate_model(
     from accelerate.utils import broadcast_object_list
     from tqdm.auto import tqdm
 
-    from ..data import eval_transform, make_dataloader
+    from ..data import eval_transform, label_array, make_dataloader
     from ..metrics import load_metric
     from ..precision import PrecisionRun
 
     n = len(dataset)
     if n == 0:
         raise ValueError("the dataset is empty; nothing to evaluate")
-    labels = _labels(dataset)
+    labels = label_array(dataset)
     num_classes = int(model.config.num_labels)
     task_classes = getattr(dataset.features["label"], "num_classes", None)
     if task_classes is not None and task_classes > num_classes:
