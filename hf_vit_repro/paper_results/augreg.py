@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +45,6 @@ SETTINGS_FILE = "augreg_settings.csv"
 SOURCES_FILE = "augreg_sources.csv"
 PAPER = ('Steiner et al., "How to train your ViT? Data, Augmentation, and Regularization in Vision '
          'Transformers", TMLR 2022, arXiv:2106.10270')
-#: The pretraining sets, as the CSV names them, and the names the recipes' tasks use.
-DATASETS = {"i21k": "imagenet21k", "i1k": "imagenet1k"}
 
 
 @dataclass(frozen=True)
@@ -95,13 +92,14 @@ def sources() -> dict[str, dict[str, str]]:
 
 
 def data_key(name: str) -> str:
-    """"imagenet21k" / "i21k" -> "i21k"; "imagenet1k" / "imagenet" / "i1k" -> "i1k"."""
-    key = re.sub(r"[^a-z0-9]", "", name.lower())
-    if key in ("i21k", "imagenet21k", "in21k"):
-        return "i21k"
-    if key in ("i1k", "imagenet1k", "imagenet", "in1k", "imagenet2012", "ilsvrc2012"):
-        return "i1k"
-    raise ValueError(f"AugReg pretrains on ImageNet-21k or ImageNet-1k, not {name!r}: use 'i21k' or 'i1k'")
+    """"imagenet21k" / "i21k" -> "i21k"; "imagenet1k" / "imagenet" / "i1k" -> "i1k" (any spelling
+    `paper_results.pretraining_name` accepts for the two)."""
+    from . import pretraining_name
+
+    key = {"ImageNet-21k": "i21k", "ImageNet": "i1k"}.get(pretraining_name(name))
+    if key is None:
+        raise ValueError(f"AugReg pretrains on ImageNet-21k or ImageNet-1k, not {name!r}: use 'i21k' or 'i1k'")
+    return key
 
 
 def setting(name: str, data: str = "all", model: str = "", rows: tuple[Setting, ...] | None = None) -> Setting:
