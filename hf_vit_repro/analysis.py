@@ -388,7 +388,7 @@ def attention_statistics(
 
         return hook
 
-    run = PrecisionRun(precision, device, classes=with_logits, what="analysis")
+    run = PrecisionRun(precision, device, classes=with_logits, what="analysis", model=model)
     logits = []
 
     previous_impl, was_training = config._attn_implementation, model.training

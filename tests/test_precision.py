@@ -340,3 +340,73 @@ def test_card_shows_the_precision_of_each_evaluation():
     assert table["header"][:6] == ["task", "dataset", "split", "resolution", "images", "precision"]
     assert [row[5] for row in table["rows"]] == ["bf16", ""]
     assert "precision" not in _evaluation_table([record], None, None, None)["header"]  # older files: no column
+
+
+def _bf16_dtypes_seen(model, x, seen):
+    def forward():
+        seen.append({p.dtype for p in model.parameters()})
+        return model(x)
+    return forward
+
+
+def test_bf16_runs_on_bf16_copies_of_the_weights_and_restores_them_exactly():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.LayerNorm(32), torch.nn.Linear(32, 10))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    objects = [p for p in model.parameters()]
+    x = torch.randn(64, 16)
+    run = precision.PrecisionRun("bf16", "cpu", model=model)
+    seen = []
+    with torch.no_grad():
+        first = run(_bf16_dtypes_seen(model, x, seen))
+        second = run(_bf16_dtypes_seen(model, x, seen))
+        reference = model(x)
+    assert seen == [{torch.float32}, {torch.bfloat16}, {torch.bfloat16}]  # fp32 reference, then bf16 copies
+    # restored: the same parameter objects with their fp32 values, not a bf16 round trip
+    assert list(model.parameters()) == objects
+    assert all(torch.equal(p, before[name]) and p.dtype == torch.float32 for name, p in model.named_parameters())
+    assert run.record()["bf16_weights"] is True and run.check["ok"]
+    assert first.dtype == torch.bfloat16 and torch.equal(first, second)
+    rms = (first.float() - reference).pow(2).mean().sqrt()
+    assert 0 < rms <= 0.05 * reference.pow(2).mean().sqrt()
+
+
+def test_bf16_weight_copies_are_reused_and_remade_when_a_weight_changes():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4)
+    weights = precision.Bf16Weights(model)
+    with weights.swapped():
+        first = model.weight.data_ptr()
+    with weights.swapped():
+        assert model.weight.data_ptr() == first  # unchanged weights: the copy is reused
+    with torch.no_grad():
+        model.weight.add_(1.0)  # as an optimizer step between two evaluations
+    with weights.swapped():
+        assert model.weight.data_ptr() != first
+        remade = model.weight.detach().float()
+    torch.testing.assert_close(remade, model.weight.detach(), rtol=2**-8, atol=0)  # the new values, in bf16
+
+
+def test_bf16_weights_are_restored_when_the_forward_raises():
+    model = torch.nn.Linear(8, 4)
+    weights = precision.Bf16Weights(model)
+    with pytest.raises(RuntimeError, match="boom"), weights.swapped():
+        assert model.weight.dtype == torch.bfloat16
+        raise RuntimeError("boom")
+    assert model.weight.dtype == torch.float32 and model.bias.dtype == torch.float32
+
+
+def test_bf16_weights_only_where_they_are_used():
+    model = torch.nn.Linear(8, 4)
+    assert precision.PrecisionRun("fp32", "cpu", model=model).weights is None  # fp32 never casts
+    assert precision.PrecisionRun("bf16", "cpu").weights is None  # no model given: autocast alone
+    assert precision.PrecisionRun("bf16", "cpu", model=model.to(torch.bfloat16)).weights is None  # already bf16
+
+
+def test_a_failed_check_drops_the_bf16_copies(capsys):
+    model = torch.nn.Linear(16, 10)
+    run = precision.PrecisionRun("bf16", "cpu", tolerance=precision.Tolerance(rtol=0.0, atol=0.0), model=model)
+    with torch.no_grad():
+        run(lambda: model(torch.randn(4, 16)))
+    assert run.precision == "fp32" and run.weights is None and "bf16_weights" not in run.record()
+    assert "running in fp32" in capsys.readouterr().err

@@ -177,3 +177,24 @@ def test_the_native_fast_path_still_runs_on_the_plain_model(monkeypatch):
     with torch.inference_mode():
         lora(make(ViTReproModel))(pixel_values=pixels())
     assert calls == []
+
+
+def test_bf16_weight_copies_keep_lora_layers():
+    """bf16 inference swaps in bf16 copies of every parameter (precision.Bf16Weights): under peft that
+    includes the LoRA factors, so the bf16 logits follow the adapted model, not the base one."""
+    from hf_vit_repro.precision import PrecisionRun
+
+    wrapped = lora(make()).eval()
+    x = pixels(batch=8)
+    with torch.no_grad():
+        adapted = wrapped(pixel_values=x).logits
+        with wrapped.disable_adapter():
+            base = wrapped(pixel_values=x).logits
+        run = PrecisionRun("bf16", "cpu", model=wrapped)
+        run(lambda: wrapped(pixel_values=x).logits)  # the first call checks against fp32
+        bf16 = run(lambda: wrapped(pixel_values=x).logits).float()
+    assert run.record()["bf16_weights"] and run.check["ok"]
+    to_adapted = (bf16 - adapted).pow(2).mean().sqrt()
+    assert to_adapted <= 0.05 * adapted.pow(2).mean().sqrt()
+    assert to_adapted < 0.2 * (adapted - base).pow(2).mean().sqrt()  # the adapter's effect is kept
+    assert all(p.dtype == torch.float32 for p in wrapped.parameters())

@@ -107,7 +107,7 @@ def evaluate_model(
         def agree(ok: bool) -> bool:
             passed = accelerator.reduce(torch.tensor(int(ok), device=accelerator.device), reduction="sum")
             return int(passed) == accelerator.num_processes
-    run = PrecisionRun(precision, accelerator.device, agree=agree)
+    run = PrecisionRun(precision, accelerator.device, agree=agree, model=model)
 
     if main:
         import evaluate

@@ -230,7 +230,7 @@ def extract_features(
     transform = fewshot_transform(size, mean, std) if preprocessing == "central_crop" else eval_transform(size, mean, std)
     device = next(model.parameters()).device
     run = precision if isinstance(precision, PrecisionRun) else PrecisionRun(
-        precision, device, classes=False, what="few-shot features")
+        precision, device, classes=False, what="few-shot features", model=model)
     from ..data import label_array
 
     labels_all = label_array(dataset)
@@ -350,7 +350,8 @@ def fewshot_evaluate(
         plan[seed] = (per_k, held_out)
 
     cache = FeatureCache(cache_dir)
-    run = PrecisionRun(precision, next(model.parameters()).device, classes=False, what="few-shot features")
+    run = PrecisionRun(precision, next(model.parameters()).device, classes=False, what="few-shot features",
+                       model=model)
     common = dict(mean=mean, std=std, image_size=image_size, preprocessing=preprocessing, batch_size=batch_size,
                   num_workers=num_workers, cache=cache, progress=progress, precision=run)
     train_rows = sorted({r for per_k, held in plan.values() for rows in (*per_k.values(), held) for r in rows})
