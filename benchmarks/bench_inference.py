@@ -40,6 +40,10 @@ once more at that size and records the time of that call and the number of compi
 (`torch._dynamo` frame counter), with inductor's defaults (automatic dynamic shapes) and with
 the tail padded to the full batch with copies of its last image (`padded`).
 
+`kernel_bound` (`--no-kernel-bound` to skip): the model's bf16 matrix products and its attention
+kernel timed alone at the model's shapes, everything else counted as free: the fastest torch's
+kernels could run this forward, as img/s and as a share of the bf16 peak.
+
 The profile (`--no-profile` to skip): torch.profiler self CPU time per operator of the eager bf16
 paths (autocast, bf16 weights, bf16 copies), `--profile-steps` calls, grouped (matmul, attention, layernorm,
 gelu, casts, other) and the top operators with their shares.
@@ -246,6 +250,49 @@ def padded(call: Callable, full: int) -> Callable:
     return run
 
 
+def _best_seconds(fn: Callable[[], object], repeats: int = 7, calls: int = 5) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def kernel_bound(config, batch: int, resolution: int = 224) -> dict:
+    """The fastest a bf16 forward could run with torch's own kernels at this model's shapes: each of
+    a block's matrix products (qkv, output projection, fc1, fc2, as `F.linear` on (batch x tokens)
+    rows) and its attention (`scaled_dot_product_attention`, torch's flash kernel on the CPU) timed
+    alone in bf16, best of the repeats, with everything else (layer norms, GELU, residual adds,
+    reshapes) free. Blocks as ours run them: the last one projects keys and values for all tokens
+    and the rest for the class token only (about nothing). {"ms": per op, "batch_ms": the bound}."""
+    d, h, tokens = config.hidden_size, config.num_attention_heads, (resolution // config.patch_size) ** 2 + 1
+    rows = batch * tokens
+    bf16 = torch.bfloat16
+    x, x4 = torch.randn(rows, d, dtype=bf16), torch.randn(rows, config.intermediate_size, dtype=bf16)
+    patches = torch.randn(batch * (tokens - 1), 3 * config.patch_size**2, dtype=bf16)
+
+    def linear(inp, out_features):
+        weight = torch.randn(out_features, inp.shape[1], dtype=bf16)
+        bias = torch.randn(out_features, dtype=bf16)
+        return _best_seconds(lambda: F.linear(inp, weight, bias))
+
+    q, k, v = (torch.randn(batch, h, tokens, d // h, dtype=bf16) for _ in range(3))
+    with torch.no_grad():
+        ms = {
+            "qkv": linear(x, 3 * d), "o_proj": linear(x, d), "fc1": linear(x, config.intermediate_size),
+            "fc2": linear(x4, d),
+            "attention": _best_seconds(lambda: F.scaled_dot_product_attention(q, k, v)),
+            "patch_embedding": linear(patches, d),
+        }
+    ms = {name: 1e3 * s for name, s in ms.items()}
+    block = sum(ms[n] for n in ("qkv", "o_proj", "fc1", "fc2", "attention"))
+    batch_ms = (config.num_hidden_layers - 1) * block + ms["qkv"] * 2 / 3 + ms["patch_embedding"]
+    return {"ms": {n: round(v, 3) for n, v in ms.items()}, "batch_ms": round(batch_ms, 2)}
+
+
 def tail_batches(model, x: torch.Tensor, tail: int) -> dict:
     """Compiled bf16 autocast at the full batch then at `tail`: inductor's default (a second,
     dynamic-shape compilation) against padding the tail to the full batch (no new compilation)."""
@@ -293,6 +340,8 @@ def run_row(row: str, wanted: list[str], batch: int, repeats: int, steps: int, a
     x = images[:batch]
     result = {"row": row, "variant": ROWS[row][0], "batch_size": batch, "resolution": 224,
               "forward_gflops_per_image": flops / 1e9, "paths": {}}
+    if args.kernel_bound:
+        result["kernel_bound"] = kernel_bound(config, batch, 224)
     with torch.no_grad():
         if args.profile:
             eager = [p for p in ("eager-bf16", "eager-bf16-weights", "eager-bf16-copies") if p in wanted]
@@ -334,6 +383,10 @@ def table(results: list[dict]) -> str:
                          + ", ".join(f"{g} {s:.0%}" for g, s in prof["groups"].items()))
         if "tail_batch" in res:
             lines.append(f"  tail batch: {res['tail_batch']}")
+        if "kernel_bound" in res:
+            bound = res["kernel_bound"]
+            lines.append(f"  kernel bound (bf16 products and attention alone, the rest free): {bound['img_s']:.1f} img/s, "
+                         f"{bound['share_of_bf16_peak']:.1%} of the bf16 peak; ms per batch: {bound['ms']}")
     return "\n".join(lines)
 
 
@@ -350,6 +403,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the torch.profiler pass")
     parser.add_argument("--profile-steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=10, help="operators listed per profile")
+    parser.add_argument("--no-kernel-bound", dest="kernel_bound", action="store_false",
+                        help="skip timing the model's bf16 matrix products and attention alone (`kernel_bound`)")
     parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--out", default=None, help="results JSON (default: a new benchmarks/results/ file)")
     args = parser.parse_args(argv)
@@ -380,6 +435,11 @@ def main(argv=None) -> int:
             for p in peaks:
                 entry[f"share_of_{p}_peak"] = round(entry["img_s"] * res["forward_gflops_per_image"] * 1e9
                                                     / max(peaks[p], after[p]), 4)
+        if "kernel_bound" in res:
+            bound = res["kernel_bound"]
+            bound["img_s"] = round(1e3 * res["batch_size"] / bound["batch_ms"], 2)
+            bound["share_of_bf16_peak"] = round(bound["img_s"] * res["forward_gflops_per_image"] * 1e9
+                                                / max(peaks["bf16"], after["bf16"]), 4)
     extra["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
     print(table(results))
     machine = f"cpu-{os.uname().machine}-{os.cpu_count()}cores"

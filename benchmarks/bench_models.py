@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -44,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_vit_repro.flops import forward_flops  # forward FLOPs per image of any config (matmuls and convs)
+from hf_vit_repro.precision import Bf16Weights  # bf16 copies of a model's weights (--bf16-weights)
 
 # Dense bf16 tensor-core peak, FLOP/s, from the vendors' data sheets (SXM parts).
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
@@ -265,12 +267,15 @@ def train_memory_mb(impl: Impl, x: torch.Tensor, labels: torch.Tensor) -> float:
 def run_row(
     row: str, batch_size: int, repeats: int, steps: int, device: str, amp: str | None = None, compile: bool = False,
     optimizer: str = "fused", modes: tuple[str, ...] = ("infer", "train"), onnxruntime: bool = False,
-    cpu_peak: float | None = None,
+    cpu_peak: float | None = None, bf16_weights: bool = False,
 ) -> dict:
     """Measure one row. On a GPU, `amp="bf16"` runs under bf16 autocast and `compile=True` wraps
     every implementation in torch.compile (the same settings for all); `onnxruntime` adds our
     model served by ONNX Runtime (CPU, float32, inference only). `cpu_peak`: the FLOP/s the MFU
-    columns divide by on a CPU (`matmul_peak` of the row's precision)."""
+    columns divide by on a CPU (`matmul_peak` of the row's precision). `bf16_weights` (with
+    `amp="bf16"`): inference of every implementation runs on bf16 copies of its weights swapped
+    in (`hf_vit_repro.precision.Bf16Weights`, what `--precision bf16` does for ours), autocast
+    still around it; training is unchanged."""
     torch.manual_seed(0)
     impls = build(row, onnxruntime=onnxruntime)
     for impl in impls:
@@ -280,8 +285,11 @@ def run_row(
         if amp:
             dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
-            def call(x, _inner=call, _dtype=dtype):
-                with torch.autocast(device_type=device.split(":")[0], dtype=_dtype):
+            swap = Bf16Weights(impl.model) if bf16_weights and amp == "bf16" else None
+
+            def call(x, _inner=call, _dtype=dtype, _swap=swap):
+                copies = _swap.swapped() if _swap is not None and torch.is_inference_mode_enabled() else nullcontext()
+                with copies, torch.autocast(device_type=device.split(":")[0], dtype=_dtype):
                     return _inner(x).float()
 
         impl.logits = call
@@ -299,7 +307,7 @@ def run_row(
     flops_of = {impl.name: flops for impl in impls}
     flops_of["hf_vit_repro"] = forward_flops(config, resolution, class_token_only_last_block=True)
     result = {"row": row, "variant": ROWS[row][0], "batch_size": batch_size, "resolution": resolution,
-              "amp": amp, "precision": amp or "fp32", "peak_flops": cpu_peak if not device.startswith("cuda") else None, "compile": compile, "optimizer": f"AdamW({optimizer}=True)",
+              "amp": amp, "precision": amp or "fp32", "peak_flops": cpu_peak if not device.startswith("cuda") else None, "compile": compile, "bf16_weights": bool(bf16_weights and amp == "bf16"), "optimizer": f"AdamW({optimizer}=True)",
               "forward_gflops_per_image": flops / 1e9, "ours_forward_gflops_per_image": flops_of["hf_vit_repro"] / 1e9,
               "parameters": sum(p.numel() for p in impls[0].model.parameters()), "modes": list(modes),
               "threads": torch.get_num_threads(), "impls": {}}
@@ -370,6 +378,9 @@ def main(argv=None) -> int:
     parser.add_argument("--precisions", default=None,
                         help="CPU: comma-separated fp32, bf16 (autocast), each row measured in each (default: both; "
                         "--amp bf16 means bf16 only)")
+    parser.add_argument("--bf16-weights", action="store_true",
+                        help="bf16 inference of every implementation on bf16 copies of its weights, as "
+                        "`--precision bf16` runs ours (hf_vit_repro.precision.Bf16Weights); default: autocast alone")
     parser.add_argument("--compile", action="store_true", help="torch.compile every implementation")
     parser.add_argument("--optimizer", choices=["fused", "foreach"], default="fused",
                         help="torch.optim.AdamW implementation, the same for every model (default: fused)")
@@ -414,7 +425,7 @@ def main(argv=None) -> int:
     results = [
         run_row(row, args.batch_size, args.repeats, args.steps, args.device,
                 None if precision == "fp32" else precision, args.compile, args.optimizer, modes,
-                onnxruntime and precision == "fp32", peaks.get(precision))
+                onnxruntime and precision == "fp32", peaks.get(precision), args.bf16_weights)
         for precision in precisions for row in tqdm(rows, desc=f"rows ({precision})")
     ]
     print(table(results))

@@ -171,8 +171,8 @@ class Bf16Weights:
 
     Why: under `torch.autocast` every matrix product casts its fp32 weight to bf16 on every call.
     With the weights already bf16 and autocast still on around the call (it casts the inputs and
-    keeps layer norms and softmax in fp32 as before), ViT-S/16 and ViT-B/16 inference ran 1.15-1.2x
-    faster than autocast alone on a 2-core Xeon with AMX (benchmarks/README.md, "bf16 weights").
+    keeps layer norms and softmax in fp32 as before), ViT-S/16 and ViT-B/16 inference ran 1.13-1.23x
+    faster than autocast alone on a 2-core Xeon with AMX (docs/inference-paths.md).
     Works through wrappers that keep their weights as parameters (peft's LoRA, hooks); the
     first-batch check of `PrecisionRun` compares the result with fp32 either way."""
 

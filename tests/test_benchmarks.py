@@ -5,6 +5,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification
@@ -242,20 +243,23 @@ def test_cpu_peaks_and_description_are_recorded(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "matmul_peak", lambda dtype, **kw: {torch.float32: 3e11, torch.bfloat16: 2.4e12}[dtype])
     calls = []
 
-    def fake_row(row, batch, repeats, steps, device, amp, compile, optimizer, modes, onnxruntime, cpu_peak):
-        calls.append((amp, onnxruntime, cpu_peak))
+    def fake_row(row, batch, repeats, steps, device, amp, compile, optimizer, modes, onnxruntime, cpu_peak, bf16_weights):
+        calls.append((amp, onnxruntime, cpu_peak, bf16_weights))
         return {"row": row, "batch_size": batch, "precision": amp or "fp32", "impls": {"hf_vit_repro": {}}}
 
     monkeypatch.setattr(bench, "run_row", fake_row)
     out = tmp_path / "r.json"
     assert bench.main(["--rows", "vit_s16", "--device", "cpu", "--no-onnxruntime", "--out", str(out)]) == 0
-    assert calls == [(None, False, 3e11), ("bf16", False, 2.4e12)]
+    assert calls == [(None, False, 3e11, False), ("bf16", False, 2.4e12, False)]
     record = json.loads(out.read_text())
     assert record["matmul_peak_gflops"] == {"fp32": 300.0, "bf16": 2400.0} and record["cpu"]["flags"]
     assert record["matmul_peak_gflops_after"] == record["matmul_peak_gflops"]
     calls.clear()
     assert bench.main(["--rows", "vit_s16", "--device", "cpu", "--precisions", "fp32", "--out", str(out)]) == 0
     assert [c[0] for c in calls] == [None]
+    calls.clear()
+    assert bench.main(["--rows", "vit_s16", "--device", "cpu", "--bf16-weights", "--out", str(out)]) == 0
+    assert [c[3] for c in calls] == [True, True]  # passed on; run_row uses it for bf16 inference only
 
 
 def test_peft_digits_table_transfers_a_checkpoint_pretrained_on_the_spot_with_every_method(tmp_path):
@@ -353,3 +357,29 @@ def test_inference_script_compiles_once_for_a_padded_tail_batch():
     torch.testing.assert_close(full, expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(tail, expected[:3], rtol=1e-4, atol=1e-5)
     assert compile_s < 120  # a tiny model compiles in seconds; minutes would mean a broken toolchain
+
+
+def test_inference_script_kernel_bound_adds_up_the_model_s_own_shapes():
+    """`kernel_bound` times a block's bf16 products and attention alone at the model's shapes and
+    adds them up as our forward runs them (last block: keys and values only)."""
+    inference = benchmark_module("bench_inference")
+    config = ViTReproConfig(**tiny_kwargs())
+    bound = inference.kernel_bound(config, batch=2, resolution=32)
+    ms = bound["ms"]
+    assert set(ms) == {"qkv", "o_proj", "fc1", "fc2", "attention", "patch_embedding"} and min(ms.values()) > 0
+    block = ms["qkv"] + ms["o_proj"] + ms["fc1"] + ms["fc2"] + ms["attention"]
+    expected = (config.num_hidden_layers - 1) * block + ms["qkv"] * 2 / 3 + ms["patch_embedding"]
+    assert bound["batch_ms"] == pytest.approx(expected, abs=0.01)
+
+
+def test_inference_script_runs_the_package_s_bf16_path():
+    """`eager-bf16-copies` is PrecisionRun with the model: bf16 copies of the weights under
+    autocast, close to fp32 (the policy's check) and not equal to it; the model keeps fp32 weights."""
+    inference = benchmark_module("bench_inference")
+    model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs(num_labels=10)))).eval()
+    images = inference.real_images(8, size=32)
+    with torch.no_grad():
+        calls = inference.build_paths(model, ["eager-fp32", "eager-bf16-copies"], images, 1)
+        result = inference.exactness(calls, images, batch=4)
+    assert result["eager-bf16-copies"]["policy_check_ok"] and result["eager-bf16-copies"]["max_abs_logit_diff"] > 0
+    assert all(p.dtype == torch.float32 for p in model.parameters())
