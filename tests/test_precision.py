@@ -236,6 +236,7 @@ def test_metrics_json_and_cli_record_the_precision(cpu_is, random_classifier, tm
     assert cli.main(["evaluate", str(run), "digits", "--max-images", "20", "--batch-size", "10", "--no-progress"]) == 0
     record = json.loads(runs.metrics_path(run, "digits", "test").read_text())
     assert record["precision"] == "bf16" and record["evaluation"]["precision"]["bf16_check"]["ok"]
+    assert record["evaluation"]["precision"]["bf16_weights"] is True  # ran on bf16 copies of the weights
     assert "in bf16" in capsys.readouterr().out
     out = tmp_path / "fp32.json"
     assert cli.main(["evaluate", str(run), "digits", "--max-images", "20", "--no-progress", "--precision", "fp32",
