@@ -517,3 +517,114 @@ def test_class_token_only_block_is_skipped_when_all_tokens_are_needed():
         model(pixels(), interpolate_pos_encoding=True)
     assert out.attentions[-1].shape == (2, 4, 17, 17)
     assert shapes == [(2, 17, 32), (2, 1, 32)]
+
+
+# ----------------------------------------------------------------------------- bf16 attention for CPU training
+
+
+def _attention_inputs(queries=9, tokens=9, heads=2, head_dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(3, heads, queries, head_dim, generator=g)
+    k, v = (torch.randn(3, heads, tokens, head_dim, generator=g) for _ in range(2))
+    return q, k, v, torch.randn(3, heads, queries, head_dim, generator=g)
+
+
+@pytest.mark.parametrize("queries", [9, 1])  # all tokens, and the class token only (the last block)
+def test_bf16_cpu_training_attention_is_sdpa_within_bf16_rounding(queries):
+    from hf_vit_repro.modeling_vit_repro import _Bf16CpuAttention
+
+    q, k, v, grad = _attention_inputs(queries=queries)
+    scale = q.shape[-1] ** -0.5
+
+    def run(fn, dtype):
+        inputs = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
+        out = fn(*inputs)
+        out.backward(grad.to(dtype))
+        return [out.float()] + [t.grad.float() for t in inputs]
+
+    reference = run(lambda a, b, c: F.scaled_dot_product_attention(a, b, c), torch.float32)
+    ours = run(lambda a, b, c: _Bf16CpuAttention.apply(a, b, c, scale), torch.bfloat16)
+    flash = run(lambda a, b, c: F.scaled_dot_product_attention(a, b, c), torch.bfloat16)
+    for name, r, o, f in zip(("output", "dq", "dk", "dv"), reference, ours, flash):
+        error, flash_error = float((o - r).norm() / r.norm()), float((f - r).norm() / r.norm())
+        assert error < 0.01, (name, error)  # bf16 keeps 8 bits: 0.4% per rounding
+        assert error < 4 * flash_error + 1e-3, (name, error, flash_error)
+
+
+def _count_bf16_attention(monkeypatch):
+    from hf_vit_repro import modeling_vit_repro
+
+    calls = []
+    real = modeling_vit_repro._Bf16CpuAttention
+
+    class Counting:
+        @staticmethod
+        def apply(*args):
+            calls.append(1)
+            return real.apply(*args)
+
+    monkeypatch.setattr(modeling_vit_repro, "_Bf16CpuAttention", Counting)
+    return calls
+
+
+def test_bf16_cpu_training_attention_runs_only_where_it_applies(monkeypatch):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    calls = _count_bf16_attention(monkeypatch)
+    model, x = make().train(), pixels()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x).logits.sum().backward()
+        assert len(calls) == 2  # bf16 training: every block
+        with torch.no_grad():
+            model(x)  # inference: the flash kernel
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    model.train()
+    model(x).logits.sum().backward()  # fp32
+    assert len(calls) == 2
+    dropout = make(attention_probs_dropout_prob=0.1).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        dropout(x).logits.sum().backward()
+    assert len(calls) == 2  # attention dropout: sdpa applies it
+    # a function registered in sdpa's place is called, not bypassed
+    seen = []
+    original = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def spy(*args, **kwargs):
+        seen.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x).logits.sum().backward()
+    assert len(seen) == 2 and len(calls) == 2
+
+
+def test_bf16_cpu_training_step_matches_the_flash_kernel_s(monkeypatch):
+    """A whole bf16 training step: the loss and every gradient with `_Bf16CpuAttention` agree with
+    the same step through torch's sdpa kernel within bf16 rounding."""
+    from hf_vit_repro import modeling_vit_repro
+
+    x, labels = pixels(batch=4), torch.tensor([0, 1, 2, 0])
+
+    def step(fast: bool):
+        monkeypatch.setattr(modeling_vit_repro, "_use_bf16_cpu_training_attention",
+                            (lambda *a: False) if not fast else real)
+        model = make().train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x).logits.float(), labels)
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    real = modeling_vit_repro._use_bf16_cpu_training_attention
+    calls = _count_bf16_attention(monkeypatch)
+    loss_fast, grads_fast = step(True)
+    assert len(calls) == 2
+    loss_sdpa, grads_sdpa = step(False)
+    assert len(calls) == 2  # the second step did not take it
+    torch.testing.assert_close(loss_fast, loss_sdpa, rtol=0.02, atol=1e-3)
+    assert grads_fast.keys() == grads_sdpa.keys()
+    for name in grads_sdpa:
+        a, b = grads_fast[name].float(), grads_sdpa[name].float()
+        assert float((a - b).norm()) <= 0.03 * float(b.norm()) + 1e-6, name
