@@ -339,8 +339,9 @@ class _Bf16CpuAttention(torch.autograd.Function):
     with it and 20 ms this way, and a whole bf16 training step of ViT-S/16 and ViT-B/16 ran about 1.2x
     faster (benchmarks/README.md, "bf16 training after `_Bf16CpuAttention`"). The price is memory:
     the attention probabilities (B, h, S_q, S_k) are kept for backward, in bf16 (about 7.5 MB a block
-    for ViT-B/16 at batch 8, 4-6% of a bf16 training step's memory; flash keeps a log-sum-exp per row). Products in bf16, softmax computed in fp32 inside torch's bf16 kernel;
-    outputs and gradients are within bf16 rounding of the fp32 reference (tested).
+    for ViT-B/16 at batch 8, 4-6% of a bf16 training step's memory; flash keeps a log-sum-exp per
+    row). Products in bf16, softmax computed in fp32 inside torch's bf16 kernel; outputs and
+    gradients are within bf16 rounding of the fp32 reference (tested).
     """
 
     @staticmethod
