@@ -383,3 +383,25 @@ def test_inference_script_runs_the_package_s_bf16_path():
         result = inference.exactness(calls, images, batch=4)
     assert result["eager-bf16-copies"]["policy_check_ok"] and result["eager-bf16-copies"]["max_abs_logit_diff"] > 0
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_precision_train_script_measures_fp32_and_bf16_in_turn():
+    """benchmarks/bench_precision_train.py: two copies of one model train in turn, fp32 then bf16
+    autocast (the bf16 copy's forward runs under autocast, the fp32 one's not); the model handed in
+    is not trained; the ratio is the medians' and each pair's."""
+    script = benchmark_module("bench_precision_train")
+    model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs(num_labels=10))))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    impls = script.precision_pair(model)
+    x = torch.randn(2, 3, 32, 32)
+    assert [i.name for i in impls] == ["fp32", "bf16"]
+    assert impls[0].logits(x).dtype == torch.float32
+    seen = []
+    handle = impls[1].model.classifier.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    impls[1].logits(x)
+    handle.remove()
+    assert seen == [torch.bfloat16]
+    result = script.measure_pair(model, batch=2, resolution=32, repeats=2, steps=1)
+    assert len(result["samples"]["fp32"]) == len(result["samples"]["bf16"]) == 2 == len(result["pair_ratios"])
+    assert result["ratio"] == pytest.approx(result["bf16"] / result["fp32"]) and min(result["samples"]["bf16"]) > 0
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
