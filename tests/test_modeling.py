@@ -138,7 +138,9 @@ def test_attentions_requested_under_sdpa_come_from_eager():
         torch.testing.assert_close(a, b)
 
 
-def test_sdpa_dispatch_calls_the_registered_function(monkeypatch):
+def spy_on_sdpa(monkeypatch) -> list:
+    """Registers a function in place of transformers' "sdpa" attention that counts its calls (the
+    returned list) and then runs the original."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     calls = []
@@ -149,6 +151,11 @@ def test_sdpa_dispatch_calls_the_registered_function(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", spy)
+    return calls
+
+
+def test_sdpa_dispatch_calls_the_registered_function(monkeypatch):
+    calls = spy_on_sdpa(monkeypatch)
     make(attn="sdpa")(pixels())
     assert len(calls) == 2  # one per layer
 
@@ -568,8 +575,6 @@ def _count_bf16_attention(monkeypatch):
 
 
 def test_bf16_cpu_training_attention_runs_only_where_it_applies(monkeypatch):
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
     calls = _count_bf16_attention(monkeypatch)
     model, x = make().train(), pixels()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -588,14 +593,7 @@ def test_bf16_cpu_training_attention_runs_only_where_it_applies(monkeypatch):
         dropout(x).logits.sum().backward()
     assert len(calls) == 2  # attention dropout: sdpa applies it
     # a function registered in sdpa's place is called, not bypassed
-    seen = []
-    original = ALL_ATTENTION_FUNCTIONS["sdpa"]
-
-    def spy(*args, **kwargs):
-        seen.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", spy)
+    seen = spy_on_sdpa(monkeypatch)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x).logits.sum().backward()
     assert len(seen) == 2 and len(calls) == 2
