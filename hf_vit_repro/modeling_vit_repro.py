@@ -367,8 +367,7 @@ def _use_bf16_cpu_training_attention(query: torch.Tensor, dropout: float, traini
     return (
         query.dtype == torch.bfloat16
         and query.device.type == "cpu"
-        and torch.is_grad_enabled()
-        and query.requires_grad
+        and query.requires_grad  # computed in this forward: autograd is recording
         and not (training and dropout)
         and not torch.compiler.is_compiling()
     )

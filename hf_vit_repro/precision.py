@@ -181,11 +181,8 @@ class Bf16Weights:
         self._copies: dict[int, tuple[torch.Tensor, int, int]] = {}
 
     def _tensors(self) -> list[torch.Tensor]:
-        seen: dict[int, torch.Tensor] = {}
-        for tensor in (*self.model.parameters(), *self.model.buffers()):
-            if tensor.dtype == torch.float32:
-                seen.setdefault(id(tensor), tensor)
-        return list(seen.values())
+        # parameters() and buffers() each list a shared tensor once, and no tensor is both
+        return [t for t in (*self.model.parameters(), *self.model.buffers()) if t.dtype == torch.float32]
 
     def _copy(self, tensor: torch.Tensor) -> torch.Tensor:
         stamp = (tensor._version, tensor.data_ptr())
