@@ -205,6 +205,16 @@ class Bf16Weights:
                 tensor.data = data
 
 
+def quantized_modules(model: torch.nn.Module | None) -> list[str]:
+    """Names of `model`'s torch-quantised modules (`torch.ao.nn.quantized`, e.g. what
+    `torch.ao.quantization.quantize_dynamic` puts in place of `nn.Linear`): they compute in int8 on
+    float32 inputs, and bf16 activations from autocast make them fail."""
+    if model is None:
+        return []
+    return [name for name, module in model.named_modules()
+            if type(module).__module__.startswith("torch.ao.nn.quantized")]
+
+
 def _bf16_weights_for(model: torch.nn.Module | None, device: torch.device) -> Bf16Weights | None:
     """`Bf16Weights` where they are used: a CPU model that has fp32 parameters to cast."""
     if model is None or device.type != "cpu":
@@ -225,7 +235,9 @@ class PrecisionRun:
 
     `model`: the module the closure runs. On the CPU its fp32 weights then take part in bf16
     calls as bf16 copies (`Bf16Weights`), made once instead of cast by autocast on every call;
-    the first-batch check covers this path too."""
+    the first-batch check covers this path too. A model with torch-quantised modules
+    (`quantized_modules`) runs in fp32 under `auto` (the record's "note" says why), and a forced
+    bf16 is refused with a ValueError."""
 
     def __init__(self, precision: str, device: str | torch.device, *, classes: bool = True,
                  tolerance: Tolerance | None = None, agree: Callable[[bool], bool] | None = None,
@@ -236,6 +248,15 @@ class PrecisionRun:
         self.classes, self.agree, self.what = classes, agree, what
         self.tolerance = tolerance if tolerance is not None else BF16_TOLERANCE
         self.check: dict[str, Any] | None = None
+        self.note: str | None = None
+        quantized = quantized_modules(model) if self.precision == "bf16" else []
+        if quantized:
+            if precision == "bf16":
+                raise ValueError(f"{what}: --precision bf16 cannot run a model with torch-quantised modules "
+                                 f"({', '.join(quantized[:3])}{', ...' if len(quantized) > 3 else ''}): they compute "
+                                 "in int8 on float32 inputs; use --precision fp32 or auto")
+            self.precision = "fp32"
+            self.note = "torch-quantised modules: auto runs them in fp32"
         self.weights = _bf16_weights_for(model, self.device) if self.precision == "bf16" else None
 
     def _bf16(self, forward: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -276,6 +297,8 @@ class PrecisionRun:
         copies of the weights (when it ran), and "bf16_check": the first batch's comparison with
         its tolerance (when bf16 was tried)}."""
         out: dict[str, Any] = {"precision": self.precision, "requested": self.requested}
+        if self.note:
+            out["note"] = self.note
         if self.precision == "bf16":
             out["bf16_weights"] = self.weights is not None
         if self.check is not None:
@@ -305,6 +328,7 @@ __all__ = [
     "autocast",
     "compare_outputs",
     "Bf16Weights",
+    "quantized_modules",
     "PrecisionRun",
     "add_precision_argument",
 ]

@@ -411,3 +411,28 @@ def test_a_failed_check_drops_the_bf16_copies(capsys):
         run(lambda: model(torch.randn(4, 16)))
     assert run.precision == "fp32" and run.weights is None and "bf16_weights" not in run.record()
     assert "running in fp32" in capsys.readouterr().err
+
+
+def test_a_torch_quantised_model_runs_in_fp32_under_auto_and_refuses_bf16(cpu_is, random_classifier, digits_test):
+    """Dynamically quantised Linear layers compute in int8 on float32 inputs; bf16 autocast feeds
+    them bf16 and torch fails deep inside. `auto` runs such a model in fp32 and says so; a forced
+    bf16 is one clear error."""
+    import copy
+
+    quantised = torch.ao.quantization.quantize_dynamic(copy.deepcopy(random_classifier), {torch.nn.Linear},
+                                                       dtype=torch.qint8)
+    assert precision.quantized_modules(quantised) and not precision.quantized_modules(random_classifier)
+    cpu_is(SAPPHIRE_RAPIDS)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad(), pytest.raises(RuntimeError):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            quantised(x)  # what bf16 would do: torch's own error
+    result = evaluate_model(quantised, digits_test, batch_size=16, progress=False)
+    fp32 = evaluate_model(quantised, digits_test, batch_size=16, progress=False, precision="fp32")
+    assert result["precision"] == {"precision": "fp32", "requested": "auto",
+                                   "note": "torch-quantised modules: auto runs them in fp32"}
+    assert result["metrics"] == fp32["metrics"]
+    with pytest.raises(ValueError, match=r"^evaluation: --precision bf16 cannot run a model with torch-quantised "
+                                         r"modules \(vit\.layers\.0\.attention\.qkv"):
+        precision.PrecisionRun("bf16", "cpu", model=quantised, what="evaluation")
+    assert precision.PrecisionRun("bf16", "cpu", model=random_classifier).precision == "bf16"
