@@ -484,6 +484,20 @@ def test_unknown_recipe_key_is_named_with_suggestion(tmp_path):
         load_recipe(tmp_path / "missing.yaml")
 
 
+def test_yaml_11_no_is_accelerates_word_in_an_override_and_a_quoting_hint_in_a_file(tmp_path):
+    """YAML 1.1 reads a bare `no` as false; `run.mixed_precision=no` (Accelerate's own spelling) must
+    still mean "no", a boolean field still reads yes/off, and a recipe file's bare `no` says to quote it."""
+    path = _write(tmp_path, "name: x\ntrain: {steps: 3}\noptim: {warmup_steps: 1}\n")
+    recipe = load_recipe(path, ["run.mixed_precision=no", "run.progress_bar=off", "run.push_to_hub=no"])
+    assert (recipe.run.mixed_precision, recipe.run.progress_bar, recipe.run.push_to_hub) == ("no", False, False)
+    assert load_recipe(path, ["run.progress_bar=yes"]).run.progress_bar is True
+    assert load_recipe(path, ["optim.lr=1e-3"]).optim.lr == 1e-3  # other values are still read as YAML
+    with pytest.raises(RecipeError, match=r"must be true or false, got 'maybe'"):
+        load_recipe(path, ["run.progress_bar=maybe"])
+    with pytest.raises(RecipeError, match=r"`run.mixed_precision` must be a string, got False \(YAML reads.*quote it"):
+        load_recipe(_write(tmp_path, "name: x\ntrain: {steps: 3}\noptim: {warmup_steps: 1}\nrun: {mixed_precision: no}\n"))
+
+
 def _write(tmp_path, text):
     path = tmp_path / "ok.yaml"
     path.write_text(text)

@@ -524,6 +524,10 @@ def resolve_key(key: str, source: str = "override") -> tuple[str | None, str]:
     )
 
 
+# The words YAML 1.1 (PyYAML) reads as booleans, besides true/false.
+_YAML11_BOOLS = {"yes": True, "on": True, "no": False, "off": False}
+
+
 def coerce_value(value: Any, annotation: Any, where: str) -> Any:
     """`value` as `annotation` (str, int, float, bool, list[float], list[str], dict, X | None)."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -535,6 +539,8 @@ def coerce_value(value: Any, annotation: Any, where: str) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in _YAML11_BOOLS:  # an override's yes/no/on/off, kept as text
+            return _YAML11_BOOLS[value.lower()]
         raise RecipeError(f"{where} must be true or false, got {value!r}.")
     if annotation in (int, float):
         if isinstance(value, str):
@@ -552,7 +558,10 @@ def coerce_value(value: Any, annotation: Any, where: str) -> Any:
     if annotation is str:
         if isinstance(value, str):
             return value
-        raise RecipeError(f"{where} must be a string, got {value!r}.")
+        hint = ""
+        if isinstance(value, bool):  # YAML 1.1 reads a bare no/yes/on/off as a boolean
+            hint = ' (YAML reads an unquoted no, yes, on or off as true/false: quote it, e.g. mixed_precision: "no")'
+        raise RecipeError(f"{where} must be a string, got {value!r}{hint}.")
     if origin is list:
         if isinstance(value, tuple):
             value = list(value)
@@ -580,6 +589,10 @@ def parse_overrides(items: Sequence[str]) -> list[tuple[str, Any]]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+            # YAML 1.1 reads yes/no/on/off as booleans; `run.mixed_precision=no` (Accelerate's own word) means
+            # the string. Kept as text, a boolean field still reads it as true/false (`coerce_value`).
+            value = raw.strip()
         pairs.append((key.strip(), value))
     return pairs
 
