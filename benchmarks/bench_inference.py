@@ -13,6 +13,8 @@ Paths (`--paths`, default all; each returns float32 logits):
   eager-bf16-weights      a copy with bf16 weights and bf16 inputs, no autocast
   eager-bf16-copies       what `--precision bf16` runs: `hf_vit_repro.precision.PrecisionRun` given the
                           model, i.e. bf16 copies of its weights swapped in, autocast around the call
+                          (blocks on oneDNN's fused linears with packed weights: `_packed_bf16_forward`)
+  eager-bf16-copies-native  the same with the blocks on torch's native encoder-layer kernel instead
   compiled-fp32           torch.compile (inductor, default mode, `freezing=True`) of the fp32 model
   compiled-bf16           the same under bf16 autocast (freezing folds the weights' casts)
   compiled-bf16-weights   torch.compile of the bf16-weight copy
@@ -68,8 +70,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import ROWS, cpu_description, default_results_path, matmul_peak, save_results  # noqa: E402
 
-PATHS = ("eager-fp32", "eager-bf16", "eager-bf16-weights", "eager-bf16-copies", "compiled-fp32", "compiled-bf16",
-         "compiled-bf16-weights", "ort-fp32", "ort-int8-dynamic", "ort-int8-static")
+PATHS = ("eager-fp32", "eager-bf16", "eager-bf16-weights", "eager-bf16-copies", "eager-bf16-copies-native",
+         "compiled-fp32", "compiled-bf16", "compiled-bf16-weights", "ort-fp32", "ort-int8-dynamic", "ort-int8-static")
 
 # operator name -> group of the profile (first matching substring wins; the rest is "other")
 GROUPS = (
@@ -162,11 +164,17 @@ def build_paths(model, wanted: list[str], calibration: torch.Tensor, threads: in
         fn = compile_model(module) if compiled else module
         if name.endswith("bf16-weights"):
             calls[name] = lambda x, f=fn: f(x.to(torch.bfloat16)).logits.float()
-        elif name == "eager-bf16-copies":
+        elif name.startswith("eager-bf16-copies"):
             from hf_vit_repro.precision import PrecisionRun
 
-            run = PrecisionRun("bf16", "cpu", model=model)  # its first call (a warm-up) checks against fp32
-            calls[name] = lambda x, r=run: r(lambda: model(x).logits).float()
+            if name.endswith("-native"):
+                import copy
+
+                module = copy.deepcopy(model)
+                for layer in module.vit.layers:
+                    layer._packed_bf16_inference = False
+            run = PrecisionRun("bf16", "cpu", model=module)  # its first call (a warm-up) checks against fp32
+            calls[name] = lambda x, r=run, m=module: r(lambda: m(x).logits).float()
         elif name.endswith("bf16"):
             def call(x, f=fn):
                 with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -344,7 +352,7 @@ def run_row(row: str, wanted: list[str], batch: int, repeats: int, steps: int, a
         result["kernel_bound"] = kernel_bound(config, batch, 224)
     with torch.no_grad():
         if args.profile:
-            eager = [p for p in ("eager-bf16", "eager-bf16-weights", "eager-bf16-copies") if p in wanted]
+            eager = [p for p in ("eager-bf16", "eager-bf16-weights", "eager-bf16-copies", "eager-bf16-copies-native") if p in wanted]
             calls = build_paths(model, eager, calibration, torch.get_num_threads())
             result["profile"] = profile(calls, x, args.profile_steps, args.top)
             del calls

@@ -198,3 +198,24 @@ def test_bf16_weight_copies_keep_lora_layers():
     assert to_adapted <= 0.05 * adapted.pow(2).mean().sqrt()
     assert to_adapted < 0.2 * (adapted - base).pow(2).mean().sqrt()  # the adapter's effect is kept
     assert all(p.dtype == torch.float32 for p in wrapped.parameters())
+
+
+def test_packed_bf16_blocks_step_aside_for_lora_and_hooks(monkeypatch):
+    """bf16 CPU inference's packed oneDNN blocks read the weights as the native kernel does: a bf16 model runs
+    them in every block, a LoRA-wrapped one in none, a hooked one in every block but the hooked one's."""
+    from .test_modeling import _onednn_bf16, _packed_block_calls
+
+    calls = _packed_block_calls(monkeypatch)
+    if not _onednn_bf16():
+        pytest.skip("oneDNN computes no bf16 on this CPU (no AVX-512): the packed blocks are off")
+    x = pixels().bfloat16()
+    plain, wrapped = make(ViTReproModel).to(torch.bfloat16), lora(make(ViTReproModel)).to(torch.bfloat16)
+    with torch.inference_mode():
+        plain(pixel_values=x)
+        assert len(calls) == plain.config.num_hidden_layers
+        calls.clear()
+        wrapped(pixel_values=x)
+        assert calls == []
+        plain.layers[0].mlp.fc1.register_forward_hook(lambda m, args, out: out * 0.5)
+        plain(pixel_values=x)
+    assert len(calls) == plain.config.num_hidden_layers - 1
