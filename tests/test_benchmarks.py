@@ -2,11 +2,13 @@
 `hf_vit_repro.flops`, is tested in test_flops.py)."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from hf_vit_repro import ViTReproConfig, ViTReproForImageClassification
 
@@ -405,3 +407,32 @@ def test_precision_train_script_measures_fp32_and_bf16_in_turn():
     assert len(result["samples"]["fp32"]) == len(result["samples"]["bf16"]) == 2 == len(result["pair_ratios"])
     assert result["ratio"] == pytest.approx(result["bf16"] / result["fp32"]) and min(result["samples"]["bf16"]) > 0
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_demo_precision_script_trains_each_seed_in_both_precisions_and_reads_finished_runs_back(tmp_path, monkeypatch):
+    """benchmarks/demo_precision.py: per seed, the demo ViT's two stages in fp32 then bf16 (the recipe's
+    `run.mixed_precision`, so the bf16 run also evaluates in bf16); the summary is those runs' numbers; a
+    second call reads finished runs back instead of training again."""
+    script = benchmark_module("demo_precision")
+    tiny = ["train.epochs=null", "train.steps=2", "optim.warmup_steps=1", "data.max_train_examples=64",
+            "data.max_eval_examples=16", "run.torch_threads=1"]
+    argv = ["--seeds", "0", "1", "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--out", str(tmp_path / "r.json")]
+    assert script.main(argv + [a for item in tiny for a in ("--override", item)]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    rows = {(r["seed"], r["precision"]): r for r in result["rows"]}
+    assert sorted(rows) == [(0, "bf16"), (0, "no"), (1, "bf16"), (1, "no")]
+    assert {r["eval_precision"] for (_, p), r in rows.items() if p == "bf16"} == {"bf16"}
+    assert {r["eval_precision"] for (_, p), r in rows.items() if p == "no"} == {"fp32"}
+    for seed in (0, 1):
+        recipe = yaml.safe_load((tmp_path / "runs" / f"s{seed}_bf16" / "finetune" / "recipe.yaml").read_text())
+        assert recipe["train"]["seed"] == seed and recipe["model"]["init_from"].endswith(f"s{seed}_bf16/pretrain")
+    summary = result["summary"]
+    assert summary["no"]["accuracy"] == [rows[(s, "no")]["accuracy"] for s in (0, 1)]
+    assert summary["bf16_minus_fp32"] == pytest.approx(summary["bf16"]["mean"] - summary["no"]["mean"])
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("hf_vit_repro.training.train", no_training)
+    assert script.main(argv) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["rows"] == result["rows"]
