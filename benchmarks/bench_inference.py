@@ -22,6 +22,9 @@ Paths (`--paths`, default all; each returns float32 logits):
   ort-int8-dynamic        its `quantize_dynamic` int8 graph (hf_vit_repro.quantization, int8-dynamic)
   ort-int8-static         its `quantize_static` QDQ graph, per-channel int8 weights, activation scales
                           calibrated on --calibration-images real images other than the evaluated ones
+  openvino-bf16           the same ONNX export compiled by OpenVINO's CPU plugin with its bf16 inference
+                          precision hint (AMX kernels, fused attention and layer norms); needs
+                          `pip install openvino`, not a dependency of the package
 
 Every compiled path runs under torch.no_grad() (freezing needs it), the eager ones too. Timing:
 interleaved (A B C ... A B C ...), `--repeats` measurements of `--steps` calls each after two
@@ -71,7 +74,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import ROWS, cpu_description, default_results_path, matmul_peak, save_results  # noqa: E402
 
 PATHS = ("eager-fp32", "eager-bf16", "eager-bf16-weights", "eager-bf16-copies", "eager-bf16-copies-native",
-         "compiled-fp32", "compiled-bf16", "compiled-bf16-weights", "ort-fp32", "ort-int8-dynamic", "ort-int8-static")
+         "compiled-fp32", "compiled-bf16", "compiled-bf16-weights", "ort-fp32", "ort-int8-dynamic", "ort-int8-static",
+         "openvino-bf16")
 
 # operator name -> group of the profile (first matching substring wins; the rest is "other")
 GROUPS = (
@@ -145,7 +149,21 @@ def onnx_sessions(model: torch.nn.Module, wanted: list[str], calibration: np.nda
             if name in wanted:
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                 runs[name] = (lambda x, s=session: torch.from_numpy(s.run(["logits"], {"pixel_values": x.numpy()})[0]))
+        if "openvino-bf16" in wanted:
+            runs["openvino-bf16"] = openvino_bf16(fp32, threads)
     return runs
+
+
+def openvino_bf16(onnx_path: Path, threads: int) -> Callable:
+    """x -> logits of the ONNX graph compiled by OpenVINO's CPU plugin in bf16 (read into memory here)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise SystemExit("the openvino-bf16 path needs OpenVINO: pip install openvino") from None
+    compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
+        "INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    return lambda x: torch.from_numpy(request.infer({0: x.numpy()})[0].copy())
 
 
 def build_paths(model, wanted: list[str], calibration: torch.Tensor, threads: int) -> dict[str, Callable]:
@@ -157,7 +175,7 @@ def build_paths(model, wanted: list[str], calibration: torch.Tensor, threads: in
 
         bf16_model = copy.deepcopy(model).to(torch.bfloat16).eval()
     for name in wanted:
-        if name.startswith("ort-"):
+        if name.startswith(("ort-", "openvino-")):
             continue
         compiled = name.startswith("compiled-")
         module = bf16_model if name.endswith("bf16-weights") else model
@@ -182,7 +200,7 @@ def build_paths(model, wanted: list[str], calibration: torch.Tensor, threads: in
             calls[name] = call
         else:
             calls[name] = lambda x, f=fn: f(x).logits
-    ort_wanted = [p for p in wanted if p.startswith("ort-")]
+    ort_wanted = [p for p in wanted if p.startswith(("ort-", "openvino-"))]
     if ort_wanted:
         calls.update(onnx_sessions(model, ort_wanted, calibration.numpy(), threads))
     return {name: calls[name] for name in wanted}
@@ -449,6 +467,10 @@ def main(argv=None) -> int:
             bound["share_of_bf16_peak"] = round(bound["img_s"] * res["forward_gflops_per_image"] * 1e9
                                                 / max(peaks["bf16"], after["bf16"]), 4)
     extra["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+    if "openvino-bf16" in wanted:
+        import openvino
+
+        extra["openvino_version"] = openvino.__version__
     print(table(results))
     machine = f"cpu-{os.uname().machine}-{os.cpu_count()}cores"
     save_results(Path(args.out) if args.out else default_results_path(f"{machine}-inference"), machine, results, extra)

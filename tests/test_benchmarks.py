@@ -381,10 +381,27 @@ def test_inference_script_runs_the_package_s_bf16_path():
     model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs(num_labels=10)))).eval()
     images = inference.real_images(8, size=32)
     with torch.no_grad():
-        calls = inference.build_paths(model, ["eager-fp32", "eager-bf16-copies"], images, 1)
+        calls = inference.build_paths(model, ["eager-fp32", "eager-bf16-copies", "eager-bf16-copies-native"], images, 1)
         result = inference.exactness(calls, images, batch=4)
-    assert result["eager-bf16-copies"]["policy_check_ok"] and result["eager-bf16-copies"]["max_abs_logit_diff"] > 0
+    for path in ("eager-bf16-copies", "eager-bf16-copies-native"):
+        assert result[path]["policy_check_ok"] and result[path]["max_abs_logit_diff"] > 0
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_inference_script_s_native_path_switches_off_the_packed_blocks_of_its_own_copy():
+    """`eager-bf16-copies-native` runs a copy of the model with the packed bf16 blocks off; the model itself keeps them."""
+    inference = benchmark_module("bench_inference")
+    model = randomize_(ViTReproForImageClassification(ViTReproConfig(**tiny_kwargs(num_labels=10)))).eval()
+    calls = inference.build_paths(model, ["eager-bf16-copies-native"], inference.real_images(4, size=32), 1)
+    native_model = calls["eager-bf16-copies-native"].__defaults__[1]
+    assert native_model is not model and all(not layer._packed_bf16_inference for layer in native_model.vit.layers)
+    assert all(layer._packed_bf16_inference for layer in model.vit.layers)
+
+
+def test_inference_script_s_openvino_path_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(SystemExit, match="pip install openvino"):
+        benchmark_module("bench_inference").openvino_bf16(Path("model.onnx"), 1)
 
 
 def test_precision_train_script_measures_fp32_and_bf16_in_turn():
