@@ -560,10 +560,10 @@ def test_packed_weights_follow_every_change_of_the_weights(monkeypatch):
     with torch.no_grad():
         run(lambda: model(x).logits)  # the first call checks against fp32
         before = run(lambda: model(x).logits)
-        packed = {id(w): entry[1] for w, entry in _PACKED_WEIGHTS.items()}
+        packed = {id(w): id(entry[1]) for w, entry in _PACKED_WEIGHTS.items()}
         assert calls and len(packed) >= 4
         run(lambda: model(x).logits)
-        assert {id(w): entry[1] for w, entry in _PACKED_WEIGHTS.items()} == packed  # reused, not remade
+        assert {id(w): id(entry[1]) for w, entry in _PACKED_WEIGHTS.items()} == packed  # reused, not remade
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     model.train()
     model(x, labels=torch.tensor([0, 1, 2, 0])).loss.backward()
