@@ -382,7 +382,7 @@ def run_row(row: str, wanted: list[str], batch: int, repeats: int, steps: int, a
         for name, values in exactness(calls, images, batch).items():
             result["paths"][name].update(values)
         samples = time_paths(calls, x, repeats, steps)
-        if args.tail_batch:
+        if args.tail_batch and any(p.startswith("compiled-") for p in wanted):  # it compiles: only for compiled paths
             result["tail_batch"] = {"tail": args.tail_batch, **tail_batches(model, x, args.tail_batch)}
     base = {p: statistics.median(samples[p]) for p in ("eager-fp32", "eager-bf16") if p in samples}
     best = {p: max(samples[p]) for p in base}

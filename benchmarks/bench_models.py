@@ -18,7 +18,8 @@ Columns:
 
   peak          CPU: share of the machine's own matrix-product peak for the row's precision,
                 measured in the same run (`matmul_peak`: square fp32 and bf16 products, best of
-                several sizes); img/s x FLOPs per image (x 3 for a training step) / that peak.
+                several sizes, before the rows and after them; the higher of the two, since a busy
+                moment lowers one); img/s x FLOPs per image (x 3 for a training step) / that peak.
                 The results record the CPU's model and instruction-set flags (AMX, AVX-512...).
 
     python benchmarks/bench_models.py                 # the CPU table (what `make bench` runs)
@@ -264,6 +265,21 @@ def train_memory_mb(impl: Impl, x: torch.Tensor, labels: torch.Tensor) -> float:
     return (4 * params + activations) / 2**20
 
 
+def set_mfu(result: dict, peak: float | None) -> None:
+    """The MFU columns of a row's implementations against `peak` FLOP/s, each with its model's own FLOPs
+    (MFU counts work done: ours skips most of the last block's work)."""
+    if not peak:
+        return
+    for name, entry in result["impls"].items():
+        if not {"infer_img_s", "train_img_s"} & entry.keys():
+            continue
+        flops = 1e9 * result["ours_forward_gflops_per_image" if name == "hf_vit_repro" else "forward_gflops_per_image"]
+        if "infer_img_s" in entry:
+            entry["infer_mfu"] = entry["infer_img_s"] * flops / peak
+        if "train_img_s" in entry:
+            entry["train_mfu"] = entry["train_img_s"] * 3 * flops / peak
+
+
 def run_row(
     row: str, batch_size: int, repeats: int, steps: int, device: str, amp: str | None = None, compile: bool = False,
     optimizer: str = "fused", modes: tuple[str, ...] = ("infer", "train"), onnxruntime: bool = False,
@@ -323,13 +339,7 @@ def run_row(
         for impl in impls:
             if impl.trains:
                 result["impls"][impl.name]["train_mb"] = train_memory_mb(impl, x, labels)
-    peak = gpu_peak_flops(torch.cuda.get_device_name()) if device.startswith("cuda") else cpu_peak
-    if peak:
-        for name, entry in result["impls"].items():  # each model's own FLOPs: MFU counts work done
-            if "infer_img_s" in entry:
-                entry["infer_mfu"] = entry["infer_img_s"] * flops_of[name] / peak
-            if "train_img_s" in entry:
-                entry["train_mfu"] = entry["train_img_s"] * 3 * flops_of[name] / peak
+    set_mfu(result, gpu_peak_flops(torch.cuda.get_device_name()) if device.startswith("cuda") else cpu_peak)
     ours = result["impls"]["hf_vit_repro"]
     for name, entry in result["impls"].items():
         if name == "hf_vit_repro":
@@ -428,12 +438,18 @@ def main(argv=None) -> int:
                 onnxruntime and precision == "fp32", peaks.get(precision), args.bf16_weights)
         for precision in precisions for row in tqdm(rows, desc=f"rows ({precision})")
     ]
-    print(table(results))
     if cpu:
-        # measured again after the rows: on a shared machine one measurement can land in a busy moment
+        # measured again after the rows: on a shared machine one measurement can land in a busy moment, which
+        # would inflate every share; the MFU columns use the higher of the two
         after = {p: matmul_peak({"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p])
                  for p in precisions}
+        used = {p: max(peaks[p], after[p]) for p in precisions}
         extra["matmul_peak_gflops_after"] = {p: v / 1e9 for p, v in after.items()}
+        extra["matmul_peak_gflops_used"] = {p: v / 1e9 for p, v in used.items()}
+        for result in results:
+            result["peak_flops"] = used[result["precision"]]
+            set_mfu(result, used[result["precision"]])
+    print(table(results))
     machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu-{platform.machine()}-{os.cpu_count()}cores"
     save_results(Path(args.out) if args.out else default_results_path(machine.replace(" ", "_")), machine, results,
                  extra)
