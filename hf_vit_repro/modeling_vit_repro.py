@@ -641,6 +641,7 @@ class ViTReproLayer(GradientCheckpointingLayer):
             and all(t is None or t.dtype == torch.bfloat16 for m in self._weight_modules() for t in (m.weight, m.bias))
             # weights made under torch.inference_mode have no version counter to tell an in-place change by
             and not any(m.weight.is_inference() for m in self._weight_modules()[:4])
+            and not torch.jit.is_tracing()  # a trace would keep the packed copies as constants
             and _packed_bf16_blocks_enabled()
         )
 

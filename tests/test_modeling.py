@@ -545,6 +545,20 @@ def test_bf16_cpu_inference_runs_packed_onednn_blocks_within_bf16_rounding(monke
     assert _relative(packed, native) < 0.03
 
 
+def test_traced_and_exported_programs_keep_no_packed_copies(monkeypatch):
+    """A trace or an export of a bf16 model would hold the packed weights as constants, blind to later
+    changes of the model's weights: both record the native or composed block instead."""
+    calls = _packed_block_calls(monkeypatch)
+    model = make(ViTReproModel).to(torch.bfloat16).requires_grad_(False)
+    x = pixels().bfloat16()
+    with torch.no_grad():
+        torch.jit.trace(model, x, check_trace=False, strict=False)
+        torch.export.export(model, (x,))
+        assert calls == []
+        model(x)
+    assert len(calls) == (2 if _onednn_bf16() else 0)
+
+
 def test_packed_weights_follow_every_change_of_the_weights(monkeypatch):
     """Packed once per weight, and packed again when it changes: an in-place update of a bf16 model, and
     the fp32 model trained between two bf16 evaluations on its bf16 copies (`precision.PrecisionRun`)."""
