@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -35,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import (  # noqa: E402
     Impl,
     add_measurement_arguments,
+    cpu_machine,
     default_results_path,
     interleaved_samples,
     save_results,
@@ -141,7 +140,7 @@ def main(argv=None) -> int:
 
     results = [run_path(path, args.batch_size, args.repeats, args.steps) for path in tqdm(paths, desc="paths")]
     print(table(results))
-    machine = f"cpu-{platform.machine()}-{os.cpu_count()}cores"
+    machine = cpu_machine()
     save_results(Path(args.out) if args.out else default_results_path(f"ablation_{machine}"), machine, results)
     return 0
 

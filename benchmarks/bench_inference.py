@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
+import copy
 import statistics
 import sys
 import tempfile
@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import ROWS, cpu_description, default_results_path, matmul_peak, save_results  # noqa: E402
+from bench_models import ROWS, cpu_description, cpu_machine, default_results_path, matmul_peak, save_results  # noqa: E402
 
 PATHS = ("eager-fp32", "eager-bf16", "eager-bf16-weights", "eager-bf16-copies", "eager-bf16-copies-native",
          "compiled-fp32", "compiled-bf16", "compiled-bf16-weights", "ort-fp32", "ort-int8-dynamic", "ort-int8-static",
@@ -171,8 +171,6 @@ def build_paths(model, wanted: list[str], calibration: torch.Tensor, threads: in
     calls: dict[str, Callable] = {}
     bf16_model = None
     if any(p.endswith("bf16-weights") for p in wanted):
-        import copy
-
         bf16_model = copy.deepcopy(model).to(torch.bfloat16).eval()
     for name in wanted:
         if name.startswith(("ort-", "openvino-")):
@@ -186,8 +184,6 @@ def build_paths(model, wanted: list[str], calibration: torch.Tensor, threads: in
             from hf_vit_repro.precision import PrecisionRun
 
             if name.endswith("-native"):
-                import copy
-
                 module = copy.deepcopy(model)
                 for layer in module.vit.layers:
                     layer._packed_bf16_inference = False
@@ -200,9 +196,9 @@ def build_paths(model, wanted: list[str], calibration: torch.Tensor, threads: in
             calls[name] = call
         else:
             calls[name] = lambda x, f=fn: f(x).logits
-    ort_wanted = [p for p in wanted if p.startswith(("ort-", "openvino-"))]
-    if ort_wanted:
-        calls.update(onnx_sessions(model, ort_wanted, calibration.numpy(), threads))
+    onnx_wanted = [p for p in wanted if p.startswith(("ort-", "openvino-"))]  # the paths that run our ONNX export
+    if onnx_wanted:
+        calls.update(onnx_sessions(model, onnx_wanted, calibration.numpy(), threads))
     return {name: calls[name] for name in wanted}
 
 
@@ -472,7 +468,7 @@ def main(argv=None) -> int:
 
         extra["openvino_version"] = openvino.__version__
     print(table(results))
-    machine = f"cpu-{os.uname().machine}-{os.cpu_count()}cores"
+    machine = cpu_machine()
     save_results(Path(args.out) if args.out else default_results_path(f"{machine}-inference"), machine, results, extra)
     return 0
 

@@ -56,6 +56,11 @@ def gpu_peak_flops(device_name: str) -> float | None:
     return next((peak for key, peak in GPU_PEAK_BF16.items() if key in device_name), None)
 
 
+def cpu_machine() -> str:
+    """The CPU machine's name in results files and their default names: `cpu-<arch>-<N>cores`."""
+    return f"cpu-{platform.machine()}-{os.cpu_count()}cores"
+
+
 def cpu_description() -> dict:
     """The CPU's model name (/proc/cpuinfo, else platform), its instruction-set flags that decide
     matrix-product speed (torch.cpu.get_capabilities()), and what the package's precision policy
@@ -450,7 +455,7 @@ def main(argv=None) -> int:
             result["peak_flops"] = used[result["precision"]]
             set_mfu(result, used[result["precision"]])
     print(table(results))
-    machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu-{platform.machine()}-{os.cpu_count()}cores"
+    machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_machine()
     save_results(Path(args.out) if args.out else default_results_path(machine.replace(" ", "_")), machine, results,
                  extra)
     return 0

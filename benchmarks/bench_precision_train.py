@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import ROWS, Impl, cpu_description, default_results_path, interleaved_samples, save_results  # noqa: E402
+from bench_models import ROWS, Impl, cpu_description, cpu_machine, default_results_path, interleaved_samples, save_results  # noqa: E402
 
 
 def precision_pair(model: torch.nn.Module) -> list[Impl]:
@@ -80,7 +79,7 @@ def main(argv=None) -> int:
         print(f"{row}: fp32 {result['fp32']:.2f} img/s, bf16 {result['bf16']:.2f} img/s, bf16 / fp32 "
               f"{result['ratio']:.2f}x (median of the pairs {result['median_pair_ratio']:.2f}x)", flush=True)
         results.append(result)
-    machine = f"cpu-{os.uname().machine}-{os.cpu_count()}cores"
+    machine = cpu_machine()
     out = Path(args.out) if args.out else default_results_path(f"{machine}-precision-train")
     save_results(out, machine, results, {"cpu": cpu_description(), "loadavg": open("/proc/loadavg").read().split()[:3]})
     return 0

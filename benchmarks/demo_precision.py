@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import cpu_description, default_results_path, save_results  # noqa: E402
+from bench_models import cpu_description, cpu_machine, default_results_path, save_results  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
 PRECISIONS = ("no", "bf16")
@@ -88,7 +87,7 @@ def main(argv=None) -> int:
         print(f"{'fp32' if precision == 'no' else precision}: mean {s['mean']:.2f}% (sd {s['stdev']:.2f}), "
               f"{s['mean_seconds']:.0f} s per seed")
     print(f"bf16 - fp32: {summary['bf16_minus_fp32']:+.2f} points; bf16 took {summary['bf16_time_ratio']:.2f}x the time")
-    machine = f"cpu-{os.uname().machine}-{os.cpu_count()}cores"
+    machine = cpu_machine()
     rows = [{"precision": p, **run} for p in PRECISIONS for run in runs[p]]
     save_results(args.out or default_results_path(f"{machine}-demo-precision"), machine, rows,
                  {"cpu": cpu_description(), "seeds": args.seeds, "overrides": args.override, "summary": summary})

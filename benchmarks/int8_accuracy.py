@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -38,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_models import ROWS, cpu_description  # noqa: E402
+from bench_models import ROWS, cpu_description, cpu_machine  # noqa: E402
 from quantize_onnx import session, time_sessions  # noqa: E402
 
 
@@ -155,7 +154,7 @@ def main(argv=None) -> int:
     started = time.time()
     results = {
         "command": shlex.join(["python", "benchmarks/int8_accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": f"cpu-{platform.machine()}-{os.cpu_count()}cores", "cpu": cpu_description(),
+        "machine": cpu_machine(), "cpu": cpu_description(),
         "threads": args.threads, "load_average_before": list(os.getloadavg()),
         "accuracy": accuracy(args.checkpoint, args.task, args.split, args.calibration_split, args.calibration_images, methods,
                              args.threads, args.batch_size, args.repeats) if args.checkpoint else [],
