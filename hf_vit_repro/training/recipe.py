@@ -589,7 +589,7 @@ def parse_overrides(items: Sequence[str]) -> list[tuple[str, Any]]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
-        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        if isinstance(value, bool) and raw.strip().lower() in _YAML11_BOOLS:
             # YAML 1.1 reads yes/no/on/off as booleans; `run.mixed_precision=no` (Accelerate's own word) means
             # the string. Kept as text, a boolean field still reads it as true/false (`coerce_value`).
             value = raw.strip()
