@@ -459,3 +459,20 @@ def test_demo_precision_script_trains_each_seed_in_both_precisions_and_reads_fin
     monkeypatch.setattr("hf_vit_repro.training.train", no_training)
     assert script.main(argv) == 0
     assert json.loads((tmp_path / "r.json").read_text())["rows"] == result["rows"]
+
+
+def test_attention_kernels_script_times_every_way_at_the_given_shapes(tmp_path):
+    """benchmarks/attention_kernels.py: flash, math, the bmm-softmax-bmm composition and its parts, and the
+    qkv projection for scale; each with its time, and GFLOP/s from the FLOPs of the shapes."""
+    import json
+
+    script = benchmark_module("attention_kernels")
+    ways = script.time_attention(batch=2, heads=2, tokens=5, head_dim=8, repeats=1)
+    assert set(ways) == {"flash", "math", "bmm_softmax_bmm", "q_kT", "softmax", "p_v", "qkv_projection"}
+    assert all(w["ms"] > 0 for w in ways.values()) and ways["softmax"]["gflops"] is None
+    attention_flops = 4 * 2 * 2 * 5**2 * 8
+    assert ways["flash"]["gflops"] == pytest.approx(attention_flops / (ways["flash"]["ms"] / 1e3) / 1e9, rel=0.05, abs=0.1)
+    out = tmp_path / "a.json"
+    assert script.main(["--rows", "vit_s16", "--batch-size", "1", "--repeats", "1", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert (row["row"], row["heads"], row["tokens"]) == ("vit_s16", 6, 197) and set(row["ways"]) == set(ways)
